@@ -1,0 +1,3 @@
+from rdpbalancer.cli import main
+
+raise SystemExit(main())
