@@ -1,0 +1,1 @@
+"""The asyncio shell: the only code that touches client and backend sockets."""

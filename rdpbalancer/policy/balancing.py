@@ -1,0 +1,45 @@
+"""Balancing algorithms: given a pool and each server's load, rank the servers best first.
+
+Every algorithm implements the same small protocol (`rank`), in the spirit of HAProxy's
+backend algorithm hooks; the load they see is chosen by the pool's `balance` setting:
+open connections (leastconn) or homed users (leastsessions).
+
+Weighted least-connections follows HAProxy: idle servers first, then the smallest
+(load + 1) / weight; weight 0 takes no new users. Ties rotate, so equal servers share a burst
+of new users evenly instead of the first one in the list taking them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from rdpbalancer.policy.model import PoolMember, Server
+
+
+class Balancer(Protocol):
+    def rank(self, members: Sequence[PoolMember], load: Callable[[str], int]) -> list[Server]:
+        """Servers that may take a new user, best first (weight-0 servers left out)."""
+        ...
+
+
+class WeightedLeastLoad:
+    """Weighted least-load with rotating tie-break; the load function decides what "load" is."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+
+    def rank(self, members: Sequence[PoolMember], load: Callable[[str], int]) -> list[Server]:
+        n = len(members)
+        if n == 0:
+            return []
+        turn = self._turn
+        self._turn = (turn + 1) % n
+
+        def key(item: tuple[int, PoolMember]) -> tuple[bool, float, int]:
+            index, member = item
+            current = load(member.server.name)
+            return (current > 0, (current + 1) / member.weight, (index - turn) % n)
+
+        eligible = [(i, m) for i, m in enumerate(members) if m.weight > 0]
+        return [m.server for _, m in sorted(eligible, key=key)]

@@ -1,0 +1,99 @@
+"""The routing model: immutable facts about the farm, and the decisions made about it.
+
+Everything here is a frozen, slotted dataclass or an enum, so a snapshot of the farm can be
+shared between the event loop, the admin API and tests without copies or locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class BalanceKind(StrEnum):
+    """How a pool picks a server for a user it has never seen (or whose entry expired)."""
+
+    LEASTCONN = "leastconn"  # open TCP connections (live load), HAProxy's weighted leastconn
+    LEASTSESSIONS = "leastsessions"  # homed users: unexpired sticky entries, as the RD Connection Broker
+
+
+class NoCookiePolicy(StrEnum):
+    """What to do with a Connection Request that carries no `mstshash` cookie."""
+
+    SOURCE_IP = "source-ip"  # stick on the client address
+    BALANCE = "balance"  # pick a server, remember nothing
+    REJECT = "reject"  # close the connection
+
+
+class Reason(StrEnum):
+    """Why a decision came out as it did; logged, counted and shown by the admin API."""
+
+    STICKY_HIT = "sticky-hit"  # the user has an unexpired entry for a server of this pool
+    NEW = "new"  # no usable entry: balanced, and the result will be remembered
+    NO_COOKIE = "no-cookie"  # no user hint: balanced without remembering (no_cookie = "balance")
+    ROUTING_TOKEN = "routing-token"  # a broker's msts token names one of our servers
+    NO_SERVER = "no-server"  # nothing in the pool can take the user
+    DENIED = "denied"  # policy refuses the connection (no_cookie = "reject", deny routes)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One session host. The name identifies it everywhere (sticky table, logs, API)."""
+
+    name: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMember:
+    server: Server
+    weight: int  # 0 takes no new users; sticky users still reach it
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    name: str
+    balance: BalanceKind
+    members: tuple[PoolMember, ...]
+
+    def member(self, server_name: str) -> PoolMember | None:
+        for m in self.members:
+            if m.server.name == server_name:
+                return m
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What the balancer knows about a connection when it must decide where it goes."""
+
+    client_host: str
+    user_key: str | None  # derived from the cookie (identity.user_key), None without cookie
+    msts_target: tuple[str, int] | None = None  # decoded broker routing token, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of `Router.decide`. "No server" and "denied" are values, not exceptions."""
+
+    reason: Reason
+    sticky_key: str | None = None  # the key the assignment is remembered under (None: not remembered)
+    pool: str | None = None
+    # Servers to try, best first. One element for a sticky hit (the session lives there);
+    # several for a new user, so a failed connect can fall through to the next best.
+    candidates: tuple[Server, ...] = field(default=())
+    detail: str = ""  # a short human explanation, for logs and `explain`
+
+    @property
+    def server(self) -> Server | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def remembers(self) -> bool:
+        return self.sticky_key is not None and self.reason in (Reason.NEW, Reason.STICKY_HIT)

@@ -1,0 +1,31 @@
+"""Ports: what the policy core needs from the outside world, as Protocols.
+
+Adapters (`rdpbalancer.store.*`) implement these; the policy core never imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from rdpbalancer.policy.sticky import Change, StickyEntry
+
+
+class StickyStore(Protocol):
+    """Durable storage behind the in-memory sticky table."""
+
+    def load(self) -> Sequence[StickyEntry]:
+        """Every stored entry (called once at start, before the listeners open)."""
+        ...
+
+    async def apply(self, change: Change) -> None:
+        """Persist `change`; returns once it is durable (the caller forwards bytes after)."""
+        ...
+
+    def apply_later(self, change: Change) -> None:
+        """Persist `change` in the background (bookkeeping such as last_used refreshes)."""
+        ...
+
+    async def close(self) -> None:
+        """Flush what is pending and release the storage."""
+        ...

@@ -1,0 +1,48 @@
+"""Listening sockets: one asyncio server per `[balancer] listen` address."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.session import ClientSide
+from rdpbalancer.relay.sockets import format_addr
+
+LISTEN_BACKLOG = 1024  # a logon storm arrives in bursts; the kernel caps it at somaxconn anyway
+
+
+class ListenError(Exception):
+    """A listen address cannot be bound; the message names it."""
+
+
+async def open_listeners(ctx: RelayContext, addresses: list[tuple[str, int]]) -> list[asyncio.Server]:
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.Server] = []
+    try:
+        for host, port in addresses:
+            name = format_addr(host, port)
+            try:
+                server = await loop.create_server(
+                    lambda name=name: ClientSide(ctx, name),  # type: ignore[misc]
+                    host, port, backlog=LISTEN_BACKLOG, reuse_address=True,
+                    family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                )
+            except OSError as exc:
+                raise ListenError(f"cannot listen on {name}: {exc.strerror or exc}") from exc
+            servers.append(server)
+    except BaseException:
+        for server in servers:
+            server.close()
+        raise
+    return servers
+
+
+def bound_addresses(servers: list[asyncio.Server]) -> list[tuple[str, int]]:
+    """The real addresses (port 0 resolved), for tests and the start-up log line."""
+    out = []
+    for server in servers:
+        for sock in server.sockets:
+            host, port = sock.getsockname()[:2]
+            out.append((host, port))
+    return out

@@ -1,0 +1,346 @@
+"""One client connection, from its first byte to the end of the relay.
+
+    HANDSHAKE --CR--> ROUTING --connected--> RELAY --both sides gone--> CLOSED
+        \\--junk/timeout/EOF--> CLOSED     \\--no server/denied/all connects failed--> CLOSED
+
+The two asyncio Protocols (`ClientSide`, `BackendSide`) are thin: in the relay phase each
+`data_received` is one `write` on the other transport, nothing more. Flow control couples the
+two legs: when one transport's write buffer passes its high-water mark, reading from the other
+leg pauses until it drains, so a slow reader never makes memory grow. EOF on one side becomes
+`write_eof()` on the other (half-close), and the session ends when both legs are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+
+from rdpbalancer.policy.identity import printable, user_key
+from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
+from rdpbalancer.policy.sticky import Change
+from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
+from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.sockets import format_addr, peer_host, tune
+
+log = logging.getLogger("rdpbalancer.session")
+
+MIN_ATTEMPT_TIMEOUT_S = 0.25  # never give a connect attempt less than this, even late in the budget
+
+
+class State(enum.Enum):
+    HANDSHAKE = "handshake"
+    ROUTING = "routing"
+    RELAY = "relay"
+    CLOSED = "closed"
+
+
+class Leg(asyncio.Protocol):
+    """One side of a session: forwards to `peer` once relaying, reports the rest to the session."""
+
+    __slots__ = ("closed", "eof", "nbytes", "peer", "session", "transport")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+        self.peer: asyncio.Transport | None = None  # the other leg's transport, while relaying
+        self.nbytes = 0
+        self.eof = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        tune(transport)
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None:
+            self.nbytes += len(data)
+            peer.write(data)
+        else:
+            self.session.early_data(self, data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return self.session.leg_eof(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.session.leg_lost(self, exc)
+
+    # Our transport's write buffer is full: stop reading from the other side until it drains.
+    def pause_writing(self) -> None:
+        other = self.session.other(self).transport
+        if other is not None and not other.is_closing():
+            other.pause_reading()
+
+    def resume_writing(self) -> None:
+        other = self.session.other(self).transport
+        if other is not None and not other.is_closing():
+            other.resume_reading()
+
+
+class ClientSide(Leg):
+    """The protocol factory target for listeners: each accepted connection starts a Session."""
+
+    def __init__(self, ctx: RelayContext, listener: str) -> None:
+        super().__init__(Session(ctx, listener, self))
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.session.started_client()
+
+
+class Session:
+    def __init__(self, ctx: RelayContext, listener: str, client: Leg) -> None:
+        self.ctx = ctx
+        self.id = ctx.new_session_id()
+        self.listener = listener
+        self.client = client
+        self.backend = Leg(self)
+        self.state = State.HANDSHAKE
+        self.started = time.monotonic()
+        self.client_addr = ("unknown", 0)
+        self.user: str | None = None
+        self.decision: Decision | None = None
+        self.server: Server | None = None
+        self.end_reason = ""
+        self._handshake = ClientHandshake()
+        self._deadline: asyncio.TimerHandle | None = None
+        self._backend_early = bytearray()
+
+    # -- wiring ---------------------------------------------------------------------------
+
+    def other(self, leg: Leg) -> Leg:
+        return self.backend if leg is self.client else self.client
+
+    def started_client(self) -> None:
+        assert self.client.transport is not None
+        self.client_addr = peer_host(self.client.transport)
+        self.ctx.sessions[self.id] = self
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.ctx.settings.handshake_timeout_s, self._handshake_expired)
+
+    # -- handshake --------------------------------------------------------------------------
+
+    def early_data(self, leg: Leg, data: bytes) -> None:
+        if leg is self.backend:
+            self._backend_early += data  # a server speaking before relaying starts: kept, sent later
+        elif self.state is State.HANDSHAKE:
+            self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            self._handshake.receive_data(data)
+            event = self._handshake.next_event()
+        except ProtocolError as exc:
+            self._reject_malformed(exc)
+            return
+        if isinstance(event, ConnectionRequestReceived):
+            self._cancel_deadline()
+            self.state = State.ROUTING
+            assert self.client.transport is not None
+            self.client.transport.pause_reading()
+            request, trailing = event.request, self._handshake.trailing_data
+            self.ctx.tasks.spawn(self._route(request, trailing), name=f"route-{self.id}")
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        if self.state is State.HANDSHAKE:
+            self.ctx.stats.malformed["handshake-timeout"] += 1
+            self._close_client("handshake-timeout", count="handshake-timeout")
+
+    def _reject_malformed(self, exc: ProtocolError) -> None:
+        self._cancel_deadline()
+        self.ctx.stats.malformed[exc.kind] += 1
+        self._close_client(f"malformed: {exc.kind}: {exc}", count="malformed")
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def _request(self, cr: ConnectionRequest) -> RouteRequest:
+        key = None
+        if cr.cookie is not None:
+            key = user_key(cr.cookie, strip_domain=self.ctx.settings.strip_domain)
+        self.user = key
+        return RouteRequest(client_host=self.client_addr[0], user_key=key, msts_target=cr.msts_target)
+
+    async def _route(self, cr: ConnectionRequest, trailing: bytes) -> None:
+        ctx = self.ctx
+        now = ctx.clock()
+        decision = ctx.router.decide(self._request(cr), now)
+        self.decision = decision
+        if not decision.candidates:
+            self._close_client(f"{decision.reason}: {decision.detail}", count=str(decision.reason))
+            return
+        deadline = time.monotonic() + ctx.settings.connect_timeout_s
+        for attempt, server in enumerate(decision.candidates):
+            if self.state is not State.ROUTING:
+                return  # the client went away meanwhile
+            if await self._try_server(decision, server, deadline, len(decision.candidates) - attempt):
+                self._start_relay(cr.raw + trailing)
+                return
+        self._all_attempts_failed(decision)
+
+    async def _try_server(self, decision: Decision, server: Server, deadline: float, left: int) -> bool:
+        ctx = self.ctx
+        change = ctx.router.assign(decision, server, ctx.clock())
+        ctx.router.opened(server)
+        self.server = server
+        persist = asyncio.ensure_future(ctx.store.apply(change))  # overlaps the disk sync with the connect
+        budget = max(MIN_ATTEMPT_TIMEOUT_S, (deadline - time.monotonic()) / left)
+        loop = asyncio.get_running_loop()
+        error = ""
+        try:
+            async with asyncio.timeout(budget):
+                await loop.create_connection(lambda: self.backend, server.host, server.port)
+        except TimeoutError:
+            error = f"connect timeout after {budget:.2f}s"
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+        await persist  # durable before the client's bytes reach the server
+        if not error and self.backend.closed:
+            error = "closed by server during connect"
+        if not error and self.state is not State.ROUTING:
+            error = "client left during connect"
+        if error:
+            ctx.router.closed(server)
+            self.server = None
+            ctx.stats.connect_failures[server.name] += 1
+            log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
+            if self.backend.transport is not None:
+                self.backend.transport.abort()
+            self.backend = Leg(self)
+            self._backend_early.clear()
+            return False
+        return True
+
+    def _all_attempts_failed(self, decision: Decision) -> None:
+        ctx = self.ctx
+        if decision.reason is Reason.NEW and decision.sticky_key is not None:
+            # a new user we could not place anywhere: do not remember a server they never reached
+            entry = ctx.router.table.get(decision.sticky_key, ctx.clock())
+            if entry is not None and entry.active == 0:
+                ctx.router.table.delete(decision.sticky_key)
+                ctx.store.apply_later(Change(delete=(decision.sticky_key,)))
+        if self.state is State.ROUTING:
+            self._close_client("connect-failed: no server reachable", count="connect-failed")
+
+    def _start_relay(self, first_bytes: bytes) -> None:
+        client, backend = self.client, self.backend
+        assert client.transport is not None and backend.transport is not None and self.server is not None
+        decision = self.decision
+        assert decision is not None
+        self.state = State.RELAY
+        if decision.sticky_key is not None:
+            self.ctx.router.table.session_opened(decision.sticky_key, self.ctx.clock())
+        self.ctx.stats.connections[str(decision.reason)] += 1
+        client.peer, backend.peer = backend.transport, client.transport
+        client.nbytes += len(first_bytes)
+        backend.transport.write(first_bytes)  # the CR verbatim, then what came after it
+        if self._backend_early:
+            backend.nbytes += len(self._backend_early)
+            client.transport.write(bytes(self._backend_early))
+            self._backend_early.clear()
+        client.transport.resume_reading()
+        log.info(
+            "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s",
+            self.id, format_addr(*self.client_addr), self.listener, self._user_text(), decision.pool,
+            self.server.name, self.server.address, decision.reason,
+        )
+
+    def _user_text(self) -> str:
+        return f'"{printable(self.user)}"' if self.user is not None else "-"
+
+    # -- half-close and teardown ------------------------------------------------------------
+
+    def leg_eof(self, leg: Leg) -> bool:
+        if self.state is not State.RELAY:
+            if leg is self.client and self.state is State.HANDSHAKE:
+                self._feed(b"")  # EOF before a full CR: the parser reports it
+            return False  # close this leg
+        other = self.other(leg).transport
+        if other is not None and not other.is_closing() and other.can_write_eof():
+            other.write_eof()
+        if self.client.eof and self.backend.eof:
+            self._close_both()
+        return True  # keep our half open until the other side is done too
+
+    def leg_lost(self, leg: Leg, exc: Exception | None) -> None:
+        if leg is not self.client and leg is not self.backend:
+            return  # a backend attempt that was abandoned
+        if not self.end_reason:
+            side = "client" if leg is self.client else "server"
+            self.end_reason = f"{side} closed" if exc is None else f"{side} error: {exc}"
+        if self.state is State.RELAY:
+            other = self.other(leg).transport
+            if other is not None and not other.is_closing():
+                if exc is None:
+                    other.close()  # flushes what is buffered, then FIN
+                else:
+                    other.abort()  # the peer reset: pass it on promptly
+            if self.client.closed and self.backend.closed:
+                self._finish()
+        elif leg is self.client:
+            self._cancel_deadline()
+            if self.state is State.HANDSHAKE:
+                self.ctx.stats.connections["client-gone"] += 1
+                self._finish()
+            else:
+                self.state = State.CLOSED  # routing notices and gives up; _finish from there
+                self._finish()
+
+    def _close_both(self) -> None:
+        for leg in (self.client, self.backend):
+            if leg.transport is not None and not leg.transport.is_closing():
+                leg.transport.close()
+
+    def _close_client(self, reason: str, *, count: str) -> None:
+        self.end_reason = reason
+        self.ctx.stats.connections[count] += 1
+        log.info("session=%s rejected client=%s user=%s reason=%s",
+                 self.id, format_addr(*self.client_addr), self._user_text(), reason)
+        self.state = State.CLOSED
+        transport = self.client.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+        self._finish_if_closed()
+
+    def _finish_if_closed(self) -> None:
+        if self.client.closed:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.ctx.sessions.pop(self.id, None) is None:
+            return  # already finished
+        was_relaying = self.state is State.RELAY
+        self.state = State.CLOSED
+        if not was_relaying or self.server is None:
+            return
+        ctx, decision = self.ctx, self.decision
+        ctx.router.closed(self.server)
+        ctx.stats.bytes_up += self.client.nbytes
+        ctx.stats.bytes_down += self.backend.nbytes
+        if decision is not None and decision.sticky_key is not None:
+            entry = ctx.router.table.session_closed(decision.sticky_key, ctx.clock())
+            if entry is not None:
+                ctx.store.apply_later(Change(put=(entry,)))
+        log.info(
+            "session=%s end client=%s user=%s server=%s bytes_up=%d bytes_down=%d duration=%.3fs close=%s",
+            self.id, format_addr(*self.client_addr), self._user_text(), self.server.name,
+            self.client.nbytes, self.backend.nbytes, time.monotonic() - self.started, self.end_reason,
+        )
+
+    def abort(self, reason: str) -> None:
+        """Cut the session now (shutdown, admin action)."""
+        self.end_reason = self.end_reason or reason
+        for leg in (self.client, self.backend):
+            if leg.transport is not None and not leg.transport.is_closing():
+                leg.transport.abort()
+

@@ -1,0 +1,189 @@
+"""SQLite sticky store: one file, WAL journal, group commit from a writer thread.
+
+Why a thread: sqlite3 blocks, and the event loop must never wait on the disk. Every change is
+queued with an asyncio future; the writer takes everything queued so far, commits it in one
+transaction and resolves all of their futures at once (group commit), so a burst of new users
+costs one sync, not one each.
+
+Durability: `apply()` returns once the transaction is committed. With `sync = "full"` that
+survives power loss; with "normal" (WAL) it survives the process being killed, not the machine.
+A failing disk is logged and counted but never stops routing: the in-memory table stays
+authoritative, and the failed change is reported through `last_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rdpbalancer.policy.sticky import Change, StickyEntry
+from rdpbalancer.store import StoreError
+
+log = logging.getLogger("rdpbalancer.store")
+
+MAX_BATCH_CHANGES = 2048  # changes per transaction: bounds one commit's latency under a storm
+BUSY_TIMEOUT_MS = 5000  # wait for another process's lock (a worker, or a handoff successor)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sticky (
+    key       TEXT PRIMARY KEY,
+    pool      TEXT NOT NULL,
+    server    TEXT NOT NULL,
+    created   REAL NOT NULL,
+    last_used REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sticky_server ON sticky(server);
+"""
+_UPSERT = (
+    "INSERT INTO sticky(key, pool, server, created, last_used) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT(key) DO UPDATE SET pool=excluded.pool, server=excluded.server, "
+    "created=excluded.created, last_used=excluded.last_used"
+)
+_DELETE = "DELETE FROM sticky WHERE key = ?"
+
+Row = tuple[str, str, str, float, float]
+_Item = tuple[list[Row], list[str], "asyncio.Future[None] | None"]
+_STOP = object()
+
+
+def _connect(path: Path, sync: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if sync == 'full' else 'NORMAL'}")
+    return conn
+
+
+def _rows(change: Change) -> list[Row]:
+    return [(e.key, e.pool, e.server, e.created, e.last_used) for e in change.put]
+
+
+class SqliteStickyStore:
+    def __init__(self, path: str | Path, *, sync: str = "full") -> None:
+        self.path = Path(path)
+        self.sync = sync
+        self.commits = 0
+        self.failures = 0
+        self.last_error: str | None = None
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- start ------------------------------------------------------------------------------
+
+    def load(self) -> Sequence[StickyEntry]:
+        """Create the file if needed and read every entry. Raises StoreError with the path."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            conn = _connect(self.path, self.sync)
+            try:
+                conn.executescript(_SCHEMA)
+                rows = conn.execute("SELECT key, pool, server, created, last_used FROM sticky").fetchall()
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open sticky table {self.path}: {exc}") from exc
+        return [StickyEntry(k, p, s, c, u) for k, p, s, c, u in rows]
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._writer, name="sticky-writer", daemon=True)
+        self._thread.start()
+
+    # -- changes ----------------------------------------------------------------------------
+
+    async def apply(self, change: Change) -> None:
+        if not change.put and not change.delete:
+            return
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._queue.put((_rows(change), list(change.delete), future))
+        await future
+
+    def apply_later(self, change: Change) -> None:
+        if change.put or change.delete:
+            self._queue.put((_rows(change), list(change.delete), None))
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    # -- the writer thread --------------------------------------------------------------------
+
+    def _writer(self) -> None:
+        conn: sqlite3.Connection | None = None
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if not batch:
+                continue
+            try:
+                conn = conn or _connect(self.path, self.sync)
+                self._commit(conn, batch)
+                error = None
+            except (OSError, sqlite3.Error) as exc:
+                error = exc
+                if conn is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.close()
+                conn = None
+            self._report(batch, error)
+        if conn is not None:
+            conn.close()
+
+    def _next_batch(self) -> tuple[list[_Item], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        batch: list[_Item] = [first]  # type: ignore[list-item]
+        while len(batch) < MAX_BATCH_CHANGES:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)  # type: ignore[arg-type]
+        return batch, False
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rows, deletes, _ in batch:
+                if rows:
+                    conn.executemany(_UPSERT, rows)
+                if deletes:
+                    conn.executemany(_DELETE, [(k,) for k in deletes])
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _report(self, batch: list[_Item], error: BaseException | None) -> None:
+        if error is None:
+            self.commits += 1
+        else:
+            self.failures += 1
+            self.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {error}"
+            log.error("sticky table write to %s failed (%d changes kept in memory only): %s",
+                      self.path, len(batch), error)
+        futures = [f for _, _, f in batch if f is not None]
+        if futures and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_resolve_all, futures)
+
+
+def _resolve_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
