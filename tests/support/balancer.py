@@ -1,0 +1,106 @@
+"""Run the balancer in-process (same event loop as the test) or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+from rdpbalancer.app import Balancer
+from rdpbalancer.config import parse_config
+
+
+def farm_config(servers: list[tuple[str, str, int]], sticky_path: Path, *, listen: str = "127.0.0.1:0",
+                extra: str = "", balancer_extra: str = "", balance: str = "leastconn") -> str:
+    rows = ",\n".join(f'  {{ name = "{n}", address = "{a}", weight = {w} }}' for n, a, w in servers)
+    return f"""
+[balancer]
+listen = ["{listen}"]
+handshake_timeout = "1s"
+connect_timeout = "2s"
+{balancer_extra}
+[sticky]
+path = "{sticky_path}"
+ttl = "8h"
+sync = "normal"
+{extra}
+[[pool]]
+name = "default"
+balance = "{balance}"
+servers = [
+{rows}
+]
+"""
+
+
+@asynccontextmanager
+async def running(config_text: str) -> AsyncIterator[Balancer]:
+    bal = Balancer(parse_config(config_text))
+    await bal.start()
+    try:
+        yield bal
+    finally:
+        await bal.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class BalancerProcess:
+    """`python -m rdpbalancer run -c FILE` as a child process, stopped by PID only."""
+
+    def __init__(self, config_path: Path, port: int, log_path: Path) -> None:
+        self.config_path, self.port, self.log_path = config_path, port, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rdpbalancer", "run", "-c", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"balancer exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise TimeoutError(f"balancer did not listen on {self.port}:\n{self.log_path.read_text()}")
+
+    def signal(self, sig: signal.Signals) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=15)
+        self.proc = None
+        return code
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+async def wait_until(predicate, timeout_s: float = 5.0, interval_s: float = 0.01) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(interval_s)
