@@ -44,7 +44,7 @@ class BackendAddress(HostPort):
     __slots__ = ()
 
 
-def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+def parse_host_port(text: str, default_port: int | None = None, *, allow_any_port: bool = False) -> tuple[str, int]:
     """Parse ``"0.0.0.0:3389"``, ``"[::]:3389"`` or ``"host.example:3389"``.
 
     The port may be left out when ``default_port`` is given. IPv6 addresses must be
@@ -56,7 +56,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise ValueError(f"invalid address {text!r}: missing port (expected host:port)")
         return host, default_port
-    return host, _parse_port(port_text, text)
+    return host, _parse_port(port_text, text, 0 if allow_any_port else MIN_PORT)
 
 
 def _split_host_port(text: str) -> tuple[str, str | None]:
@@ -99,11 +99,11 @@ def _is_ipv6(host: str) -> bool:
     return True
 
 
-def _parse_port(port: str, text: str) -> int:
+def _parse_port(port: str, text: str, low: int = MIN_PORT) -> int:
     # isascii() too: str.isdigit() accepts other scripts' digits, which int() would then read.
     if not (port.isascii() and port.isdigit()) or len(port) > len(str(MAX_PORT)):
         raise ValueError(f"invalid address {text!r}: port {port!r} is not a number from 1 to 65535")
     number = int(port)
-    if not MIN_PORT <= number <= MAX_PORT:
-        raise ValueError(f"invalid address {text!r}: port {number} is out of range 1..65535")
+    if not low <= number <= MAX_PORT:
+        raise ValueError(f"invalid address {text!r}: port {number} is out of range {low}..65535")
     return number

@@ -96,19 +96,24 @@ def _duration_validator(*, at_most_s: float | None = None) -> Callable[[object],
 PositiveDuration = Annotated[float, BeforeValidator(_duration_validator())]
 
 
-def _address_validator(kind: type[HostPort], default_port: int | None) -> Callable[[object], HostPort]:
+def _address_validator(
+    kind: type[HostPort], default_port: int | None, *, allow_any_port: bool = False
+) -> Callable[[object], HostPort]:
     def check(value: object) -> HostPort:
         if isinstance(value, kind):  # built in Python rather than read from TOML
             return value
         if not isinstance(value, str):
             raise ValueError('expected a "host:port" string')
-        return kind(*parse_host_port(value, default_port))
+        return kind(*parse_host_port(value, default_port, allow_any_port=allow_any_port))
 
     return check
 
 
 ListenAddressField = Annotated[
-    ListenAddress, PlainValidator(_address_validator(ListenAddress, None)), PlainSerializer(str)
+    # port 0: the kernel picks a free port (tests, and `rdpbalancer demo`); the log names it
+    ListenAddress,
+    PlainValidator(_address_validator(ListenAddress, None, allow_any_port=True)),
+    PlainSerializer(str),
 ]
 BackendAddressField = Annotated[
     BackendAddress,

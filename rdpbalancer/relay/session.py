@@ -50,8 +50,7 @@ class Leg(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
         tune(transport)
 
     def data_received(self, data: bytes) -> None:

@@ -125,11 +125,15 @@ async def rdp_connect(port: int, user: str | bytes | None, host: str = "127.0.0.
     async with asyncio.timeout(IO_TIMEOUT_S):
         local = (local_host, 0) if local_host else None
         reader, writer = await asyncio.open_connection(host, port, local_addr=local)
-        cookie = user.encode() if isinstance(user, str) else user
-        writer.write(build_connection_request(cookie=cookie))
-        confirm = await read_tpkt(reader)
-        writer.write(WHO)
-        name = (await reader.readline()).decode().strip()
+        try:
+            cookie = user.encode() if isinstance(user, str) else user
+            writer.write(build_connection_request(cookie=cookie))
+            confirm = await read_tpkt(reader)
+            writer.write(WHO)
+            name = (await reader.readline()).decode().strip()
+        except BaseException:
+            writer.transport.abort()
+            raise
         return RdpClient(reader, writer, confirm, name)
 
 
