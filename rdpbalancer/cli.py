@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from rdpbalancer.relay.listener import ListenError
     from rdpbalancer.store import StoreError
 
-    setup_logging(config.log.level)
+    setup_logging(config.log.level, config.log.format)
 
     async def serve() -> None:
         await Balancer(config).run()
