@@ -6,9 +6,9 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-from rdpbalancer.proto import parse_connection_confirm
+from rdpbalancer.proto import build_connection_request, parse_connection_confirm
 from tests.support.balancer import farm_config, free_port, running
-from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
+from tests.support.fakes import rdp_connect, start_farm, where
 
 
 def port_of(bal) -> int:  # type: ignore[no-untyped-def]
@@ -77,8 +77,6 @@ async def test_sticky_user_of_unreachable_server_is_closed_and_kept(tmp_path: Pa
         victim = next(s for s in farm if s.name == home)
         await victim.stop()
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(bal))
-        from rdpbalancer.proto import build_connection_request
-
         writer.write(build_connection_request(cookie=b"alice"))
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed promptly, client retries
         writer.close()
@@ -104,8 +102,6 @@ async def test_no_cookie_reject_and_balance(tmp_path: Path) -> None:
     servers = [(s.name, s.address, 1) for s in farm]
     async with running(farm_config(servers, tmp_path / "a.db", balancer_extra='no_cookie = "reject"')) as bal:
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(bal))
-        from rdpbalancer.proto import build_connection_request
-
         writer.write(build_connection_request(cookie=None))
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
