@@ -31,7 +31,9 @@ def test_check_config_accepts_the_example() -> None:
 
 def test_check_config_names_every_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[sticky]\nttl = "abc"\n[[pool]]\nname = "p"\nservers = [{ name = "A", address = "h:1", wieght = 2 }]\n')
+    bad.write_text(
+        '[sticky]\nttl = "abc"\n[[pool]]\nname = "p"\nservers = [{ name = "A", address = "h:1", wieght = 2 }]\n'
+    )
     out = cli("check-config", "-c", str(bad))
     assert out.returncode == 2
     assert f"{bad}: sticky.ttl: invalid duration 'abc'" in out.stderr

@@ -1,5 +1,13 @@
 from rdpbalancer.policy.engine import Router, RoutingPolicy
-from rdpbalancer.policy.model import BalanceKind, NoCookiePolicy, Pool, PoolMember, Reason, RouteRequest, Server
+from rdpbalancer.policy.model import (
+    BalanceKind,
+    NoCookiePolicy,
+    Pool,
+    PoolMember,
+    Reason,
+    RouteRequest,
+    Server,
+)
 from rdpbalancer.policy.sticky import StickyTable
 
 S1, S2 = Server("TS01", "127.0.0.1", 3391), Server("TS02", "127.0.0.1", 3392)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install the Debian packages the end-to-end tests (tests/e2e) need:
+#   xrdp            xrdp + xrdp-sesman, the RDP servers behind the balancer
+#   freerdp2-x11    xfreerdp, the RDP client
+#   xvfb            Xvfb, the X display xfreerdp draws on
+#   coreutils       stdbuf (line-buffered client logs)
+#   openssl         the harness makes a throw-away TLS certificate for xrdp
+#
+# Idempotent: when every package is installed already, it only says so (pass --force to run
+# apt-get anyway).  Runs as root, or through sudo when that exists.
+set -euo pipefail
+
+PACKAGES=(xrdp freerdp2-x11 xvfb coreutils openssl)
+BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl)
+FORCE=0
+[[ "${1:-}" == "--force" ]] && FORCE=1
+
+say() { echo "install-test-deps: $*"; }
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        echo "+ $*"
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        echo "+ sudo $*"
+        sudo "$@"
+    else
+        say "need root (or sudo) to run: $*" >&2
+        exit 1
+    fi
+}
+
+missing_packages() {
+    local pkg
+    for pkg in "${PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+            echo "$pkg"
+        fi
+    done
+}
+
+mapfile -t MISSING < <(missing_packages)
+if [[ ${#MISSING[@]} -eq 0 && $FORCE -eq 0 ]]; then
+    say "already installed: ${PACKAGES[*]}"
+else
+    say "installing: ${PACKAGES[*]} (missing: ${MISSING[*]:-none})"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+fi
+
+status=0
+for bin in "${BINARIES[@]}"; do
+    if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$bin" ]]; then
+        say "ERROR: $bin not found after install" >&2
+        status=1
+    fi
+done
+
+# xrdp and xrdp-sesman refuse to start, even with --nodaemon, while a system daemon's pid file exists.
+for pidfile in /var/run/xrdp/xrdp.pid /var/run/xrdp/xrdp-sesman.pid; do
+    if [[ -e "$pidfile" ]]; then
+        say "WARNING: $pidfile exists (a system xrdp is running?): the e2e tests will fail until it is" \
+            "stopped, e.g. 'systemctl stop xrdp xrdp-sesman'" >&2
+    fi
+done
+
+[[ $status -eq 0 ]] && say "ok: ${BINARIES[*]}"
+exit $status
