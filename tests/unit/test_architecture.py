@@ -1,0 +1,43 @@
+"""The dependency direction of STYLE.md, checked on the source: the pure core stays pure."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "rdpbalancer"
+FORBIDDEN_IN_POLICY = {"asyncio", "pydantic", "sqlite3", "redis", "ldap3", "prometheus_client", "socket", "time",
+                       "rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.config", "rdpbalancer.app"}
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def offending(path: Path, forbidden: set[str]) -> set[str]:
+    return {m for m in imports(path) if any(m == f or m.startswith(f + ".") for f in forbidden)}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "policy").glob("*.py")), ids=lambda p: p.name)
+def test_policy_is_pure(path: Path) -> None:
+    assert not offending(path, FORBIDDEN_IN_POLICY)
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_nothing_imports_the_composition_root(path: Path) -> None:
+    if path.name in {"cli.py", "__main__.py"}:
+        return
+    assert not offending(path, {"rdpbalancer.app", "rdpbalancer.cli"})
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "store").glob("*.py")), ids=lambda p: p.name)
+def test_adapters_do_not_reach_into_the_shell(path: Path) -> None:
+    assert not offending(path, {"rdpbalancer.relay", "rdpbalancer.app", "rdpbalancer.config"})
