@@ -21,6 +21,7 @@ from rdpbalancer.policy.identity import printable, user_key
 from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
 from rdpbalancer.policy.sticky import Change
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
+from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.sockets import format_addr, peer_host, tune
 
@@ -153,6 +154,13 @@ class Session:
 
     def _reject_malformed(self, exc: ProtocolError) -> None:
         self._cancel_deadline()
+        if exc.kind == EOF_KIND:
+            # connect-then-close without a byte: a TCP health check (keepalived, another load
+            # balancer, a port scan). Counted, but not logged at info level: it is not an error.
+            self.end_reason = "closed without sending"
+            self.ctx.stats.connections["empty"] += 1
+            self.state = State.CLOSED
+            return
         self.ctx.stats.malformed[exc.kind] += 1
         self._close_client(f"malformed: {exc.kind}: {exc}", count="malformed")
 

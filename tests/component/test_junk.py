@@ -60,3 +60,19 @@ async def test_client_that_vanishes_mid_handshake(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         assert len(bal.ctx.sessions) == 0
     await farm[0].stop()
+
+
+async def test_connect_and_close_is_a_probe_not_malformed(tmp_path: Path) -> None:
+    farm = await start_farm("TS01")
+    async with running(farm_config([("TS01", farm[0].address, 1)], tmp_path / "s.db")) as bal:
+        port = bal.addresses[0][1]
+        for _ in range(5):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+        assert await where(port, "alice") == "TS01"
+        await asyncio.sleep(0.05)
+        assert bal.ctx.stats.connections["empty"] == 5
+        assert sum(bal.ctx.stats.malformed.values()) == 0
+        assert len(bal.ctx.sessions) == 0
+    await farm[0].stop()
