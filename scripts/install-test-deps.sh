@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Install the Debian packages the end-to-end tests (tests/e2e) need:
-#   xrdp            xrdp + xrdp-sesman, the RDP servers behind the balancer
+# Install the Debian packages the tests and benchmarks need:
+#   xrdp            xrdp + xrdp-sesman, the RDP servers behind the balancer (tests/e2e)
 #   freerdp2-x11    xfreerdp, the RDP client
 #   xvfb            Xvfb, the X display xfreerdp draws on
 #   coreutils       stdbuf (line-buffered client logs)
 #   openssl         the harness makes a throw-away TLS certificate for xrdp
+#   samba ...       a real Samba AD domain controller for the LDAP/AD group tests
+#   redis-server    the shared sticky store of the high-availability tests
+#   haproxy         the reference the benchmarks measure against (never used by the product)
+#   chromium        the dashboard tests drive real headless Chromium
+#   gcc, make       the benchmarks' C load generator and test server
 #
 # Idempotent: when every package is installed already, it only says so (pass --force to run
 # apt-get anyway).  Runs as root, or through sudo when that exists.
 set -euo pipefail
 
-PACKAGES=(xrdp freerdp2-x11 xvfb coreutils openssl)
-BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl)
+PACKAGES=(
+    xrdp freerdp2-x11 xvfb coreutils openssl
+    samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
+    redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2
+)
+BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
