@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from rdpbalancer.config.schema import Config, ConfigIssues, Loc
+from rdpbalancer.config.schema import Config
+from rdpbalancer.config.types import ConfigIssues, Loc
 
 
 class ConfigError(Exception):

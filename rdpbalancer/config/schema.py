@@ -13,144 +13,45 @@ Validators read two things from the pydantic validation context, supplied by the
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
-    PlainValidator,
     PrivateAttr,
     StrictBool,
     StrictInt,
-    StrictStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from rdpbalancer.config.addresses import BackendAddress, HostPort, ListenAddress, parse_host_port
-from rdpbalancer.config.durations import EXAMPLES, format_duration, parse_duration
-
-# A pydantic location: keys and list indexes from the root of the document.
-Loc = tuple[str | int, ...]
-
-DEFAULT_RDP_PORT = 3389  # the IANA port for ms-wbt-server; used when a server address has none
-DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0  # a real client sends its Connection Request within milliseconds
-MAX_HANDSHAKE_TIMEOUT_S = 300.0  # longer only keeps idle port scanners' sockets open
-DEFAULT_CONNECT_TIMEOUT_S = 4.0  # a LAN server answers in ms; leaves room to retry another one
-DEFAULT_STICKY_TTL_S = 8 * 3600.0  # one working day: users reconnect to their session
-DEFAULT_STICKY_PATH = "/var/lib/rdpbalancer/sticky.db"
-MAX_WEIGHT = 256  # same range as HAProxy's server weight
-
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
-
-class ConfigIssues(ValueError):
-    """Several problems found by a cross-field check, each with its location.
-
-    Raised from validators; the loader expands it into one error per issue, each located
-    at the validator's own location plus the issue's ``loc``.
-    """
-
-    def __init__(self, issues: list[tuple[Loc, str]]) -> None:
-        super().__init__("; ".join(message for _, message in issues))
-        self.issues = issues
-
-
-def _raise_issues(issues: list[tuple[Loc, str]]) -> None:
-    if issues:
-        raise ConfigIssues(issues)
-
-
-# --- value types -------------------------------------------------------------------------
-
-
-def _duration_validator(*, at_most_s: float | None = None) -> Callable[[object], float]:
-    def check(value: object) -> float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            raise ValueError(
-                f"a plain number is ambiguous (seconds? milliseconds?): write the unit, "
-                f'e.g. "{value}s" or "{value}ms"'
-            )
-        if not isinstance(value, str):
-            raise ValueError(f'expected a duration string such as "5s" (examples: {EXAMPLES})')
-        seconds = parse_duration(value)
-        if seconds <= 0:
-            raise ValueError(f"duration must be greater than zero, got {value!r}")
-        if at_most_s is not None and seconds > at_most_s:
-            raise ValueError(f"duration must be at most {format_duration(at_most_s)}, got {value!r}")
-        return seconds
-
-    return check
-
-
-# A duration > 0, in float seconds.
-PositiveDuration = Annotated[float, BeforeValidator(_duration_validator())]
-
-
-def _address_validator(
-    kind: type[HostPort], default_port: int | None, *, allow_any_port: bool = False
-) -> Callable[[object], HostPort]:
-    def check(value: object) -> HostPort:
-        if isinstance(value, kind):  # built in Python rather than read from TOML
-            return value
-        if not isinstance(value, str):
-            raise ValueError('expected a "host:port" string')
-        return kind(*parse_host_port(value, default_port, allow_any_port=allow_any_port))
-
-    return check
-
-
-ListenAddressField = Annotated[
-    # port 0: the kernel picks a free port (tests, and `rdpbalancer demo`); the log names it
-    ListenAddress,
-    PlainValidator(_address_validator(ListenAddress, None, allow_any_port=True)),
-    PlainSerializer(str),
-]
-BackendAddressField = Annotated[
-    BackendAddress,
-    PlainValidator(_address_validator(BackendAddress, DEFAULT_RDP_PORT)),
-    PlainSerializer(str),
-]
-
-
-def _check_name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise ValueError(f"invalid name {value!r}: use 1 to 64 characters from A-Z a-z 0-9 _ . -")
-    return value
-
-
-Name = Annotated[StrictStr, AfterValidator(_check_name)]
-
-
-def _resolve_path(value: object, info: ValidationInfo) -> Path:
-    """A file path; a relative one is taken relative to the configuration file's directory."""
-    if isinstance(value, Path):  # built in Python rather than read from TOML
-        value = str(value)
-    if not isinstance(value, str) or not value:
-        raise ValueError("expected a non-empty path string")
-    base_dir = Path((info.context or {}).get("base_dir", os.getcwd()))
-    return Path(os.path.abspath(base_dir / value))
-
-
-ConfigPath = Annotated[Path, PlainValidator(_resolve_path), PlainSerializer(str)]
-
+from rdpbalancer.config.addresses import BackendAddress, ListenAddress
+from rdpbalancer.config.base import ConfigModel
+from rdpbalancer.config.directory import DirectorySection
+from rdpbalancer.config.health import CheckKind, HealthOverride, HealthSection
+from rdpbalancer.config.routing import GroupConfig, RouteConfig
+from rdpbalancer.config.types import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_HANDSHAKE_TIMEOUT_S,
+    DEFAULT_RDP_PORT,
+    DEFAULT_STICKY_PATH,
+    DEFAULT_STICKY_TTL_S,
+    MAX_HANDSHAKE_TIMEOUT_S,
+    MAX_WEIGHT,
+    BackendAddressField,
+    ConfigPath,
+    ListenAddressField,
+    Loc,
+    Name,
+    PositiveDuration,
+    _duration_validator,
+    _raise_issues,
+)
 
 # --- sections ------------------------------------------------------------------------------
-
-
-class ConfigModel(BaseModel):
-    """Base of every section: immutable, and unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BalancerSection(ConfigModel):
@@ -183,6 +84,9 @@ class IdentitySection(ConfigModel):
     """``[identity]``: how the user name from the mstshash cookie is normalised."""
 
     strip_domain: StrictBool = True
+    # mstsc may send only the first N characters of the login name; a cookie of exactly this
+    # length matches every directory user whose name starts with it. 0 = off.
+    truncated_length: StrictInt = Field(default=0, ge=0, le=255)
 
 
 class StickySection(ConfigModel):
@@ -207,6 +111,8 @@ class ServerConfig(ConfigModel):
     name: Name
     address: BackendAddressField
     weight: StrictInt = Field(default=1, ge=0, le=MAX_WEIGHT)  # 0: keeps its users, takes no new ones
+    state: Literal["ready", "drain", "maint"] = "ready"
+    check: CheckKind | None = None  # overrides the pool's and [health]'s check for this server
 
 
 class PoolConfig(ConfigModel):
@@ -215,6 +121,7 @@ class PoolConfig(ConfigModel):
     name: Name
     balance: Literal["leastconn", "leastsessions"] = "leastconn"
     servers: tuple[ServerConfig, ...]
+    health: HealthOverride = HealthOverride()
 
     @field_validator("servers")
     @classmethod
@@ -249,7 +156,11 @@ class Config(ConfigModel):
     identity: IdentitySection = IdentitySection()
     sticky: StickySection = StickySection()
     log: LogSection = LogSection()
+    health: HealthSection = HealthSection()
     pools: tuple[PoolConfig, ...] = Field(alias="pool")
+    routes: tuple[RouteConfig, ...] = Field(default=(), alias="route")
+    groups: dict[Name, GroupConfig] = {}
+    directory: DirectorySection = DirectorySection()
 
     _source_path: str = PrivateAttr(default="<unknown>")
 
@@ -275,7 +186,12 @@ class Config(ConfigModel):
     @model_validator(mode="after")
     def _check_whole(self, info: ValidationInfo) -> Self:
         self._source_path = str((info.context or {}).get("source_path", "<unknown>"))
-        _raise_issues([*_duplicate_pool_names(self.pools), *_inconsistent_servers(self.pools)])
+        _raise_issues([
+            *_duplicate_pool_names(self.pools),
+            *_inconsistent_servers(self.pools),
+            *_route_issues(self),
+            *_group_issues(self),
+        ])
         return self
 
 
@@ -307,3 +223,33 @@ def _inconsistent_servers(pools: tuple[PoolConfig, ...]) -> Iterator[tuple[Loc, 
             if name != server.name:
                 message = f"{server.address} is named {server.name!r} here but {name!r} in {where}"
                 yield ("pool", pool_index, "servers", index, "name"), f"{message}; a host has one name"
+
+
+def _route_issues(config: Config) -> Iterator[tuple[Loc, str]]:
+    """Routes name existing pools, groups and listeners, and every route can be reached."""
+    pools = {p.name for p in config.pools}
+    listeners = set(config.balancer.listen)
+    catch_all: int | None = None
+    for index, route in enumerate(config.routes):
+        loc: Loc = ("route", index)
+        if catch_all is not None:
+            yield loc, f"unreachable: route[{catch_all}] has no condition and matches every connection first"
+        if route.pool is not None and route.pool not in pools:
+            yield (*loc, "pool"), f"unknown pool {route.pool!r} (pools: {', '.join(sorted(pools))})"
+        for g_index, group in enumerate(route.groups or ()):
+            if group not in config.groups:
+                yield (*loc, "groups", g_index), f"unknown group {group!r}: define it as [groups.{group}]"
+        if route.listener is not None and route.listener not in listeners:
+            yield (*loc, "listener"), f"{route.listener} is not one of [balancer] listen"
+        if route.unconditional and catch_all is None:
+            catch_all = index
+
+
+def _group_issues(config: Config) -> Iterator[tuple[Loc, str]]:
+    if config.directory.ldap is None:
+        for name, group in config.groups.items():
+            if group.ldap is not None:
+                yield ("groups", name, "ldap"), "an LDAP group needs a [directory.ldap] section"
+    for name, group in config.groups.items():
+        if group.file is not None and not group.file.is_file():
+            yield ("groups", name, "file"), f"no such file: {group.file}"

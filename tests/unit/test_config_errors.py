@@ -53,7 +53,7 @@ def test_config_error_survives_pickling() -> None:
     ("text", "key"),
     [
         ("wat = 1\n" + POOL, "wat"),
-        ("[health]\ninterval = '5s'\n" + POOL, "health"),
+        ("[healthcheck]\ninterval = '5s'\n" + POOL, "healthcheck"),
         ("pools = []\n" + POOL, "pools"),
         ("source_path = 'x'\n" + POOL, "source_path"),
         ("[balancer]\nlisten_on = []\n" + POOL, "balancer.listen_on"),
