@@ -10,6 +10,7 @@ import signal
 from rdpbalancer import __version__
 from rdpbalancer.config.compile import Snapshot, compile_config
 from rdpbalancer.config.schema import Config
+from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.relay.context import RelayContext
@@ -30,7 +31,15 @@ class Balancer:
         self.store = SqliteStickyStore(config.sticky.path, sync=config.sticky.sync)
         self.table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
         self.router = Router(self.snapshot.policy, self.table)
-        self.ctx = RelayContext(router=self.router, store=self.store, settings=self.snapshot.relay)
+        for server, state in self.snapshot.admin_states.items():
+            self.router.set_admin_state(server, state)
+        self.monitor = HealthMonitor(
+            self.router, list(self.snapshot.checks),
+            shutdown_sessions_on_down=config.health.on_down == "shutdown-sessions",
+        )
+        self.ctx = RelayContext(router=self.router, store=self.store, settings=self.snapshot.relay,
+                                backend_events=self.monitor)
+        self.monitor.on_shutdown_sessions = self.close_sessions_of
         self.servers: list[asyncio.Server] = []
         self.addresses: list[tuple[str, int]] = []
         self._stopped = asyncio.Event()
@@ -49,6 +58,7 @@ class Balancer:
             await self.store.close()
             raise
         self.addresses = bound_addresses(self.servers)
+        self.monitor.start()
         self.ctx.tasks.spawn(self._sweeper(), name="sticky-sweeper")
         log.info("rdpbalancer %s listening on %s; pools: %s", __version__,
                  ", ".join(format_addr(h, p) for h, p in self.addresses),
@@ -59,12 +69,20 @@ class Balancer:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             self.store.apply_later(self.table.sweep(self.ctx.clock()))
 
+    def close_sessions_of(self, server: str) -> int:
+        """Cut every live session relayed to `server` (admin action, on_down = shutdown-sessions)."""
+        victims = [s for s in self.ctx.sessions.values() if s.server is not None and s.server.name == server]
+        for session in victims:
+            session.abort(f"server {server} shut down")
+        return len(victims)
+
     async def stop(self) -> None:
         for server in self.servers:
             server.close()
+        await self.monitor.stop()
         sessions = list(self.ctx.sessions.values())
         for session in sessions:
-            session.abort("shutdown")  # type: ignore[attr-defined]
+            session.abort("shutdown")
         await self.ctx.tasks.cancel_all()
         await asyncio.sleep(0)  # let connection_lost callbacks record the sessions' ends
         self.store.apply_later(self.table.sweep(self.ctx.clock()))

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rdpbalancer.config.schema import Config
+from rdpbalancer.health.state import CheckSpec
 from rdpbalancer.policy.engine import RoutingPolicy
-from rdpbalancer.policy.model import BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
+from rdpbalancer.policy.model import AdminState, BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
 from rdpbalancer.relay.context import RelaySettings
 
 
@@ -20,6 +21,8 @@ class Snapshot:
     policy: RoutingPolicy
     relay: RelaySettings
     listen: tuple[tuple[str, int], ...]
+    checks: tuple[CheckSpec, ...]
+    admin_states: dict[str, AdminState]
 
 
 def compile_config(config: Config) -> Snapshot:
@@ -36,10 +39,47 @@ def compile_config(config: Config) -> Snapshot:
         pools=tuple(pools),
         no_cookie=NoCookiePolicy(b.no_cookie),
         max_connect_attempts=b.max_connect_attempts,
+        failover_after_s=config.health.failover_after,
     )
     relay = RelaySettings(
         handshake_timeout_s=b.handshake_timeout,
         connect_timeout_s=b.connect_timeout,
         strip_domain=config.identity.strip_domain,
     )
-    return Snapshot(config, policy, relay, tuple((a.host, a.port) for a in b.listen))
+    listen = tuple((a.host, a.port) for a in b.listen)
+    return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config))
+
+
+def _check_specs(config: Config, servers: dict[str, Server]) -> tuple[CheckSpec, ...]:
+    """One check per server (a host is checked once, whatever the number of its pools).
+
+    Precedence: the server's own `check`, then the first pool it appears in (`health = {...}`),
+    then [health].
+    """
+    g = config.health
+    specs: dict[str, CheckSpec] = {}
+    for pool in config.pools:
+        o = pool.health
+        for sc in pool.servers:
+            if sc.name in specs:
+                continue
+            specs[sc.name] = CheckSpec(
+                server=servers[sc.name],
+                kind=sc.check or o.check or g.check,
+                interval_s=o.interval or g.interval,
+                timeout_s=o.timeout or g.timeout,
+                rise=o.rise or g.rise,
+                fall=o.fall or g.fall,
+            )
+    return tuple(specs.values())
+
+
+def _admin_states(config: Config) -> dict[str, AdminState]:
+    """A server's state from the configuration: the most restrictive of its pool entries."""
+    order = [AdminState.READY, AdminState.DRAIN, AdminState.MAINT]
+    states: dict[str, AdminState] = {}
+    for pool in config.pools:
+        for sc in pool.servers:
+            state = AdminState(sc.state)
+            states[sc.name] = max(states.get(sc.name, AdminState.READY), state, key=order.index)
+    return states

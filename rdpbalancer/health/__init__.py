@@ -1,0 +1,1 @@
+"""Server health: the rise/fall state machine (pure), probes and the monitor task (asyncio)."""

@@ -3,6 +3,9 @@
 Pure: no I/O, no asyncio; the shell calls `decide`, then applies it with `assign` (remember the
 user's server) and `opened`/`closed` (connection counts) with no `await` in between, so two
 connections of one new user arriving together agree on one server.
+
+Server conditions (admin state, health) are read from `conditions`, which the health monitor
+and the admin API update through `set_health` / `set_admin_state`.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from dataclasses import dataclass
 from rdpbalancer.policy.balancing import Balancer, WeightedLeastLoad
 from rdpbalancer.policy.identity import printable, source_ip_key
 from rdpbalancer.policy.model import (
+    AdminState,
     BalanceKind,
     Decision,
     NoCookiePolicy,
     Pool,
+    PoolMember,
     Reason,
     RouteRequest,
     Server,
+    ServerCondition,
 )
-from rdpbalancer.policy.sticky import Change, StickyTable
+from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
+
+READY = ServerCondition()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,8 @@ class RoutingPolicy:
     pools: tuple[Pool, ...]
     no_cookie: NoCookiePolicy = NoCookiePolicy.SOURCE_IP
     max_connect_attempts: int = 3
+    # How long a server must be down before its sticky users move (0: at once, inf: never).
+    failover_after_s: float = 60.0
 
     def servers(self) -> dict[str, Server]:
         return {m.server.name: m.server for p in self.pools for m in p.members}
@@ -41,6 +51,7 @@ class Router:
     def __init__(self, policy: RoutingPolicy, table: StickyTable) -> None:
         self.table = table
         self.connections: Counter[str] = Counter()  # server name -> open or opening connections
+        self.conditions: dict[str, ServerCondition] = {}
         self._balancers: dict[str, Balancer] = {}
         self.policy = policy
         self.swap_policy(policy)
@@ -50,11 +61,25 @@ class Router:
         self.policy = policy
         self._balancers = {p.name: self._balancers.get(p.name) or WeightedLeastLoad() for p in policy.pools}
 
+    # -- server conditions -----------------------------------------------------------------
+
+    def condition(self, server: str) -> ServerCondition:
+        return self.conditions.get(server, READY)
+
+    def set_admin_state(self, server: str, state: AdminState) -> None:
+        current = self.condition(server)
+        self.conditions[server] = ServerCondition(state, current.up, current.down_since)
+
+    def set_health(self, server: str, up: bool, now: float) -> None:
+        current = self.condition(server)
+        if current.up != up:
+            self.conditions[server] = ServerCondition(current.admin, up, None if up else now)
+
     # -- deciding -------------------------------------------------------------------------
 
     def decide(self, request: RouteRequest, now: float) -> Decision:
         if request.msts_target is not None:
-            token = self._by_token(request.msts_target)
+            token = self._by_token(request.msts_target, now)
             if token is not None:
                 return token
         pool = self.policy.pools[0]  # until routing rules exist, the first pool serves everyone
@@ -69,28 +94,60 @@ class Router:
         if entry is not None and entry.pool == pool.name:
             member = pool.member(entry.server)
             if member is not None:
-                return Decision(
-                    Reason.STICKY_HIT, key, pool.name, (member.server,), f"{printable(key)} -> {entry.server}"
-                )
+                return self._sticky(pool, member, entry, now)
         return self._balance(pool, key, Reason.NEW)
 
+    def _sticky(self, pool: Pool, member: PoolMember, entry: StickyEntry, now: float) -> Decision:
+        """A returning user: their session is on `member`, unless it is gone for good."""
+        name, cond = member.server.name, self.condition(member.server.name)
+        if cond.admin is AdminState.MAINT:
+            return self._failover(pool, entry, f"{name} is in maintenance")
+        down_for = cond.down_for(now)
+        if not cond.up and down_for >= self.policy.failover_after_s:
+            return self._failover(pool, entry, f"{name} down for {down_for:.0f}s")
+        detail = f"{printable(entry.key)} -> {name}"
+        if not cond.up:
+            detail += f" (down for {down_for:.0f}s, held until failover_after)"
+        return Decision(Reason.STICKY_HIT, entry.key, pool.name, (member.server,), detail)
+
+    def _failover(self, pool: Pool, entry: StickyEntry, why: str) -> Decision:
+        moved = self._balance(pool, entry.key, Reason.FAILOVER)
+        detail = f"{why}; {moved.detail}"
+        return Decision(moved.reason, entry.key, pool.name, moved.candidates, detail, moved_from=entry.server)
+
     def _balance(self, pool: Pool, key: str | None, reason: Reason) -> Decision:
-        ranked = self._balancers[pool.name].rank(pool.members, self._load_function(pool))
+        usable = [m for m in pool.members if self._takes_new_users(m.server.name)]
+        ranked = self._balancers[pool.name].rank(usable, self._load_function(pool))
         if not ranked:
-            return Decision(Reason.NO_SERVER, key, pool.name, detail=f"no server of pool {pool.name} takes users")
+            return Decision(Reason.NO_SERVER, key, pool.name, detail=f"no server of pool {pool.name} can take users")
         attempts = tuple(ranked[: self.policy.max_connect_attempts])
         return Decision(reason, key, pool.name, attempts, f"{pool.balance} picked {attempts[0].name}")
+
+    def _takes_new_users(self, server: str) -> bool:
+        cond = self.condition(server)
+        return cond.up and cond.admin is AdminState.READY
 
     def _load_function(self, pool: Pool) -> Callable[[str], int]:
         if pool.balance is BalanceKind.LEASTSESSIONS:
             return self.table.homed
         return self.connections.__getitem__
 
-    def _by_token(self, target: tuple[str, int]) -> Decision | None:
+    def _by_token(self, target: tuple[str, int], now: float) -> Decision | None:
+        """A broker's routing token naming one of our servers: the session lives there.
+
+        Not one of ours, or in maintenance: None, and ordinary routing applies. Down: held like
+        a sticky user until failover_after, then ordinary routing.
+        """
         for pool in self.policy.pools:
             for member in pool.members:
-                if (member.server.host, member.server.port) == target:
-                    return Decision(Reason.ROUTING_TOKEN, None, pool.name, (member.server,), "msts token")
+                if (member.server.host, member.server.port) != target:
+                    continue
+                cond = self.condition(member.server.name)
+                if cond.admin is AdminState.MAINT:
+                    return None
+                if not cond.up and cond.down_for(now) >= self.policy.failover_after_s:
+                    return None
+                return Decision(Reason.ROUTING_TOKEN, None, pool.name, (member.server,), "msts token")
         return None
 
     # -- applying ---------------------------------------------------------------------------
@@ -104,6 +161,19 @@ class Router:
             return Change()
         return self.table.assign(decision.sticky_key, decision.pool, server.name, now)
 
+    def unassign(self, decision: Decision, now: float) -> Change:
+        """Every connect failed: undo what `assign` did for this decision (restore a moved user)."""
+        key = decision.sticky_key
+        if key is None or decision.pool is None or decision.reason not in (Reason.NEW, Reason.FAILOVER):
+            return Change()
+        entry = self.table.get(key, now)
+        if entry is None or entry.active > 0:
+            return Change()
+        if decision.moved_from is not None:
+            return self.table.assign(key, decision.pool, decision.moved_from, now)
+        self.table.delete(key)
+        return Change(delete=(key,))
+
     def opened(self, server: Server) -> None:
         self.connections[server.name] += 1
 
@@ -111,3 +181,5 @@ class Router:
         self.connections[server.name] -= 1
         if self.connections[server.name] <= 0:
             del self.connections[server.name]
+
+

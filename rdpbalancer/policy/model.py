@@ -32,8 +32,29 @@ class Reason(StrEnum):
     NEW = "new"  # no usable entry: balanced, and the result will be remembered
     NO_COOKIE = "no-cookie"  # no user hint: balanced without remembering (no_cookie = "balance")
     ROUTING_TOKEN = "routing-token"  # a broker's msts token names one of our servers
+    FAILOVER = "failover"  # the user's server is down past failover_after, or in maint: moved
     NO_SERVER = "no-server"  # nothing in the pool can take the user
     DENIED = "denied"  # policy refuses the connection (no_cookie = "reject", deny routes)
+
+
+class AdminState(StrEnum):
+    """What the operator wants of a server, independent of its health."""
+
+    READY = "ready"  # takes new users and its sticky users
+    DRAIN = "drain"  # no new users; its sticky users (and routing tokens) still reach it
+    MAINT = "maint"  # nobody: its sticky users are moved elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCondition:
+    """What routing needs to know about a server right now (set by the health monitor and admin)."""
+
+    admin: AdminState = AdminState.READY
+    up: bool = True  # False only once health checks (or live traffic) proved it down
+    down_since: float | None = None  # wall-clock time it went down
+
+    def down_for(self, now: float) -> float:
+        return 0.0 if self.up or self.down_since is None else max(0.0, now - self.down_since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +110,8 @@ class Decision:
     # several for a new user, so a failed connect can fall through to the next best.
     candidates: tuple[Server, ...] = field(default=())
     detail: str = ""  # a short human explanation, for logs and `explain`
+    moved_from: str | None = None  # FAILOVER: the server the user's entry pointed at
 
     @property
     def server(self) -> Server | None:
         return self.candidates[0] if self.candidates else None
-
-    @property
-    def remembers(self) -> bool:
-        return self.sticky_key is not None and self.reason in (Reason.NEW, Reason.STICKY_HIT)

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.ports import StickyStore
@@ -32,6 +33,22 @@ class Stats:
     bytes_down: int = 0
 
 
+class BackendEvents(Protocol):
+    """What live traffic tells the health monitor (passive checks)."""
+
+    def connect_failed(self, server: str, error: str) -> None: ...
+
+    def connect_succeeded(self, server: str) -> None: ...
+
+
+class IgnoreBackendEvents:
+    def connect_failed(self, server: str, error: str) -> None:
+        pass
+
+    def connect_succeeded(self, server: str) -> None:
+        pass
+
+
 @dataclass(slots=True)
 class RelayContext:
     router: Router
@@ -40,7 +57,8 @@ class RelayContext:
     clock: Callable[[], float] = time.time  # wall clock: sticky times outlive the process
     tasks: TaskSet = field(default_factory=TaskSet)
     stats: Stats = field(default_factory=Stats)
-    sessions: dict[str, object] = field(default_factory=dict)  # id -> Session, for the admin API
+    sessions: dict[str, Any] = field(default_factory=dict)  # id -> Session, for the admin API
+    backend_events: BackendEvents = field(default_factory=IgnoreBackendEvents)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _prefix: str = field(default_factory=lambda: f"{os.getpid() & 0xFFFF:04x}")
 

@@ -18,7 +18,7 @@ import logging
 import time
 
 from rdpbalancer.policy.identity import printable, user_key
-from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
+from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.policy.sticky import Change
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
@@ -212,6 +212,8 @@ class Session:
         except OSError as exc:
             error = exc.strerror or str(exc)
         await persist  # durable before the client's bytes reach the server
+        if not error:
+            ctx.backend_events.connect_succeeded(server.name)
         if not error and self.backend.closed:
             error = "closed by server during connect"
         if not error and self.state is not State.ROUTING:
@@ -220,6 +222,7 @@ class Session:
             ctx.router.closed(server)
             self.server = None
             ctx.stats.connect_failures[server.name] += 1
+            ctx.backend_events.connect_failed(server.name, error)
             log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
             if self.backend.transport is not None:
                 self.backend.transport.abort()
@@ -230,12 +233,9 @@ class Session:
 
     def _all_attempts_failed(self, decision: Decision) -> None:
         ctx = self.ctx
-        if decision.reason is Reason.NEW and decision.sticky_key is not None:
-            # a new user we could not place anywhere: do not remember a server they never reached
-            entry = ctx.router.table.get(decision.sticky_key, ctx.clock())
-            if entry is not None and entry.active == 0:
-                ctx.router.table.delete(decision.sticky_key)
-                ctx.store.apply_later(Change(delete=(decision.sticky_key,)))
+        # a new user we could not place anywhere, or a moved one: do not remember a server they
+        # never reached (a moved user gets their old entry back)
+        ctx.store.apply_later(ctx.router.unassign(decision, ctx.clock()))
         if self.state is State.ROUTING:
             self._close_client("connect-failed: no server reachable", count="connect-failed")
 
@@ -256,10 +256,11 @@ class Session:
             client.transport.write(bytes(self._backend_early))
             self._backend_early.clear()
         client.transport.resume_reading()
+        moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
         log.info(
-            "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s",
+            "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s%s",
             self.id, format_addr(*self.client_addr), self.listener, self._user_text(), decision.pool,
-            self.server.name, self.server.address, decision.reason,
+            self.server.name, self.server.address, decision.reason, moved,
         )
 
     def _user_text(self) -> str:

@@ -18,7 +18,10 @@ from rdpbalancer.config import parse_config
 
 
 def farm_config(servers: list[tuple[str, str, int]], sticky_path: Path, *, listen: str = "127.0.0.1:0",
-                extra: str = "", balancer_extra: str = "", balance: str = "leastconn") -> str:
+                extra: str = "", balancer_extra: str = "", balance: str = "leastconn",
+                health: str = 'check = "none"') -> str:
+    """A config for tests. Health checks are off unless `health` says otherwise, so tests of
+    routing do not depend on probe timing (the health tests turn them on)."""
     rows = ",\n".join(f'  {{ name = "{n}", address = "{a}", weight = {w} }}' for n, a, w in servers)
     return f"""
 [balancer]
@@ -30,6 +33,8 @@ connect_timeout = "2s"
 path = "{sticky_path}"
 ttl = "8h"
 sync = "normal"
+[health]
+{health}
 {extra}
 [[pool]]
 name = "default"

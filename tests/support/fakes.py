@@ -26,9 +26,13 @@ IO_TIMEOUT_S = 10.0
 
 @dataclass
 class FakeRdpServer:
+    """`mode`: "rdp" (answer a CC, then echo), "silent" (accept, never answer), "reset" (accept,
+    then reset), "garbage" (answer bytes that are not a CC). May be changed while running."""
+
     name: str
     host: str = "127.0.0.1"
     port: int = 0
+    mode: str = "rdp"
     cookies: list[bytes | None] = field(default_factory=list)  # every CR seen, in order
     active: int = 0
     accepted: int = 0
@@ -45,6 +49,15 @@ class FakeRdpServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    async def stop_listening(self) -> None:
+        """Close the listening socket only: live sessions go on (a host that stopped accepting)."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def listen_again(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -56,6 +69,9 @@ class FakeRdpServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.mode == "reset":
+            writer.transport.abort()
+            return
         self.active += 1
         self._writers.add(writer)
         try:
@@ -76,6 +92,12 @@ class FakeRdpServer:
             hs.receive_data(data)
             event = hs.next_event()
             if isinstance(event, ConnectionRequestReceived):
+                if self.mode == "silent":
+                    await reader.read()  # until the peer gives up
+                    return None
+                if self.mode == "garbage":
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+                    return None
                 self.cookies.append(event.request.cookie)
                 self.cr_seen.set()
                 writer.write(build_connection_confirm(PROTOCOL_SSL))
