@@ -128,7 +128,8 @@ async def test_maint_admits_nobody(tmp_path: Path) -> None:
 async def test_config_state_applies_at_start(tmp_path: Path) -> None:
     farm = await start_farm("A", "B")
     cfg = farm_config([("A", farm[0].address, 1), ("B", farm[1].address, 1)], tmp_path / "s.db")
-    cfg = cfg.replace(f'address = "{farm[0].address}", weight = 1', f'address = "{farm[0].address}", weight = 1, state = "maint"')
+    a = f'address = "{farm[0].address}", weight = 1'
+    cfg = cfg.replace(a, a + ', state = "maint"')
     async with running(cfg) as bal:
         assert {await where(bal.addresses[0][1], f"u{i}") for i in range(4)} == {"B"}
     for s in farm:

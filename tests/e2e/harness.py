@@ -546,6 +546,12 @@ class XrdpServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def describe(self) -> str:
+        return f"{self.name} ({self.address}, pid {self.process.pid})"
+
+    def stop(self) -> None:
+        self.process.stop()
+
     def computer_names(self) -> list[str]:
         names = []
         for line in complete_lines(self.log_path):
@@ -556,9 +562,10 @@ class XrdpServer:
 
 
 def _launch_xrdp(
-    name: str, workdir: Path, cert: Path, key: Path, sesman: Sesman, timeout: float
+    name: str, workdir: Path, cert: Path, key: Path, sesman: Sesman, timeout: float, port: int | None = None
 ) -> XrdpServer:
-    port = free_port()
+    """One xrdp on ``port`` (a free one when None); its log file is appended to, never truncated."""
+    port = free_port() if port is None else port
     log_path = workdir / "xrdp.log"
     config = workdir / "xrdp.ini"
     config.write_text(
@@ -596,12 +603,53 @@ def start_xrdp(
 class XrdpFarm:
     servers: list[XrdpServer]
     sesman: Sesman
+    cert: Path
+    key: Path
+    stopped: set[str] = field(default_factory=set)  # names of servers a test stopped on purpose
 
     def server(self, name: str) -> XrdpServer:
         for server in self.servers:
             if server.name == name:
                 return server
         raise KeyError(name)
+
+    def stop_server(self, name: str, timeout: float = 10.0) -> None:
+        """Stop one xrdp (by its PID) and return once nothing listens on its port any more."""
+        server = self.server(name)
+        self.stopped.add(name)
+        server.process.stop()
+        wait_for(
+            lambda: None if is_listening(server.host, server.port) else True,
+            timeout=timeout,
+            what=f"{server.name}'s port {server.address} to be released",
+        )
+
+    def start_server(self, name: str, timeout: float = 15.0) -> None:
+        """Start a stopped xrdp again on the same address, port, config and (appended) log."""
+        server = self.server(name)
+        if server.process.running:
+            raise HarnessError(f"{server.describe()} is already running")
+        try:
+            restarted = _launch_xrdp(
+                name, server.workdir, self.cert, self.key, self.sesman, timeout, port=server.port
+            )
+        except HarnessError as exc:
+            raise HarnessError(f"cannot restart {name} on {server.address}: {exc}") from None
+        server.process = restarted.process
+        self.stopped.discard(name)
+
+    @contextlib.contextmanager
+    def server_stopped(self, name: str) -> Iterator[XrdpServer]:
+        """Stop ``name`` for the block; it runs again (same port) afterwards, even if the block fails.
+
+        The block may call :meth:`start_server` itself (to watch the recovery): it is not started twice.
+        """
+        self.stop_server(name)
+        try:
+            yield self.server(name)
+        finally:
+            if name in self.stopped:
+                self.start_server(name)
 
     def locate(self, client_hostname: str) -> list[str]:
         """Names of the servers whose log says this client computer connected."""
@@ -614,9 +662,11 @@ class XrdpFarm:
         return found[0] if found else None
 
     def ensure_running(self) -> None:
+        """Raise if sesman or a server died; servers stopped on purpose (:meth:`stop_server`) are fine."""
         self.sesman.process.ensure_running()
         for server in self.servers:
-            server.process.ensure_running()
+            if server.name not in self.stopped:
+                server.process.ensure_running()
 
     def log_tails(self, lines: int = 15) -> str:
         parts = [
@@ -978,9 +1028,9 @@ def e2e_environment(server_names: Sequence[str] = SERVER_NAMES) -> Iterator[E2EE
         servers = []
         for name in server_names:
             server = start_xrdp(name, workdir / name, cert, key, sesman)
-            stack.callback(_stopper(server.process))
+            stack.callback(server.stop)  # its current process: a test may have restarted it
             servers.append(server)
-        farm = XrdpFarm(servers=servers, sesman=sesman)
+        farm = XrdpFarm(servers=servers, sesman=sesman, cert=cert, key=key)
         clients = ClientRunner(display, farm, workdir)
         stack.callback(clients.close_all)
         yield E2EEnvironment(workdir, display, farm, clients, time.monotonic() - started)

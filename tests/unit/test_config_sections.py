@@ -18,7 +18,10 @@ servers = [{ name = "TS01", address = "10.0.0.1" }, { name = "TS02", address = "
 health = { interval = "10s", rise = 5 }
 [[pool]]
 name = "sales"
-servers = [{ name = "TS03", address = "10.0.0.3", state = "drain" }, { name = "TS01", address = "10.0.0.1", state = "maint" }]
+servers = [
+  { name = "TS03", address = "10.0.0.3", state = "drain" },
+  { name = "TS01", address = "10.0.0.1", state = "maint" },
+]
 """
 
 
