@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rdpbalancer.config.routing import RouteConfig
 from rdpbalancer.config.schema import Config
 from rdpbalancer.health.state import CheckSpec
 from rdpbalancer.policy.engine import RoutingPolicy
+from rdpbalancer.policy.identity import user_key
 from rdpbalancer.policy.model import AdminState, BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
+from rdpbalancer.policy.rules import Route, TimeRule
 from rdpbalancer.relay.context import RelaySettings
 
 
@@ -40,6 +43,8 @@ def compile_config(config: Config) -> Snapshot:
         no_cookie=NoCookiePolicy(b.no_cookie),
         max_connect_attempts=b.max_connect_attempts,
         failover_after_s=config.health.failover_after,
+        routes=tuple(_route(i, r, config.identity.strip_domain) for i, r in enumerate(config.routes)),
+        truncated_length=config.identity.truncated_length,
     )
     relay = RelaySettings(
         handshake_timeout_s=b.handshake_timeout,
@@ -83,3 +88,24 @@ def _admin_states(config: Config) -> dict[str, AdminState]:
             state = AdminState(sc.state)
             states[sc.name] = max(states.get(sc.name, AdminState.READY), state, key=order.index)
     return states
+
+
+def _route(index: int, rc: RouteConfig, strip_domain: bool) -> Route:
+    users = None
+    if rc.users is not None:
+        users = frozenset(k for u in rc.users if (k := user_key(u.encode(), strip_domain=strip_domain)))
+    time = None
+    if rc.time is not None:
+        start, end = rc.time.hours
+        time = TimeRule(frozenset(rc.time.days), start, end, rc.time.timezone)
+    return Route(
+        label=f"route[{index}]" + (f" ({rc.name})" if rc.name else ""),
+        pool=rc.pool,
+        deny=rc.deny,
+        users=users,
+        groups=rc.groups,
+        sources=rc.sources,
+        time=time,
+        collection=rc.collection,
+        listener=str(rc.listener) if rc.listener is not None else None,
+    )

@@ -88,9 +88,14 @@ class HealthMonitor:
 
     async def _loop(self, spec: CheckSpec) -> None:
         await asyncio.sleep(first_delay(spec.interval_s, self.rand()))
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             await self.check_now(spec.server.name)
-            await asyncio.sleep(next_delay(spec.interval_s, self.rand()))
+            # the interval runs from check start to check start, as HAProxy's `inter`: a probe
+            # that times out does not stretch the time to detect a dead server
+            elapsed = loop.time() - started
+            await asyncio.sleep(max(0.0, next_delay(spec.interval_s, self.rand()) - elapsed))
 
     async def check_now(self, name: str) -> ProbeResult:
         spec = self.specs[name]

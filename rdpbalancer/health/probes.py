@@ -19,6 +19,7 @@ from rdpbalancer.proto import (
     ServerHandshake,
     build_connection_request,
 )
+from rdpbalancer.relay.sockets import describe_os_error
 
 PROBE_REQUEST = build_connection_request(cookie=None, requested_protocols=PROTOCOL_SSL | PROTOCOL_HYBRID)
 READ_CHUNK = 512  # a Connection Confirm is 11 or 19 bytes
@@ -42,7 +43,7 @@ async def probe(kind: str, host: str, port: int, timeout_s: float) -> ProbeResul
     except TimeoutError:
         return ProbeResult(False, time.monotonic() - started, f"no answer within {timeout_s:g}s")
     except OSError as exc:
-        return ProbeResult(False, time.monotonic() - started, exc.strerror or str(exc))
+        return ProbeResult(False, time.monotonic() - started, describe_os_error(exc))
     except ProtocolError as exc:
         return ProbeResult(False, time.monotonic() - started, f"not an RDP answer: {exc}")
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rdpbalancer.policy.balancing import Balancer, WeightedLeastLoad
 from rdpbalancer.policy.identity import printable, source_ip_key
@@ -28,6 +28,8 @@ from rdpbalancer.policy.model import (
     Server,
     ServerCondition,
 )
+from rdpbalancer.policy.ports import GroupMembership, NoGroups
+from rdpbalancer.policy.rules import MatchInput, Route, Trace, first_match, parse_ip
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 
 READY = ServerCondition()
@@ -42,6 +44,12 @@ class RoutingPolicy:
     max_connect_attempts: int = 3
     # How long a server must be down before its sticky users move (0: at once, inf: never).
     failover_after_s: float = 60.0
+    # Evaluated in order; empty means "the first pool serves everyone".
+    routes: tuple[Route, ...] = ()
+    truncated_length: int = 0  # cookies of exactly this length may be cut login names; 0 = off
+
+    def pool(self, name: str) -> Pool:
+        return next(p for p in self.pools if p.name == name)
 
     def servers(self) -> dict[str, Server]:
         return {m.server.name: m.server for p in self.pools for m in p.members}
@@ -52,6 +60,8 @@ class Router:
         self.table = table
         self.connections: Counter[str] = Counter()  # server name -> open or opening connections
         self.conditions: dict[str, ServerCondition] = {}
+        self.membership: GroupMembership = NoGroups()
+        self.ambiguous = 0  # truncated cookies whose candidate users would route differently
         self._balancers: dict[str, Balancer] = {}
         self.policy = policy
         self.swap_policy(policy)
@@ -77,12 +87,53 @@ class Router:
 
     # -- deciding -------------------------------------------------------------------------
 
-    def decide(self, request: RouteRequest, now: float) -> Decision:
+    def decide(self, request: RouteRequest, now: float, trace: Trace | None = None) -> Decision:
+        """Where `request` goes. With `trace`, every step is recorded (for `explain`)."""
+        route = self._route(request, now, trace)
+        if route is None:
+            return Decision(Reason.DENIED, detail="no route matched")
+        if route.deny:
+            return Decision(Reason.DENIED, detail=f"{route.label} denies", route=route.label)
         if request.msts_target is not None:
             token = self._by_token(request.msts_target, now)
             if token is not None:
                 return token
-        pool = self.policy.pools[0]  # until routing rules exist, the first pool serves everyone
+        assert route.pool is not None
+        decision = self._in_pool(self.policy.pool(route.pool), request, now)
+        return replace(decision, route=route.label)
+
+    def _route(self, request: RouteRequest, now: float, trace: Trace | None) -> Route | None:
+        routes = self.policy.routes
+        if not routes:
+            return Route("default (no [[route]]: first pool)", pool=self.policy.pools[0].name)
+        users = self._candidate_users(request.user_key)
+        given = MatchInput(users, parse_ip(request.client_host), now, request.collection,
+                           request.listener, self.membership)
+        route = first_match(routes, given, trace)
+        if len(users) > 1 and route is not None and self._ambiguous(routes, given, route):
+            self.ambiguous += 1
+            if trace is not None:
+                trace.steps.append(("ambiguous", True, f"{len(users)} users share this truncated name; "
+                                    f"the first matching route applies"))
+        return route
+
+    def _candidate_users(self, key: str | None) -> tuple[str, ...]:
+        if key is None:
+            return ()
+        n = self.policy.truncated_length
+        if n and len(key) == n:
+            return (key, *(u for u in self.membership.users_with_prefix(key) if u != key))
+        return (key,)
+
+    @staticmethod
+    def _ambiguous(routes: tuple[Route, ...], given: MatchInput, chosen: Route) -> bool:
+        for user in given.users:
+            alone = first_match(routes, replace(given, users=(user,)))
+            if alone is not None and alone.action != chosen.action:
+                return True
+        return False
+
+    def _in_pool(self, pool: Pool, request: RouteRequest, now: float) -> Decision:
         key = request.user_key
         if key is None:
             if self.policy.no_cookie is NoCookiePolicy.REJECT:
@@ -95,6 +146,7 @@ class Router:
             member = pool.member(entry.server)
             if member is not None:
                 return self._sticky(pool, member, entry, now)
+        # no entry, or one for another pool: the user's groups changed, so the route decides
         return self._balance(pool, key, Reason.NEW)
 
     def _sticky(self, pool: Pool, member: PoolMember, entry: StickyEntry, now: float) -> Decision:

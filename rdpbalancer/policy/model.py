@@ -97,6 +97,8 @@ class RouteRequest:
     client_host: str
     user_key: str | None  # derived from the cookie (identity.user_key), None without cookie
     msts_target: tuple[str, int] | None = None  # decoded broker routing token, if any
+    collection: str | None = None  # from a tsv://MS Terminal Services Plugin.1.<Collection> token
+    listener: str | None = None  # the listen address the client came in on, "host:port"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class Decision:
     candidates: tuple[Server, ...] = field(default=())
     detail: str = ""  # a short human explanation, for logs and `explain`
     moved_from: str | None = None  # FAILOVER: the server the user's entry pointed at
+    route: str | None = None  # the label of the route that chose the pool
 
     @property
     def server(self) -> Server | None:

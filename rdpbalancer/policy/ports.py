@@ -29,3 +29,25 @@ class StickyStore(Protocol):
     async def close(self) -> None:
         """Flush what is pending and release the storage."""
         ...
+
+
+class GroupMembership(Protocol):
+    """Group membership as the directory last saw it (an immutable snapshot)."""
+
+    def groups_of(self, user_key: str) -> frozenset[str]:
+        """The configured group names `user_key` belongs to (transitively)."""
+        ...
+
+    def users_with_prefix(self, prefix: str) -> Sequence[str]:
+        """Known user keys starting with `prefix` (for truncated cookies)."""
+        ...
+
+
+class NoGroups:
+    """Membership before any directory answered: nobody is in any group."""
+
+    def groups_of(self, user_key: str) -> frozenset[str]:
+        return frozenset()
+
+    def users_with_prefix(self, prefix: str) -> Sequence[str]:
+        return ()

@@ -23,7 +23,7 @@ from rdpbalancer.policy.sticky import Change
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.relay.context import RelayContext
-from rdpbalancer.relay.sockets import format_addr, peer_host, tune
+from rdpbalancer.relay.sockets import describe_os_error, format_addr, peer_host, tune
 
 log = logging.getLogger("rdpbalancer.session")
 
@@ -176,16 +176,22 @@ class Session:
         if cr.cookie is not None:
             key = user_key(cr.cookie, strip_domain=self.ctx.settings.strip_domain)
         self.user = key
-        return RouteRequest(client_host=self.client_addr[0], user_key=key, msts_target=cr.msts_target)
+        return RouteRequest(client_host=self.client_addr[0], user_key=key, msts_target=cr.msts_target,
+                            collection=cr.collection, listener=self.listener)
 
     async def _route(self, cr: ConnectionRequest, trailing: bytes) -> None:
         ctx = self.ctx
         now = ctx.clock()
+        ambiguous_before = ctx.router.ambiguous
         decision = ctx.router.decide(self._request(cr), now)
         self.decision = decision
         if not decision.candidates:
             self._close_client(f"{decision.reason}: {decision.detail}", count=str(decision.reason))
             return
+        if self.ctx.router.ambiguous != ambiguous_before:
+            self.ctx.stats.connections["ambiguous"] += 1
+            log.warning("session=%s user=%s is a truncated name shared by users routed differently; "
+                        "%s applied", self.id, self._user_text(), decision.route)
         deadline = time.monotonic() + ctx.settings.connect_timeout_s
         for attempt, server in enumerate(decision.candidates):
             if self.state is not State.ROUTING:
@@ -210,7 +216,7 @@ class Session:
         except TimeoutError:
             error = f"connect timeout after {budget:.2f}s"
         except OSError as exc:
-            error = exc.strerror or str(exc)
+            error = describe_os_error(exc)
         await persist  # durable before the client's bytes reach the server
         if not error:
             ctx.backend_events.connect_succeeded(server.name)
@@ -258,9 +264,9 @@ class Session:
         client.transport.resume_reading()
         moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
         log.info(
-            "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s%s",
+            "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s route=%s%s",
             self.id, format_addr(*self.client_addr), self.listener, self._user_text(), decision.pool,
-            self.server.name, self.server.address, decision.reason, moved,
+            self.server.name, self.server.address, decision.reason, _route_text(decision.route), moved,
         )
 
     def _user_text(self) -> str:
@@ -352,3 +358,7 @@ class Session:
             if leg.transport is not None and not leg.transport.is_closing():
                 leg.transport.abort()
 
+
+
+def _route_text(label: str | None) -> str:
+    return "-" if label is None else label.split(" ", 1)[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 
 # Keepalive: notice a peer that vanished (laptop lid closed, NAT state dropped) within about
@@ -37,3 +38,10 @@ def peer_host(transport: asyncio.BaseTransport) -> tuple[str, int]:
 
 def format_addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'Connection refused' rather than uvloop's "Connect call failed ('10.0.0.1', 3389)"."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc) or type(exc).__name__
