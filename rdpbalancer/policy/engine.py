@@ -122,7 +122,9 @@ class Router:
             return ()
         n = self.policy.truncated_length
         if n and len(key) == n:
-            return (key, *(u for u in self.membership.users_with_prefix(key) if u != key))
+            # a cut login name stands for the directory users it may be the start of (the
+            # name itself among them only if it is a user); unknown to the directory: as is
+            return tuple(self.membership.users_with_prefix(key)) or (key,)
         return (key,)
 
     @staticmethod
