@@ -203,5 +203,9 @@ def _raw_values(entry: Mapping[str, Any], attribute: str) -> list[bytes]:
 
 
 def _close(conn: Any) -> None:
-    with contextlib.suppress(Exception):  # the socket may already be gone; closing must not hide the real error
+    """Unbind, and close the socket ourselves: ldap3 leaves it open when connect() or a TLS handshake fails."""
+    with contextlib.suppress(Exception):  # the connection may be half-open; closing must not hide the real error
         conn.unbind()
+    sock = getattr(conn, "socket", None)
+    if sock is not None:
+        sock.close()

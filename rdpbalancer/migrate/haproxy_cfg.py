@@ -9,6 +9,8 @@ leaves the ``migrate`` package; it names the line.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 PROXY_KINDS = frozenset({"defaults", "frontend", "backend", "listen"})
@@ -39,6 +41,15 @@ class MigrationError(Exception):
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.message}" if self.line is not None else self.message
+
+
+@contextmanager
+def reading(directive: Directive) -> Iterator[None]:
+    """Turn a ValueError raised while reading a value of ``directive`` into a MigrationError."""
+    try:
+        yield
+    except ValueError as error:
+        raise MigrationError(directive.line, f"{directive.text}: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from rdpbalancer.migrate.haproxy_cfg import Directive
+from rdpbalancer.migrate.haproxy_cfg import Directive, reading
 from rdpbalancer.migrate.ledger import Ledger
 from rdpbalancer.migrate.proxies import Proxy
 from rdpbalancer.migrate.servers import ServerOptions
@@ -70,7 +70,8 @@ def backend_health(proxy: Proxy, defaults: ServerOptions, any_check: bool, ledge
 def _timeout(directive: Directive | None) -> str | None:
     if directive is None or len(directive.words) < 3:
         return None
-    return duration(parse_time_ms(directive.words[2]))
+    with reading(directive):
+        return duration(parse_time_ms(directive.words[2]))
 
 
 def check_port(proxy: Proxy, ledger: Ledger) -> int | None:
@@ -104,7 +105,8 @@ def _connect_port(step: Directive) -> int | None:
     words = step.words
     for index, word in enumerate(words[:-1]):
         if word == "port":
-            return parse_int(words[index + 1], "check port")
+            with reading(step):
+                return parse_int(words[index + 1], "check port")
     return None
 
 

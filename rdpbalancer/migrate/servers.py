@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rdpbalancer.migrate.haproxy_cfg import Directive, MigrationError
+from rdpbalancer.migrate.haproxy_cfg import Directive, MigrationError, reading
 from rdpbalancer.migrate.ledger import Ledger
 from rdpbalancer.migrate.values import parse_int, parse_time_ms, server_address
 
@@ -124,10 +124,8 @@ def _read_value(directive: Directive, word: str, argument: str | None, values: d
     if word not in readers or argument is None:
         return False
     attribute = {"inter": "inter_ms", "port": "check_port", "id": "server_id"}.get(word, word)
-    try:
+    with reading(directive):
         values[attribute] = readers[word](argument)
-    except ValueError as error:
-        raise MigrationError(directive.line, str(error)) from None
     return True
 
 

@@ -11,6 +11,10 @@ Fixtures:
                      starts the clients together (overlapping start-ups), then waits for each
     balancer_factory ``balancer_factory(servers=None, balance="leastconn", extra_toml="")``
                      -> harness.BalancerProcess (started and listening); stopped after the test
+    xrdp_outage      ``with xrdp_outage("xrdp2") as server:`` that xrdp is stopped (port released)
+                     for the block and runs again on the same port afterwards; ``xrdp_farm.start_server``
+                     inside the block brings it back early. Any server still stopped at the end of
+                     the test is restarted, so the session farm is whole for the next test.
 
 A missing program or a broken set-up makes the tests ERROR/FAIL, never skip.
 Set RDPB_E2E_KEEP=1 to keep the session's temp dir (configs, xrdp/sesman/client logs).
@@ -138,3 +142,12 @@ def balancer_factory(
     yield make
     for balancer in started:
         balancer.close()
+
+
+@pytest.fixture
+def xrdp_outage(
+    xrdp_farm: harness.XrdpFarm,
+) -> Iterator[Callable[[str], contextlib.AbstractContextManager[harness.XrdpServer]]]:
+    yield xrdp_farm.server_stopped
+    for name in sorted(xrdp_farm.stopped):  # a test that stopped one outside a `with` block
+        xrdp_farm.start_server(name)

@@ -19,6 +19,11 @@ xrdp login screen until :meth:`ClientResult.close` terminates it.
 
 Every wait has a deadline, every process is started in its own session and stopped by its PID only
 (SIGTERM, then SIGKILL after a grace period).
+
+Outages: :meth:`XrdpFarm.server_stopped` stops one xrdp for a ``with`` block (its port is free when
+the block starts) and starts it again on the same port afterwards, even when the block fails, so the
+session's farm is whole for the next test.  :meth:`XrdpFarm.start_server` inside the block brings it
+back early (to watch a recovery).
 """
 
 from __future__ import annotations
