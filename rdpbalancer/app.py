@@ -1,26 +1,50 @@
-"""Composition root: builds and wires everything, start/stop order, signals."""
+"""Composition root: builds and wires everything, start/stop order, signals, reload."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import time
+from dataclasses import dataclass
 
 from rdpbalancer import __version__
+from rdpbalancer.config import ConfigError, load_config
 from rdpbalancer.config.compile import Snapshot, compile_config
 from rdpbalancer.config.schema import Config
+from rdpbalancer.directory.build import build_directory
+from rdpbalancer.directory.errors import DirectoryError
+from rdpbalancer.directory.model import GroupSnapshot
+from rdpbalancer.directory.sync import DirectorySync
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.policy.engine import Router
+from rdpbalancer.policy.model import AdminState
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.relay.context import RelayContext
-from rdpbalancer.relay.listener import bound_addresses, open_listeners
+from rdpbalancer.relay.listener import ListenError, open_listeners
 from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.store.sqlite import SqliteStickyStore
+from rdpbalancer.systemd import monotonic_usec, notify
 
 log = logging.getLogger("rdpbalancer")
 
 SWEEP_INTERVAL_S = 30.0  # expire entries and refresh open sessions' last_used this often
+
+Address = tuple[str, int]
+
+
+@dataclass(slots=True)
+class ConfigStatus:
+    """What the admin API shows about the configuration."""
+
+    path: str
+    loaded_at: float
+    last_reload_at: float | None = None
+    last_reload_error: str | None = None
+    reloads_ok: int = 0
+    reloads_failed: int = 0
 
 
 class Balancer:
@@ -31,18 +55,18 @@ class Balancer:
         self.store = SqliteStickyStore(config.sticky.path, sync=config.sticky.sync)
         self.table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
         self.router = Router(self.snapshot.policy, self.table)
-        for server, state in self.snapshot.admin_states.items():
-            self.router.set_admin_state(server, state)
-        self.monitor = HealthMonitor(
-            self.router, list(self.snapshot.checks),
-            shutdown_sessions_on_down=config.health.on_down == "shutdown-sessions",
-        )
+        self.monitor = HealthMonitor(self.router, list(self.snapshot.checks))
         self.ctx = RelayContext(router=self.router, store=self.store, settings=self.snapshot.relay,
                                 backend_events=self.monitor)
         self.monitor.on_shutdown_sessions = self.close_sessions_of
-        self.servers: list[asyncio.Server] = []
-        self.addresses: list[tuple[str, int]] = []
+        self.admin_overrides: dict[str, AdminState] = {}  # set at run time; survive reloads
+        self.listeners: dict[Address, asyncio.Server] = {}
+        self.status = ConfigStatus(config.source_path, time.time())
+        self.directory = build_directory(config, self._groups_updated)
         self._stopped = asyncio.Event()
+        self._apply_settings(self.snapshot)
+
+    # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -52,34 +76,34 @@ class Balancer:
         await self.store.apply(cleanup)
         log.info("sticky table %s: %d entries loaded, %d expired dropped",
                  self.store.path, len(self.table), len(cleanup.delete))
+        await self.directory.start()  # cache first; one LDAP try, bounded by its timeouts
         try:
-            self.servers = await open_listeners(self.ctx, list(self.snapshot.listen))
+            await self._open_listeners(self.snapshot.listen)
         except BaseException:
+            await self.directory.stop()
             await self.store.close()
             raise
-        self.addresses = bound_addresses(self.servers)
         self.monitor.start()
         self.ctx.tasks.spawn(self._sweeper(), name="sticky-sweeper")
         log.info("rdpbalancer %s listening on %s; pools: %s", __version__,
                  ", ".join(format_addr(h, p) for h, p in self.addresses),
                  ", ".join(f"{p.name}({len(p.members)} servers)" for p in self.snapshot.policy.pools))
 
-    async def _sweeper(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
-            self.store.apply_later(self.table.sweep(self.ctx.clock()))
-
-    def close_sessions_of(self, server: str) -> int:
-        """Cut every live session relayed to `server` (admin action, on_down = shutdown-sessions)."""
-        victims = [s for s in self.ctx.sessions.values() if s.server is not None and s.server.name == server]
-        for session in victims:
-            session.abort(f"server {server} shut down")
-        return len(victims)
+    @property
+    def addresses(self) -> list[Address]:
+        """The bound addresses (port 0 resolved), in configuration order."""
+        out = []
+        for server in self.listeners.values():
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                out.append((host, port))
+        return out
 
     async def stop(self) -> None:
-        for server in self.servers:
+        for server in self.listeners.values():
             server.close()
         await self.monitor.stop()
+        await self.directory.stop()
         sessions = list(self.ctx.sessions.values())
         for session in sessions:
             session.abort("shutdown")
@@ -87,7 +111,7 @@ class Balancer:
         await asyncio.sleep(0)  # let connection_lost callbacks record the sessions' ends
         self.store.apply_later(self.table.sweep(self.ctx.clock()))
         await self.store.close()
-        for server in self.servers:
+        for server in self.listeners.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         log.info("stopped (%d sessions were open)", len(sessions))
@@ -96,21 +120,140 @@ class Balancer:
         self._stopped.set()
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, stop. Previous signal handlers are restored."""
+        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads), stop. Old handlers are restored."""
         await self.start()
         loop = asyncio.get_running_loop()
         installed = []
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers = {signal.SIGTERM: self._on_stop_signal, signal.SIGINT: self._on_stop_signal,
+                    signal.SIGHUP: self._on_reload_signal}
+        for sig, handler in handlers.items():
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self._on_signal, sig)
+                loop.add_signal_handler(sig, handler, sig)
                 installed.append(sig)
+        notify(f"READY=1\nSTATUS=listening on {len(self.listeners)} address(es)\nMAINPID={os.getpid()}")
         try:
             await self._stopped.wait()
         finally:
+            notify("STOPPING=1")
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.stop()
 
-    def _on_signal(self, sig: signal.Signals) -> None:
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
         log.info("%s received, shutting down", sig.name)
         self.request_stop()
+
+    def _on_reload_signal(self, sig: signal.Signals) -> None:
+        log.info("%s received, reloading %s", sig.name, self.status.path)
+        self.ctx.tasks.spawn(self.reload(), name="reload")
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self) -> str | None:
+        """Re-read the configuration file and swap it in; None on success, else the error.
+
+        The new configuration is parsed, validated and compiled beside the old one; on any
+        error the old one stays in force. Live sessions are never touched, and the sticky
+        table is kept (only entries of servers that no longer exist are dropped).
+        """
+        notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec()}")
+        self.status.last_reload_at = time.time()
+        try:
+            config = await asyncio.to_thread(load_config, self.status.path)
+            snapshot = compile_config(config)
+            _check_reloadable(self.snapshot.config, config)
+            directory = self._reloaded_directory(config)
+            await self._open_listeners(snapshot.listen)
+        except (ConfigError, ListenError, ReloadError, DirectoryError) as exc:
+            return self._reload_failed(str(exc))
+        self._swap(snapshot)
+        if directory is not None:
+            await self.directory.stop()
+            self.directory = directory
+            await directory.start()
+        self.status.last_reload_error = None
+        self.status.reloads_ok += 1
+        log.info("configuration reloaded from %s", self.status.path)
+        notify("READY=1")
+        return None
+
+    def _reloaded_directory(self, config: Config) -> DirectorySync | None:
+        """A new DirectorySync when groups or the directory changed, else None (keep the old)."""
+        old = self.snapshot.config
+        if (old.groups, old.directory, old.sticky.path) == (config.groups, config.directory, config.sticky.path):
+            return None
+        return build_directory(config, self._groups_updated)
+
+    def _groups_updated(self, snapshot: GroupSnapshot) -> None:
+        self.router.membership = snapshot
+
+    def _reload_failed(self, error: str) -> str:
+        self.status.last_reload_error = error
+        self.status.reloads_failed += 1
+        log.error("reload refused, the running configuration stays in force:\n%s", error)
+        notify("READY=1")
+        return error
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        old = self.snapshot
+        self.snapshot = snapshot
+        self.router.swap_policy(snapshot.policy)
+        self.ctx.settings = snapshot.relay
+        self.table.ttl_s, self.table.max_entries = snapshot.config.sticky.ttl, snapshot.config.sticky.max_entries
+        self.monitor.update(list(snapshot.checks))
+        self._apply_settings(snapshot)
+        gone = set(old.policy.servers()) - set(snapshot.policy.servers())
+        for name in gone:
+            self.store.apply_later(self.table.delete_server(name))
+            self.admin_overrides.pop(name, None)
+            self.router.conditions.pop(name, None)
+            log.info("server %s removed: its sticky entries are dropped, its live sessions go on", name)
+        for address in set(self.listeners) - set(snapshot.listen):
+            self.listeners.pop(address).close()
+            log.info("stopped listening on %s (live sessions go on)", format_addr(*address))
+
+    def _apply_settings(self, snapshot: Snapshot) -> None:
+        config = snapshot.config
+        self.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"
+        logging.getLogger().setLevel(config.log.level.upper())
+        for server, state in snapshot.admin_states.items():
+            self.router.set_admin_state(server, self.admin_overrides.get(server, state))
+
+    async def _open_listeners(self, wanted: tuple[Address, ...]) -> None:
+        new = [a for a in wanted if a not in self.listeners]
+        opened = await open_listeners(self.ctx, new)
+        self.listeners.update(zip(new, opened, strict=True))
+
+    # -- operations (the admin API calls these) ------------------------------------------------
+
+    def set_admin_state(self, server: str, state: AdminState) -> None:
+        """Drain / ready / maint at run time; kept across reloads (the file's state is the default)."""
+        if server not in self.snapshot.policy.servers():
+            raise KeyError(server)
+        self.admin_overrides[server] = state
+        self.router.set_admin_state(server, state)
+        log.info("server %s admin state -> %s", server, state)
+
+    def close_sessions_of(self, server: str) -> int:
+        """Cut every live session relayed to `server` (admin action, on_down = shutdown-sessions)."""
+        victims = [s for s in self.ctx.sessions.values() if s.server is not None and s.server.name == server]
+        for session in victims:
+            session.abort(f"server {server} shut down")
+        return len(victims)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            self.store.apply_later(self.table.sweep(self.ctx.clock()))
+
+
+class ReloadError(Exception):
+    """A change that needs a restart rather than a reload."""
+
+
+def _check_reloadable(old: Config, new: Config) -> None:
+    if old.sticky.path != new.sticky.path:
+        raise ReloadError(f"sticky.path changed ({old.sticky.path} -> {new.sticky.path}): restart to move the table")
+    if old.sticky.sync != new.sticky.sync:
+        raise ReloadError("sticky.sync changed: restart to apply it")
+

@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     from rdpbalancer.app import Balancer
+    from rdpbalancer.directory.errors import DirectoryError
     from rdpbalancer.logs import setup_logging
     from rdpbalancer.relay.listener import ListenError
     from rdpbalancer.store import StoreError
@@ -66,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve())
-    except (ListenError, StoreError) as exc:
+    except (ListenError, StoreError, DirectoryError) as exc:
         print(f"rdpbalancer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

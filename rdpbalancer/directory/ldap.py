@@ -149,7 +149,7 @@ class LdapDirectory:
     @contextlib.contextmanager
     def _translated(self, action: str, *, timeout_s: float | None = None, bind: bool = False) -> Iterator[None]:
         """Turn whatever ldap3 raises into DirectoryError (this server answered) or _Unreachable (try the next)."""
-        timeout = self.settings.operation_timeout_s if timeout_s is None else timeout_s
+        timeout = self._receive_timeout if timeout_s is None else timeout_s
         try:
             yield
         except DirectoryError:

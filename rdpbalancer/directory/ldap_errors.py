@@ -10,7 +10,7 @@ import re
 
 from rdpbalancer.directory._ldap3 import ldap3_exceptions
 
-_SSL_REASON = re.compile(r"\[SSL: [A-Z0-9_]+\] ([^'\"(]+)")
+_SSL_REASON = re.compile(r"\[SSL: [A-Z0-9_]+\] (.+?)\.? \(_ssl\.c:\d+\)|\[SSL: [A-Z0-9_]+\] ([^'\"(]+)")
 _ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\"\])]+)")
 _AD_SUBCODE = re.compile(r"\bdata ([0-9a-f]{3,8})\b", re.IGNORECASE)
 
@@ -36,7 +36,8 @@ def transport_cause(exc: BaseException, timeout_s: float) -> str:
     """Why a server could not be reached or stopped answering."""
     text = str(exc)
     if match := _SSL_REASON.search(text):
-        return f"TLS handshake failed: {match.group(1).strip()}"
+        reason = (match.group(1) or match.group(2)).replace("\\", "").strip()  # ldap3 nests repr()s
+        return f"TLS handshake failed: {reason}"
     if isinstance(exc, TimeoutError | ldap3_exceptions.LDAPResponseTimeoutError) or "timed out" in text:
         return f"no answer within {timeout_s:g}s"
     if match := _ERRNO_REASON.search(text):

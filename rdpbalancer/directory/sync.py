@@ -130,9 +130,7 @@ class DirectorySync:
             await self._sleep(self._next_wait())
             try:
                 await self._poll_files()
-                if self._ldap is not None and self._clock() >= self._next_fetch:
-                    async with self._ldap_lock:
-                        await self._fetch()
+                await self._fetch_if_due()
             except Exception:  # the task edge: log, keep the last good data, try again next round
                 log.exception("directory refresh failed unexpectedly")
 
@@ -141,6 +139,13 @@ class DirectorySync:
             return self._file_check_s
         until_fetch = max(0.0, self._next_fetch - self._clock())
         return min(until_fetch, self._file_check_s) if self._watchers else until_fetch
+
+    async def _fetch_if_due(self) -> None:
+        if self._ldap is None:
+            return
+        async with self._ldap_lock:
+            if self._clock() >= self._next_fetch:  # checked under the lock: refresh_now() may just have run
+                await self._fetch()
 
     async def _fetch(self) -> bool:
         assert self._ldap is not None
@@ -158,14 +163,17 @@ class DirectorySync:
         return True
 
     def _failed(self, exc: Exception) -> None:
-        self._last_error = str(exc) if isinstance(exc, DirectoryError) else f"unexpected error: {exc!r}"
-        self._next_fetch = self._clock() + self._retry_s
+        expected = isinstance(exc, DirectoryError)
+        message = str(exc) if expected else f"unexpected error: {exc!r}"
+        # A warning when something new goes wrong; the same outage again every retry_s is info.
+        level = logging.WARNING if message != self._last_error or not expected else logging.INFO
+        self._last_error, self._next_fetch = message, self._clock() + self._retry_s
         kept = (
             f"keeping the {self._ldap_source} data fetched {self._clock() - self._ldap_fetched_at:.0f}s ago"
             if self._ldap_fetched_at is not None
             else "no LDAP group data yet"
         )
-        log.warning("LDAP refresh failed: %s; %s", self._last_error, kept, exc_info=not isinstance(exc, DirectoryError))
+        log.log(level, "LDAP refresh failed: %s; %s", message, kept, exc_info=not expected)
 
     async def _load_cache(self) -> None:
         if self._ldap is None or self._cache_path is None:

@@ -160,7 +160,8 @@ def split_words(line: str, number: int) -> tuple[list[str], str]:
         elif quote is None and char in "'\"":
             quote, current = char, _append(current, "")
         elif quote is None and char in " \t":
-            current = _flush(words, current)
+            _flush(words, current)
+            current = None
         elif quote is None and char == "#":
             break
         else:

@@ -71,7 +71,8 @@ def _timeout(directive: Directive | None) -> str | None:
     if directive is None or len(directive.words) < 3:
         return None
     with reading(directive):
-        return duration(parse_time_ms(directive.words[2]))
+        ms = parse_time_ms(directive.words[2])
+    return duration(ms) if ms > 0 else None
 
 
 def check_port(proxy: Proxy, ledger: Ledger) -> int | None:

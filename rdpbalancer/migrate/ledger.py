@@ -60,5 +60,6 @@ class Ledger:
 
 
 def _head(directive: Directive) -> str:
-    """The words that identify a directive whose part is shown: "server TS01"."""
-    return " ".join(directive.words[:2])
+    """The words that identify a directive whose part is shown: "server TS01", "stick-table"."""
+    named = directive.words[0] in ("server", "bind")
+    return " ".join(directive.words[: 2 if named else 1])

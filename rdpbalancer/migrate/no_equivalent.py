@@ -48,6 +48,8 @@ REASONS: dict[str, str] = {
                "all within connect_timeout",
     "option redispatch": "rdpbalancer always tries the next server when connecting for a new user fails; a "
                          "returning user is not moved (their session lives on their server)",
+    "option persist": "rdpbalancer keeps sending a sticky user to their down server for [health] failover_after "
+                      '(default 60s); failover_after = "never" comes closest to option persist',
     "option tcpka": "rdpbalancer enables TCP keepalive on both legs",
     "option clitcpka": "rdpbalancer enables TCP keepalive on both legs",
     "option srvtcpka": "rdpbalancer enables TCP keepalive on both legs",

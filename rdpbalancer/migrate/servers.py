@@ -30,7 +30,8 @@ _OPTION_REASONS = {
     "send-proxy-v2": "rdpbalancer does not send a PROXY protocol header (RDP servers do not read one)",
     "ssl": _TLS, "verify": _TLS, "sni": _TLS, "crt": _TLS, "ca-file": _TLS, "alpn": _TLS,
     "cookie": "HTTP cookie persistence has no meaning for RDP",
-    "observe": _OBSERVE, "on-error": _OBSERVE, "error-limit": _OBSERVE, "on-marked-down": _OBSERVE,
+    "observe": _OBSERVE, "on-error": _OBSERVE, "error-limit": _OBSERVE,
+    "on-marked-down": "only `on-marked-down shutdown-sessions` has an equivalent ([health] on_down)",
     "on-marked-up": _OBSERVE, "track": _OBSERVE,
     "fastinter": "rdpbalancer checks at one interval per pool", "downinter": "rdpbalancer checks at one "
     "interval per pool",
@@ -67,6 +68,7 @@ class ServerOptions:
     fall: int | None = None
     check_port: int | None = None
     server_id: int | None = None
+    shutdown_on_down: bool | None = None  # on-marked-down shutdown-sessions
 
     def then(self, later: ServerOptions) -> ServerOptions:
         """These options overridden by ``later``'s."""
@@ -119,6 +121,9 @@ def parse_options(directive: Directive, words: tuple[str, ...], ledger: Ledger) 
 
 def _read_value(directive: Directive, word: str, argument: str | None, values: dict[str, Any]) -> bool:
     """Store a translatable option with an argument; False when ``word`` is not one."""
+    if word == "on-marked-down" and argument == "shutdown-sessions":
+        values["shutdown_on_down"] = True
+        return True
     readers = {"weight": _weight, "inter": parse_time_ms, "rise": _count, "fall": _count, "port": _count,
                "id": _count}
     if word not in readers or argument is None:

@@ -33,8 +33,9 @@ def parse_time_ms(text: str) -> float:
 
 
 def duration(ms: float) -> str:
-    """rdpbalancer's duration string for ``ms`` > 0: "4s", "500ms", "1h30m" (rounded up to 1 ms)."""
-    return format_duration(max(1, math.ceil(ms)) / 1000)
+    """rdpbalancer's duration string for ``ms`` > 0: "4s", "1500ms", "1h30m" (rounded up to 1 ms)."""
+    whole_ms = max(1, math.ceil(ms))
+    return f"{whole_ms}ms" if whole_ms % 1000 else format_duration(whole_ms / 1000)
 
 
 def parse_size(text: str) -> int:

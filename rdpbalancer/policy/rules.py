@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from rdpbalancer.policy.identity import strip_domain_part
 from rdpbalancer.policy.ports import GroupMembership
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -121,7 +122,8 @@ def _source_ok(sources: tuple[IPNetwork, ...], ip: IPAddress | None) -> bool:
 
 
 def _in_groups(groups: tuple[str, ...], given: MatchInput) -> bool:
-    return any(not given.membership.groups_of(user).isdisjoint(groups) for user in given.users)
+    # directories hold bare account names: CORP\bob is bob there, whatever strip_domain says
+    return any(not given.membership.groups_of(strip_domain_part(u)).isdisjoint(groups) for u in given.users)
 
 
 def parse_ip(host: str) -> IPAddress | None:

@@ -37,12 +37,3 @@ async def open_listeners(ctx: RelayContext, addresses: list[tuple[str, int]]) ->
         raise
     return servers
 
-
-def bound_addresses(servers: list[asyncio.Server]) -> list[tuple[str, int]]:
-    """The real addresses (port 0 resolved), for tests and the start-up log line."""
-    out = []
-    for server in servers:
-        for sock in server.sockets:
-            host, port = sock.getsockname()[:2]
-            out.append((host, port))
-    return out

@@ -64,15 +64,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 class BalancerProcess:
     """`python -m rdpbalancer run -c FILE` as a child process, stopped by PID only."""
 
-    def __init__(self, config_path: Path, port: int, log_path: Path) -> None:
+    def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.config_path, self.port, self.log_path = config_path, port, log_path
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 15.0) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "rdpbalancer", "run", "-c", str(self.config_path)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
         deadline = time.monotonic() + timeout_s

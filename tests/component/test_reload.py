@@ -1,0 +1,119 @@
+"""Hot reload: the new file is swapped in whole or not at all; live sessions never notice."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from pathlib import Path
+
+from rdpbalancer.app import Balancer
+from rdpbalancer.config import load_config
+from rdpbalancer.policy.model import AdminState
+from tests.support.balancer import BalancerProcess, farm_config, free_port
+from tests.support.fakes import rdp_connect, start_farm, where
+
+
+async def test_reload_under_live_traffic_keeps_sessions_and_table(tmp_path: Path) -> None:
+    farm = await start_farm("A", "B", "C")
+    path = tmp_path / "c.toml"
+    path.write_text(farm_config([("A", farm[0].address, 1), ("B", farm[1].address, 1)], tmp_path / "s.db"))
+    bal = Balancer(load_config(path))
+    await bal.start()
+    try:
+        port = bal.addresses[0][1]
+        live = await rdp_connect(port, "alice")
+        homes = {u: await where(port, u) for u in ("bob", "carol", "dave")}
+
+        async def stream() -> int:
+            rounds = 0
+            for i in range(200):
+                msg = f"ping{i:04d}".encode()
+                live.writer.write(msg)
+                assert await asyncio.wait_for(live.reader.readexactly(len(msg)), 5) == msg
+                rounds += 1
+                await asyncio.sleep(0)
+            return rounds
+
+        traffic = asyncio.create_task(stream())
+        # reload 1: add C, drop B, re-weight A
+        path.write_text(farm_config([("A", farm[0].address, 5), ("C", farm[2].address, 1)], tmp_path / "s.db"))
+        assert await bal.reload() is None
+        # reload 2: a broken file is refused, the running configuration stays
+        path.write_text("[balancer\nthis is not toml")
+        error = await bal.reload()
+        assert error is not None and "line 1" in error
+        assert bal.status.last_reload_error == error and bal.status.reloads_failed == 1
+        assert await traffic == 200  # the live session kept flowing through both reloads
+        assert [m.server.name for m in bal.snapshot.policy.pools[0].members] == ["A", "C"]
+        assert bal.snapshot.policy.pools[0].members[0].weight == 5
+        for user, home in homes.items():  # sticky table kept; B's users go elsewhere
+            now = await where(port, user)
+            assert now == home if home != "B" else now in {"A", "C"}
+        await live.close()
+    finally:
+        await bal.stop()
+        for s in farm:
+            await s.stop()
+
+
+async def test_runtime_admin_state_survives_reload(tmp_path: Path) -> None:
+    farm = await start_farm("A", "B")
+    path = tmp_path / "c.toml"
+    path.write_text(farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db"))
+    bal = Balancer(load_config(path))
+    await bal.start()
+    try:
+        bal.set_admin_state("A", AdminState.DRAIN)
+        assert await bal.reload() is None
+        assert bal.router.condition("A").admin is AdminState.DRAIN
+    finally:
+        await bal.stop()
+        for s in farm:
+            await s.stop()
+
+
+async def test_reload_adds_and_removes_listeners(tmp_path: Path) -> None:
+    farm = await start_farm("A")
+    p1, p2 = free_port(), free_port()
+    path = tmp_path / "c.toml"
+    path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{p1}"))
+    bal = Balancer(load_config(path))
+    await bal.start()
+    try:
+        live = await rdp_connect(p1, "alice")
+        path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{p2}"))
+        assert await bal.reload() is None
+        assert await where(p2, "bob") == "A"
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", p1)) != 0  # the old address is closed
+        live.writer.write(b"ok?")
+        assert await asyncio.wait_for(live.reader.readexactly(3), 5) == b"ok?"  # its session goes on
+        await live.close()
+    finally:
+        await bal.stop()
+        await farm[0].stop()
+
+
+def test_sighup_reload_and_sd_notify(tmp_path: Path) -> None:
+    notify_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
+        sd.bind(str(notify_path))
+        sd.settimeout(15)
+        port = free_port()
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(farm_config([("A", "127.0.0.1:9", 1)], tmp_path / "s.db", listen=f"127.0.0.1:{port}"))
+        proc = BalancerProcess(cfg, port, tmp_path / "b.log", env={"NOTIFY_SOCKET": str(notify_path)})
+        proc.start()
+        try:
+            assert sd.recv(4096).decode().startswith("READY=1")
+            cfg.write_text(cfg.read_text().replace('"127.0.0.1:9"', '"127.0.0.1:10"'))
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGHUP)
+            assert sd.recv(4096).decode().startswith("RELOADING=1\nMONOTONIC_USEC=")
+            assert sd.recv(4096).decode() == "READY=1"
+            assert proc.signal(signal.SIGTERM) == 0
+            assert sd.recv(4096).decode() == "STOPPING=1"
+        finally:
+            proc.stop()
+    assert "configuration reloaded" in (tmp_path / "b.log").read_text()
