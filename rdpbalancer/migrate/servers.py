@@ -22,23 +22,23 @@ _MAX_NAME_LENGTH = 64  # rdpbalancer's limit on pool and server names
 _NO_LIMIT = "rdpbalancer has no per-server connection limit"
 _TLS = "rdpbalancer relays RDP's own TLS untouched and adds none to the server leg"
 _OBSERVE = "rdpbalancer marks servers up or down from its health checks only"
+_PROXY_PROTOCOL = "rdpbalancer does not send a PROXY protocol header (RDP servers do not read one)"
+_ONE_INTERVAL = "rdpbalancer checks at one interval per pool"
+_RESOLVER = "host names are resolved by the system resolver"
 _OPTION_REASONS = {
     "maxconn": _NO_LIMIT, "minconn": _NO_LIMIT, "maxqueue": _NO_LIMIT, "pool-max-conn": _NO_LIMIT,
     "slowstart": 'no slow start: a server coming back takes new users at once (weight = 0 or state = "drain" '
                  "hold one back)",
-    "send-proxy": "rdpbalancer does not send a PROXY protocol header (RDP servers do not read one)",
-    "send-proxy-v2": "rdpbalancer does not send a PROXY protocol header (RDP servers do not read one)",
+    "send-proxy": _PROXY_PROTOCOL, "send-proxy-v2": _PROXY_PROTOCOL,
     "ssl": _TLS, "verify": _TLS, "sni": _TLS, "crt": _TLS, "ca-file": _TLS, "alpn": _TLS,
     "cookie": "HTTP cookie persistence has no meaning for RDP",
-    "observe": _OBSERVE, "on-error": _OBSERVE, "error-limit": _OBSERVE,
+    "observe": _OBSERVE, "on-error": _OBSERVE, "error-limit": _OBSERVE, "on-marked-up": _OBSERVE,
+    "track": _OBSERVE,
     "on-marked-down": "only `on-marked-down shutdown-sessions` has an equivalent ([health] on_down)",
-    "on-marked-up": _OBSERVE, "track": _OBSERVE,
-    "fastinter": "rdpbalancer checks at one interval per pool", "downinter": "rdpbalancer checks at one "
-    "interval per pool",
+    "fastinter": _ONE_INTERVAL, "downinter": _ONE_INTERVAL,
     "agent-check": "no agent checks: change weights through the admin API instead",
     "addr": "rdpbalancer checks the server's own address",
-    "resolvers": "host names are resolved by the system resolver", "init-addr": "host names are resolved by "
-    "the system resolver",
+    "resolvers": _RESOLVER, "init-addr": _RESOLVER,
     "source": "rdpbalancer does not choose a source address",
 }
 # Options followed by an argument, so that an unknown one does not swallow the next option.
