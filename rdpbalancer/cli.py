@@ -18,12 +18,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML configuration file")
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML configuration file")
+    ex = sub.add_parser("explain", help="show where a user would be routed, and why")
+    ex.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML configuration file")
+    ex.add_argument("--user", help="the user name as the client sends it (mstshash cookie)")
+    ex.add_argument("--source", default="0.0.0.0", help="client IP address (default 0.0.0.0)")
+    ex.add_argument("--at", help='date and time, e.g. "2026-11-25T09:00" (local time) or with an offset')
+    ex.add_argument("--token", help='routing token: "msts=IP.PORT.0000" or "tsv://MS Terminal Services Plugin.1.X"')
+    ex.add_argument("--listener", help="the listen address the client comes in on (default: the first)")
+    ex.add_argument("--down", action="append", default=[], metavar="SERVER", help="treat SERVER as down")
+    mig = sub.add_parser("migrate-haproxy", help="print an rdpbalancer configuration equivalent to an HAProxy one")
+    mig.add_argument("haproxy_cfg", metavar="HAPROXY_CFG")
+    mig.add_argument("--acl-dir", metavar="DIR", help="where the ACL files (-f) are, if not at their original paths")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands: dict[str, Callable[[argparse.Namespace], int]] = {"run": _run, "check-config": _check}
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _run, "check-config": _check, "explain": _explain, "migrate-haproxy": _migrate,
+    }
     return commands[args.command](args)
 
 
@@ -81,3 +94,51 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def _explain(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    from datetime import datetime
+
+    from rdpbalancer.directory.errors import DirectoryError
+    from rdpbalancer.explain import Question, explain
+    from rdpbalancer.store import StoreError
+
+    try:
+        at = datetime.fromisoformat(args.at).astimezone().timestamp() if args.at else None
+    except ValueError:
+        print(f"rdpbalancer: --at {args.at!r}: expected e.g. 2026-11-25T09:00", file=sys.stderr)
+        return 2
+    question = Question(args.user, args.source, at, args.token, args.listener, tuple(args.down))
+    try:
+        print(asyncio.run(explain(config, question)))
+    except (StoreError, DirectoryError) as exc:
+        print(f"rdpbalancer: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rdpbalancer.migrate import MigrationError, translate_haproxy
+
+    path = Path(args.haproxy_cfg)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"rdpbalancer: cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    acl_dir = Path(args.acl_dir).resolve() if args.acl_dir else None
+    try:
+        result = translate_haproxy(text, acl_dir=acl_dir, source_name=path.name)
+    except MigrationError as exc:
+        print(f"rdpbalancer: {path}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(result.toml)
+    if result.untranslated:
+        print(f"rdpbalancer: {len(result.untranslated)} directive(s) not translated: see the comments at the end",
+              file=sys.stderr)
+    return 0

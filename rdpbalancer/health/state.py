@@ -105,7 +105,8 @@ class HealthTracker:
         return None
 
     def _move(self, new: Health, now: float, reason: str) -> Transition:
-        transition = Transition(self.server, self.state, new, now, reason, self.last_error)
+        error = self.last_error if new is Health.DOWN else None  # a recovery is not about the old error
+        transition = Transition(self.server, self.state, new, now, reason, error)
         self.state, self.since = new, now
         self.successes = self.failures = 0
         return transition

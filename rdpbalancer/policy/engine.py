@@ -106,7 +106,7 @@ class Router:
         routes = self.policy.routes
         if not routes:
             return Route("default (no [[route]]: first pool)", pool=self.policy.pools[0].name)
-        users = self._candidate_users(request.user_key)
+        users = self.candidate_users(request.user_key)
         given = MatchInput(users, parse_ip(request.client_host), now, request.collection,
                            request.listener, self.membership)
         route = first_match(routes, given, trace)
@@ -117,7 +117,8 @@ class Router:
                                     f"the first matching route applies"))
         return route
 
-    def _candidate_users(self, key: str | None) -> tuple[str, ...]:
+    def candidate_users(self, key: str | None) -> tuple[str, ...]:
+        """The users a cookie may stand for: itself, or for a truncated one, directory users."""
         if key is None:
             return ()
         n = self.policy.truncated_length

@@ -243,7 +243,8 @@ class Session:
         # never reached (a moved user gets their old entry back)
         ctx.store.apply_later(ctx.router.unassign(decision, ctx.clock()))
         if self.state is State.ROUTING:
-            self._close_client("connect-failed: no server reachable", count="connect-failed")
+            tried = ", ".join(s.name for s in decision.candidates)
+            self._close_client(f"connect-failed: {tried} unreachable ({decision.detail})", count="connect-failed")
 
     def _start_relay(self, first_bytes: bytes) -> None:
         client, backend = self.client, self.backend

@@ -92,6 +92,20 @@ class SqliteStickyStore:
             raise StoreError(f"cannot open sticky table {self.path}: {exc}") from exc
         return [StickyEntry(k, p, s, c, u) for k, p, s, c, u in rows]
 
+    def read_only(self) -> Sequence[StickyEntry]:
+        """Every stored entry, without creating or changing anything (for `explain`)."""
+        if not self.path.exists():
+            return []
+        try:
+            conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+            try:
+                rows = conn.execute("SELECT key, pool, server, created, last_used FROM sticky").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read sticky table {self.path}: {exc}") from exc
+        return [StickyEntry(k, p, s, c, u) for k, p, s, c, u in rows]
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._thread = threading.Thread(target=self._writer, name="sticky-writer", daemon=True)

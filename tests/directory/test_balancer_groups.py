@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -122,3 +124,15 @@ async def test_wrong_password_and_unreachable_server_are_clear(samba: samba_supp
         async with balancer(config_text(samba, farm, second, url="ldap://127.0.0.1:1")) as bal:
             error = bal.directory.status().last_error or ""
             assert "ldap://127.0.0.1:1" in error and "refused" in error
+
+
+def test_explain_shows_dave_routed_through_nested_group(samba: samba_support.SambaDC, tmp_path: Path) -> None:
+    farm = {name: FakeRdpServer(name, port=10000 + i) for i, name in enumerate((*DEPARTMENTS, "Default"))}
+    cfg = tmp_path / "rdpb.toml"
+    cfg.write_text(config_text(samba, farm, tmp_path))
+    out = subprocess.run([sys.executable, "-m", "rdpbalancer", "explain", "-c", str(cfg), "--user", "dave",
+                          "--source", "10.1.2.3"], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "groups: Sales   [directory: ldap" in out.stdout
+    assert "route[2]  MATCH  matched -> pool sales" in out.stdout
+    assert "decision: new   pool: sales" in out.stdout

@@ -11,10 +11,11 @@ Fixtures:
                      starts the clients together (overlapping start-ups), then waits for each
     balancer_factory ``balancer_factory(servers=None, balance="leastconn", extra_toml="")``
                      -> harness.BalancerProcess (started and listening); stopped after the test
-    xrdp_outage      ``with xrdp_outage("xrdp2") as server:`` that xrdp is stopped (port released)
+    xrdp_outage      ``with xrdp_outage("xrdp2", sig=SIGTERM) as server:`` that xrdp is stopped (port released)
                      for the block and runs again on the same port afterwards; ``xrdp_farm.start_server``
                      inside the block brings it back early. Any server still stopped at the end of
-                     the test is restarted, so the session farm is whole for the next test.
+                     any e2e test (``xrdp_farm.stop_server``) is restarted, so the session farm is
+                     whole for the next test.
 
 A missing program or a broken set-up makes the tests ERROR/FAIL, never skip.
 Set RDPB_E2E_KEEP=1 to keep the session's temp dir (configs, xrdp/sesman/client logs).
@@ -32,6 +33,7 @@ from tests.e2e import harness
 
 _E2E_DIR = Path(__file__).resolve().parent
 _setup_seconds: list[float] = []
+_farms: list[harness.XrdpFarm] = []  # the session's farm, once a test has asked for it
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -65,6 +67,7 @@ def e2e_env() -> Iterator[harness.E2EEnvironment]:
 
 @pytest.fixture(scope="session")
 def xrdp_farm(e2e_env: harness.E2EEnvironment) -> harness.XrdpFarm:
+    _farms.append(e2e_env.farm)
     return e2e_env.farm
 
 
@@ -147,7 +150,14 @@ def balancer_factory(
 @pytest.fixture
 def xrdp_outage(
     xrdp_farm: harness.XrdpFarm,
-) -> Iterator[Callable[[str], contextlib.AbstractContextManager[harness.XrdpServer]]]:
-    yield xrdp_farm.server_stopped
-    for name in sorted(xrdp_farm.stopped):  # a test that stopped one outside a `with` block
-        xrdp_farm.start_server(name)
+) -> Callable[..., contextlib.AbstractContextManager[harness.XrdpServer]]:
+    return xrdp_farm.server_stopped
+
+
+@pytest.fixture(autouse=True)
+def _restart_stopped_servers() -> Iterator[None]:
+    """After each e2e test: start again any xrdp it stopped outside a ``with`` block."""
+    yield
+    for farm in _farms:
+        for name in sorted(farm.stopped):
+            farm.start_server(name)

@@ -567,9 +567,21 @@ class XrdpServer:
 
 
 def _launch_xrdp(
-    name: str, workdir: Path, cert: Path, key: Path, sesman: Sesman, timeout: float, port: int | None = None
+    name: str,
+    workdir: Path,
+    cert: Path,
+    key: Path,
+    sesman: Sesman,
+    timeout: float,
+    port: int | None = None,
+    *,
+    probe: bool = False,
 ) -> XrdpServer:
-    """One xrdp on ``port`` (a free one when None); its log file is appended to, never truncated."""
+    """One xrdp on ``port`` (a free one when None); its log file is appended to, never truncated.
+
+    ``probe``: wait for it with a TCP connect rather than by reading /proc/net/tcp (see
+    :func:`wait_listening`).
+    """
     port = free_port() if port is None else port
     log_path = workdir / "xrdp.log"
     config = workdir / "xrdp.ini"
@@ -581,7 +593,7 @@ def _launch_xrdp(
     argv = ["xrdp", "--nodaemon", "--config", str(config)]
     process = ManagedProcess(name, argv, workdir / "xrdp.out", cwd=workdir)
     try:
-        wait_listening(LOCALHOST, port, process, timeout)
+        wait_listening(LOCALHOST, port, process, timeout, probe=probe)
     except BaseException:
         process.stop()
         raise
@@ -618,13 +630,22 @@ class XrdpFarm:
                 return server
         raise KeyError(name)
 
-    def stop_server(self, name: str, timeout: float = 10.0) -> None:
-        """Stop one xrdp (by its PID) and return once nothing listens on its port any more."""
+    def stop_server(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stop one xrdp with ``sig`` (by its PID; SIGKILL after a grace period) and return once it
+        has exited and nothing listens on its port any more.
+
+        SIGKILL is a crash: the port closes at once.  On SIGTERM xrdp 0.9 takes 0.1-0.4 s here
+        (more under load) and may stop answering before it exits, so a test timing an outage
+        should kill.
+        """
         server = self.server(name)
         self.stopped.add(name)
+        server.process.send_signal(sig)
         server.process.stop()
+        # A refused connect, not /proc/net/tcp: that file can hold tens of thousands of TIME_WAIT
+        # lines on a machine running benchmarks, and each read then takes a good part of a second.
         wait_for(
-            lambda: None if is_listening(server.host, server.port) else True,
+            lambda: None if can_connect(server.host, server.port) else True,
             timeout=timeout,
             what=f"{server.name}'s port {server.address} to be released",
         )
@@ -635,8 +656,10 @@ class XrdpFarm:
         if server.process.running:
             raise HarnessError(f"{server.describe()} is already running")
         try:
+            # probe: /proc/net/tcp can be slow to read (see stop_server), and a connect without
+            # data is nothing to an xrdp that balancer health checks may be probing anyway.
             restarted = _launch_xrdp(
-                name, server.workdir, self.cert, self.key, self.sesman, timeout, port=server.port
+                name, server.workdir, self.cert, self.key, self.sesman, timeout, port=server.port, probe=True
             )
         except HarnessError as exc:
             raise HarnessError(f"cannot restart {name} on {server.address}: {exc}") from None
@@ -644,12 +667,12 @@ class XrdpFarm:
         self.stopped.discard(name)
 
     @contextlib.contextmanager
-    def server_stopped(self, name: str) -> Iterator[XrdpServer]:
+    def server_stopped(self, name: str, sig: int = signal.SIGTERM) -> Iterator[XrdpServer]:
         """Stop ``name`` for the block; it runs again (same port) afterwards, even if the block fails.
 
         The block may call :meth:`start_server` itself (to watch the recovery): it is not started twice.
         """
-        self.stop_server(name)
+        self.stop_server(name, sig)
         try:
             yield self.server(name)
         finally:
