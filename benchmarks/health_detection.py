@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rdpbalancer.health.state import Health  # noqa: E402
-from tests.support.balancer import farm_config, running, wait_until  # noqa: E402
-from tests.support.fakes import start_farm  # noqa: E402
+from rdpbalancer.health.state import Health
+from tests.support.balancer import farm_config, running, wait_until
+from tests.support.fakes import start_farm
 
 DETECTION_DEADLINE_S = 60.0
 

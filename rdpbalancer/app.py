@@ -8,20 +8,23 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rdpbalancer import __version__
+from rdpbalancer.admin.server import AdminServer
 from rdpbalancer.config import ConfigError, load_config
 from rdpbalancer.config.compile import Snapshot, compile_config
 from rdpbalancer.config.schema import Config
+from rdpbalancer.config.types import MAX_WEIGHT
 from rdpbalancer.directory.build import build_directory
 from rdpbalancer.directory.errors import DirectoryError
 from rdpbalancer.directory.model import GroupSnapshot
 from rdpbalancer.directory.sync import DirectorySync
 from rdpbalancer.health.monitor import HealthMonitor
-from rdpbalancer.policy.engine import Router
+from rdpbalancer.metrics import Metrics
+from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import AdminState
-from rdpbalancer.policy.sticky import StickyTable
+from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.listener import ListenError, open_listeners
 from rdpbalancer.relay.sockets import format_addr
@@ -60,9 +63,15 @@ class Balancer:
                                 backend_events=self.monitor)
         self.monitor.on_shutdown_sessions = self.close_sessions_of
         self.admin_overrides: dict[str, AdminState] = {}  # set at run time; survive reloads
+        self.weight_overrides: dict[str, int] = {}
         self.listeners: dict[Address, asyncio.Server] = {}
         self.status = ConfigStatus(config.source_path, time.time())
         self.directory = build_directory(config, self._groups_updated)
+        self.metrics = Metrics(self)
+        self.ctx.observe_handshake = self.metrics.handshake.observe
+        self.ctx.observe_connect = self.metrics.backend_connect.observe
+        self.monitor.on_check = lambda kind, result: self.metrics.health_check.labels(kind).observe(result.latency_s)
+        self.admin = AdminServer(self)
         self._stopped = asyncio.Event()
         self._apply_settings(self.snapshot)
 
@@ -79,7 +88,12 @@ class Balancer:
         await self.directory.start()  # cache first; one LDAP try, bounded by its timeouts
         try:
             await self._open_listeners(self.snapshot.listen)
+            if self.snapshot.config.admin.enabled:
+                await self.admin.start()
         except BaseException:
+            for server in self.listeners.values():
+                server.close()
+            await self.admin.stop()
             await self.directory.stop()
             await self.store.close()
             raise
@@ -104,6 +118,7 @@ class Balancer:
             server.close()
         await self.monitor.stop()
         await self.directory.stop()
+        await self.admin.stop()
         sessions = list(self.ctx.sessions.values())
         for session in sessions:
             session.abort("shutdown")
@@ -197,7 +212,8 @@ class Balancer:
     def _swap(self, snapshot: Snapshot) -> None:
         old = self.snapshot
         self.snapshot = snapshot
-        self.router.swap_policy(snapshot.policy)
+        self.weight_overrides = {k: v for k, v in self.weight_overrides.items() if k in snapshot.policy.servers()}
+        self.router.swap_policy(self._with_weights(snapshot.policy))
         self.ctx.settings = snapshot.relay
         self.table.ttl_s, self.table.max_entries = snapshot.config.sticky.ttl, snapshot.config.sticky.max_entries
         self.monitor.update(list(snapshot.checks))
@@ -233,6 +249,53 @@ class Balancer:
         self.admin_overrides[server] = state
         self.router.set_admin_state(server, state)
         log.info("server %s admin state -> %s", server, state)
+
+    def set_weight(self, server: str, weight: int) -> None:
+        """Change a server's weight in every pool at run time; kept across reloads."""
+        if server not in self.snapshot.policy.servers():
+            raise KeyError(server)
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight must be 0..{MAX_WEIGHT}")
+        self.weight_overrides[server] = weight
+        self.router.swap_policy(self._with_weights(self.snapshot.policy))
+        log.info("server %s weight -> %d", server, weight)
+
+    def _with_weights(self, policy: RoutingPolicy) -> RoutingPolicy:
+        if not self.weight_overrides:
+            return policy
+        pools = tuple(
+            replace(p, members=tuple(replace(m, weight=self.weight_overrides.get(m.server.name, m.weight))
+                                     for m in p.members))
+            for p in policy.pools
+        )
+        return replace(policy, pools=pools)
+
+    async def set_sticky(self, user: str, server: str, pool: str | None = None) -> StickyEntry:
+        """Point `user` at `server` (admin override, imports); durable when this returns."""
+        policy = self.router.policy
+        pools = [p.name for p in policy.pools if p.member(server) is not None]
+        if not pools:
+            raise KeyError(server)
+        if pool is None:
+            pool = pools[0]
+        elif pool not in pools:
+            raise ValueError(f"server {server} is not in pool {pool} (it is in {', '.join(pools)})")
+        change = self.table.assign(user, pool, server, self.ctx.clock())
+        await self.store.apply(change)
+        entry = self.table.get(user, self.ctx.clock())
+        assert entry is not None
+        return entry
+
+    async def delete_sticky(self, user: str) -> bool:
+        if not self.table.delete(user):
+            return False
+        await self.store.apply(Change(delete=(user,)))
+        return True
+
+    async def flush_sticky(self, server: str) -> int:
+        change = self.table.delete_server(server)
+        await self.store.apply(change)
+        return len(change.delete)
 
     def close_sessions_of(self, server: str) -> int:
         """Cut every live session relayed to `server` (admin action, on_down = shutdown-sessions)."""

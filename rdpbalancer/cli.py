@@ -66,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
+    from rdpbalancer.admin.server import AdminError
     from rdpbalancer.app import Balancer
     from rdpbalancer.directory.errors import DirectoryError
     from rdpbalancer.logs import setup_logging
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve())
-    except (ListenError, StoreError, DirectoryError) as exc:
+    except (ListenError, StoreError, DirectoryError, AdminError) as exc:
         print(f"rdpbalancer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from rdpbalancer.config.addresses import BackendAddress, ListenAddress
+from rdpbalancer.config.admin import AdminSection
 from rdpbalancer.config.base import ConfigModel
 from rdpbalancer.config.directory import DirectorySection
 from rdpbalancer.config.health import CheckKind, HealthOverride, HealthSection
@@ -161,6 +162,7 @@ class Config(ConfigModel):
     routes: tuple[RouteConfig, ...] = Field(default=(), alias="route")
     groups: dict[Name, GroupConfig] = {}
     directory: DirectorySection = DirectorySection()
+    admin: AdminSection = AdminSection()
 
     _source_path: str = PrivateAttr(default="<unknown>")
 

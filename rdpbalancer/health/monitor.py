@@ -34,6 +34,7 @@ class HealthMonitor:
         self.clock, self.rand, self.prober = clock, rand, prober
         self.shutdown_sessions_on_down = shutdown_sessions_on_down
         self.on_shutdown_sessions: Callable[[str], int] = lambda _server: 0
+        self.on_check: Callable[[str, ProbeResult], None] = lambda _kind, _result: None
         self.trackers: dict[str, HealthTracker] = {}
         self.specs: dict[str, CheckSpec] = {}
         self.history: deque[Transition] = deque(maxlen=HISTORY_LENGTH)
@@ -100,6 +101,7 @@ class HealthMonitor:
     async def check_now(self, name: str) -> ProbeResult:
         spec = self.specs[name]
         result = await self.prober(spec.kind, spec.server.host, spec.server.port, spec.timeout_s)
+        self.on_check(spec.kind, result)
         tracker = self.trackers.get(name)
         if tracker is not None and self.specs.get(name) is spec:
             self._record(tracker.check_result(result.ok, self.clock(), latency_s=result.latency_s,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,6 +13,12 @@ from typing import Any, Protocol
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.ports import StickyStore
 from rdpbalancer.relay.tasks import TaskSet
+
+RECENT_DECISIONS = 200  # routing outcomes kept for the dashboard
+
+
+def _ignore(_seconds: float) -> None:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +65,20 @@ class RelayContext:
     stats: Stats = field(default_factory=Stats)
     sessions: dict[str, Any] = field(default_factory=dict)  # id -> Session, for the admin API
     backend_events: BackendEvents = field(default_factory=IgnoreBackendEvents)
+    decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
+    observe_handshake: Callable[[float], None] = _ignore  # seconds from accept to a complete CR
+    observe_connect: Callable[[float], None] = _ignore  # seconds to connect to a server
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _prefix: str = field(default_factory=lambda: f"{os.getpid() & 0xFFFF:04x}")
+
+    def record_decision(self, session: Any, reason: str, server: str | None, detail: str = "") -> None:
+        """Keep the latest routing outcomes for the dashboard and the API."""
+        decision = session.decision
+        self.decisions.append({
+            "at": time.time(), "session": session.id, "client": session.client_addr[0],
+            "user": session.user, "pool": decision.pool if decision else None, "server": server,
+            "reason": reason, "route": decision.route if decision else None, "detail": detail[:200],
+        })
 
     def new_session_id(self) -> str:
         return f"{self._prefix}{next(self._ids):06x}"

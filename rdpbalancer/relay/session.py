@@ -102,6 +102,7 @@ class Session:
         self.backend = Leg(self)
         self.state = State.HANDSHAKE
         self.started = time.monotonic()
+        self.started_wall = time.time()
         self.client_addr = ("unknown", 0)
         self.user: str | None = None
         self.decision: Decision | None = None
@@ -110,6 +111,10 @@ class Session:
         self._handshake = ClientHandshake()
         self._deadline: asyncio.TimerHandle | None = None
         self._backend_early = bytearray()
+
+    @property
+    def relaying(self) -> bool:
+        return self.state is State.RELAY
 
     # -- wiring ---------------------------------------------------------------------------
 
@@ -140,6 +145,7 @@ class Session:
             return
         if isinstance(event, ConnectionRequestReceived):
             self._cancel_deadline()
+            self.ctx.observe_handshake(time.monotonic() - self.started)
             self.state = State.ROUTING
             assert self.client.transport is not None
             self.client.transport.pause_reading()
@@ -210,9 +216,11 @@ class Session:
         budget = max(MIN_ATTEMPT_TIMEOUT_S, (deadline - time.monotonic()) / left)
         loop = asyncio.get_running_loop()
         error = ""
+        connect_started = time.monotonic()
         try:
             async with asyncio.timeout(budget):
                 await loop.create_connection(lambda: self.backend, server.host, server.port)
+            ctx.observe_connect(time.monotonic() - connect_started)
         except TimeoutError:
             error = f"connect timeout after {budget:.2f}s"
         except OSError as exc:
@@ -263,6 +271,7 @@ class Session:
             client.transport.write(bytes(self._backend_early))
             self._backend_early.clear()
         client.transport.resume_reading()
+        self.ctx.record_decision(self, str(decision.reason), self.server.name)
         moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
         log.info(
             "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s route=%s%s",
@@ -319,6 +328,7 @@ class Session:
     def _close_client(self, reason: str, *, count: str) -> None:
         self.end_reason = reason
         self.ctx.stats.connections[count] += 1
+        self.ctx.record_decision(self, count, None, reason)
         log.info("session=%s rejected client=%s user=%s reason=%s",
                  self.id, format_addr(*self.client_addr), self._user_text(), reason)
         self.state = State.CLOSED

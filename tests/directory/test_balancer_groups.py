@@ -35,6 +35,8 @@ path = "{workdir / 'sticky.db'}"
 sync = "normal"
 [health]
 check = "none"
+[admin]
+listen = "127.0.0.1:0"
 [directory.ldap]
 urls = ["{url or dc.url}"]
 bind_user = "{samba_support.SERVICE_UPN}"

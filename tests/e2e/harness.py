@@ -907,6 +907,9 @@ connect_timeout = "{connect_timeout}"
 path = "{sticky_path}"
 ttl = "{sticky_ttl}"
 
+[admin]
+listen = "127.0.0.1:0"
+
 [[pool]]
 name = "default"
 balance = "{balance}"

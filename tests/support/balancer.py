@@ -35,6 +35,8 @@ ttl = "8h"
 sync = "normal"
 [health]
 {health}
+[admin]
+listen = "127.0.0.1:0"
 {extra}
 [[pool]]
 name = "default"

@@ -1,0 +1,331 @@
+"""The admin HTTP API (aiohttp, in the balancer's event loop), /metrics and the dashboard.
+
+Reads are open by default (the API listens on loopback; `[admin] read_auth = true` closes them);
+every mutation needs `Authorization: Bearer <token>` with the token from `[admin] token_file`,
+compared in constant time. Without a token file the API is read-only. Errors are JSON
+`{"error": "..."}` with a 4xx status that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from rdpbalancer.admin import views
+from rdpbalancer.admin.openapi import OPENAPI
+from rdpbalancer.policy.identity import user_key
+from rdpbalancer.policy.model import AdminState, RouteRequest
+from rdpbalancer.policy.rules import Trace
+from rdpbalancer.proto.tokens import msts_target, tsv_collection
+
+if TYPE_CHECKING:
+    from rdpbalancer.app import Balancer
+
+log = logging.getLogger("rdpbalancer.admin")
+
+MAX_BODY_BYTES = 1024 * 1024  # an import of ~10,000 entries; anything larger is refused with 413
+MAX_PAGE = 1000
+STATIC = Path(__file__).with_name("static")
+BAL_KEY: web.AppKey[Balancer] = web.AppKey("balancer")
+TOKEN_KEY: web.AppKey[str | None] = web.AppKey("token", str | None)  # type: ignore[arg-type]
+READ_AUTH_KEY: web.AppKey[bool] = web.AppKey("read_auth", bool)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(web.HTTPException):
+    def __init__(self, status: int, message: str) -> None:
+        self.status_code = status
+        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+# -- middlewares ----------------------------------------------------------------------------------
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError:
+        raise
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from None
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            raise ApiError(exc.status, exc.reason) from None
+        raise
+    except Exception:  # the request edge: log it, answer 500, keep serving
+        log.exception("admin API %s %s failed", request.method, request.path)
+        raise ApiError(500, "internal error (logged)") from None
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    mutating = request.method not in ("GET", "HEAD", "OPTIONS")
+    public = request.path in ("/healthz", "/api/v1/openapi.json") or request.path.startswith("/static/") \
+        or request.path == "/"
+    if mutating or (request.app[READ_AUTH_KEY] and not public):
+        token = request.app[TOKEN_KEY]
+        if token is None:
+            raise ApiError(403, "the API is read-only: no [admin] token_file is configured")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
+    return await handler(request)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+def _bal(request: web.Request) -> Balancer:
+    return request.app[BAL_KEY]
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def _server_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if name not in _bal(request).snapshot.policy.servers():
+        raise ApiError(404, f"no server named {name!r}")
+    return name
+
+
+def _int_param(request: web.Request, name: str, default: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > high:
+        raise ApiError(400, f"{name} must be a whole number from 0 to {high}")
+    return int(raw)
+
+
+# -- handlers -------------------------------------------------------------------------------------
+
+async def healthz(request: web.Request) -> web.Response:
+    bal = _bal(request)
+    listening = bool(bal.listeners)
+    up = [s["name"] for s in views.servers(bal) if s["health"] != "down" and s["admin_state"] != "maint"]
+    store_ok = bal.store.last_error is None or bal.store.failures == 0
+    healthy = listening and bool(up)
+    body = {"status": "ok" if healthy and store_ok else "degraded" if healthy else "down",
+            "listeners": listening, "servers_up": len(up), "sticky_store_ok": store_ok}
+    return _json(body, 200 if healthy else 503)
+
+
+async def list_servers(request: web.Request) -> web.Response:
+    return _json({"servers": views.servers(_bal(request))})
+
+
+async def set_state(request: web.Request) -> web.Response:
+    name, body = _server_name(request), await _body(request)
+    state = body.get("state")
+    if state not in ("ready", "drain", "maint"):
+        raise ApiError(400, 'state must be "ready", "drain" or "maint"')
+    _bal(request).set_admin_state(name, AdminState(state))
+    return _json(next(s for s in views.servers(_bal(request)) if s["name"] == name))
+
+
+async def set_weight(request: web.Request) -> web.Response:
+    name, body = _server_name(request), await _body(request)
+    weight = body.get("weight")
+    if not isinstance(weight, int) or isinstance(weight, bool):
+        raise ApiError(400, "weight must be a whole number from 0 to 256")
+    try:
+        _bal(request).set_weight(name, weight)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return _json(next(s for s in views.servers(_bal(request)) if s["name"] == name))
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    sessions = [views.session(s) for s in _bal(request).ctx.sessions.values()]
+    return _json({"sessions": sessions})
+
+
+async def close_session(request: web.Request) -> web.Response:
+    session = _bal(request).ctx.sessions.get(request.match_info["id"])
+    if session is None:
+        raise ApiError(404, f"no session {request.match_info['id']!r}")
+    session.abort("closed by admin")
+    return _json({"closed": session.id})
+
+
+def _key(request: web.Request) -> str:
+    strip = _bal(request).snapshot.config.identity.strip_domain
+    key = user_key(request.match_info["user"].encode(), strip_domain=strip)
+    if key is None:
+        raise ApiError(400, "empty user name")
+    return key
+
+
+async def list_sticky(request: web.Request) -> web.Response:
+    bal = _bal(request)
+    server = request.query.get("server")
+    limit, offset = _int_param(request, "limit", 100, MAX_PAGE), _int_param(request, "offset", 0, 10**9)
+    entries = [e for e in bal.table if server is None or e.server == server]
+    page = entries[offset: offset + limit]
+    return _json({"total": len(entries), "offset": offset, "entries": [views.entry(e) for e in page]})
+
+
+async def get_sticky(request: web.Request) -> web.Response:
+    bal, key = _bal(request), _key(request)
+    entry = bal.table.get(key, bal.ctx.clock())
+    if entry is None:
+        raise ApiError(404, f"no sticky entry for {key!r}")
+    return _json(views.entry(entry))
+
+
+async def put_sticky(request: web.Request) -> web.Response:
+    key, body = _key(request), await _body(request)
+    server, pool = body.get("server"), body.get("pool")
+    if not isinstance(server, str) or (pool is not None and not isinstance(pool, str)):
+        raise ApiError(400, 'body must be {"server": "NAME"} (and optionally "pool")')
+    try:
+        entry = await _bal(request).set_sticky(key, server, pool)
+    except KeyError:
+        raise ApiError(400, f"no server named {server!r}") from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return _json(views.entry(entry))
+
+
+async def delete_sticky(request: web.Request) -> web.Response:
+    key = _key(request)
+    if not await _bal(request).delete_sticky(key):
+        raise ApiError(404, f"no sticky entry for {key!r}")
+    return _json({"deleted": key})
+
+
+async def flush_sticky(request: web.Request) -> web.Response:
+    body = await _body(request)
+    server = body.get("server")
+    if not isinstance(server, str) or server not in _bal(request).snapshot.policy.servers():
+        raise ApiError(400, 'body must be {"server": "NAME"} naming a configured server')
+    return _json({"deleted": await _bal(request).flush_sticky(server)})
+
+
+async def import_sticky(request: web.Request) -> web.Response:
+    """Body: {"entries": [{"user": "alice", "server": "TS01", "pool": optional}, ...]}."""
+    bal, body = _bal(request), await _body(request)
+    entries = body.get("entries")
+    if not isinstance(entries, list):
+        raise ApiError(400, 'body must be {"entries": [{"user": ..., "server": ...}, ...]}')
+    imported, errors = 0, []
+    for i, item in enumerate(entries):
+        user, server = (item.get("user"), item.get("server")) if isinstance(item, dict) else (None, None)
+        key = user_key(user.encode(), strip_domain=bal.snapshot.config.identity.strip_domain) \
+            if isinstance(user, str) else None
+        if key is None or not isinstance(server, str):
+            errors.append(f"entries[{i}]: needs a user and a server")
+            continue
+        try:
+            await bal.set_sticky(key, server, item.get("pool"))
+            imported += 1
+        except KeyError:
+            errors.append(f"entries[{i}]: no server named {server!r}")
+        except ValueError as exc:
+            errors.append(f"entries[{i}]: {exc}")
+    return _json({"imported": imported, "errors": errors}, 200 if not errors else 207)
+
+
+async def reload(request: web.Request) -> web.Response:
+    error = await _bal(request).reload()
+    if error is not None:
+        raise ApiError(422, error)
+    return _json({"reloaded": True, "config": views.config_status(_bal(request))})
+
+
+async def explain(request: web.Request) -> web.Response:
+    bal = _bal(request)
+    user, source = request.query.get("user"), request.query.get("source", "0.0.0.0")
+    token = request.query.get("token", "").encode() or None
+    if token is not None and token.startswith(b"msts="):
+        token = b"Cookie: " + token
+    key = user_key(user.encode(), strip_domain=bal.snapshot.config.identity.strip_domain) if user else None
+    listener = request.query.get("listener") or views.config_status(bal)["listen"][0]
+    req = RouteRequest(source, key, msts_target(token), tsv_collection(token), listener)
+    trace = Trace()
+    decision = bal.router.decide(req, time.time(), trace)
+    return _json({
+        "user": key, "candidates": list(bal.router.candidate_users(key)),
+        "groups": sorted({g for u in bal.router.candidate_users(key) for g in bal.router.membership.groups_of(u)}),
+        "steps": [{"route": label, "matched": ok, "why": why} for label, ok, why in trace.steps],
+        "decision": {"reason": str(decision.reason), "pool": decision.pool, "detail": decision.detail,
+                     "servers": [s.name for s in decision.candidates], "moved_from": decision.moved_from},
+    })
+
+
+async def get_simple(request: web.Request) -> web.Response:
+    bal = _bal(request)
+    what = request.match_info["what"]
+    data: dict[str, Callable[[], Any]] = {
+        "routes": lambda: {"routes": views.routes(bal)},
+        "groups": lambda: views.groups(bal),
+        "config": lambda: views.config_status(bal),
+        "decisions": lambda: {"decisions": list(bal.ctx.decisions)[::-1]},
+        "events": lambda: {"events": [views.transition(t) for t in list(bal.monitor.history)[::-1]]},
+        "pools": lambda: {"pools": [{"name": p.name, "balance": str(p.balance),
+                                     "servers": [m.server.name for m in p.members]}
+                                    for p in bal.snapshot.policy.pools]},
+    }
+    if what not in data:
+        raise ApiError(404, f"unknown resource {what!r}")
+    return _json(data[what]())
+
+
+async def openapi(_: web.Request) -> web.Response:
+    return _json(OPENAPI)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = _bal(request).metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def dashboard(_: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "dashboard.html", headers={"Cache-Control": "no-store"})
+
+
+# -- the application ----------------------------------------------------------------------------------
+
+def build_app(bal: Balancer, token: str | None, read_auth: bool) -> web.Application:
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY_BYTES)
+    app[BAL_KEY], app[TOKEN_KEY], app[READ_AUTH_KEY] = bal, token, read_auth
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/", dashboard)
+    r.add_static("/static/", STATIC)
+    r.add_get("/api/v1/openapi.json", openapi)
+    r.add_get("/api/v1/servers", list_servers)
+    r.add_post("/api/v1/servers/{name}/state", set_state)
+    r.add_post("/api/v1/servers/{name}/weight", set_weight)
+    r.add_get("/api/v1/sessions", list_sessions)
+    r.add_delete("/api/v1/sessions/{id}", close_session)
+    r.add_get("/api/v1/sticky", list_sticky)
+    r.add_post("/api/v1/sticky/flush", flush_sticky)
+    r.add_post("/api/v1/sticky/import", import_sticky)
+    r.add_get("/api/v1/sticky/{user}", get_sticky)
+    r.add_put("/api/v1/sticky/{user}", put_sticky)
+    r.add_delete("/api/v1/sticky/{user}", delete_sticky)
+    r.add_post("/api/v1/reload", reload)
+    r.add_get("/api/v1/explain", explain)
+    r.add_get("/api/v1/{what}", get_simple)
+    return app

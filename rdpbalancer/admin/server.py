@@ -1,0 +1,81 @@
+"""Start and stop the admin HTTP server (TCP and optionally a Unix socket)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from rdpbalancer.admin.api import build_app
+from rdpbalancer.relay.listener import ListenError
+
+if TYPE_CHECKING:
+    from rdpbalancer.app import Balancer
+
+
+class AdminError(Exception):
+    """The admin surface cannot start safely (e.g. a token file others can read)."""
+
+
+def read_token(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        mode = path.stat().st_mode
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise AdminError(f"admin.token_file: cannot read {path}: {exc.strerror or exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise AdminError(f"admin.token_file: {path} is accessible by group or others "
+                         f"(mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}")
+    if len(token) < 16:
+        raise AdminError(f"admin.token_file: {path}: the token must be at least 16 characters")
+    return token
+
+
+class AdminServer:
+    def __init__(self, bal: Balancer) -> None:
+        self.bal = bal
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        section = self.bal.snapshot.config.admin
+        token = read_token(section.token_file)
+        self.runner = web.AppRunner(build_app(self.bal, token, section.read_auth), access_log=None,
+                                    handle_signals=False)
+        await self.runner.setup()
+        try:
+            site = web.TCPSite(self.runner, section.listen.host, section.listen.port, reuse_address=True)
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise ListenError(f"cannot listen on {section.listen} (admin): {exc.strerror or exc}") from None
+        server = site._server
+        if server is not None and server.sockets:  # type: ignore[union-attr]
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if section.unix_socket is not None:
+            await self._unix(section.unix_socket)
+
+    async def _unix(self, path: Path) -> None:
+        assert self.runner is not None
+        _prepare_socket_path(path)
+        old = os.umask(0o177)  # created 0600: only the service user
+        try:
+            await web.UnixSite(self.runner, str(path)).start()
+        finally:
+            os.umask(old)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+def _prepare_socket_path(path: Path) -> None:
+    if path.exists() and path.is_socket():
+        path.unlink()  # a stale socket from a previous run
+    path.parent.mkdir(parents=True, exist_ok=True)

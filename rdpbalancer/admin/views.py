@@ -1,0 +1,114 @@
+"""Read models of the admin API: plain dicts built from the running balancer's state.
+
+Kept apart from the HTTP handlers so the dashboard, `ctl` and tests all see one shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from rdpbalancer.policy.identity import printable
+from rdpbalancer.policy.sticky import StickyEntry
+
+if TYPE_CHECKING:
+    from rdpbalancer.app import Balancer
+
+
+def servers(bal: Balancer) -> list[dict[str, Any]]:
+    policy, router = bal.router.policy, bal.router  # with run-time weight overrides
+    live = Counter(s.server.name for s in bal.ctx.sessions.values() if s.server is not None and s.relaying)
+    out = []
+    for name, server in policy.servers().items():
+        tracker = bal.monitor.trackers.get(name)
+        spec = bal.monitor.specs.get(name)
+        cond = router.condition(name)
+        out.append({
+            "name": name,
+            "address": server.address,
+            "pools": [{"pool": p.name, "weight": m.weight} for p in policy.pools for m in p.members
+                      if m.server.name == name],
+            "admin_state": str(cond.admin),
+            "admin_state_config": str(bal.snapshot.admin_states.get(name, "ready")),
+            "admin_state_override": str(bal.admin_overrides[name]) if name in bal.admin_overrides else None,
+            "health": str(tracker.state) if tracker else "unknown",
+            "health_since": tracker.since if tracker and tracker.since else None,
+            "check": spec.kind if spec else None,
+            "last_check": tracker.last_check if tracker else None,
+            "last_check_ok": (tracker.last_error is None or tracker.failures == 0) if tracker else None,
+            "last_error": tracker.last_error if tracker else None,
+            "last_latency_ms": round(tracker.last_latency_s * 1000, 2)
+            if tracker and tracker.last_latency_s is not None else None,
+            "active_sessions": live[name],
+            "connections": router.connections[name],
+            "homed_users": bal.table.homed(name),
+            "down_for_s": round(cond.down_for(time.time()), 1) if not cond.up else None,
+        })
+    return out
+
+
+def session(s: Any) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "state": s.state.value,
+        "user": s.user,
+        "client": f"{s.client_addr[0]}:{s.client_addr[1]}",
+        "listener": s.listener,
+        "pool": s.decision.pool if s.decision else None,
+        "server": s.server.name if s.server else None,
+        "reason": str(s.decision.reason) if s.decision else None,
+        "started": s.started_wall,
+        "bytes_up": s.client.nbytes,
+        "bytes_down": s.backend.nbytes,
+    }
+
+
+def entry(e: StickyEntry) -> dict[str, Any]:
+    return {"user": e.key, "pool": e.pool, "server": e.server, "created": e.created,
+            "last_used": e.last_used, "active_sessions": e.active}
+
+
+def routes(bal: Balancer) -> list[dict[str, Any]]:
+    out = []
+    for r in bal.snapshot.policy.routes:
+        out.append({
+            "label": r.label, "pool": r.pool, "deny": r.deny,
+            "users": sorted(r.users) if r.users is not None else None,
+            "groups": list(r.groups) if r.groups is not None else None,
+            "sources": [str(n) for n in r.sources] if r.sources is not None else None,
+            "time": r.time.describe() if r.time is not None else None,
+            "collection": r.collection, "listener": r.listener,
+        })
+    return out
+
+
+def groups(bal: Balancer) -> dict[str, Any]:
+    status = bal.directory.status()
+    return {
+        "groups": {name: {"size": status.group_sizes.get(name, 0),
+                          "source": "ldap" if g.ldap else "file" if g.file else "static",
+                          "error": status.file_errors.get(name)}
+                   for name, g in bal.snapshot.config.groups.items()},
+        "directory": {
+            "source": status.source, "age_s": status.age_s, "last_success": status.last_success,
+            "last_attempt": status.last_attempt, "last_error": status.last_error,
+        },
+    }
+
+
+def config_status(bal: Balancer) -> dict[str, Any]:
+    st = bal.status
+    return {"file": st.path, "loaded_at": st.loaded_at, "last_reload_at": st.last_reload_at,
+            "last_reload_error": st.last_reload_error, "reloads_ok": st.reloads_ok,
+            "reloads_failed": st.reloads_failed,
+            "listen": [f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in bal.addresses]}
+
+
+def transition(t: Any) -> dict[str, Any]:
+    return {"server": t.server, "old": str(t.old), "new": str(t.new), "at": t.at, "reason": t.reason,
+            "last_error": t.last_error}
+
+
+def user_text(key: str | None) -> str:
+    return printable(key) if key is not None else "-"

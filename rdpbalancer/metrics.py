@@ -1,0 +1,157 @@
+"""Every Prometheus metric, defined once. Names follow Prometheus conventions (`rdpbalancer_`,
+base units, `_total` for counters).
+
+Most values are read from the running balancer at scrape time (a custom collector), so the relay
+path pays nothing for them; only the three latency histograms are observed as events happen.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rdpbalancer import __version__
+
+if TYPE_CHECKING:
+    from rdpbalancer.app import Balancer
+
+P = "rdpbalancer_"
+# latency buckets in seconds: a LAN connect is ~0.2 ms, a slow WAN client's CR can take seconds
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROUTED = ("sticky-hit", "new", "failover", "routing-token", "no-cookie")
+
+
+class Metrics:
+    def __init__(self, bal: Balancer) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.handshake = Histogram(P + "handshake_duration_seconds",
+                                   "Time from accept to a complete Connection Request",
+                                   buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.backend_connect = Histogram(P + "backend_connect_duration_seconds",
+                                         "Time to open a TCP connection to a server (successful attempts)",
+                                         buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.health_check = Histogram(P + "health_check_duration_seconds", "Duration of active health checks",
+                                      ["check"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(_StateCollector(bal))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _counter(name: str, doc: str, labels: list[str] | None = None) -> CounterMetricFamily:
+    return CounterMetricFamily(P + name, doc, labels=labels)
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(P + name, doc, labels=labels)
+
+
+class _StateCollector(Collector):
+    def __init__(self, bal: Balancer) -> None:
+        self.bal = bal
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._build()
+        yield from self._connections()
+        yield from self._servers()
+        yield from self._sticky()
+        yield from self._directory_and_config()
+
+    def _build(self) -> Iterator[Metric]:
+        info = _gauge("build_info", "rdpbalancer version", ["version"])
+        info.add_metric([__version__], 1)
+        yield info
+
+    def _connections(self) -> Iterator[Metric]:
+        stats = self.bal.ctx.stats
+        conns = _counter("connections", "Client connections by result: routed reasons, or why they were refused",
+                         ["result"])
+        for result, n in sorted(stats.connections.items()):
+            conns.add_metric([result], n)
+        yield conns
+        malformed = _counter("malformed_requests", "First packets that were not a valid Connection Request",
+                             ["kind"])
+        for kind, n in sorted(stats.malformed.items()):
+            malformed.add_metric([kind], n)
+        yield malformed
+        failures = _counter("backend_connect_failures", "Failed connects to servers", ["server"])
+        for server, n in sorted(stats.connect_failures.items()):
+            failures.add_metric([server], n)
+        yield failures
+        live = [s for s in self.bal.ctx.sessions.values() if s.relaying]
+        up = stats.bytes_up + sum(s.client.nbytes for s in live)
+        down = stats.bytes_down + sum(s.backend.nbytes for s in live)
+        relayed = _counter("bytes", "Bytes relayed", ["direction"])
+        relayed.add_metric(["client_to_server"], up)
+        relayed.add_metric(["server_to_client"], down)
+        yield relayed
+        active = _gauge("sessions_active", "Sessions being relayed", ["pool", "server"])
+        by_target = Counter((s.decision.pool if s.decision else "", s.server.name if s.server else "") for s in live)
+        for (pool, server), n in sorted(by_target.items()):
+            active.add_metric([pool, server], n)
+        yield active
+        yield GaugeMetricFamily(P + "handshakes_pending", "Connections still sending their Connection Request",
+                                value=len(self.bal.ctx.sessions) - len(live))
+
+    def _servers(self) -> Iterator[Metric]:
+        bal = self.bal
+        up = _gauge("server_up", "1 when health checks say the server is up (or unknown), 0 when down", ["server"])
+        state = _gauge("server_admin_state", "1 for the server's current admin state", ["server", "state"])
+        homed = _gauge("server_homed_users", "Unexpired sticky entries pointing at the server", ["server"])
+        conns = _gauge("server_connections", "Open and opening connections to the server", ["server"])
+        weight = _gauge("server_weight", "Weight of the server in each pool", ["pool", "server"])
+        for name in bal.snapshot.policy.servers():
+            cond = bal.router.condition(name)
+            up.add_metric([name], 1 if cond.up else 0)
+            for s in ("ready", "drain", "maint"):
+                state.add_metric([name, s], 1 if cond.admin == s else 0)
+            homed.add_metric([name], bal.table.homed(name))
+            conns.add_metric([name], bal.router.connections[name])
+        for pool in bal.router.policy.pools:
+            for m in pool.members:
+                weight.add_metric([pool.name, m.server.name], m.weight)
+        yield from (up, state, homed, conns, weight)
+
+    def _sticky(self) -> Iterator[Metric]:
+        bal, stats = self.bal, self.bal.ctx.stats.connections
+        yield GaugeMetricFamily(P + "sticky_entries", "Entries in the sticky table", value=len(bal.table))
+        lookups = _counter("sticky_lookups", "Routing decisions for users: hit = back to their server", ["result"])
+        lookups.add_metric(["hit"], stats["sticky-hit"])
+        lookups.add_metric(["miss"], stats["new"])
+        yield lookups
+        yield CounterMetricFamily(P + "sticky_reassignments", "Users moved off a down or maintenance server",
+                                  value=stats["failover"])
+        yield CounterMetricFamily(P + "sticky_evictions", "Entries evicted because the table was full",
+                                  value=bal.table.evictions)
+        yield CounterMetricFamily(P + "sticky_expirations", "Entries dropped because their ttl passed",
+                                  value=bal.table.expirations)
+        writes = _counter("sticky_store_commits", "Sticky store transactions", ["result"])
+        writes.add_metric(["success"], bal.store.commits)
+        writes.add_metric(["failure"], bal.store.failures)
+        yield writes
+
+    def _directory_and_config(self) -> Iterator[Metric]:
+        bal = self.bal
+        status = bal.directory.status()
+        yield GaugeMetricFamily(P + "directory_sync_ok", "1 when the last directory fetch succeeded",
+                                value=0 if status.last_error else 1)
+        if status.age_s is not None:
+            yield GaugeMetricFamily(P + "directory_data_age_seconds", "Age of the group membership in use",
+                                    value=status.age_s)
+        if status.last_success is not None:
+            yield GaugeMetricFamily(P + "directory_last_success_timestamp_seconds",
+                                    "When the directory last answered", value=status.last_success)
+        reloads = _counter("config_reloads", "Configuration reloads", ["result"])
+        reloads.add_metric(["success"], bal.status.reloads_ok)
+        reloads.add_metric(["failure"], bal.status.reloads_failed)
+        yield reloads
+        yield GaugeMetricFamily(P + "config_last_reload_ok", "0 while the last reload attempt failed",
+                                value=0 if bal.status.last_reload_error else 1)
+        yield CounterMetricFamily(P + "truncated_cookie_ambiguities",
+                                  "Truncated cookies standing for users that route differently",
+                                  value=bal.router.ambiguous)
