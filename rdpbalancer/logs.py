@@ -26,6 +26,9 @@ class _JSONFormatter(_UTCFormatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        event = getattr(record, "event", None)
+        if isinstance(event, dict):
+            doc.update(event)  # structured fields of session events: session, user, server, ...
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)

@@ -277,6 +277,11 @@ class Session:
             "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s route=%s%s",
             self.id, format_addr(*self.client_addr), self.listener, self._user_text(), decision.pool,
             self.server.name, self.server.address, decision.reason, _route_text(decision.route), moved,
+            extra={"event": {"event": "routed", "session": self.id, "client": format_addr(*self.client_addr),
+                             "listener": self.listener, "user": self.user, "pool": decision.pool,
+                             "server": self.server.name, "address": self.server.address,
+                             "reason": str(decision.reason), "route": decision.route,
+                             "moved_from": decision.moved_from}},
         )
 
     def _user_text(self) -> str:
@@ -330,7 +335,9 @@ class Session:
         self.ctx.stats.connections[count] += 1
         self.ctx.record_decision(self, count, None, reason)
         log.info("session=%s rejected client=%s user=%s reason=%s",
-                 self.id, format_addr(*self.client_addr), self._user_text(), reason)
+                 self.id, format_addr(*self.client_addr), self._user_text(), reason,
+                 extra={"event": {"event": "rejected", "session": self.id, "client": format_addr(*self.client_addr),
+                                  "user": self.user, "result": count, "reason": reason}})
         self.state = State.CLOSED
         transport = self.client.transport
         if transport is not None and not transport.is_closing():
@@ -360,6 +367,10 @@ class Session:
             "session=%s end client=%s user=%s server=%s bytes_up=%d bytes_down=%d duration=%.3fs close=%s",
             self.id, format_addr(*self.client_addr), self._user_text(), self.server.name,
             self.client.nbytes, self.backend.nbytes, time.monotonic() - self.started, self.end_reason,
+            extra={"event": {"event": "end", "session": self.id, "client": format_addr(*self.client_addr),
+                             "user": self.user, "server": self.server.name, "bytes_up": self.client.nbytes,
+                             "bytes_down": self.backend.nbytes,
+                             "duration_s": round(time.monotonic() - self.started, 3), "close": self.end_reason}},
         )
 
     def abort(self, reason: str) -> None:

@@ -177,9 +177,9 @@ async def test_oversized_body_is_refused(api: Api) -> None:
 async def test_unix_socket_is_private_and_answers(api: Api, tmp_path: Path) -> None:
     sock = tmp_path / "admin.sock"
     assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock))) as http:
-        async with http.get("http://localhost/api/v1/servers") as resp:
-            assert resp.status == 200
+    connector = aiohttp.UnixConnector(path=str(sock))
+    async with aiohttp.ClientSession(connector=connector) as http, http.get("http://localhost/api/v1/servers") as resp:
+        assert resp.status == 200
 
 
 async def test_metrics_follow_real_traffic(api: Api) -> None:

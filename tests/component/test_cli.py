@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from rdpbalancer import __version__
-from tests.support.balancer import farm_config
+from tests.support.balancer import BalancerProcess, farm_config, free_port
+from tests.support.fakes import start_farm, where
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +72,27 @@ def test_missing_config_file(tmp_path: Path) -> None:
     out = cli("run", "-c", str(tmp_path / "nope.toml"))
     assert out.returncode == 2 and "nope.toml" in out.stderr
 
+
+
+def test_json_logs_share_the_session_id_between_routed_and_end(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        farm = await start_farm("A")
+        port = free_port()
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{port}",
+                                   extra='[log]\nformat = "json"\n'))
+        proc = BalancerProcess(cfg, port, tmp_path / "b.log")
+        await asyncio.to_thread(proc.start)
+        try:
+            assert await where(port, 'al"ice') == "A"
+            await asyncio.sleep(0.1)
+        finally:
+            await asyncio.to_thread(proc.signal, signal.SIGTERM)
+            await farm[0].stop()
+
+    asyncio.run(scenario())
+    events = [json.loads(line) for line in (tmp_path / "b.log").read_text().splitlines() if line.startswith("{")]
+    routed = next(e for e in events if e.get("event") == "routed")
+    end = next(e for e in events if e.get("event") == "end")
+    assert routed["session"] == end["session"] and routed["user"] == 'al"ice' and routed["server"] == "A"
+    assert end["bytes_up"] > 0 and "ts" in end and end["level"] == "info"
