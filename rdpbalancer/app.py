@@ -28,6 +28,7 @@ from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.listener import ListenError, open_listeners
 from rdpbalancer.relay.sockets import format_addr
+from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.store.sqlite import SqliteStickyStore
 from rdpbalancer.systemd import monotonic_usec, notify
 
@@ -230,6 +231,10 @@ class Balancer:
 
     def _apply_settings(self, snapshot: Snapshot) -> None:
         config = snapshot.config
+        if snapshot.relay.splice:
+            self.ctx.splice = self.ctx.splice or PipePool()
+        else:
+            self.ctx.splice = None  # new sessions copy; running splice sessions keep their pump
         self.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"
         logging.getLogger().setLevel(config.log.level.upper())
         for server, state in snapshot.admin_states.items():

@@ -84,8 +84,8 @@ class _StateCollector(Collector):
             failures.add_metric([server], n)
         yield failures
         live = [s for s in self.bal.ctx.sessions.values() if s.relaying]
-        up = stats.bytes_up + sum(s.client.nbytes for s in live)
-        down = stats.bytes_down + sum(s.backend.nbytes for s in live)
+        up = stats.bytes_up + sum(s.bytes_up for s in live)
+        down = stats.bytes_down + sum(s.bytes_down for s in live)
         relayed = _counter("bytes", "Bytes relayed", ["direction"])
         relayed.add_metric(["client_to_server"], up)
         relayed.add_metric(["server_to_client"], down)

@@ -59,8 +59,8 @@ def session(s: Any) -> dict[str, Any]:
         "server": s.server.name if s.server else None,
         "reason": str(s.decision.reason) if s.decision else None,
         "started": s.started_wall,
-        "bytes_up": s.client.nbytes,
-        "bytes_down": s.backend.nbytes,
+        "bytes_up": s.bytes_up,
+        "bytes_down": s.bytes_down,
     }
 
 

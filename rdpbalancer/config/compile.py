@@ -16,6 +16,7 @@ from rdpbalancer.policy.identity import user_key
 from rdpbalancer.policy.model import AdminState, BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
 from rdpbalancer.policy.rules import Route, TimeRule
 from rdpbalancer.relay.context import RelaySettings
+from rdpbalancer.relay.splice import AVAILABLE as SPLICE_AVAILABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ def compile_config(config: Config) -> Snapshot:
         handshake_timeout_s=b.handshake_timeout,
         connect_timeout_s=b.connect_timeout,
         strip_domain=config.identity.strip_domain,
+        splice=b.relay in ("auto", "splice") and SPLICE_AVAILABLE,
     )
     listen = tuple((a.host, a.port) for a in b.listen)
     return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config))

@@ -65,6 +65,9 @@ class BalancerSection(ConfigModel):
     connect_timeout: PositiveDuration = DEFAULT_CONNECT_TIMEOUT_S
     no_cookie: Literal["source-ip", "balance", "reject"] = "source-ip"
     max_connect_attempts: StrictInt = Field(default=3, ge=1)
+    # "splice": zero-copy os.splice relay (Linux); "copy": asyncio Protocol relay (any OS).
+    # "auto" is splice where the kernel has it, else copy.
+    relay: Literal["auto", "splice", "copy"] = "auto"
 
     @field_validator("listen")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.ports import StickyStore
+from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.relay.tasks import TaskSet
 
 RECENT_DECISIONS = 200  # routing outcomes kept for the dashboard
@@ -26,6 +27,7 @@ class RelaySettings:
     handshake_timeout_s: float = 5.0  # time for the client to send its Connection Request
     connect_timeout_s: float = 4.0  # overall budget to reach a backend, all attempts included
     strip_domain: bool = True
+    splice: bool = False  # relay with os.splice instead of copying through Python
 
 
 @dataclass(slots=True)
@@ -68,6 +70,7 @@ class RelayContext:
     decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     observe_handshake: Callable[[float], None] = _ignore  # seconds from accept to a complete CR
     observe_connect: Callable[[float], None] = _ignore  # seconds to connect to a server
+    splice: PipePool | None = None  # set: relay with os.splice (Linux); None: the Protocol relay
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _prefix: str = field(default_factory=lambda: f"{os.getpid() & 0xFFFF:04x}")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
+import socket
 import time
 
 from rdpbalancer.policy.identity import printable, user_key
@@ -23,7 +25,8 @@ from rdpbalancer.policy.sticky import Change
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.relay.context import RelayContext
-from rdpbalancer.relay.sockets import describe_os_error, format_addr, peer_host, tune
+from rdpbalancer.relay.sockets import connect_raw, describe_os_error, format_addr, peer_host, reset, tune
+from rdpbalancer.relay.splice import SplicePump
 
 log = logging.getLogger("rdpbalancer.session")
 
@@ -111,6 +114,19 @@ class Session:
         self._handshake = ClientHandshake()
         self._deadline: asyncio.TimerHandle | None = None
         self._backend_early = bytearray()
+        self._backend_sock: socket.socket | None = None
+        self._pump: SplicePump | None = None
+
+    @property
+    def bytes_up(self) -> int:
+        """Client -> server bytes so far (live, whichever relay moves them)."""
+        pump = self._pump
+        return self.client.nbytes + (pump.up.nbytes if pump is not None and not pump.closed else 0)
+
+    @property
+    def bytes_down(self) -> int:
+        pump = self._pump
+        return self.backend.nbytes + (pump.down.nbytes if pump is not None and not pump.closed else 0)
 
     @property
     def relaying(self) -> bool:
@@ -203,7 +219,10 @@ class Session:
             if self.state is not State.ROUTING:
                 return  # the client went away meanwhile
             if await self._try_server(decision, server, deadline, len(decision.candidates) - attempt):
-                self._start_relay(cr.raw + trailing)
+                if self._backend_sock is not None:
+                    await self._start_splice(cr.raw + trailing)
+                else:
+                    self._start_relay(cr.raw + trailing)
                 return
         self._all_attempts_failed(decision)
 
@@ -216,10 +235,14 @@ class Session:
         budget = max(MIN_ATTEMPT_TIMEOUT_S, (deadline - time.monotonic()) / left)
         loop = asyncio.get_running_loop()
         error = ""
+        self._backend_sock = None
         connect_started = time.monotonic()
         try:
             async with asyncio.timeout(budget):
-                await loop.create_connection(lambda: self.backend, server.host, server.port)
+                if ctx.splice is not None:
+                    self._backend_sock = await connect_raw(loop, server.host, server.port)
+                else:
+                    await loop.create_connection(lambda: self.backend, server.host, server.port)
             ctx.observe_connect(time.monotonic() - connect_started)
         except TimeoutError:
             error = f"connect timeout after {budget:.2f}s"
@@ -240,6 +263,9 @@ class Session:
             log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
             if self.backend.transport is not None:
                 self.backend.transport.abort()
+            if self._backend_sock is not None:
+                self._backend_sock.close()
+                self._backend_sock = None
             self.backend = Leg(self)
             self._backend_early.clear()
             return False
@@ -256,13 +282,8 @@ class Session:
 
     def _start_relay(self, first_bytes: bytes) -> None:
         client, backend = self.client, self.backend
-        assert client.transport is not None and backend.transport is not None and self.server is not None
-        decision = self.decision
-        assert decision is not None
-        self.state = State.RELAY
-        if decision.sticky_key is not None:
-            self.ctx.router.table.session_opened(decision.sticky_key, self.ctx.clock())
-        self.ctx.stats.connections[str(decision.reason)] += 1
+        assert client.transport is not None and backend.transport is not None
+        self._routed()
         client.peer, backend.peer = backend.transport, client.transport
         client.nbytes += len(first_bytes)
         backend.transport.write(first_bytes)  # the CR verbatim, then what came after it
@@ -271,15 +292,52 @@ class Session:
             client.transport.write(bytes(self._backend_early))
             self._backend_early.clear()
         client.transport.resume_reading()
-        self.ctx.record_decision(self, str(decision.reason), self.server.name)
+
+    async def _start_splice(self, first_bytes: bytes) -> None:
+        """Hand both sockets to a SplicePump: the client's fd is taken over from its transport."""
+        assert self._backend_sock is not None and self.client.transport is not None and self.ctx.splice is not None
+        backend, self._backend_sock = self._backend_sock, None
+        transport = self.client.transport
+        client_fd = os.dup(transport.get_extra_info("socket").fileno())
+        self.client = Leg(self)  # the old leg's connection_lost (from the abort below) is ignored
+        self.client.transport, self.client.nbytes = None, len(first_bytes)
+        transport.abort()  # closes the transport's fd only: our dup keeps the connection
+        try:
+            await asyncio.get_running_loop().sock_sendall(backend, first_bytes)
+        except OSError as exc:
+            backend.close()
+            os.close(client_fd)
+            self.end_reason = f"server error: {describe_os_error(exc)}"
+            self.state = State.RELAY
+            self._finish()
+            return
+        self._routed()
+        self._pump = SplicePump(client_fd, backend.detach(), self.ctx.splice, self._splice_done)
+        self._pump.start()
+
+    def _splice_done(self, up: int, down: int, reason: str) -> None:
+        self.client.nbytes += up
+        self.backend.nbytes += down
+        self.end_reason = self.end_reason or reason
+        self.client.closed = self.backend.closed = True
+        self._finish()
+
+    def _routed(self) -> None:
+        decision, server = self.decision, self.server
+        assert decision is not None and server is not None
+        self.state = State.RELAY
+        if decision.sticky_key is not None:
+            self.ctx.router.table.session_opened(decision.sticky_key, self.ctx.clock())
+        self.ctx.stats.connections[str(decision.reason)] += 1
+        self.ctx.record_decision(self, str(decision.reason), server.name)
         moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
         log.info(
             "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s route=%s%s",
             self.id, format_addr(*self.client_addr), self.listener, self._user_text(), decision.pool,
-            self.server.name, self.server.address, decision.reason, _route_text(decision.route), moved,
+            server.name, server.address, decision.reason, _route_text(decision.route), moved,
             extra={"event": {"event": "routed", "session": self.id, "client": format_addr(*self.client_addr),
                              "listener": self.listener, "user": self.user, "pool": decision.pool,
-                             "server": self.server.name, "address": self.server.address,
+                             "server": server.name, "address": server.address,
                              "reason": str(decision.reason), "route": decision.route,
                              "moved_from": decision.moved_from}},
         )
@@ -313,7 +371,7 @@ class Session:
                 if exc is None:
                     other.close()  # flushes what is buffered, then FIN
                 else:
-                    other.abort()  # the peer reset: pass it on promptly
+                    reset(other)  # the peer reset: pass the reset on, promptly
             if self.client.closed and self.backend.closed:
                 self._finish()
         elif leg is self.client:
@@ -376,9 +434,12 @@ class Session:
     def abort(self, reason: str) -> None:
         """Cut the session now (shutdown, admin action)."""
         self.end_reason = self.end_reason or reason
+        if self._pump is not None:
+            self._pump.abort(reason)
+            return
         for leg in (self.client, self.backend):
             if leg.transport is not None and not leg.transport.is_closing():
-                leg.transport.abort()
+                reset(leg.transport)
 
 
 

@@ -17,7 +17,7 @@ from rdpbalancer.admin.server import AdminError, read_token
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
 from tests.support.balancer import farm_config
-from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
+from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, was_cut, where
 
 TOKEN = "s3cret-token-for-tests-0123456789"
 
@@ -133,7 +133,7 @@ async def test_sessions_list_and_close(api: Api) -> None:
     assert status == 200 and len(live) == 1 and live[0]["server"] == client.server and live[0]["bytes_up"] > 0
     status, _ = await api.call("DELETE", f"/api/v1/sessions/{live[0]['id']}")
     assert status == 200
-    assert await asyncio.wait_for(client.reader.read(), 5) == b""
+    assert await was_cut(client.reader)
     await client.close()
 
 

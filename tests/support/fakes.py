@@ -163,3 +163,11 @@ async def where(port: int, user: str | bytes | None, **kw: str) -> str:
     client = await rdp_connect(port, user, **kw)
     await client.close()
     return client.server
+
+
+async def was_cut(reader: asyncio.StreamReader, timeout_s: float = IO_TIMEOUT_S) -> bool:
+    """True when the connection ends (EOF or reset) within the timeout, with no more data."""
+    try:
+        return await asyncio.wait_for(reader.read(), timeout_s) == b""
+    except ConnectionResetError:
+        return True

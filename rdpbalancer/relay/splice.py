@@ -1,0 +1,219 @@
+"""Zero-copy relay on Linux: bytes move socket -> pipe -> socket with os.splice, never into Python.
+
+One `SplicePump` per session, two `Direction`s per pump, driven by the event loop's reader and
+writer callbacks on the raw file descriptors:
+
+    readable(src) -> splice src->pipe -> splice pipe->dst until the pipe is empty
+                     dst full (EAGAIN): stop reading src, wait until dst is writable, then drain
+                     src EOF: drain, then shutdown(dst, SHUT_WR)   (half-close passed on)
+
+Back-pressure is the kernel's: while a pipe holds data, its source is not read, so a slow reader
+holds at most one pipe's worth (64 KiB) per direction. Pipes are borrowed from a pool only while
+they hold data, so an idle session costs its two sockets and nothing else. A reset on one side
+resets the other (SO_LINGER 0); what sits in a pipe at a normal close is flushed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import socket
+import struct
+from collections.abc import Callable
+
+SPLICE_CHUNK = 1 << 16  # one default pipe's capacity (16 pages): moving more per call would block
+PIPE_POOL_MAX = 256  # idle pipe pairs kept for reuse; beyond that they are closed
+SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends RST instead of FIN
+
+AVAILABLE = hasattr(os, "splice")
+
+
+class PipePool:
+    def __init__(self, limit: int = PIPE_POOL_MAX) -> None:
+        self._free: list[tuple[int, int]] = []
+        self.limit = limit
+
+    def get(self) -> tuple[int, int]:
+        if self._free:
+            return self._free.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        return r, w
+
+    def put(self, pipe: tuple[int, int]) -> None:
+        """Return an EMPTY pipe; a pipe with data in it must be discarded instead."""
+        if len(self._free) < self.limit:
+            self._free.append(pipe)
+        else:
+            discard(pipe)
+
+    def close(self) -> None:
+        while self._free:
+            discard(self._free.pop())
+
+
+def discard(pipe: tuple[int, int]) -> None:
+    for fd in pipe:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class Direction:
+    __slots__ = ("done", "dst", "dst_side", "eof", "loop", "nbytes", "pending", "pipe", "pool", "pump", "reading",
+                 "src", "src_side", "waiting_writable")
+
+    def __init__(self, pump: SplicePump, src: int, dst: int, src_side: str, dst_side: str) -> None:
+        self.pump, self.src, self.dst = pump, src, dst
+        self.src_side, self.dst_side = src_side, dst_side
+        self.loop, self.pool = pump.loop, pump.pool
+        self.pipe: tuple[int, int] | None = None
+        self.pending = 0  # bytes sitting in the pipe
+        self.nbytes = 0
+        self.eof = self.done = self.reading = self.waiting_writable = False
+
+    def start(self) -> None:
+        self.reading = True
+        self.loop.add_reader(self.src, self._readable)
+
+    def stop(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.src)
+            self.reading = False
+        if self.waiting_writable:
+            self.loop.remove_writer(self.dst)
+            self.waiting_writable = False
+        if self.pipe is not None:
+            if self.pending:
+                discard(self.pipe)  # data that can no longer be delivered
+            else:
+                self.pool.put(self.pipe)
+            self.pipe, self.pending = None, 0
+
+    def _readable(self) -> None:
+        if self.pipe is None:
+            self.pipe = self.pool.get()
+        try:
+            n = os.splice(self.src, self.pipe[1], SPLICE_CHUNK, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            return  # spurious wake-up
+        except OSError as exc:
+            self.pump.fail(exc, self.src_side)
+            return
+        if n == 0:
+            self.eof = True
+            self.loop.remove_reader(self.src)
+            self.reading = False
+        self.pending += n
+        self.nbytes += n
+        self._drain()
+
+    def _writable(self) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
+        assert self.pipe is not None
+        while self.pending:
+            try:
+                self.pending -= os.splice(self.pipe[0], self.dst, self.pending, flags=SPLICE_FLAGS)
+            except BlockingIOError:
+                self._wait_writable()
+                return
+            except OSError as exc:
+                self.pump.fail(exc, self.dst_side)
+                return
+        self._emptied()
+
+    def _wait_writable(self) -> None:
+        if self.reading:  # back-pressure: the source waits while the pipe is full
+            self.loop.remove_reader(self.src)
+            self.reading = False
+        if not self.waiting_writable:
+            self.loop.add_writer(self.dst, self._writable)
+            self.waiting_writable = True
+
+    def _emptied(self) -> None:
+        if self.pipe is not None:
+            self.pool.put(self.pipe)
+            self.pipe = None
+        if self.waiting_writable:
+            self.loop.remove_writer(self.dst)
+            self.waiting_writable = False
+        if self.eof:
+            with contextlib.suppress(OSError):
+                _shutdown(self.dst)
+            self.done = True
+            self.pump.direction_done()
+        elif not self.reading:
+            self.loop.add_reader(self.src, self._readable)
+            self.reading = True
+
+
+def _shutdown(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    finally:
+        sock.detach()
+
+
+class SplicePump:
+    """Relays between two connected, non-blocking socket fds it owns (and closes at the end)."""
+
+    def __init__(self, client_fd: int, backend_fd: int, pool: PipePool,
+                 on_done: Callable[[int, int, str], None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pool = pool
+        self.client_fd, self.backend_fd = client_fd, backend_fd
+        self.up = Direction(self, client_fd, backend_fd, "client", "server")
+        self.down = Direction(self, backend_fd, client_fd, "server", "client")
+        self.on_done = on_done
+        self.closed = False
+
+    def start(self) -> None:
+        self.up.start()
+        self.down.start()
+
+    def direction_done(self) -> None:
+        if self.up.done and self.down.done:
+            self._close("client and server closed")
+
+    def fail(self, exc: OSError, side: str) -> None:
+        """A reset or error on one side: reset the other side too, promptly."""
+        reason = f"{side} error: {os.strerror(exc.errno) if exc.errno else exc}"
+        for fd in (self.client_fd, self.backend_fd):
+            with contextlib.suppress(OSError):
+                _set_linger_reset(fd)
+        self._close(reason)
+
+    def abort(self, reason: str) -> None:
+        if not self.closed:
+            for fd in (self.client_fd, self.backend_fd):
+                with contextlib.suppress(OSError):
+                    _set_linger_reset(fd)
+            self._close(reason)
+
+    def _close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.up.stop()
+        self.down.stop()
+        for fd in (self.client_fd, self.backend_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.on_done(self.up.nbytes, self.down.nbytes, reason)
+
+
+def _set_linger_reset(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    finally:
+        sock.detach()
+
+
+def set_nonblocking(fd: int) -> None:
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
