@@ -30,7 +30,7 @@ def test_version() -> None:
 def test_check_config_accepts_the_example() -> None:
     out = cli("check-config", "-c", str(ROOT / "config.example.toml"))
     assert out.returncode == 0, out.stderr
-    assert "default (4 servers)" in out.stdout
+    assert "default (2 servers), accounting (2 servers), marketing (2 servers), sales (2 servers)" in out.stdout
 
 
 def test_check_config_names_every_bad_key(tmp_path: Path) -> None:

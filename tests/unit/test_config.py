@@ -297,13 +297,14 @@ def test_example_config_loads() -> None:
 
     assert config.balancer.listen == (ListenAddress("0.0.0.0", 3389),)
     assert config.sticky.path == Path("/var/lib/rdpbalancer/sticky.db")
-    (pool,) = config.pools
-    assert pool.name == "default"
-    assert [(s.name, str(s.address), s.weight) for s in pool.servers] == [
+    # the department layout of the HAProxy setup it replaces, as routes
+    assert [p.name for p in config.pools] == ["default", "accounting", "marketing", "sales"]
+    assert [(s.name, str(s.address), s.weight) for s in config.pools[0].servers] == [
         ("TS01", "172.16.50.11:3389", 10),
         ("TS02", "172.16.50.12:3389", 20),
-        ("TS03", "172.16.50.13:3389", 10),
-        ("TS04", "172.16.50.14:3389", 20),
+    ]
+    assert [(r.groups, r.pool) for r in config.routes] == [
+        (("Accounting",), "accounting"), (("Marketing",), "marketing"), (("Sales",), "sales"), (None, "default"),
     ]
 
 
@@ -311,7 +312,7 @@ def test_example_config_states_the_defaults() -> None:
     """Every key in the example is set to its default, so the comments cannot drift."""
     example = load_config(REPO_ROOT / "config.example.toml")
     minimal = parse_config(MINIMAL)
-    for section in ("balancer", "identity", "sticky", "log"):
+    for section in ("balancer", "identity", "sticky", "log", "health", "admin"):
         assert getattr(example, section) == getattr(minimal, section), section
     assert example.pools[0].balance == minimal.pools[0].balance
 
