@@ -267,7 +267,7 @@ def _explain(client: ApiClient, args: argparse.Namespace) -> Output:
         if value:
             query[name] = value
     data = client.get("/api/v1/explain", query)
-    return Output(data, views.explain(data, args.user or ""))
+    return Output(data, views.explain(data, args.user))
 
 
 def _config(client: ApiClient, _: argparse.Namespace) -> Output:

@@ -67,7 +67,8 @@ def _renumbered(error: str, start: int, entries: list[dict[str, Any]]) -> str:
     if match is None:
         return error
     index = start + int(match[1])
-    user = entries[index].get("user") if 0 <= index < len(entries) else None
+    entry = entries[index] if 0 <= index < len(entries) else None
+    user = entry.get("user") if isinstance(entry, dict) else None
     who = f" (user {safe(user)})" if isinstance(user, str) else ""
     return f"entries[{index}]{who}{error[match.end():]}"
 
@@ -119,8 +120,13 @@ def parse_haproxy_dump(text: str, servers: list[str] | None, pool: str | None) -
     entries = []
     for entry in found:
         if entry.server_name is None:
-            skipped.append(f"key={safe(entry.key)} server_id={entry.server_id}: no server name in the dump; "
-                           "pass --servers NAME1,NAME2,... (the backend's servers, in id order)")
+            skipped.append(f"key={safe(entry.key)} server_id={entry.server_id}: {_unnamed(servers)}")
             continue
         entries.append({"user": entry.key, "server": entry.server_name} | ({"pool": pool} if pool else {}))
     return HaproxyDump(entries, skipped)
+
+
+def _unnamed(servers: list[str] | None) -> str:
+    if servers is None:
+        return "no server name in the dump; pass --servers NAME1,NAME2,... (the backend's servers, in id order)"
+    return f"no server name in the dump, and --servers names only {len(servers)} server(s)"

@@ -94,10 +94,10 @@ def reloaded(data: dict[str, Any]) -> str:
            f"{status.get('reloads_failed', 0)} failed)"
 
 
-def explain(data: dict[str, Any], asked: str) -> str:
+def explain(data: dict[str, Any], asked: str | None) -> str:
     """Like `rdpbalancer explain`, with the running balancer's health and sticky table."""
     key, candidates = data.get("user"), data.get("candidates") or []
-    lines = [f"user: {safe(asked)} -> key {safe(key) if key else '- (no cookie)'}"]
+    lines = [f"user: {safe(asked)} -> key {safe(key)}" if asked and key else "user: - (no cookie)"]
     if len(candidates) > 1 or (key and candidates and candidates[0] != key):
         lines.append(f"truncated name: stands for {', '.join(safe(c) for c in candidates)}")
     if data.get("groups"):

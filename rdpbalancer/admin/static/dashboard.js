@@ -69,7 +69,15 @@
     return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
   }
 
-  const clock = (ts) => (ts ? new Date((ts - clockOffsetS) * 1000).toLocaleTimeString([], {hour12: false}) : '–');
+  /** "23:26:01" today, "Nov 24 23:26:01" on another day (in the browser's time zone). */
+  function clock(ts) {
+    if (!ts) return '–';
+    const when = new Date((ts - clockOffsetS) * 1000);
+    const time = when.toLocaleTimeString([], {hour12: false});
+    if (when.toDateString() === new Date().toDateString()) return time;
+    return `${when.toLocaleDateString([], {month: 'short', day: 'numeric'})} ${time}`;
+  }
+
   const stamp = (ts) => (ts ? new Date((ts - clockOffsetS) * 1000).toLocaleString([], {hour12: false}) : '');
 
   // -- the API -------------------------------------------------------------------------------
@@ -81,7 +89,10 @@
     }
   }
 
-  function token() {
+  /** The token field is the one source of truth; sessionStorage only carries it across reloads. */
+  const token = () => $('#token').value.trim();
+
+  function storedToken() {
     try {
       return sessionStorage.getItem(TOKEN_KEY) || '';
     } catch {
@@ -91,7 +102,7 @@
 
   async function api(path, {method = 'GET', body} = {}) {
     const headers = {Accept: 'application/json'};
-    const secret = token() || $('#token').value.trim();
+    const secret = token();
     if (secret) headers.Authorization = `Bearer ${secret}`;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     const abort = new AbortController();
@@ -134,8 +145,9 @@
     try {
       const spec = await api('/api/v1/openapi.json');
       setText($('#version'), `v${spec.info.version}`);
+      return true;
     } catch {
-      // retried by the next successful poll
+      return false; // asked again after the next successful poll
     }
   }
 
@@ -166,13 +178,14 @@
     if (view) return view;
     const meta = el('span', {class: 'pool-meta'});
     const tbody = el('tbody');
+    const th = (cls, text, title) => el('th', {class: cls, title}, text);
     const head = el('tr', {},
-      el('th', {}, 'server'), el('th', {}, 'state'), el('th', {}, 'health'), el('th', {}, 'check'),
-      el('th', {class: 'num', title: 'weight in this pool'}, 'weight'),
-      el('th', {class: 'num', title: 'sessions relaying now'}, 'sessions'),
-      el('th', {class: 'num', title: 'open connections counted by the balancing algorithm'}, 'conns'),
-      el('th', {class: 'num', title: 'users whose sticky entry points here'}, 'homed'),
-      el('th', {class: 'num'}, 'actions'));
+      th('c-server', 'server'), th('c-state', 'state'), th('c-health', 'health'), th('c-check', 'check'),
+      th('num c-weight', 'weight', 'weight in this pool'),
+      th('num c-sessions', 'sessions', 'sessions relaying now'),
+      th('num c-conns', 'conns', 'open connections counted by the balancing algorithm'),
+      th('num c-homed', 'homed', 'users whose sticky entry points here'),
+      th('num c-actions', 'actions', 'admin state (needs the admin token)'));
     const root = el('div', {class: 'pool', data: {pool: name}},
       el('div', {class: 'pool-head'}, el('span', {class: 'pool-name'}, name), meta),
       el('table', {class: 'grid servers'}, el('thead', {}, head), tbody));
@@ -314,6 +327,11 @@
     return el('td', {class: 'user'}, user);
   }
 
+  function routeText(d) {
+    if (!d.detail) return d.route || '';
+    return !d.route || d.detail.includes(d.route) ? d.detail : `${d.route} — ${d.detail}`;
+  }
+
   function renderDecisions(decisions) {
     decisionsCache = decisions;
     const filter = $('#decisions-filter').value.trim().toLowerCase();
@@ -330,7 +348,7 @@
         el('td', {class: 'pool'}, d.pool || '–'),
         el('td', {class: 'server'}, d.server || '–'),
         el('td', {class: 'reason-cell'}, reasonPill(d.reason)),
-        el('td', {class: 'detail'}, [d.route, d.detail].filter(Boolean).join(' — ')))));
+        el('td', {class: 'detail'}, routeText(d)))));
     }
     $('#decisions-empty').hidden = shown.length > 0;
     setText($('#decisions-empty'), filter ? 'No decision matches the filter.' : 'No connection routed yet.');
@@ -376,7 +394,7 @@
       connected();
       if (!haveVersion) {
         haveVersion = true;
-        loadVersion();
+        loadVersion().then((ok) => { haveVersion = ok; });
       }
     } catch (err) {
       disconnected(err);
@@ -494,11 +512,12 @@
   function renderExplain(x) {
     const d = x.decision;
     const refused = !d.servers || !d.servers.length;
+    const nowhere = d.reason === 'denied' ? 'refused' : 'no server can take them';
     const verdict = el('div', {class: 'verdict', id: 'lookup-verdict'},
       el('span', {class: 'user'}, x.user === null ? '(no user)' : x.user),
       el('span', {class: 'arrow'}, '→'),
       refused
-        ? el('span', {id: 'lookup-servers', class: 'refused'}, 'refused')
+        ? el('span', {id: 'lookup-servers', class: 'refused'}, nowhere)
         : el('span', {}, 'pool ', el('b', {id: 'lookup-pool'}, d.pool), el('span', {class: 'arrow'}, '→'),
           el('b', {id: 'lookup-servers'}, d.servers.join(', '))),
       ' ', reasonPill(d.reason));
@@ -548,7 +567,7 @@
 
   function initToken() {
     const input = $('#token');
-    input.value = token();
+    input.value = storedToken();
     const mark = () => input.classList.toggle('has-token', input.value.trim() !== '');
     input.addEventListener('input', () => {
       const value = input.value.trim();
