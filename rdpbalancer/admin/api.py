@@ -70,6 +70,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 @web.middleware
+async def _no_stale_assets(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Static files revalidate: after an upgrade the browser must not keep an old dashboard.js."""
+    response = await handler(request)
+    if request.path.startswith("/static/"):
+        response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     mutating = request.method not in ("GET", "HEAD", "OPTIONS")
     public = request.path in ("/healthz", "/api/v1/openapi.json") or request.path.startswith("/static/") \
@@ -306,7 +315,7 @@ async def dashboard(_: web.Request) -> web.FileResponse:
 # -- the application ----------------------------------------------------------------------------------
 
 def build_app(bal: Balancer, token: str | None, read_auth: bool) -> web.Application:
-    app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[_errors, _auth, _no_stale_assets], client_max_size=MAX_BODY_BYTES)
     app[BAL_KEY], app[TOKEN_KEY], app[READ_AUTH_KEY] = bal, token, read_auth
     r = app.router
     r.add_get("/healthz", healthz)

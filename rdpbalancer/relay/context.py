@@ -81,6 +81,7 @@ class RelayContext:
             "at": time.time(), "session": session.id, "client": session.client_addr[0],
             "user": session.user, "pool": decision.pool if decision else None, "server": server,
             "reason": reason, "route": decision.route if decision else None, "detail": detail[:200],
+            "moved_from": decision.moved_from if decision else None,
         })
 
     def new_session_id(self) -> str:

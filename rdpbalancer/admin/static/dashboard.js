@@ -195,11 +195,15 @@
   }
 
   function serverRow(pool, name) {
-    const cell = (cls) => el('td', {class: cls});
+    const span = (cls, text) => el('span', {class: cls}, text);
     const v = {
-      name: el('span', {class: 'srv-name'}, name), address: el('span', {class: 'address'}),
-      state: cell('state'), health: cell('health-cell'), check: cell('check-cell'), weight: cell('num weight'),
-      sessions: cell('num sessions'), connections: cell('num connections'), homed: cell('num homed'),
+      name: span('srv-name', name), address: span('address'),
+      statePill: span('pill admin-state'),
+      override: span('override', 'override'),
+      healthPill: span('pill health'), since: span('since health-since'),
+      checkKind: span('check'), checkMeta: span('check-meta'), lastError: span('last-error'),
+      weight: el('td', {class: 'num weight'}), sessions: el('td', {class: 'num sessions'}),
+      connections: el('td', {class: 'num connections'}), homed: el('td', {class: 'num homed'}),
       buttons: {},
     };
     const actions = el('td', {class: 'actions'});
@@ -210,41 +214,42 @@
       actions.append(button);
     }
     v.row = el('tr', {data: {server: name, pool}},
-      el('td', {class: 'server'}, v.name, v.address), v.state, v.health, v.check, v.weight, v.sessions,
-      v.connections, v.homed, actions);
+      el('td', {class: 'server'}, v.name, v.address),
+      el('td', {class: 'state'}, v.statePill, v.override),
+      el('td', {class: 'health-cell'}, v.healthPill, v.since),
+      el('td', {class: 'check-cell'}, v.checkKind, v.checkMeta, v.lastError),
+      v.weight, v.sessions, v.connections, v.homed, actions);
     return v;
   }
 
+  /** Update a row in place: elements stay, so hover, focus and a click in progress are not disturbed. */
   function updateServerRow(v, s, pool) {
     const weight = (s.pools.find((p) => p.pool === pool) || {}).weight;
     setText(v.address, s.address);
-    v.row.className = [s.health === 'down' ? 'row-down' : '', s.admin_state !== 'ready' ? `row-${s.admin_state}` : '']
-      .join(' ').trim();
+    setClass(v.row, [s.health === 'down' ? 'row-down' : '', s.admin_state !== 'ready' ? `row-${s.admin_state}` : '']
+      .join(' ').trim());
     v.row.dataset.health = s.health;
     v.row.dataset.state = s.admin_state;
 
-    const statePill = pill('a', s.admin_state, 'admin-state');
-    const override = s.admin_state_override
-      ? el('span', {class: 'override', title: `set at run time; the configuration says ${s.admin_state_config}`},
-        'override')
-      : null;
-    replaceIfChanged(v.state, `${s.admin_state}|${s.admin_state_override}`, statePill, override);
+    setText(v.statePill, s.admin_state);
+    setClass(v.statePill, `pill admin-state a-${s.admin_state}`);
+    v.override.hidden = !s.admin_state_override;
+    v.override.title = `set at run time; the configuration says ${s.admin_state_config}`;
 
-    const since = s.health_since ? `for ${duration(nowS() - s.health_since)}` : '';
-    replaceIfChanged(v.health, `${s.health}|${since}`,
-      pill('h', s.health, 'health'),
-      since ? el('span', {class: 'since health-since', title: `since ${stamp(s.health_since)}`}, since) : null);
+    setText(v.healthPill, s.health);
+    setClass(v.healthPill, `pill health h-${s.health}`);
+    setText(v.since, s.health_since ? `for ${duration(nowS() - s.health_since)}` : '');
+    v.since.title = s.health_since ? `since ${stamp(s.health_since)}` : '';
 
+    const checked = s.check && s.check !== 'none';
     const latency = s.last_latency_ms !== null && s.last_latency_ms !== undefined ? `${s.last_latency_ms} ms` : '';
     const age = s.last_check ? `${duration(nowS() - s.last_check)} ago` : 'not yet';
-    const failing = s.last_error && (s.last_check_ok === false || s.health === 'down');
-    replaceIfChanged(v.check, `${s.check}|${latency}|${age}|${failing ? s.last_error : ''}`,
-      el('span', {class: 'check'}, s.check || '–'),
-      s.check && s.check !== 'none'
-        ? el('span', {class: 'check-meta', title: `last check ${stamp(s.last_check)}`},
-          [latency, age].filter(Boolean).join(' · '))
-        : null,
-      failing ? el('span', {class: 'last-error', title: 'last check error'}, s.last_error) : null);
+    setText(v.checkKind, s.check || '–');
+    setText(v.checkMeta, checked ? [latency, age].filter(Boolean).join(' · ') : '');
+    v.checkMeta.title = s.last_check ? `last check ${stamp(s.last_check)}` : '';
+    const failing = Boolean(s.last_error) && (s.last_check_ok === false || s.health === 'down');
+    setText(v.lastError, failing ? s.last_error : '');
+    v.lastError.hidden = !failing;
 
     setText(v.weight, weight === undefined ? '–' : weight);
     setText(v.sessions, s.active_sessions);
@@ -259,11 +264,8 @@
     }
   }
 
-  /** Swap a cell's children only when what it shows changed (keeps hover and selection stable). */
-  function replaceIfChanged(cell, signature, ...children) {
-    if (cell.dataset.sig === signature) return;
-    cell.dataset.sig = signature;
-    cell.replaceChildren(...children.filter(Boolean));
+  function setClass(node, className) {
+    if (node.className !== className) node.className = className;
   }
 
   function renderPools(pools, servers) {

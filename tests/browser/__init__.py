@@ -1,0 +1,1 @@
+"""Dashboard tests in real headless Chromium (Selenium + chromedriver)."""
