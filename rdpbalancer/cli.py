@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from rdpbalancer import __version__
+from rdpbalancer.ctl import add_ctl_parser, run_ctl
+from rdpbalancer.demo import add_demo_parser, run_demo
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate-haproxy", help="print an rdpbalancer configuration equivalent to an HAProxy one")
     mig.add_argument("haproxy_cfg", metavar="HAPROXY_CFG")
     mig.add_argument("--acl-dir", metavar="DIR", help="where the ACL files (-f) are, if not at their original paths")
+    add_ctl_parser(sub)
+    add_demo_parser(sub)
     return parser
 
 
@@ -36,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run, "check-config": _check, "explain": _explain, "migrate-haproxy": _migrate,
+        "ctl": run_ctl, "demo": run_demo,
     }
     return commands[args.command](args)
 
