@@ -1,0 +1,211 @@
+"""One cell = one scenario against one target, once: fresh test server, fresh proxy, one record.
+
+A record is a flat dict of numbers (plus `errors` and `first_error`), keyed as the scenario's
+metrics name them. Every proxy starts anew for each cell, with an empty sticky file (S1M: a
+copy of the generated one), so no cell inherits another's state.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from rdpbench import procs
+from rdpbench.cprogs import Binaries, HeldLoad, TestServer, loadgen_argv, run_loadgen
+from rdpbench.procs import BenchError
+from rdpbench.scenarios import Scenario
+from rdpbench.stickydb import fresh_copy
+from rdpbench.targets import ProxyOptions, Running, Target
+
+BACKENDS = 4  # test server ports, one per configured server: leastconn has a choice to make
+SESSION_FD_RESERVE = 500  # M10k: descriptors left to the proxy besides 2 per session
+WARMUP_SESSIONS = 200  # M10k: opened and closed before the baseline, so one-off allocations are not counted
+PROBE_SOCKETS = 2 * BACKENDS  # M10k: health-check probes (one per server) that may be open at any moment
+SETTLE_TIMEOUT_S = 15.0  # M10k: for the proxy to close or open every session's backend socket
+HOLD_MAX_S = 300.0  # M10k: the load generator lets its sessions go by itself after this
+SETTLE_POLL_S = 0.02
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CellEnv:
+    binaries: Binaries
+    load_cpus: list[int]
+    proxy: ProxyOptions
+    quick: bool
+    cell_dir: Path
+    cookie_prefix: str
+    sticky_source: Path | None = None  # S1M: the generated sticky file
+
+
+def run_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
+    runners: dict[str, Callable[[Scenario, Target, CellEnv], Record]] = {
+        "load": load_cell, "memory": memory_cell, "startup": startup_cell,
+    }
+    env.cell_dir.mkdir(parents=True, exist_ok=True)
+    return runners[scenario.kind](scenario, target, env)
+
+
+def _server(env: CellEnv) -> TestServer:
+    return TestServer(env.binaries.server, env.load_cpus, BACKENDS, env.cell_dir / "testserver.log")
+
+
+# --- throughput, ping-pong, connection setup ------------------------------------------------------
+
+
+def load_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
+    size = scenario.size(env.quick)
+    with _server(env) as server, target.running(env.cell_dir, server.ports, env.proxy) as proxy:
+        argv = loadgen_argv(env.binaries, env.load_cpus, proxy.port, scenario.mode, size.conns, size.duration_s,
+                            env.cookie_prefix)
+        before = Usage.now(proxy, server)
+        result = run_loadgen(argv, size.duration_s)
+        used = Usage.now(proxy, server).minus(before)
+    return {
+        "mb_per_s": result["mb_per_s"],
+        "ops_per_s": result["ops_per_s"],
+        "lat_p50_ms": result["lat_p50_us"] / 1000,
+        "lat_p99_ms": result["lat_p99_us"] / 1000,
+        "lat_max_ms": result["lat_max_us"] / 1000,
+        "ops": result["ops"],
+        "window_s": result["window_s"],
+        **used.percentages(result, env, has_proxy=proxy.proc is not None),
+        **_errors(result, expected=size.conns if scenario.mode != "setup" else None),
+    }
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds of the proxy and the test server, and per-core busy/total jiffies."""
+
+    proxy_s: float
+    server_s: float
+    cores: dict[int, tuple[int, int]]
+
+    @classmethod
+    def now(cls, proxy: Running, server: TestServer) -> Usage:
+        proxy_s = procs.cpu_s(proxy.pid) if proxy.pid is not None else 0.0
+        return cls(proxy_s, server.cpu_s(), procs.cpu_times())
+
+    def minus(self, before: Usage) -> Usage:
+        cores = {c: (b - before.cores[c][0], t - before.cores[c][1]) for c, (b, t) in self.cores.items()}
+        return Usage(self.proxy_s - before.proxy_s, self.server_s - before.server_s, cores)
+
+    def percentages(self, result: Record, env: CellEnv, has_proxy: bool) -> Record:
+        """In % of one core over the load generator's run (its own CPU time comes from its result)."""
+        wall = result["wall_s"] or 1e-9
+        loadgen_s = result["cpu_user_s"] + result["cpu_sys_s"]
+        zero = dict.fromkeys(self.cores, (0, 0))
+        return {
+            "proxy_cpu_pct": 100 * self.proxy_s / wall if has_proxy else None,
+            "load_cpu_pct": 100 * (loadgen_s + self.server_s) / wall,
+            "loadgen_cpu_pct": 100 * loadgen_s / wall,
+            "server_cpu_pct": 100 * self.server_s / wall,
+            "proxy_core_busy_pct": procs.busy_pct(zero, self.cores, env.proxy.cpus),
+            "load_core_busy_pct": procs.busy_pct(zero, self.cores, env.load_cpus),
+        }
+
+
+def _errors(result: Record, expected: int | None) -> Record:
+    errors, first = result["errors"], result["first_error"]
+    if expected is not None and result["established"] != expected and not errors:
+        errors, first = 1, f"{result['established']} of {expected} sessions established"
+    if result.get("timed_out"):
+        errors, first = max(errors, 1), first or "load generator timed out"
+    return {"errors": errors, "first_error": first}
+
+
+# --- memory per idle session ---------------------------------------------------------------------
+
+
+def sessions_that_fit(wanted: int, fd_limit: int) -> int:
+    """A proxied session holds 2 descriptors in the proxy, and the hard limit cannot be raised."""
+    return max(1, min(wanted, (fd_limit - SESSION_FD_RESERVE) // 2))
+
+
+def memory_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
+    sessions = sessions_that_fit(scenario.size(env.quick).conns, env.proxy.fd_limit)
+    warmup = min(WARMUP_SESSIONS, sessions)
+    with _server(env) as server, target.running(env.cell_dir, server.ports, env.proxy) as proxy:
+        assert proxy.pid is not None
+        idle_sockets = procs.open_sockets(proxy.pid)
+        warm = run_loadgen(_idle_argv(env, proxy.port, warmup, "w", hold_s=0), 60)
+        _settle(proxy.pid, lambda n: n <= idle_sockets + PROBE_SOCKETS, "warm-up sessions to close")
+        rss_before = procs.rss_kb(proxy.pid)
+        with HeldLoad(_idle_argv(env, proxy.port, sessions, "m", HOLD_MAX_S), HOLD_MAX_S) as held:
+            ready = held.wait_ready()
+            _settle(proxy.pid, lambda n: n >= 2 * ready["established"], "sessions to open")
+            rss_after = procs.rss_kb(proxy.pid)
+            result = held.release()
+    growth_kib = rss_after - rss_before
+    return {
+        "sessions": sessions,
+        "kib_per_session": growth_kib / sessions,
+        "rss_growth_mb": growth_kib / 1024,
+        "rss_before_mb": rss_before / 1024,
+        "rss_after_mb": rss_after / 1024,
+        **_errors(_merge_errors(warm, result), expected=sessions),
+    }
+
+
+def _idle_argv(env: CellEnv, port: int, sessions: int, tag: str, hold_s: float) -> list[str]:
+    return loadgen_argv(env.binaries, env.load_cpus, port, "idle", sessions, hold_s, env.cookie_prefix + tag,
+                        {"timeout": hold_s + 120, "burst": 256})
+
+
+def _merge_errors(warm: Record, held: Record) -> Record:
+    """The held sessions' result (sessions that died while held count among its errors), carrying
+    the warm-up's error when only the warm-up had one."""
+    if warm["errors"] and not held["errors"]:
+        return {**held, "errors": warm["errors"], "first_error": "warm-up: " + warm["first_error"]}
+    return held
+
+
+def _settle(pid: int, done: Callable[[int], bool], what: str) -> None:
+    """Wait until the proxy's count of open sockets says `what` has happened."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while not done(procs.open_sockets(pid)):
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out waiting for {what} (proxy has {procs.open_sockets(pid)} sockets)")
+        time.sleep(SETTLE_POLL_S)
+
+
+# --- start-up with a large sticky table ------------------------------------------------------------
+
+
+def startup_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
+    entries = scenario.size(env.quick).conns
+    assert env.sticky_source is not None
+    opts = replace(env.proxy, rdpb_log_level="info")  # no sessions here; the start-up line counts entries
+    with _server(env) as server:
+        with target.running(env.cell_dir / "empty", server.ports, opts) as empty:
+            assert empty.pid is not None
+            empty_rss = procs.rss_kb(empty.pid)
+        db = fresh_copy(env.sticky_source, env.cell_dir / "sticky-full.db")
+        with target.running(env.cell_dir / "full", server.ports, opts, db=db) as full:
+            assert full.pid is not None and full.log is not None
+            rss, hwm = procs.rss_kb(full.pid), procs.hwm_kb(full.pid)
+    loaded = _entries_loaded(full.log)
+    return {
+        "entries": entries,
+        "entries_loaded": loaded,
+        "start_s": full.start_s,
+        "start_empty_s": empty.start_s,
+        "rss_mb": rss / 1024,
+        "hwm_mb": hwm / 1024,
+        "rss_empty_mb": empty_rss / 1024,
+        "bytes_per_entry": (rss - empty_rss) * 1024 / entries,
+        "errors": int(loaded is not None and loaded != entries),
+        "first_error": f"{loaded} of {entries} sticky entries loaded" if loaded not in (None, entries) else "",
+    }
+
+
+def _entries_loaded(log: Path) -> int | None:
+    """The count in rdpbalancer's "sticky table ...: N entries loaded" line (None if not found:
+    the line is a check on the fixture, not something to fail the benchmark over)."""
+    found = re.search(r"sticky table .*?: (\d+) entries loaded", log.read_text(errors="replace"))
+    return int(found.group(1)) if found else None

@@ -1,0 +1,235 @@
+"""What the load goes through: nothing (direct), HAProxy (two variants) or rdpbalancer (1 or 2 workers).
+
+A target turns the test server's ports into a running proxy with one listening port, pinned to
+the proxy CPUs, and stops it again. Configurations are written from the templates below, which
+are the whole of what each proxy is told.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rdpbench.procs import BenchError, free_port, pinned, stop, wait_accepting
+
+ROOT = Path(__file__).resolve().parents[2]
+POOL_NAME = "bench"
+STICKY_MAX_ENTRIES = 2_000_000  # room for the S1M table; the other scenarios stay far below
+RDPB_LOG_LEVEL = "warning"  # per-session info lines off: HAProxy runs without a log here too
+START_TIMEOUT_S = 180.0  # loading a million sticky entries takes a while on a slow disk
+FD_RESERVE = 200  # descriptors a proxy needs besides its sessions' sockets (listeners, files, epoll)
+# splice-auto: HAProxy reserves 2 descriptors per pipe (default maxpipes = maxconn/4, which would
+# not fit the 20,000 open-files hard limit beside M10k's sessions). A pipe is held only while a
+# session has data in flight, so this is plenty for 8 bulk connections.
+HAPROXY_MAXPIPES = 64
+
+HAPROXY_TEMPLATE = """\
+global
+    nbthread 1
+    maxconn {maxconn}
+{extra_global}
+defaults
+    mode tcp
+    timeout connect 4s
+    timeout client 1h
+    timeout server 1h
+{extra_defaults}
+frontend rdp
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 2s
+    tcp-request content accept if RDP_COOKIE
+    default_backend farm
+
+backend farm
+    balance leastconn
+    stick-table type string len 32 size 1m expire 8h
+    stick on rdp_cookie(mstshash)
+{servers}
+"""
+
+RDPB_TEMPLATE = """\
+[balancer]
+listen = ["127.0.0.1:{port}"]
+{balancer_extra}
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[sticky]
+path = "{db}"
+ttl = "8h"
+max_entries = {max_entries}
+sync = "{sync}"
+
+[log]
+level = "{log_level}"
+
+[[pool]]
+name = "{pool}"
+servers = [
+{servers}
+]
+"""
+
+
+def server_names(count: int) -> list[str]:
+    return [f"TS{i + 1:02d}" for i in range(count)]
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    cpus: list[int]
+    sync: str  # rdpbalancer [sticky] sync
+    fd_limit: int
+    rdpb_log_level: str = RDPB_LOG_LEVEL
+
+
+@dataclass
+class Running:
+    """A started proxy: where it listens, its process, how long it took to accept connections."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None  # None for the direct target: there is no proxy
+    log: Path | None
+    start_s: float
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+
+class Target:
+    name = ""
+    kind = ""  # "direct", "haproxy" or "rdpb"
+    description = ""
+
+    def check(self, workdir: Path) -> str | None:
+        """None if this target can run here, else why not (reported as "unsupported")."""
+        return None
+
+    def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
+        raise NotImplementedError
+
+    def argv(self, config_path: Path) -> list[str]:
+        raise NotImplementedError
+
+    @contextmanager
+    def running(self, cell_dir: Path, backends: list[int], opts: ProxyOptions,
+                db: Path | None = None) -> Iterator[Running]:
+        port = free_port()
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        config_path = cell_dir / f"{self.name}.conf"
+        config_path.write_text(self.config(port, backends, opts, db or cell_dir / "sticky.db"))
+        log = cell_dir / f"{self.name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(pinned(opts.cpus, self.argv(config_path)), stdout=out, stderr=subprocess.STDOUT,
+                                    env=_child_env())
+        try:
+            start_s = wait_accepting(port, proc, START_TIMEOUT_S, log)
+            yield Running(port=port, proc=proc, log=log, start_s=start_s)
+        finally:
+            stop(proc)
+
+
+def _child_env() -> dict[str, str]:
+    """The runner's environment; the checkout's rdpbalancer first on the path."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
+
+
+class Direct(Target):
+    name, kind = "direct", "direct"
+    description = "the load generator talks to the test server itself: the ceiling of this machine"
+
+    @contextmanager
+    def running(self, cell_dir: Path, backends: list[int], opts: ProxyOptions,
+                db: Path | None = None) -> Iterator[Running]:
+        yield Running(port=backends[0], proc=None, log=None, start_s=0.0)
+
+
+class HAProxy(Target):
+    kind = "haproxy"
+
+    def __init__(self, name: str, splice: bool) -> None:
+        self.name = name
+        self.splice = splice
+        self.description = "HAProxy, nbthread 1, mode tcp, RDP cookie stickiness" + (
+            ", option splice-auto" if splice else "")
+
+    def check(self, workdir: Path) -> str | None:
+        if shutil.which("haproxy") is None:
+            raise BenchError("haproxy is not installed (Debian: apt-get install haproxy); it is the reference")
+        config_path = workdir / f"check-{self.name}.cfg"
+        config_path.write_text(self.config(free_port(), [1], ProxyOptions([], "full", 20_000), Path()))
+        done = subprocess.run(["haproxy", "-c", "-q", "-f", str(config_path)], capture_output=True, text=True,
+                              check=False)
+        if done.returncode != 0:
+            raise BenchError(f"haproxy rejects the benchmark configuration:\n{done.stdout}{done.stderr}")
+        return None
+
+    def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
+        servers = "\n".join(f"    server {name} 127.0.0.1:{p}"
+                            for name, p in zip(server_names(len(backends)), backends, strict=True))
+        pipes = HAPROXY_MAXPIPES if self.splice else 0
+        return HAPROXY_TEMPLATE.format(
+            maxconn=(opts.fd_limit - FD_RESERVE - 2 * pipes) // 2, port=port, servers=servers,
+            extra_global=f"    maxpipes {pipes}\n" if self.splice else "",
+            extra_defaults="    option splice-auto\n" if self.splice else "",
+        )
+
+    def argv(self, config_path: Path) -> list[str]:
+        return ["haproxy", "-db", "-f", str(config_path)]
+
+
+class Rdpbalancer(Target):
+    """rdpbalancer with its defaults (relay "auto", health checks, admin API on a free port)."""
+
+    kind = "rdpb"
+
+    def __init__(self, name: str, workers: int, relay: str | None = None) -> None:
+        self.name = name
+        self.workers = workers
+        self.relay = relay  # None: the product's default
+        self.description = (f"rdpbalancer from this checkout, {workers} worker{'s' if workers > 1 else ''}"
+                            + (f", relay = {relay}" if relay else ""))
+
+    def check(self, workdir: Path) -> str | None:
+        """Runs `rdpbalancer check-config` on this target's configuration."""
+        config_path = workdir / f"check-{self.name}.toml"
+        config_path.write_text(self.config(free_port(), [1], ProxyOptions([], "full", 20_000), workdir / "x.db"))
+        done = subprocess.run([sys.executable, "-m", "rdpbalancer", "check-config", "-c", str(config_path)],
+                              capture_output=True, text=True, check=False, env=_child_env(), timeout=60)
+        if done.returncode == 0:
+            return None
+        return " ".join((done.stderr or done.stdout).split())
+
+    def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
+        servers = ",\n".join(f'  {{ name = "{name}", address = "127.0.0.1:{p}", weight = 1 }}'
+                             for name, p in zip(server_names(len(backends)), backends, strict=True))
+        extra = [f"workers = {self.workers}"] if self.workers > 1 else []
+        extra += [f'relay = "{self.relay}"'] if self.relay else []
+        return RDPB_TEMPLATE.format(
+            port=port, admin_port=free_port(), db=db, max_entries=STICKY_MAX_ENTRIES, sync=opts.sync,
+            log_level=opts.rdpb_log_level, pool=POOL_NAME, servers=servers, balancer_extra="\n".join(extra),
+        )
+
+    def argv(self, config_path: Path) -> list[str]:
+        return [sys.executable, "-m", "rdpbalancer", "run", "-c", str(config_path)]
+
+
+ALL_TARGETS: dict[str, Target] = {
+    t.name: t for t in (
+        Direct(),
+        HAProxy("haproxy", splice=False),
+        HAProxy("haproxy-splice", splice=True),
+        Rdpbalancer("rdpb1", workers=1),
+        Rdpbalancer("rdpb2", workers=2),
+        Rdpbalancer("rdpb1-copy", workers=1, relay="copy"),  # opt-in: the asyncio Protocol relay
+    )
+}
+DEFAULT_TARGETS = ["direct", "haproxy", "haproxy-splice", "rdpb1", "rdpb2"]
