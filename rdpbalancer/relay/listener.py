@@ -7,7 +7,7 @@ import socket
 
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.session import ClientSide
-from rdpbalancer.relay.sockets import format_addr
+from rdpbalancer.relay.sockets import format_addr, tune_socket
 
 LISTEN_BACKLOG = 1024  # a logon storm arrives in bursts; the kernel caps it at somaxconn anyway
 
@@ -30,6 +30,8 @@ async def open_listeners(ctx: RelayContext, addresses: list[tuple[str, int]]) ->
                 )
             except OSError as exc:
                 raise ListenError(f"cannot listen on {name}: {exc.strerror or exc}") from exc
+            for sock in server.sockets:
+                tune_socket(sock)  # inherited by every accepted connection: no per-accept syscalls
             servers.append(server)
     except BaseException:
         for server in servers:

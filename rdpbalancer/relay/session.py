@@ -92,7 +92,8 @@ class ClientSide(Leg):
         super().__init__(Session(ctx, listener, self))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        # no tune(): accepted sockets inherit TCP_NODELAY and keepalive from the listener (Linux)
+        self.transport = transport  # type: ignore[assignment]
         self.session.started_client()
 
 
@@ -298,7 +299,7 @@ class Session:
         assert self._backend_sock is not None and self.client.transport is not None and self.ctx.splice is not None
         backend, self._backend_sock = self._backend_sock, None
         transport = self.client.transport
-        client_fd = os.dup(transport.get_extra_info("socket").fileno())
+        client = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
         self.client = Leg(self)  # the old leg's connection_lost (from the abort below) is ignored
         self.client.transport, self.client.nbytes = None, len(first_bytes)
         transport.abort()  # closes the transport's fd only: our dup keeps the connection
@@ -306,13 +307,13 @@ class Session:
             await asyncio.get_running_loop().sock_sendall(backend, first_bytes)
         except OSError as exc:
             backend.close()
-            os.close(client_fd)
+            client.close()
             self.end_reason = f"server error: {describe_os_error(exc)}"
             self.state = State.RELAY
             self._finish()
             return
         self._routed()
-        self._pump = SplicePump(client_fd, backend.detach(), self.ctx.splice, self._splice_done)
+        self._pump = SplicePump(client, backend, self.ctx.splice, self._splice_done)
         self._pump.start()
 
     def _splice_done(self, up: int, down: int, reason: str) -> None:

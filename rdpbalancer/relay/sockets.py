@@ -52,15 +52,21 @@ def tune_socket(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
+_families: dict[str, int] = {}  # host literal -> address family, parsed once per server
+
+
 async def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
     """A connected non-blocking socket with no transport (for the splice relay)."""
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        address: tuple[str, int] = (host, port)
-    except ValueError:  # a host name: resolve it (off the loop, in the resolver's threads)
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, sockaddr = infos[0]
-        address = (str(sockaddr[0]), int(sockaddr[1]))
+    family = _families.get(host)
+    address: tuple[str, int] = (host, port)
+    if family is None:
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+            _families[host] = family
+        except ValueError:  # a host name: resolve it each time (off the loop, in the resolver's threads)
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            family, _, _, _, sockaddr = infos[0]
+            address = (str(sockaddr[0]), int(sockaddr[1]))
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)

@@ -152,8 +152,7 @@ class Direction:
             self.loop.remove_writer(self.dst)
             self.waiting_writable = False
         if self.eof:
-            with contextlib.suppress(OSError):
-                _shutdown(self.dst)
+            self.pump.shutdown_write(self.dst)
             self.done = True
             self.pump.direction_done()
         elif not self.reading:
@@ -161,22 +160,16 @@ class Direction:
             self.reading = True
 
 
-def _shutdown(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    finally:
-        sock.detach()
-
-
 class SplicePump:
-    """Relays between two connected, non-blocking socket fds it owns (and closes at the end)."""
+    """Relays between two connected, non-blocking sockets it owns (and closes at the end)."""
 
-    def __init__(self, client_fd: int, backend_fd: int, pool: PipePool,
+    def __init__(self, client: socket.socket, backend: socket.socket, pool: PipePool,
                  on_done: Callable[[int, int, str], None]) -> None:
         self.loop = asyncio.get_running_loop()
         self.pool = pool
-        self.client_fd, self.backend_fd = client_fd, backend_fd
+        self.client, self.backend = client, backend
+        client_fd, backend_fd = client.fileno(), backend.fileno()
+        self.sockets = {client_fd: client, backend_fd: backend}
         self.up = Direction(self, client_fd, backend_fd, "client", "server")
         self.down = Direction(self, backend_fd, client_fd, "server", "client")
         self.on_done = on_done
@@ -193,17 +186,22 @@ class SplicePump:
     def fail(self, exc: OSError, side: str) -> None:
         """A reset or error on one side: reset the other side too, promptly."""
         reason = f"{side} error: {os.strerror(exc.errno) if exc.errno else exc}"
-        for fd in (self.client_fd, self.backend_fd):
-            with contextlib.suppress(OSError):
-                _set_linger_reset(fd)
+        self._reset_both()
         self._close(reason)
 
     def abort(self, reason: str) -> None:
         if not self.closed:
-            for fd in (self.client_fd, self.backend_fd):
-                with contextlib.suppress(OSError):
-                    _set_linger_reset(fd)
+            self._reset_both()
             self._close(reason)
+
+    def _reset_both(self) -> None:
+        for sock in (self.client, self.backend):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+
+    def shutdown_write(self, fd: int) -> None:
+        with contextlib.suppress(OSError):
+            self.sockets[fd].shutdown(socket.SHUT_WR)
 
     def _close(self, reason: str) -> None:
         if self.closed:
@@ -211,18 +209,9 @@ class SplicePump:
         self.closed = True
         self.up.stop()
         self.down.stop()
-        for fd in (self.client_fd, self.backend_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.client.close()
+        self.backend.close()
         self.on_done(self.up.nbytes, self.down.nbytes, reason)
-
-
-def _set_linger_reset(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    finally:
-        sock.detach()
 
 
 def set_nonblocking(fd: int) -> None:

@@ -222,3 +222,14 @@ async def test_many_concurrent_sessions(tmp_path: Path, mode: str) -> None:
         assert all(await asyncio.gather(*(one(i) for i in range(200))))
         await wait_until(lambda: not bal.ctx.sessions, IO_S)
         assert not bal.router.connections
+
+
+async def test_accepted_client_sockets_inherit_nodelay_and_keepalive(tmp_path: Path) -> None:
+    async with relay(tmp_path, "copy", echo) as (bal, _):
+        client = await rdp_connect(bal.addresses[0][1], "alice")
+        session = next(iter(bal.ctx.sessions.values()))
+        sock = session.client.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+        await client.close()
