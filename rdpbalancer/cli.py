@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from rdpbalancer import __version__
 from rdpbalancer.ctl import add_ctl_parser, run_ctl
 from rdpbalancer.demo import add_demo_parser, run_demo
+from rdpbalancer.runtime import loop_factory
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         await Balancer(config).run()
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve())
     except (ListenError, StoreError, DirectoryError, AdminError) as exc:
         print(f"rdpbalancer: {exc}", file=sys.stderr)
@@ -92,14 +93,6 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def _explain(args: argparse.Namespace) -> int:

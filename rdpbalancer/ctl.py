@@ -34,6 +34,7 @@ from rdpbalancer.ctl_client import (
 from rdpbalancer.ctl_commands import Command, Output
 from rdpbalancer.ctl_sticky import IMPORT_CHUNK
 from rdpbalancer.ctl_table import safe
+from rdpbalancer.runtime import positive_seconds
 
 MAX_WEIGHT = 256  # config.types.MAX_WEIGHT; the API checks it too
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -152,7 +153,7 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     group.add_argument("--token-file", default=default(None), metavar="FILE", help="file holding the admin token")
     group.add_argument("-c", "--config", default=default(None), metavar="FILE",
                        help="the balancer's configuration: use its [admin] listen and token_file")
-    group.add_argument("--timeout", default=default(DEFAULT_TIMEOUT_S), type=_positive_float, metavar="SECONDS",
+    group.add_argument("--timeout", default=default(DEFAULT_TIMEOUT_S), type=positive_seconds, metavar="SECONDS",
                        help=f"for each request (default {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--json", action="store_true", default=default(False), help="print the API's JSON")
 
@@ -187,16 +188,6 @@ def _weight(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) > MAX_WEIGHT:
         raise argparse.ArgumentTypeError(f"weight must be a whole number from 0 to {MAX_WEIGHT}, not {text!r}")
     return int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
-    return value
 
 
 def _chunk(text: str) -> int:

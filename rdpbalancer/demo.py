@@ -35,6 +35,7 @@ from rdpbalancer.proto import (
     build_connection_confirm,
     build_connection_request,
 )
+from rdpbalancer.runtime import loop_factory, positive_seconds
 
 if TYPE_CHECKING:
     from rdpbalancer.app import Balancer
@@ -394,7 +395,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-port", type=_port, default=DEFAULT_ADMIN_PORT,
                         help=f"port of the dashboard and admin API (default {DEFAULT_ADMIN_PORT}, "
                              "a free one if busy; 0 = any)")
-    parser.add_argument("--duration", type=_seconds, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_seconds, metavar="SECONDS",
                         help="stop after this long (default: run until Ctrl-C)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also log the balancer's line for every session")
@@ -406,16 +407,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
-    return value
-
-
 def run_demo(args: argparse.Namespace) -> int:
     from rdpbalancer.logs import setup_logging  # noqa: PLC0415
 
@@ -423,18 +414,10 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.verbose:  # one line per logon comes from the demo itself
         logging.getLogger("rdpbalancer.session").setLevel(logging.WARNING)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
             return runner.run(run(args))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return 130
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,16 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE sticky (
-    key       TEXT PRIMARY KEY,
-    pool      TEXT NOT NULL,
-    server    TEXT NOT NULL,
-    created   REAL NOT NULL,
-    last_used REAL NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX sticky_server ON sticky(server);
-"""
+from rdpbalancer.store.sqlite import SCHEMA  # the product's own table: the benchmark file cannot drift
+
 BATCH_ROWS = 50_000
 
 

@@ -31,7 +31,7 @@ log = logging.getLogger("rdpbalancer.store")
 MAX_BATCH_CHANGES = 2048  # changes per transaction: bounds one commit's latency under a storm
 BUSY_TIMEOUT_MS = 5000  # wait for another process's lock (a worker, or a handoff successor)
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS sticky (
     key       TEXT PRIMARY KEY,
     pool      TEXT NOT NULL,
@@ -84,7 +84,7 @@ class SqliteStickyStore:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
             conn = _connect(self.path, self.sync)
             try:
-                conn.executescript(_SCHEMA)
+                conn.executescript(SCHEMA)
                 rows = conn.execute("SELECT key, pool, server, created, last_used FROM sticky").fetchall()
             finally:
                 conn.close()
