@@ -134,6 +134,9 @@ class _StateCollector(Collector):
         writes.add_metric(["success"], bal.store.commits)
         writes.add_metric(["failure"], bal.store.failures)
         yield writes
+        yield GaugeMetricFamily(P + "sticky_store_unsaved_changes",
+                                "Changes kept in memory because writing the sticky file failed",
+                                value=bal.store.unsaved)
 
     def _directory_and_config(self) -> Iterator[Metric]:
         bal = self.bal

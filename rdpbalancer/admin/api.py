@@ -131,7 +131,7 @@ async def healthz(request: web.Request) -> web.Response:
     bal = _bal(request)
     listening = bool(bal.listeners)
     up = [s["name"] for s in views.servers(bal) if s["health"] != "down" and s["admin_state"] != "maint"]
-    store_ok = bal.store.last_error is None or bal.store.failures == 0
+    store_ok = bal.store.unsaved == 0
     healthy = listening and bool(up)
     body = {"status": "ok" if healthy and store_ok else "degraded" if healthy else "down",
             "listeners": listening, "servers_up": len(up), "sticky_store_ok": store_ok}

@@ -29,6 +29,7 @@ from rdpbalancer.store import StoreError
 log = logging.getLogger("rdpbalancer.store")
 
 MAX_BATCH_CHANGES = 2048  # changes per transaction: bounds one commit's latency under a storm
+RETRY_UNSAVED_S = 5.0  # after a failed write (disk full, read-only file), try again this often
 BUSY_TIMEOUT_MS = 5000  # wait for another process's lock (a worker, or a handoff successor)
 
 SCHEMA = """
@@ -73,6 +74,9 @@ class SqliteStickyStore:
         self.failures = 0
         self.last_error: str | None = None
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # changes whose commit failed, oldest first: written again (before newer ones) once the
+        # disk accepts writes, so a disk-full episode loses nothing the table still holds
+        self._unsaved: list[_Item] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -134,16 +138,22 @@ class SqliteStickyStore:
 
     # -- the writer thread --------------------------------------------------------------------
 
+    @property
+    def unsaved(self) -> int:
+        """Changes not yet on disk because writing failed (0 when the store is healthy)."""
+        return len(self._unsaved)
+
     def _writer(self) -> None:
         conn: sqlite3.Connection | None = None
         stopping = False
         while not stopping:
             batch, stopping = self._next_batch()
-            if not batch:
+            retry = [(rows, deletes, None) for rows, deletes, _ in self._unsaved]
+            if not batch and not retry:
                 continue
             try:
                 conn = conn or _connect(self.path, self.sync)
-                self._commit(conn, batch)
+                self._commit(conn, retry + batch)
                 error = None
             except (OSError, sqlite3.Error) as exc:
                 error = exc
@@ -156,7 +166,10 @@ class SqliteStickyStore:
             conn.close()
 
     def _next_batch(self) -> tuple[list[_Item], bool]:
-        first = self._queue.get()
+        try:
+            first = self._queue.get(timeout=RETRY_UNSAVED_S if self._unsaved else None)
+        except queue.Empty:
+            return [], False  # nothing new: a retry of the unsaved changes alone
         if first is _STOP:
             return [], True
         batch: list[_Item] = [first]  # type: ignore[list-item]
@@ -187,11 +200,17 @@ class SqliteStickyStore:
     def _report(self, batch: list[_Item], error: BaseException | None) -> None:
         if error is None:
             self.commits += 1
+            if self._unsaved:
+                log.warning("sticky table %s writable again: %d change(s) kept in memory are saved now",
+                            self.path, len(self._unsaved))
+                self._unsaved.clear()
         else:
             self.failures += 1
             self.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {error}"
-            log.error("sticky table write to %s failed (%d changes kept in memory only): %s",
-                      self.path, len(batch), error)
+            self._unsaved.extend((rows, deletes, None) for rows, deletes, _ in batch)
+            log.error("sticky table write to %s failed; %d change(s) kept in memory, retried every %gs: %s",
+                      self.path, len(self._unsaved), RETRY_UNSAVED_S, error)
+        # routing never waits on a failing disk: the in-memory table is authoritative meanwhile
         futures = [f for _, _, f in batch if f is not None]
         if futures and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(_resolve_all, futures)
