@@ -10,6 +10,7 @@
 #   haproxy         the reference the benchmarks measure against (never used by the product)
 #   chromium        the dashboard tests drive real headless Chromium
 #   gcc, make       the benchmarks' C load generator and test server
+#   systemd         systemd-analyze, to verify contrib/rdpbalancer.service (nothing is started)
 #
 # Idempotent: when every package is installed already, it only says so (pass --force to run
 # apt-get anyway).  Runs as root, or through sudo when that exists.
@@ -18,9 +19,10 @@ set -euo pipefail
 PACKAGES=(
     xrdp freerdp2-x11 xvfb coreutils openssl
     samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
-    redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2
+    redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2 systemd
 )
-BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc)
+BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc
+          systemd-analyze)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
