@@ -78,7 +78,7 @@ class FakeRdpServer:
             rest = await self._handshake(reader, writer)
             if rest is not None:
                 await self._echo(rest, reader, writer)
-        except (ConnectionError, ProtocolError, asyncio.IncompleteReadError):
+        except (OSError, ProtocolError, asyncio.IncompleteReadError):  # resets, ENOTCONN on write_eof
             pass
         finally:
             self.active -= 1
