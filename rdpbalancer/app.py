@@ -26,6 +26,7 @@ from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import AdminState
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import ListenError, open_listeners
 from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.relay.splice import PipePool
@@ -60,8 +61,8 @@ class Balancer:
         self.table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
         self.router = Router(self.snapshot.policy, self.table)
         self.monitor = HealthMonitor(self.router, list(self.snapshot.checks))
-        self.ctx = RelayContext(router=self.router, store=self.store, settings=self.snapshot.relay,
-                                backend_events=self.monitor)
+        self.control = LocalControl(self.router, self.store, self.monitor, time.time)
+        self.ctx = RelayContext(control=self.control, settings=self.snapshot.relay)
         self.monitor.on_shutdown_sessions = self.close_sessions_of
         self.admin_overrides: dict[str, AdminState] = {}  # set at run time; survive reloads
         self.weight_overrides: dict[str, int] = {}

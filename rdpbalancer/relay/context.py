@@ -8,10 +8,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from rdpbalancer.policy.engine import Router
-from rdpbalancer.policy.ports import StickyStore
+from rdpbalancer.relay.control import Control
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.relay.tasks import TaskSet
 
@@ -41,32 +40,14 @@ class Stats:
     bytes_down: int = 0
 
 
-class BackendEvents(Protocol):
-    """What live traffic tells the health monitor (passive checks)."""
-
-    def connect_failed(self, server: str, error: str) -> None: ...
-
-    def connect_succeeded(self, server: str) -> None: ...
-
-
-class IgnoreBackendEvents:
-    def connect_failed(self, server: str, error: str) -> None:
-        pass
-
-    def connect_succeeded(self, server: str) -> None:
-        pass
-
-
 @dataclass(slots=True)
 class RelayContext:
-    router: Router
-    store: StickyStore
+    control: Control  # routing and sticky state: this process's router, or the primary's (workers)
     settings: RelaySettings
     clock: Callable[[], float] = time.time  # wall clock: sticky times outlive the process
     tasks: TaskSet = field(default_factory=TaskSet)
     stats: Stats = field(default_factory=Stats)
     sessions: dict[str, Any] = field(default_factory=dict)  # id -> Session, for the admin API
-    backend_events: BackendEvents = field(default_factory=IgnoreBackendEvents)
     decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     observe_handshake: Callable[[float], None] = _ignore  # seconds from accept to a complete CR
     observe_connect: Callable[[float], None] = _ignore  # seconds to connect to a server

@@ -18,19 +18,24 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
 
 from rdpbalancer.policy.identity import printable, user_key
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
-from rdpbalancer.policy.sticky import Change
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.control import ControlUnavailable, SessionInfo
 from rdpbalancer.relay.sockets import connect_raw, describe_os_error, format_addr, peer_host, reset, tune
 from rdpbalancer.relay.splice import SplicePump
 
 log = logging.getLogger("rdpbalancer.session")
 
 MIN_ATTEMPT_TIMEOUT_S = 0.25  # never give a connect attempt less than this, even late in the budget
+
+
+class _ClientLeft(Exception):
+    pass
 
 
 class State(enum.Enum):
@@ -204,22 +209,27 @@ class Session:
 
     async def _route(self, cr: ConnectionRequest, trailing: bytes) -> None:
         ctx = self.ctx
-        now = ctx.clock()
-        ambiguous_before = ctx.router.ambiguous
-        decision = ctx.router.decide(self._request(cr), now)
-        self.decision = decision
-        if not decision.candidates:
+        try:
+            routed = await ctx.control.route(self.id, self._request(cr))
+        except ControlUnavailable as exc:
+            self._close_client(f"unavailable: {exc}", count="unavailable")
+            return
+        decision = self.decision = routed.decision
+        if routed.first_attempt is None:
             self._close_client(f"{decision.reason}: {decision.detail}", count=str(decision.reason))
             return
-        if self.ctx.router.ambiguous != ambiguous_before:
-            self.ctx.stats.connections["ambiguous"] += 1
+        if routed.ambiguous:
+            ctx.stats.connections["ambiguous"] += 1
             log.warning("session=%s user=%s is a truncated name shared by users routed differently; "
                         "%s applied", self.id, self._user_text(), decision.route)
         deadline = time.monotonic() + ctx.settings.connect_timeout_s
+        persist = routed.first_attempt
         for attempt, server in enumerate(decision.candidates):
-            if self.state is not State.ROUTING:
-                return  # the client went away meanwhile
-            if await self._try_server(decision, server, deadline, len(decision.candidates) - attempt):
+            if attempt:
+                if self.state is not State.ROUTING:
+                    return  # the client went away meanwhile
+                persist = ctx.control.attempt(self.id, decision, server)
+            if await self._try_server(decision, server, persist, deadline, len(decision.candidates) - attempt):
                 if self._backend_sock is not None:
                     await self._start_splice(cr.raw + trailing)
                 else:
@@ -227,40 +237,45 @@ class Session:
                 return
         self._all_attempts_failed(decision)
 
-    async def _try_server(self, decision: Decision, server: Server, deadline: float, left: int) -> bool:
+    async def _try_server(self, decision: Decision, server: Server, persist: Awaitable[None],
+                          deadline: float, left: int) -> bool:
+        """Connect to `server`, whose attempt (assignment, count) the control plane started."""
         ctx = self.ctx
-        change = ctx.router.assign(decision, server, ctx.clock())
-        ctx.router.opened(server)
         self.server = server
-        persist = asyncio.ensure_future(ctx.store.apply(change))  # overlaps the disk sync with the connect
         budget = max(MIN_ATTEMPT_TIMEOUT_S, (deadline - time.monotonic()) / left)
         loop = asyncio.get_running_loop()
         error = ""
         self._backend_sock = None
         connect_started = time.monotonic()
         try:
+            if self.state is not State.ROUTING:
+                raise _ClientLeft
             async with asyncio.timeout(budget):
                 if ctx.splice is not None:
                     self._backend_sock = await connect_raw(loop, server.host, server.port)
                 else:
                     await loop.create_connection(lambda: self.backend, server.host, server.port)
             ctx.observe_connect(time.monotonic() - connect_started)
+        except _ClientLeft:
+            error = "client left during connect"
         except TimeoutError:
             error = f"connect timeout after {budget:.2f}s"
         except OSError as exc:
             error = describe_os_error(exc)
-        await persist  # durable before the client's bytes reach the server
+        try:
+            await persist  # durable before the client's bytes reach the server
+        except ControlUnavailable as exc:
+            error = error or f"control plane unavailable: {exc}"
         if not error:
-            ctx.backend_events.connect_succeeded(server.name)
+            ctx.control.connected(self.id, server)
         if not error and self.backend.closed:
             error = "closed by server during connect"
         if not error and self.state is not State.ROUTING:
             error = "client left during connect"
         if error:
-            ctx.router.closed(server)
+            ctx.control.attempt_failed(self.id, server, error)
             self.server = None
             ctx.stats.connect_failures[server.name] += 1
-            ctx.backend_events.connect_failed(server.name, error)
             log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
             if self.backend.transport is not None:
                 self.backend.transport.abort()
@@ -273,10 +288,9 @@ class Session:
         return True
 
     def _all_attempts_failed(self, decision: Decision) -> None:
-        ctx = self.ctx
         # a new user we could not place anywhere, or a moved one: do not remember a server they
         # never reached (a moved user gets their old entry back)
-        ctx.store.apply_later(ctx.router.unassign(decision, ctx.clock()))
+        self.ctx.control.all_failed(self.id, decision)
         if self.state is State.ROUTING:
             tried = ", ".join(s.name for s in decision.candidates)
             self._close_client(f"connect-failed: {tried} unreachable ({decision.detail})", count="connect-failed")
@@ -327,8 +341,8 @@ class Session:
         decision, server = self.decision, self.server
         assert decision is not None and server is not None
         self.state = State.RELAY
-        if decision.sticky_key is not None:
-            self.ctx.router.table.session_opened(decision.sticky_key, self.ctx.clock())
+        self.ctx.control.relaying(self.id, SessionInfo(decision, server, self.user, self.client_addr,
+                                                       self.listener, self.started_wall))
         self.ctx.stats.connections[str(decision.reason)] += 1
         self.ctx.record_decision(self, str(decision.reason), server.name)
         moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
@@ -415,13 +429,10 @@ class Session:
         if not was_relaying or self.server is None:
             return
         ctx, decision = self.ctx, self.decision
-        ctx.router.closed(self.server)
+        assert decision is not None
+        ctx.control.finished(self.id, decision, self.server, self.client.nbytes, self.backend.nbytes)
         ctx.stats.bytes_up += self.client.nbytes
         ctx.stats.bytes_down += self.backend.nbytes
-        if decision is not None and decision.sticky_key is not None:
-            entry = ctx.router.table.session_closed(decision.sticky_key, ctx.clock())
-            if entry is not None:
-                ctx.store.apply_later(Change(put=(entry,)))
         log.info(
             "session=%s end client=%s user=%s server=%s bytes_up=%d bytes_down=%d duration=%.3fs close=%s",
             self.id, format_addr(*self.client_addr), self._user_text(), self.server.name,

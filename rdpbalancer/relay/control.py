@@ -1,0 +1,140 @@
+"""The session's one door to routing state: `Control`.
+
+A session asks the control plane where to go and tells it what happened (attempt, failure,
+relaying, end); it never touches the router or the store itself. Two implementations:
+
+- `LocalControl`: the router and store of this process (one process, or the primary worker).
+- `rdpbalancer.workers.client.RemoteControl`: a secondary worker's messages to the primary,
+  which owns the one router, sticky table and store (see `rdpbalancer.workers`).
+
+So routing, health and the sticky table exist once however many processes relay bytes: two
+workers cannot assign one new user to two servers, and leastconn sees every worker's sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from rdpbalancer.policy.engine import Router
+from rdpbalancer.policy.model import Decision, RouteRequest, Server
+from rdpbalancer.policy.ports import StickyStore
+from rdpbalancer.policy.sticky import Change
+
+
+class BackendEvents(Protocol):
+    """What live traffic tells the health monitor (passive checks)."""
+
+    def connect_failed(self, server: str, error: str) -> None: ...
+
+    def connect_succeeded(self, server: str) -> None: ...
+
+
+class IgnoreBackendEvents:
+    def connect_failed(self, server: str, error: str) -> None:
+        pass
+
+    def connect_succeeded(self, server: str) -> None:
+        pass
+
+
+class ControlUnavailable(Exception):
+    """The control plane cannot answer (a worker whose primary is gone)."""
+
+
+class Control(Protocol):
+    """Every method takes the session's id (unique per process) first."""
+
+    def route(self, sid: str, request: RouteRequest) -> Awaitable[Routed]:
+        """Decide where `request` goes and, with no pause in between, start the attempt on
+        the first candidate (as `attempt` does), so two connections of one new user agree."""
+        ...
+
+    def attempt(self, sid: str, decision: Decision, server: Server) -> Awaitable[None]:
+        """A connect to `server` starts: the user is assigned to it and the server's count
+        goes up. The awaitable resolves once the assignment is durable."""
+        ...
+
+    def connected(self, sid: str, server: Server) -> None: ...
+
+    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
+        """The connect started by `attempt` failed: undo its count, tell health checking."""
+        ...
+
+    def all_failed(self, sid: str, decision: Decision) -> None:
+        """Every candidate failed: forget an assignment the user never reached."""
+        ...
+
+    def relaying(self, sid: str, session: SessionInfo) -> None: ...
+
+    def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
+        """A relayed session ended (its count goes down, its user's entry is refreshed)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    decision: Decision
+    ambiguous: bool  # a truncated cookie whose candidate users would route differently
+    first_attempt: Awaitable[None] | None  # the attempt on decision.candidates[0], if any
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What the control plane keeps about a relaying session (for the API and dashboard)."""
+
+    decision: Decision
+    server: Server
+    user: str | None
+    client_addr: tuple[str, int]
+    listener: str
+    started_wall: float
+
+
+class LocalControl:
+    """Control backed by this process's router and store (no `await` between decide and assign)."""
+
+    def __init__(self, router: Router, store: StickyStore, events: BackendEvents,
+                 clock: Callable[[], float]) -> None:
+        self.router = router
+        self.store = store
+        self.events = events
+        self.clock = clock
+
+    async def route(self, sid: str, request: RouteRequest) -> Routed:
+        return self.decide(sid, request)
+
+    def decide(self, sid: str, request: RouteRequest) -> Routed:
+        before = self.router.ambiguous
+        decision = self.router.decide(request, self.clock())
+        first = self.attempt(sid, decision, decision.candidates[0]) if decision.candidates else None
+        return Routed(decision, self.router.ambiguous != before, first)
+
+    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[None]:
+        change = self.router.assign(decision, server, self.clock())
+        self.router.opened(server)
+        return asyncio.ensure_future(self.store.apply(change))
+
+    def connected(self, sid: str, server: Server) -> None:
+        self.events.connect_succeeded(server.name)
+
+    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
+        self.router.closed(server)
+        self.events.connect_failed(server.name, error)
+
+    def all_failed(self, sid: str, decision: Decision) -> None:
+        self.store.apply_later(self.router.unassign(decision, self.clock()))
+
+    def relaying(self, sid: str, session: SessionInfo) -> None:
+        key = session.decision.sticky_key
+        if key is not None:
+            self.router.table.session_opened(key, self.clock())
+
+    def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
+        self.router.closed(server)
+        if decision.sticky_key is not None:
+            entry = self.router.table.session_closed(decision.sticky_key, self.clock())
+            if entry is not None:
+                self.store.apply_later(Change(put=(entry,)))
