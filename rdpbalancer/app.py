@@ -25,13 +25,14 @@ from rdpbalancer.metrics import Metrics
 from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import AdminState
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
-from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.context import RelayContext, Stats
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import ListenError, open_listeners
 from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.store.sqlite import SqliteStickyStore
 from rdpbalancer.systemd import monotonic_usec, notify
+from rdpbalancer.workers.primary import WorkerPool, WorkerSetup
 
 log = logging.getLogger("rdpbalancer")
 
@@ -69,6 +70,7 @@ class Balancer:
         self.listeners: dict[Address, asyncio.Server] = {}
         self.status = ConfigStatus(config.source_path, time.time())
         self.directory = build_directory(config, self._groups_updated)
+        self.workers: WorkerPool | None = None  # worker processes ([balancer] workers > 1)
         self.metrics = Metrics(self)
         self.ctx.observe_handshake = self.metrics.handshake.observe
         self.ctx.observe_connect = self.metrics.backend_connect.observe
@@ -92,6 +94,10 @@ class Balancer:
             await self._open_listeners(self.snapshot.listen)
             if self.snapshot.config.admin.enabled:
                 await self.admin.start()
+            if self.snapshot.workers > 1:
+                self.workers = WorkerPool(self.snapshot.workers, self.control, self.ctx.sessions,
+                                          self.ctx.decisions, self._worker_setup)
+                await self.workers.start()
         except BaseException:
             for server in self.listeners.values():
                 server.close()
@@ -115,9 +121,24 @@ class Balancer:
                 out.append((host, port))
         return out
 
+    def _worker_setup(self) -> WorkerSetup:
+        log_config = self.snapshot.config.log
+        listen = tuple((format_addr(*configured), host, port)
+                       for configured, server in self.listeners.items()
+                       for host, port, *_ in (sock.getsockname() for sock in server.sockets))
+        return WorkerSetup(self.snapshot.relay, listen, log_config.level, log_config.format)
+
+    def stats(self) -> Stats:
+        """Counters of every process (the workers' as of their last report, about a second old)."""
+        if self.workers is None:
+            return self.ctx.stats
+        return self.workers.merged_stats(self.ctx.stats)
+
     async def stop(self) -> None:
         for server in self.listeners.values():
             server.close()
+        if self.workers is not None:
+            await self.workers.stop()  # their sessions end; their last messages are handled here
         await self.monitor.stop()
         await self.directory.stop()
         await self.admin.stop()
@@ -184,6 +205,8 @@ class Balancer:
         except (ConfigError, ListenError, ReloadError, DirectoryError) as exc:
             return self._reload_failed(str(exc))
         self._swap(snapshot)
+        if self.workers is not None:
+            self.workers.reconfigure()
         if directory is not None:
             await self.directory.stop()
             self.directory = directory
@@ -243,7 +266,7 @@ class Balancer:
 
     async def _open_listeners(self, wanted: tuple[Address, ...]) -> None:
         new = [a for a in wanted if a not in self.listeners]
-        opened = await open_listeners(self.ctx, new)
+        opened = await open_listeners(self.ctx, new, reuse_port=self.snapshot.workers > 1)
         self.listeners.update(zip(new, opened, strict=True))
 
     # -- operations (the admin API calls these) ------------------------------------------------
@@ -323,6 +346,9 @@ class ReloadError(Exception):
 def _check_reloadable(old: Config, new: Config) -> None:
     if old.sticky.path != new.sticky.path:
         raise ReloadError(f"sticky.path changed ({old.sticky.path} -> {new.sticky.path}): restart to move the table")
+    if old.balancer.workers != new.balancer.workers:
+        raise ReloadError(f"balancer.workers changed ({old.balancer.workers} -> {new.balancer.workers}): "
+                          "restart to apply it")
     if old.sticky.sync != new.sticky.sync:
         raise ReloadError("sticky.sync changed: restart to apply it")
 

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     mig.add_argument("--acl-dir", metavar="DIR", help="where the ACL files (-f) are, if not at their original paths")
     add_ctl_parser(sub)
     add_demo_parser(sub)
+    worker = sub.add_parser("worker", help="(internal) a worker process, started by `run` when workers > 1")
+    worker.add_argument("--fd", type=int, required=True, help="the inherited channel to the primary")
+    worker.add_argument("--index", type=int, required=True)
     return parser
 
 
@@ -41,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "run": _run, "check-config": _check, "explain": _explain, "migrate-haproxy": _migrate,
-        "ctl": run_ctl, "demo": run_demo,
+        "ctl": run_ctl, "demo": run_demo, "worker": _worker,
     }
     return commands[args.command](args)
 
@@ -78,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     from rdpbalancer.logs import setup_logging
     from rdpbalancer.relay.listener import ListenError
     from rdpbalancer.store import StoreError
+    from rdpbalancer.workers.primary import WorkerError
 
     setup_logging(config.log.level, config.log.format)
 
@@ -87,12 +91,18 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve())
-    except (ListenError, StoreError, DirectoryError, AdminError) as exc:
+    except (ListenError, StoreError, DirectoryError, AdminError, WorkerError) as exc:
         print(f"rdpbalancer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from rdpbalancer.workers.worker import main as worker_main
+
+    return worker_main(args.index, args.fd)
 
 
 def _explain(args: argparse.Namespace) -> int:

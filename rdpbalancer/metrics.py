@@ -68,7 +68,7 @@ class _StateCollector(Collector):
         yield info
 
     def _connections(self) -> Iterator[Metric]:
-        stats = self.bal.ctx.stats
+        stats = self.bal.stats()
         conns = _counter("connections", "Client connections by result: routed reasons, or why they were refused",
                          ["result"])
         for result, n in sorted(stats.connections.items()):
@@ -96,7 +96,8 @@ class _StateCollector(Collector):
             active.add_metric([pool, server], n)
         yield active
         yield GaugeMetricFamily(P + "handshakes_pending", "Connections still sending their Connection Request",
-                                value=len(self.bal.ctx.sessions) - len(live))
+                                value=len(self.bal.ctx.sessions) - len(live)
+                                + (self.bal.workers.handshaking if self.bal.workers else 0))
 
     def _servers(self) -> Iterator[Metric]:
         bal = self.bal
@@ -118,7 +119,7 @@ class _StateCollector(Collector):
         yield from (up, state, homed, conns, weight)
 
     def _sticky(self) -> Iterator[Metric]:
-        bal, stats = self.bal, self.bal.ctx.stats.connections
+        bal, stats = self.bal, self.bal.stats().connections
         yield GaugeMetricFamily(P + "sticky_entries", "Entries in the sticky table", value=len(bal.table))
         lookups = _counter("sticky_lookups", "Routing decisions for users: hit = back to their server", ["result"])
         lookups.add_metric(["hit"], stats["sticky-hit"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -290,6 +291,8 @@ async def get_simple(request: web.Request) -> web.Response:
         "config": lambda: views.config_status(bal),
         "decisions": lambda: {"decisions": list(bal.ctx.decisions)[::-1]},
         "events": lambda: {"events": [views.transition(t) for t in list(bal.monitor.history)[::-1]]},
+        "workers": lambda: {"workers": bal.workers.describe() if bal.workers is not None
+                            else [{"index": 0, "pid": os.getpid(), "alive": True, "role": "primary"}]},
         "pools": lambda: {"pools": [{"name": p.name, "balance": str(p.balance),
                                      "servers": [m.server.name for m in p.members]}
                                     for p in bal.snapshot.policy.pools]},

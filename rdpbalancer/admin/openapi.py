@@ -72,6 +72,7 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/groups": {"get": _op("groups and directory sync status")},
         "/api/v1/config": {"get": _op("configuration file, load and reload status")},
         "/api/v1/decisions": {"get": _op("recent routing decisions, newest first")},
+        "/api/v1/workers": {"get": _op("the balancer's processes: the primary and its workers ([balancer] workers)")},
         "/api/v1/events": {"get": _op("server health changes, newest first")},
         "/api/v1/pools": {"get": _op("pools and their servers")},
     },

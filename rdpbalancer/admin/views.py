@@ -61,6 +61,7 @@ def session(s: Any) -> dict[str, Any]:
         "started": s.started_wall,
         "bytes_up": s.bytes_up,
         "bytes_down": s.bytes_down,
+        "worker": getattr(s, "worker", 0),
     }
 
 

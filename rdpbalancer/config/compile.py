@@ -6,6 +6,7 @@ here mutates running state.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from rdpbalancer.config.routing import RouteConfig
@@ -27,6 +28,7 @@ class Snapshot:
     listen: tuple[tuple[str, int], ...]
     checks: tuple[CheckSpec, ...]
     admin_states: dict[str, AdminState]
+    workers: int = 1  # processes relaying connections ("auto" resolved to the usable cores)
 
 
 def compile_config(config: Config) -> Snapshot:
@@ -54,7 +56,16 @@ def compile_config(config: Config) -> Snapshot:
         splice=b.relay in ("auto", "splice") and SPLICE_AVAILABLE,
     )
     listen = tuple((a.host, a.port) for a in b.listen)
-    return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config))
+    workers = usable_cores() if b.workers == "auto" else b.workers
+    return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset set)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _check_specs(config: Config, servers: dict[str, Server]) -> tuple[CheckSpec, ...]:

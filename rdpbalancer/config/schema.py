@@ -55,6 +55,9 @@ from rdpbalancer.config.types import (
 # --- sections ------------------------------------------------------------------------------
 
 
+MAX_WORKERS = 64
+
+
 class BalancerSection(ConfigModel):
     """``[balancer]``: where to listen and how to treat new connections."""
 
@@ -68,6 +71,9 @@ class BalancerSection(ConfigModel):
     # "splice": zero-copy os.splice relay (Linux); "copy": asyncio Protocol relay (any OS).
     # "auto" is splice where the kernel has it, else copy.
     relay: Literal["auto", "splice", "copy"] = "auto"
+    # Processes relaying connections (SO_REUSEPORT on every listener); "auto" = usable cores.
+    # Routing, health checks and the sticky table stay in the first one (see README "Workers").
+    workers: Literal["auto"] | Annotated[StrictInt, Field(ge=1, le=MAX_WORKERS)] = 1
 
     @field_validator("listen")
     @classmethod

@@ -124,6 +124,10 @@ class LocalControl:
         self.router.closed(server)
         self.events.connect_failed(server.name, error)
 
+    def abandon(self, sid: str, server: Server) -> None:
+        """An attempt whose worker died before reporting on it: only its count is undone."""
+        self.router.closed(server)
+
     def all_failed(self, sid: str, decision: Decision) -> None:
         self.store.apply_later(self.router.unassign(decision, self.clock()))
 

@@ -16,16 +16,20 @@ class ListenError(Exception):
     """A listen address cannot be bound; the message names it."""
 
 
-async def open_listeners(ctx: RelayContext, addresses: list[tuple[str, int]]) -> list[asyncio.Server]:
+async def open_listeners(ctx: RelayContext, addresses: list[tuple[str, int]], *,
+                         reuse_port: bool = False, names: list[str] | None = None) -> list[asyncio.Server]:
+    """Listen on `addresses`; `reuse_port`: SO_REUSEPORT, so worker processes share each port
+    (the kernel spreads new connections over their sockets). `names`: the listener names
+    sessions see (routes match on them), by default the addresses as written."""
     loop = asyncio.get_running_loop()
     servers: list[asyncio.Server] = []
     try:
-        for host, port in addresses:
-            name = format_addr(host, port)
+        for index, (host, port) in enumerate(addresses):
+            name = names[index] if names is not None else format_addr(host, port)
             try:
                 server = await loop.create_server(
                     lambda name=name: ClientSide(ctx, name),  # type: ignore[misc]
-                    host, port, backlog=LISTEN_BACKLOG, reuse_address=True,
+                    host, port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=reuse_port or None,
                     family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 )
             except OSError as exc:

@@ -1,0 +1,325 @@
+"""The primary's side of worker mode: start the workers, answer their routing questions.
+
+`[balancer] workers = N` runs this process (the primary, which relays too) and N-1 worker
+processes. Every process listens on the same addresses with SO_REUSEPORT, so the kernel spreads
+new connections over them; each relays its own connections (splice or copy) end to end.
+
+What must exist once stays here: the router, the sticky table and its store, health checks,
+the directory, the admin API and metrics. A worker asks the primary where a connection goes
+and reports what happened to it (see `rdpbalancer.relay.control`); the primary handles each
+question with the same `LocalControl` its own sessions use, one at a time on its event loop.
+So two workers can never assign one new user to two servers, leastconn counts every worker's
+sessions, and health checks are not multiplied.
+
+A worker that dies is restarted; its sessions (gone with it) leave the counts at once. If the
+primary dies, its workers see their channel close and exit: systemd restarts the whole unit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rdpbalancer.policy.model import Decision, Server
+from rdpbalancer.relay.context import RelaySettings, Stats
+from rdpbalancer.relay.control import LocalControl, SessionInfo
+from rdpbalancer.workers.ipc import Channel, Message
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+log = logging.getLogger("rdpbalancer.workers")
+
+RESTART_DELAY_S = 1.0  # before restarting a worker that died (no tight crash loop)
+STOP_TIMEOUT_S = 5.0  # a worker that has not exited this long after "stop" is killed
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What a worker needs from the primary: sent at start and after every reload."""
+
+    settings: RelaySettings
+    # (name as configured, host, port as bound): port 0 is the one the primary got
+    listen: tuple[tuple[str, str, int], ...]
+    log_level: str
+    log_format: str
+
+
+class RemoteSession:
+    """A session relayed by a worker, as the admin API and metrics of the primary see it."""
+
+    relaying = True
+
+    def __init__(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
+        from rdpbalancer.relay.session import State  # noqa: PLC0415 - for the API's state field
+
+        self.link, self.id, self.info = link, sid, info
+        self.state = State.RELAY
+        self.decision: Decision = info.decision
+        self.server: Server = info.server
+        self.user, self.client_addr, self.listener = info.user, info.client_addr, info.listener
+        self.started_wall = info.started_wall
+        self.bytes_up = self.bytes_down = 0  # updated by the worker's periodic report
+        self.worker = link.index
+
+    def abort(self, reason: str) -> None:
+        self.link.send(("abort", self.id, reason))
+
+
+@dataclass(slots=True)
+class WorkerLink:
+    """One worker process and its channel."""
+
+    index: int
+    pool: WorkerPool
+    process: asyncio.subprocess.Process | None = None
+    channel: Channel | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    stats: Stats = field(default_factory=Stats)
+    handshaking: int = 0
+    finished_up: int = 0  # bytes of this worker's finished sessions, counted here (exact, monotonic)
+    finished_down: int = 0
+    sessions: dict[str, RemoteSession] = field(default_factory=dict)
+    attempts: dict[str, Server] = field(default_factory=dict)  # sid -> server of an attempt in flight
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.channel is not None and not self.channel.closed
+
+    def send(self, message: Message) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    # -- messages from the worker ---------------------------------------------------------------
+
+    def on_message(self, message: Message) -> None:
+        try:
+            handler = self.pool.handlers[message[0]]
+        except KeyError:
+            log.error("worker %d sent an unknown message %r; ignored", self.index, message[0])
+            return
+        handler(self, *message[1:])
+
+
+class WorkerPool:
+    """Starts `count - 1` worker processes and serves their control channels."""
+
+    def __init__(self, count: int, control: LocalControl, sessions: dict[str, Any],
+                 decisions: deque[dict[str, Any]], setup: Callable[[], WorkerSetup]) -> None:
+        self.count = count
+        self.control = control
+        self.sessions = sessions  # the primary's registry (ctx.sessions): remote sessions join it
+        self.decisions = decisions
+        self.setup = setup
+        self.links = [WorkerLink(i, self) for i in range(1, count)]
+        self.stopping = False
+        self.restarts_total = 0
+        self.retired = Stats()  # counters of worker processes that exited (counters never go down)
+        self._restart_tasks: set[asyncio.Task[None]] = set()
+        self.handlers: dict[str, Callable[..., None]] = {
+            "ready": self._ready, "route": self._route, "attempt": self._attempt, "failed": self._failed,
+            "all_failed": self._all_failed, "relaying": self._relaying, "finished": self._finished,
+            "report": self._report,
+        }
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        for link in self.links:
+            await self._spawn(link)
+        try:
+            async with asyncio.timeout(timeout_s):
+                for link in self.links:
+                    await link.ready.wait()
+        except TimeoutError:
+            dead = [str(link.index) for link in self.links if not link.ready.is_set()]
+            await self.stop()
+            raise WorkerError(f"worker(s) {', '.join(dead)} did not start within {timeout_s:g}s") from None
+        log.info("%d worker processes started: pids %s", len(self.links), ", ".join(str(w.pid) for w in self.links))
+
+    async def _spawn(self, link: WorkerLink) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            link.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "rdpbalancer", "worker", "--fd", str(theirs.fileno()),
+                "--index", str(link.index), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        link.ready = asyncio.Event()
+        link.started_at = time.time()
+        loop = asyncio.get_running_loop()
+        channel = Channel(link.on_message, lambda exc: self._lost(link, exc))
+        await loop.connect_accepted_socket(lambda: channel, ours)
+        link.channel = channel
+        channel.send(("setup", link.index, self.setup()))
+
+    def reconfigure(self) -> None:
+        """After a reload: every worker gets the new relay settings and listen addresses."""
+        setup = self.setup()
+        for link in self.links:
+            link.send(("setup", link.index, setup))
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for task in self._restart_tasks:
+            task.cancel()
+        for link in self.links:
+            link.send(("stop",))
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for link in self.links:
+            process = link.process
+            if process is None:
+                continue
+            try:
+                await asyncio.wait_for(process.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                log.error("worker %d (pid %d) did not stop within %gs; killed", link.index, process.pid,
+                          STOP_TIMEOUT_S)
+                process.kill()
+                await process.wait()
+            if link.channel is not None:
+                link.channel.close()
+
+    def _lost(self, link: WorkerLink, exc: Exception | None) -> None:
+        """The channel closed: the worker exited or died. Its sessions died with it."""
+        for sid, server in link.attempts.items():
+            self.control.abandon(sid, server)
+        link.attempts.clear()
+        for sid, session in link.sessions.items():
+            self.sessions.pop(sid, None)
+            link.finished_up += session.bytes_up
+            link.finished_down += session.bytes_down
+            self.control.finished(sid, session.decision, session.server, session.bytes_up, session.bytes_down)
+        lost = len(link.sessions)
+        link.sessions.clear()
+        link.handshaking = 0
+        self._merge(self.retired, link.stats)
+        link.stats = Stats()
+        if self.stopping:
+            return
+        code = link.process.returncode if link.process is not None else None
+        log.error("worker %d (pid %s) is gone (exit status %s); its %d session(s) ended; restarting it",
+                  link.index, link.pid, code, lost)
+        task = asyncio.get_running_loop().create_task(self._restart(link))
+        self._restart_tasks.add(task)
+        task.add_done_callback(self._restart_tasks.discard)
+
+    async def _restart(self, link: WorkerLink) -> None:
+        if link.process is not None:
+            if link.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    link.process.send_signal(signal.SIGKILL)  # alive but deaf: it cannot be trusted
+            await link.process.wait()
+        await asyncio.sleep(RESTART_DELAY_S)
+        if self.stopping:
+            return
+        link.restarts += 1
+        self.restarts_total += 1
+        await self._spawn(link)
+
+    # -- what the API and metrics read ---------------------------------------------------------
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"index": 0, "pid": os.getpid(), "alive": True, "role": "primary"}] + [
+            {"index": w.index, "pid": w.pid, "alive": w.alive, "role": "worker", "restarts": w.restarts,
+             "started": w.started_at, "sessions": len(w.sessions), "handshaking": w.handshaking,
+             "connections": dict(w.stats.connections)}
+            for w in self.links
+        ]
+
+    @property
+    def handshaking(self) -> int:
+        return sum(w.handshaking for w in self.links)
+
+    def merged_stats(self, local: Stats) -> Stats:
+        total = Stats(Counter(local.connections), Counter(local.malformed), Counter(local.connect_failures),
+                      local.bytes_up, local.bytes_down)
+        self._merge(total, self.retired)
+        for w in self.links:
+            self._merge(total, w.stats)
+            total.bytes_up += w.finished_up
+            total.bytes_down += w.finished_down
+        return total
+
+    @staticmethod
+    def _merge(into: Stats, stats: Stats) -> None:
+        """Add the counters of `stats` (bytes are counted from "finished" messages instead)."""
+        into.connections.update(stats.connections)
+        into.malformed.update(stats.malformed)
+        into.connect_failures.update(stats.connect_failures)
+
+    # -- handlers (one per message kind) ----------------------------------------------------------
+
+    def _ready(self, link: WorkerLink, pid: int) -> None:
+        link.ready.set()
+        log.info("worker %d ready (pid %d)", link.index, pid)
+
+    def _route(self, link: WorkerLink, sid: str, request: Any) -> None:
+        routed = self.control.decide(sid, request)
+        link.send(("decision", sid, routed.decision, routed.ambiguous))
+        if routed.first_attempt is not None:
+            self._track(link, sid, routed.decision.candidates[0], routed.first_attempt)
+
+    def _attempt(self, link: WorkerLink, sid: str, decision: Decision, server: Server) -> None:
+        self._track(link, sid, server, self.control.attempt(sid, decision, server))
+
+    def _track(self, link: WorkerLink, sid: str, server: Server, durable: Awaitable[None]) -> None:
+        link.attempts[sid] = server
+        future = asyncio.ensure_future(durable)
+        future.add_done_callback(lambda _f: link.send(("durable", sid)))
+
+    def _failed(self, link: WorkerLink, sid: str, server: Server, error: str) -> None:
+        link.attempts.pop(sid, None)
+        self.control.attempt_failed(sid, server, error)
+
+    def _all_failed(self, link: WorkerLink, sid: str, decision: Decision) -> None:
+        self.control.all_failed(sid, decision)
+
+    def _relaying(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
+        link.attempts.pop(sid, None)
+        self.control.connected(sid, info.server)
+        self.control.relaying(sid, info)
+        session = RemoteSession(link, sid, info)
+        link.sessions[sid] = session
+        self.sessions[sid] = session
+
+    def _finished(self, link: WorkerLink, sid: str, decision: Decision, server: Server,  # noqa: PLR0917
+                  up: int, down: int) -> None:
+        if link.sessions.pop(sid, None) is None:
+            return
+        self.sessions.pop(sid, None)
+        link.finished_up += up
+        link.finished_down += down
+        self.control.finished(sid, decision, server, up, down)
+
+    def _report(self, link: WorkerLink, stats: Stats, live: dict[str, tuple[int, int]], handshaking: int,
+                decisions: list[dict[str, Any]]) -> None:
+        """The worker's periodic report: its counters, live byte counts, recent decisions."""
+        link.stats, link.handshaking = stats, handshaking
+        for sid, (up, down) in live.items():
+            session = link.sessions.get(sid)
+            if session is not None:
+                session.bytes_up, session.bytes_down = up, down
+        self.decisions.extend(decisions)
+
+
+class WorkerError(Exception):
+    """Worker processes could not be started."""

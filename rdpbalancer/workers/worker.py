@@ -1,0 +1,220 @@
+"""A worker process (`python -m rdpbalancer worker --fd N --index I`, started by the primary).
+
+It relays connections exactly as the primary does, but asks the primary where each goes:
+`RemoteControl` turns every `Control` call into a message on the inherited socketpair. It has
+no configuration file of its own: the primary sends its relay settings and the addresses to
+listen on (the ports it already bound), again after each reload.
+
+If the channel closes (the primary exited or was killed), the worker aborts its sessions and
+exits: a session nobody counts must not outlive the process that routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from rdpbalancer.policy.model import Decision, RouteRequest, Server
+from rdpbalancer.relay.context import RelayContext, Stats
+from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
+from rdpbalancer.relay.listener import open_listeners
+from rdpbalancer.relay.splice import PipePool
+from rdpbalancer.workers.ipc import Channel, Message
+from rdpbalancer.workers.primary import WorkerSetup
+
+log = logging.getLogger("rdpbalancer.worker")
+
+REPORT_INTERVAL_S = 1.0  # counters and live byte counts go to the primary this often
+
+
+class RemoteControl:
+    """`Control` over the channel to the primary (one question in flight per session)."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._decisions: dict[str, asyncio.Future[tuple[Decision, bool]]] = {}
+        self._durable: dict[str, asyncio.Future[None]] = {}
+        self.gone: str | None = None
+
+    def _future(self) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.gone is not None:
+            future.set_exception(ControlUnavailable(self.gone))
+        return future
+
+    async def route(self, sid: str, request: RouteRequest) -> Routed:
+        decided = self._decisions[sid] = self._future()
+        durable = self._durable[sid] = self._future()  # the primary starts the first attempt itself
+        self.channel.send(("route", sid, request))
+        try:
+            decision, ambiguous = await decided
+        finally:
+            self._decisions.pop(sid, None)
+        if not decision.candidates:
+            self._durable.pop(sid, None)
+            return Routed(decision, ambiguous, None)
+        return Routed(decision, ambiguous, durable)
+
+    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[None]:
+        durable = self._durable[sid] = self._future()
+        self.channel.send(("attempt", sid, decision, server))
+        return durable
+
+    def connected(self, sid: str, server: Server) -> None:
+        pass  # implied by "relaying" (one message fewer per connection)
+
+    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
+        self._durable.pop(sid, None)
+        self.channel.send(("failed", sid, server, error))
+
+    def all_failed(self, sid: str, decision: Decision) -> None:
+        self.channel.send(("all_failed", sid, decision))
+
+    def relaying(self, sid: str, session: SessionInfo) -> None:
+        self._durable.pop(sid, None)
+        self.channel.send(("relaying", sid, session))
+
+    def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
+        self.channel.send(("finished", sid, decision, server, bytes_up, bytes_down))
+
+    # -- answers from the primary ------------------------------------------------------------------
+
+    def decided(self, sid: str, decision: Decision, ambiguous: bool) -> None:
+        future = self._decisions.get(sid)
+        if future is not None and not future.done():
+            future.set_result((decision, ambiguous))
+
+    def durable(self, sid: str) -> None:
+        future = self._durable.get(sid)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def lost(self, why: str) -> None:
+        self.gone = why
+        for future in [*self._decisions.values(), *self._durable.values()]:
+            if not future.done():
+                future.set_exception(ControlUnavailable(why))
+                future.exception()  # a session that already left never awaits it: no warning
+
+
+class Worker:
+    def __init__(self, index: int, channel_fd: int) -> None:
+        self.index = index
+        self.channel_fd = channel_fd
+        self.channel = Channel(self._on_message, self._on_lost)
+        self.control = RemoteControl(self.channel)
+        self.ctx: RelayContext | None = None
+        self.listeners: dict[tuple[str, int], asyncio.Server] = {}
+        self.stopped = asyncio.Event()
+        self._setup_received = asyncio.Event()
+        self._setup: WorkerSetup | None = None
+        self._reported_decisions = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(fileno=self.channel_fd)
+        await loop.connect_accepted_socket(lambda: self.channel, sock)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the primary
+        await self._setup_received.wait()
+        if not self.stopped.is_set():
+            self.channel.send(("ready", os.getpid()))
+            reporter = loop.create_task(self._reporter())
+            await self.stopped.wait()
+            reporter.cancel()
+        await self._shutdown()
+
+    async def _apply(self, setup: WorkerSetup) -> None:
+        from rdpbalancer.logs import setup_logging  # noqa: PLC0415
+
+        first = self.ctx is None
+        if first:
+            setup_logging(setup.log_level, setup.log_format)
+            self.ctx = RelayContext(control=self.control, settings=setup.settings)
+        else:
+            logging.getLogger().setLevel(setup.log_level.upper())
+        ctx = self.ctx
+        assert ctx is not None
+        ctx.settings = setup.settings
+        ctx.splice = (ctx.splice or PipePool()) if setup.settings.splice else None
+        wanted = {(host, port): name for name, host, port in setup.listen}
+        for address in set(self.listeners) - set(wanted):
+            self.listeners.pop(address).close()
+        new = [a for a in wanted if a not in self.listeners]
+        try:
+            opened = await open_listeners(ctx, new, reuse_port=True, names=[wanted[a] for a in new])
+        except Exception:
+            log.exception("worker %d cannot listen; exiting", self.index)
+            self.stopped.set()
+        else:
+            self.listeners.update(zip(new, opened, strict=True))
+        self._setup_received.set()
+
+    def _on_message(self, message: Message) -> None:
+        kind = message[0]
+        if kind == "decision":
+            self.control.decided(*message[1:])
+        elif kind == "durable":
+            self.control.durable(message[1])
+        elif kind == "abort":
+            session = self.ctx.sessions.get(message[1]) if self.ctx is not None else None
+            if session is not None:
+                session.abort(message[2])
+        elif kind == "setup":
+            asyncio.get_running_loop().create_task(self._apply(message[2]))
+        elif kind == "stop":
+            self.stopped.set()
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self.control.lost("the primary process is gone")
+        if not self.stopped.is_set():
+            log.error("worker %d: the primary process is gone; closing %d session(s) and exiting", self.index,
+                      len(self.ctx.sessions) if self.ctx else 0)
+        self.stopped.set()
+        self._setup_received.set()
+
+    async def _reporter(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            self._report()
+
+    def _report(self) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        live = {sid: (s.bytes_up, s.bytes_down) for sid, s in ctx.sessions.items() if s.relaying}
+        stats = Stats(ctx.stats.connections, ctx.stats.malformed, ctx.stats.connect_failures,
+                      ctx.stats.bytes_up, ctx.stats.bytes_down)
+        decisions = list(ctx.decisions)
+        ctx.decisions.clear()
+        self.channel.send(("report", stats, live, len(ctx.sessions) - len(live), decisions))
+
+    async def _shutdown(self) -> None:
+        for server in self.listeners.values():
+            server.close()
+        ctx = self.ctx
+        if ctx is not None:
+            for session in list(ctx.sessions.values()):
+                session.abort("shutdown")
+            await ctx.tasks.cancel_all()
+            await asyncio.sleep(0)
+            if not self.channel.closed:
+                self._report()
+        self.channel.close()
+        for server in self.listeners.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+def main(index: int, channel_fd: int) -> int:
+    from rdpbalancer.runtime import loop_factory  # noqa: PLC0415
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(Worker(index, channel_fd).run())
+    return 0
