@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default="rdpbench-results.json", help="JSON results file")
     parser.add_argument("--proxy-cpus", default="0", help="CPUs of the proxy under test (default 0)")
     parser.add_argument("--load-cpus", default="1", help="CPUs of load generator and test server (default 1)")
+    parser.add_argument("--shared-cpus", action="store_true",
+                        help="allow --proxy-cpus and --load-cpus to overlap (a 2-core box measuring 2 workers: "
+                             "the proxy then competes with the load side, and the report says so)")
     parser.add_argument("--sync", choices=("full", "normal"), default="full",
                         help="rdpbalancer [sticky] sync (default full, the product default)")
     parser.add_argument("--quiet-wait", type=float, default=None, metavar="SECONDS",
@@ -96,15 +99,18 @@ def check_targets(names: list[str], workdir: Path) -> dict[str, str | None]:
     return status
 
 
-def pin_cpus(proxy_cpus: list[int], load_cpus: list[int]) -> tuple[list[int], list[int]]:
+def pin_cpus(proxy_cpus: list[int], load_cpus: list[int], shared: bool = False) -> tuple[list[int], list[int]]:
     """Validate the CPU split; on a one-CPU machine nothing is pinned (and the report says so)."""
     available = sorted(os.sched_getaffinity(0))
     if len(available) < 2:
         progress("only one CPU: proxy, load generator and test server share it; numbers are not comparable")
         return [], []
     missing = [c for c in proxy_cpus + load_cpus if c not in available]
-    if missing or set(proxy_cpus) & set(load_cpus):
-        raise BenchError(f"--proxy-cpus and --load-cpus must be distinct CPUs among {available}")
+    if missing or (set(proxy_cpus) & set(load_cpus) and not shared):
+        raise BenchError(f"--proxy-cpus and --load-cpus must be distinct CPUs among {available}"
+                         " (or allowed to overlap with --shared-cpus)")
+    if set(proxy_cpus) & set(load_cpus):
+        progress(f"--shared-cpus: the proxy ({proxy_cpus}) shares CPUs with the load side ({load_cpus})")
     os.sched_setaffinity(0, load_cpus)  # this script stays off the proxy's CPU too
     return proxy_cpus, load_cpus
 
@@ -186,7 +192,7 @@ def metadata(args: argparse.Namespace, opts: ProxyOptions, load_cpus: list[int])
         "python": platform.python_version(), "haproxy": version.splitlines()[0] if version else None,
         "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
         "quick": args.quick, "reps": args.reps, "quiet_wait_s": args.quiet_wait,
-        "proxy_cpus": opts.cpus, "load_cpus": load_cpus,
+        "proxy_cpus": opts.cpus, "load_cpus": load_cpus, "shared_cpus": bool(set(opts.cpus) & set(load_cpus)),
         "open_files_hard_limit": opts.fd_limit, "rdpbalancer_sticky_sync": opts.sync,
         "m10k_sessions": sessions_that_fit(SCENARIOS["M10k"].size(args.quick).conns, opts.fd_limit),
         "targets": {t: ALL_TARGETS[t].description for t in args.target_list},
@@ -212,7 +218,7 @@ def background_note(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fd_limit = raise_nofile_limit()
-    proxy_cpus, load_cpus = pin_cpus(cpu_list(args.proxy_cpus), cpu_list(args.load_cpus))
+    proxy_cpus, load_cpus = pin_cpus(cpu_list(args.proxy_cpus), cpu_list(args.load_cpus), args.shared_cpus)
     opts = ProxyOptions(cpus=proxy_cpus, sync=args.sync, fd_limit=fd_limit)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rdpbench-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

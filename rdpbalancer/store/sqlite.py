@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rdpbalancer.policy.sticky import Change, StickyEntry
 from rdpbalancer.store import StoreError
@@ -47,7 +48,15 @@ _UPSERT = (
     "ON CONFLICT(key) DO UPDATE SET pool=excluded.pool, server=excluded.server, "
     "created=excluded.created, last_used=excluded.last_used"
 )
-_DELETE = "DELETE FROM sticky WHERE key = ?"
+ROWS_PER_STATEMENT = 500  # rows per multi-row statement (5 values each: far below SQLite's limit)
+
+
+def _upsert_many(count: int) -> str:
+    return _UPSERT.replace("VALUES (?, ?, ?, ?, ?)", "VALUES " + ",".join(["(?,?,?,?,?)"] * count))
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 Row = tuple[str, str, str, float, float]
 _Item = tuple[list[Row], list[str], "asyncio.Future[None] | None"]
@@ -73,7 +82,8 @@ class SqliteStickyStore:
         self.commits = 0
         self.failures = 0
         self.last_error: str | None = None
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()  # lists of _Item, or _STOP
+        self._pending: list[_Item] = []  # queued during this pass of the event loop
         # changes whose commit failed, oldest first: written again (before newer ones) once the
         # disk accepts writes, so a disk-full episode loses nothing the table still holds
         self._unsaved: list[_Item] = []
@@ -122,16 +132,32 @@ class SqliteStickyStore:
             return
         assert self._loop is not None, "start() first"
         future: asyncio.Future[None] = self._loop.create_future()
-        self._queue.put((_rows(change), list(change.delete), future))
+        self._enqueue((_rows(change), list(change.delete), future))
         await future
 
     def apply_later(self, change: Change) -> None:
         if change.put or change.delete:
-            self._queue.put((_rows(change), list(change.delete), None))
+            self._enqueue((_rows(change), list(change.delete), None))
+
+    def _enqueue(self, item: _Item) -> None:
+        """Changes made in one pass of the event loop go to the writer together: one wake-up of
+        the writer thread (and one handover of the GIL) per pass, not one per change."""
+        self._pending.append(item)
+        if len(self._pending) == 1:
+            if self._loop is not None and self._loop.is_running():
+                self._loop.call_soon(self._hand_over)
+            else:
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            items, self._pending = self._pending, []
+            self._queue.put(items)
 
     async def close(self) -> None:
         if self._thread is None:
             return
+        self._hand_over()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
@@ -172,25 +198,34 @@ class SqliteStickyStore:
             return [], False  # nothing new: a retry of the unsaved changes alone
         if first is _STOP:
             return [], True
-        batch: list[_Item] = [first]  # type: ignore[list-item]
+        batch: list[_Item] = list(first)  # type: ignore[call-overload]
         while len(batch) < MAX_BATCH_CHANGES:
             try:
-                item = self._queue.get_nowait()
+                items = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is _STOP:
+            if items is _STOP:
                 return batch, True
-            batch.append(item)  # type: ignore[arg-type]
+            batch.extend(items)  # type: ignore[arg-type]
         return batch, False
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        """One transaction, and as few statements as possible: the batch is folded into the
+        final state of each key it touches (in order: a later put or delete wins)."""
+        final: dict[str, Row | None] = {}
+        for rows, deletes, _ in batch:
+            for row in rows:
+                final[row[0]] = row
+            for key in deletes:
+                final[key] = None
+        puts = [row for row in final.values() if row is not None]
+        gone = [key for key, row in final.items() if row is None]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for rows, deletes, _ in batch:
-                if rows:
-                    conn.executemany(_UPSERT, rows)
-                if deletes:
-                    conn.executemany(_DELETE, [(k,) for k in deletes])
+            for chunk in _chunks(puts, ROWS_PER_STATEMENT):
+                conn.execute(_upsert_many(len(chunk)), [v for row in chunk for v in row])
+            for chunk in _chunks(gone, ROWS_PER_STATEMENT):
+                conn.execute(f"DELETE FROM sticky WHERE key IN ({','.join('?' * len(chunk))})", chunk)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
