@@ -53,7 +53,8 @@ class RelayContext:
     observe_connect: Callable[[float], None] = _ignore  # seconds to connect to a server
     splice: PipePool | None = None  # set: relay with os.splice (Linux); None: the Protocol relay
     _ids: itertools.count[int] = field(default_factory=itertools.count)
-    _prefix: str = field(default_factory=lambda: f"{os.getpid() & 0xFFFF:04x}")
+    # the whole pid: ids stay unique across worker processes (no two live processes share a pid)
+    _prefix: str = field(default_factory=lambda: f"{os.getpid():06x}")  # pid_max <= 2**22
 
     def record_decision(self, session: Any, reason: str, server: str | None, detail: str = "") -> None:
         """Keep the latest routing outcomes for the dashboard and the API."""

@@ -317,16 +317,15 @@ class Session:
         self.client = Leg(self)  # the old leg's connection_lost (from the abort below) is ignored
         self.client.transport, self.client.nbytes = None, len(first_bytes)
         transport.abort()  # closes the transport's fd only: our dup keeps the connection
+        self._routed()  # before the first send: a failure below ends a routed session (counts balance)
         try:
             await asyncio.get_running_loop().sock_sendall(backend, first_bytes)
         except OSError as exc:
             backend.close()
             client.close()
             self.end_reason = f"server error: {describe_os_error(exc)}"
-            self.state = State.RELAY
             self._finish()
             return
-        self._routed()
         self._pump = SplicePump(client, backend, self.ctx.splice, self._splice_done)
         self._pump.start()
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -192,3 +194,29 @@ async def test_workers_exit_when_the_primary_is_killed(tmp_path: Path) -> None:
     finally:
         proc.stop()
         await farm[0].stop()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_server_that_resets_at_once_leaves_no_count_behind(tmp_path: Path, workers: int) -> None:
+    """The server accepts, then resets (RST) before the Connection Request reaches it: whichever
+    process relayed the attempt, the server's connection count and the user's entry go back."""
+
+    def reset_at_once(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    server = await asyncio.start_server(reset_at_once, "127.0.0.1", 0)
+    address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    cfg = farm_config([("RST", address, 1)], tmp_path / "s.db", balancer_extra=f'workers = {workers}\nrelay = "splice"')
+    async with running(cfg) as bal:
+        port = bal.addresses[0][1]
+        for i in range(20):
+            with pytest.raises((OSError, asyncio.IncompleteReadError)):
+                await rdp_connect(port, f"u{i}")
+        await wait_until(lambda: not bal.ctx.sessions and not bal.router.connections, WAIT_S)
+        assert all(e.active == 0 for e in bal.table)
+        if bal.workers is not None:
+            assert not bal.workers.links[0].attempts
+    server.close()
+    await server.wait_closed()
