@@ -206,7 +206,7 @@ class Balancer:
             return self._reload_failed(str(exc))
         self._swap(snapshot)
         if self.workers is not None:
-            self.workers.reconfigure()
+            await self.workers.reconfigure()
         if directory is not None:
             await self.directory.stop()
             self.directory = directory

@@ -171,11 +171,21 @@ class WorkerPool:
         link.channel = channel
         channel.send(("setup", link.index, self.setup()))
 
-    def reconfigure(self) -> None:
-        """After a reload: every worker gets the new relay settings and listen addresses."""
+    async def reconfigure(self, timeout_s: float = 10.0) -> None:
+        """After a reload: every worker gets the new relay settings and listen addresses; returns
+        once each live worker applied them (listening on new addresses), or after `timeout_s`."""
         setup = self.setup()
-        for link in self.links:
+        waiting = [link for link in self.links if link.alive]
+        for link in waiting:
+            link.ready = asyncio.Event()
             link.send(("setup", link.index, setup))
+        try:
+            async with asyncio.timeout(timeout_s):
+                for link in waiting:
+                    await link.ready.wait()
+        except TimeoutError:
+            late = [str(link.index) for link in waiting if not link.ready.is_set()]
+            log.error("worker(s) %s did not confirm the new configuration within %gs", ", ".join(late), timeout_s)
 
     async def stop(self) -> None:
         self.stopping = True
@@ -269,8 +279,10 @@ class WorkerPool:
     # -- handlers (one per message kind) ----------------------------------------------------------
 
     def _ready(self, link: WorkerLink, pid: int) -> None:
+        """The worker applied a setup (at start, and after each reload)."""
+        if not link.ready.is_set():
+            log.debug("worker %d applied its setup (pid %d)", link.index, pid)
         link.ready.set()
-        log.info("worker %d ready (pid %d)", link.index, pid)
 
     def _route(self, link: WorkerLink, sid: str, request: Any) -> None:
         routed = self.control.decide(sid, request)

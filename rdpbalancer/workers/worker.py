@@ -113,7 +113,7 @@ class Worker:
         self.stopped = asyncio.Event()
         self._setup_received = asyncio.Event()
         self._setup: WorkerSetup | None = None
-        self._reported_decisions = 0
+        self._applying = asyncio.Lock()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -124,13 +124,16 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the primary
         await self._setup_received.wait()
         if not self.stopped.is_set():
-            self.channel.send(("ready", os.getpid()))
             reporter = loop.create_task(self._reporter())
             await self.stopped.wait()
             reporter.cancel()
         await self._shutdown()
 
     async def _apply(self, setup: WorkerSetup) -> None:
+        async with self._applying:  # one setup at a time, in the order they came
+            await self._apply_now(setup)
+
+    async def _apply_now(self, setup: WorkerSetup) -> None:
         from rdpbalancer.logs import setup_logging  # noqa: PLC0415
 
         first = self.ctx is None
@@ -154,6 +157,7 @@ class Worker:
             self.stopped.set()
         else:
             self.listeners.update(zip(new, opened, strict=True))
+            self.channel.send(("ready", os.getpid()))  # applied: the primary may go on
         self._setup_received.set()
 
     def _on_message(self, message: Message) -> None:
