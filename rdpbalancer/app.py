@@ -7,7 +7,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from rdpbalancer import __version__
@@ -20,6 +22,7 @@ from rdpbalancer.directory.build import build_directory
 from rdpbalancer.directory.errors import DirectoryError
 from rdpbalancer.directory.model import GroupSnapshot
 from rdpbalancer.directory.sync import DirectorySync
+from rdpbalancer.handoff import HandoffError, Handover, RuntimeState, Takeover
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.metrics import Metrics
 from rdpbalancer.policy.engine import Router, RoutingPolicy
@@ -37,6 +40,7 @@ from rdpbalancer.workers.primary import WorkerPool, WorkerSetup
 log = logging.getLogger("rdpbalancer")
 
 SWEEP_INTERVAL_S = 30.0  # expire entries and refresh open sessions' last_used this often
+CATCH_UP_SLACK_S = 5.0  # a handoff re-reads entries used since this long before its first read
 
 Address = tuple[str, int]
 
@@ -71,6 +75,9 @@ class Balancer:
         self.status = ConfigStatus(config.source_path, time.time())
         self.directory = build_directory(config, self._groups_updated)
         self.workers: WorkerPool | None = None  # worker processes ([balancer] workers > 1)
+        self.handover: Handover | None = None  # set once a handoff to a new process started
+        self._sweeper_task: asyncio.Task[None] | None = None
+        self._serving = False  # run(): set once started (signals other than stop wait for it)
         self.metrics = Metrics(self)
         self.ctx.observe_handshake = self.metrics.handshake.observe
         self.ctx.observe_connect = self.metrics.backend_connect.observe
@@ -81,8 +88,13 @@ class Balancer:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, takeover: Takeover | None = None) -> None:
+        """Load the table, listen, serve. With `takeover`: a handoff's new process (see
+        `rdpbalancer.handoff`): the listeners are the old process's, accepted from once it let go."""
         loop = asyncio.get_running_loop()
+        if takeover is not None:
+            await takeover.connect()
+        loaded_at = self.ctx.clock()
         entries = await asyncio.to_thread(self.store.load)
         self.store.start(loop)
         cleanup = self.table.load(entries, self.ctx.clock())
@@ -91,7 +103,10 @@ class Balancer:
                  self.store.path, len(self.table), len(cleanup.delete))
         await self.directory.start()  # cache first; one LDAP try, bounded by its timeouts
         try:
-            await self._open_listeners(self.snapshot.listen)
+            if takeover is None:
+                await self._open_listeners(self.snapshot.listen)
+            else:
+                await self._take_over(takeover, loaded_at)
             if self.snapshot.config.admin.enabled:
                 await self.admin.start()
             if self.snapshot.workers > 1:
@@ -106,10 +121,103 @@ class Balancer:
             await self.store.close()
             raise
         self.monitor.start()
-        self.ctx.tasks.spawn(self._sweeper(), name="sticky-sweeper")
+        self._sweeper_task = self.ctx.tasks.spawn(self._sweeper(), name="sticky-sweeper")
         log.info("rdpbalancer %s listening on %s; pools: %s", __version__,
                  ", ".join(format_addr(h, p) for h, p in self.addresses),
                  ", ".join(f"{p.name}({len(p.members)} servers)" for p in self.snapshot.policy.pools))
+
+    async def _take_over(self, takeover: Takeover, loaded_at: float) -> None:
+        inherited = takeover.sockets()
+        try:
+            await self._open_listeners(self.snapshot.listen, inherited=inherited, serving=False)
+        finally:
+            for address, sock in inherited.items():
+                if address not in self.snapshot.listen:
+                    sock.close()  # the old process listened there; the new configuration does not
+        state = await takeover.loaded()  # the old process stopped accepting and flushed its writes
+        for entry in await asyncio.to_thread(self.store.load_since, loaded_at - CATCH_UP_SLACK_S):
+            self.table.merge(entry)
+        self._adopt(state)
+        takeover.on_closed = self._old_session_closed
+        for server in self.listeners.values():
+            await server.start_serving()
+        log.info("handoff: took over the listeners; the old process finishes its %d session(s)",
+                 sum(state.connections.values()))
+
+    def _adopt(self, state: RuntimeState) -> None:
+        servers = self.snapshot.policy.servers()
+        self.admin_overrides = {k: v for k, v in state.admin_overrides.items() if k in servers}
+        self.weight_overrides = {k: v for k, v in state.weight_overrides.items() if k in servers}
+        self.router.swap_policy(self._with_weights(self.snapshot.policy))
+        for name, condition in state.conditions.items():
+            if name in servers:
+                self.router.conditions[name] = condition
+        self._apply_settings(self.snapshot)
+        for name, count in state.connections.items():
+            if name in servers:
+                self.router.connections[name] += count  # the old process's sessions still load them
+        now = self.ctx.clock()
+        for key, count in state.active_users.items():
+            for _ in range(count):
+                self.table.session_opened(key, now)
+
+    def _old_session_closed(self, server: str, key: str | None, now: float) -> None:
+        if self.router.connections.get(server, 0) > 0:
+            self.router.connections[server] -= 1
+            if self.router.connections[server] <= 0:
+                del self.router.connections[server]
+        if key is not None:
+            entry = self.table.session_closed(key, now)
+            if entry is not None:
+                self.store.apply_later(Change(put=(entry,)))
+
+    # -- handoff (the old process's side) ---------------------------------------------------------
+
+    async def handoff(self) -> str | None:
+        """Hand the listeners to a new process (same file, code as installed now); None on
+        success, else why not (this process then goes on serving)."""
+        if self.handover is not None:
+            return "a handoff already happened or is in progress"
+        self.handover = Handover(self)
+        try:
+            await self.handover.run()
+        except HandoffError as exc:
+            self.handover = None
+            log.error("handoff failed: %s", exc)
+            return str(exc)
+        self.ctx.tasks.spawn(self._drain_then_exit(), name="drain")
+        return None
+
+    async def stop_accepting(self) -> None:
+        """Handoff step 3: the listeners, the admin API and the background work go; relays stay."""
+        for server in self.listeners.values():
+            server.close()
+        await self.admin.stop()
+        await self.monitor.stop()
+        await self.directory.stop()
+        if self._sweeper_task is not None:
+            self._sweeper_task.cancel()
+        await self.store.barrier()
+
+    def runtime_state(self) -> RuntimeState:
+        live = [s for s in self.ctx.sessions.values() if s.relaying and s.server is not None]
+        return RuntimeState(
+            admin_overrides=dict(self.admin_overrides), weight_overrides=dict(self.weight_overrides),
+            conditions=dict(self.router.conditions), connections=Counter(s.server.name for s in live),
+            active_users=Counter(s.decision.sticky_key for s in live
+                                 if s.decision is not None and s.decision.sticky_key is not None),
+        )
+
+    async def _drain_then_exit(self) -> None:
+        timeout = self.snapshot.config.balancer.drain_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.ctx.sessions:
+            if deadline is not None and time.monotonic() >= deadline:
+                log.warning("handoff: drain_timeout reached; cutting %d session(s)", len(self.ctx.sessions))
+                break
+            await asyncio.sleep(0.2)
+        log.info("handoff: the last session ended here; exiting")
+        self.request_stop()
 
     @property
     def addresses(self) -> list[Address]:
@@ -147,7 +255,8 @@ class Balancer:
             session.abort("shutdown")
         await self.ctx.tasks.cancel_all()
         await asyncio.sleep(0)  # let connection_lost callbacks record the sessions' ends
-        self.store.apply_later(self.table.sweep(self.ctx.clock()))
+        if self.handover is None:  # after a handoff the successor owns the table on disk
+            self.store.apply_later(self.table.sweep(self.ctx.clock()))
         await self.store.close()
         for server in self.listeners.values():
             with contextlib.suppress(Exception):
@@ -157,17 +266,29 @@ class Balancer:
     def request_stop(self) -> None:
         self._stopped.set()
 
-    async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads), stop. Old handlers are restored."""
-        await self.start()
+    async def run(self, takeover: Takeover | None = None) -> None:
+        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads, SIGUSR2 hands over to a new
+        process), stop. Old handlers are restored.
+
+        The handlers are installed before starting, so a signal that arrives during start-up
+        cannot kill the process with its default action: SIGTERM then stops it right after the
+        start, SIGHUP and SIGUSR2 are refused with a log line until it serves.
+        """
         loop = asyncio.get_running_loop()
         installed = []
         handlers = {signal.SIGTERM: self._on_stop_signal, signal.SIGINT: self._on_stop_signal,
-                    signal.SIGHUP: self._on_reload_signal}
+                    signal.SIGHUP: self._on_reload_signal, signal.SIGUSR2: self._on_handoff_signal}
         for sig, handler in handlers.items():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, handler, sig)
                 installed.append(sig)
+        try:
+            await self.start(takeover)
+        except BaseException:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            raise
+        self._serving = True
         notify(f"READY=1\nSTATUS=listening on {len(self.listeners)} address(es)\nMAINPID={os.getpid()}")
         try:
             await self._stopped.wait()
@@ -181,7 +302,17 @@ class Balancer:
         log.info("%s received, shutting down", sig.name)
         self.request_stop()
 
+    def _on_handoff_signal(self, sig: signal.Signals) -> None:
+        if not self._serving:
+            log.warning("%s received while starting: ignored (send it again once started)", sig.name)
+            return
+        log.info("%s received, handing over to a new process", sig.name)
+        self.ctx.tasks.spawn(self.handoff(), name="handoff")
+
     def _on_reload_signal(self, sig: signal.Signals) -> None:
+        if not self._serving:
+            log.warning("%s received while starting: ignored (send it again once started)", sig.name)
+            return
         log.info("%s received, reloading %s", sig.name, self.status.path)
         self.ctx.tasks.spawn(self.reload(), name="reload")
 
@@ -264,9 +395,11 @@ class Balancer:
         for server, state in snapshot.admin_states.items():
             self.router.set_admin_state(server, self.admin_overrides.get(server, state))
 
-    async def _open_listeners(self, wanted: tuple[Address, ...]) -> None:
+    async def _open_listeners(self, wanted: tuple[Address, ...], *,
+                              inherited: dict[Address, socket.socket] | None = None, serving: bool = True) -> None:
         new = [a for a in wanted if a not in self.listeners]
-        opened = await open_listeners(self.ctx, new, reuse_port=self.snapshot.workers > 1)
+        opened = await open_listeners(self.ctx, new, reuse_port=self.snapshot.workers > 1, inherited=inherited,
+                                      serving=serving)
         self.listeners.update(zip(new, opened, strict=True))
 
     # -- operations (the admin API calls these) ------------------------------------------------

@@ -19,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run the balancer in the foreground")
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML configuration file")
+    run.add_argument("--takeover-fd", type=int, help=argparse.SUPPRESS)  # set by a handoff (see handoff.py)
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("-c", "--config", required=True, metavar="FILE", help="TOML configuration file")
     ex = sub.add_parser("explain", help="show where a user would be routed, and why")
@@ -78,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     from rdpbalancer.admin.server import AdminError
     from rdpbalancer.app import Balancer
     from rdpbalancer.directory.errors import DirectoryError
+    from rdpbalancer.handoff import HandoffError, Takeover
     from rdpbalancer.logs import setup_logging
     from rdpbalancer.relay.listener import ListenError
     from rdpbalancer.store import StoreError
@@ -86,12 +88,13 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(config.log.level, config.log.format)
 
     async def serve() -> None:
-        await Balancer(config).run()
+        takeover = Takeover(args.takeover_fd) if args.takeover_fd is not None else None
+        await Balancer(config).run(takeover)
 
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve())
-    except (ListenError, StoreError, DirectoryError, AdminError, WorkerError) as exc:
+    except (ListenError, StoreError, DirectoryError, AdminError, WorkerError, HandoffError) as exc:
         print(f"rdpbalancer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -116,6 +116,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     top.add("sessions", cmd.sessions, "live sessions")
     top.add("close", cmd.close, "close a live session", "SESSION_ID")
     top.add("reload", cmd.reload, "reload the configuration file (as SIGHUP does)")
+    top.add("handoff", cmd.handoff, "graceful restart: a new process takes the listeners (as SIGUSR2 does)")
     _add_explain(top.add("explain", cmd.explain, "where would this user go now, and why (live health and table)"))
     top.add("config", cmd.config, "configuration file, load and reload status")
     top.add("events", cmd.events, "server health changes, newest first")

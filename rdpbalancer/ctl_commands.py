@@ -72,6 +72,12 @@ def reload(client: ApiClient, _: argparse.Namespace) -> Output:
     return Output(data, views.reloaded(data))
 
 
+def handoff(client: ApiClient, _: argparse.Namespace) -> Output:
+    data = client.call("POST", "/api/v1/handoff")
+    return Output(data, f"handoff started by pid {safe(data.get('old_pid'))}: a new process takes the listeners, "
+                        "this one finishes its sessions (see the log)")
+
+
 def explain(client: ApiClient, args: argparse.Namespace) -> Output:
     query = {"source": args.source}
     for name, value in (("user", args.user), ("token", args.routing_token), ("listener", args.listener)):

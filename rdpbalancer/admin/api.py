@@ -302,6 +302,16 @@ async def get_simple(request: web.Request) -> web.Response:
     return _json(data[what]())
 
 
+async def handoff(request: web.Request) -> web.Response:
+    """Start handing the listeners to a new process (this API goes away when it takes over;
+    the new process's API answers on the same address). 202: started; the outcome is logged."""
+    bal = _bal(request)
+    if bal.handover is not None:
+        raise ApiError(409, "a handoff already happened or is in progress")
+    bal.ctx.tasks.spawn(bal.handoff(), name="handoff")
+    return _json({"handoff": "started", "old_pid": os.getpid()}, 202)
+
+
 async def openapi(_: web.Request) -> web.Response:
     return _json(OPENAPI)
 
@@ -338,6 +348,7 @@ def build_app(bal: Balancer, token: str | None, read_auth: bool) -> web.Applicat
     r.add_put("/api/v1/sticky/{user}", put_sticky)
     r.add_delete("/api/v1/sticky/{user}", delete_sticky)
     r.add_post("/api/v1/reload", reload)
+    r.add_post("/api/v1/handoff", handoff)
     r.add_get("/api/v1/explain", explain)
     r.add_get("/api/v1/{what}", get_simple)
     return app

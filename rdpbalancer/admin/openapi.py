@@ -66,6 +66,8 @@ OPENAPI: dict[str, Any] = {
                                              codes=(200, 400))},
         "/api/v1/sticky/import": {"post": _op("import entries", body=_IMPORT, mutating=True, codes=(200, 207, 400))},
         "/api/v1/reload": {"post": _op("reload the configuration file", mutating=True, codes=(200, 422))},
+        "/api/v1/handoff": {"post": _op("graceful restart: a new process takes the listeners, this one finishes "
+                                        "its sessions", mutating=True, codes=(202, 409))},
         "/api/v1/explain": {"get": _op("where would this user go, and why",
                                        params=["user", "source", "token", "listener"])},
         "/api/v1/routes": {"get": _op("the routing rules")},

@@ -74,6 +74,9 @@ class BalancerSection(ConfigModel):
     # Processes relaying connections (SO_REUSEPORT on every listener); "auto" = usable cores.
     # Routing, health checks and the sticky table stay in the first one (see README "Workers").
     workers: Literal["auto"] | Annotated[StrictInt, Field(ge=1, le=MAX_WORKERS)] = 1
+    # After a handoff (graceful restart), the old process relays its sessions until they end;
+    # with this set, it cuts what is left after that long. Default: no limit.
+    drain_timeout: PositiveDuration | None = None
 
     @field_validator("listen")
     @classmethod

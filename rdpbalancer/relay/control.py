@@ -102,6 +102,9 @@ class LocalControl:
         self.store = store
         self.events = events
         self.clock = clock
+        # told of every session end (a handoff passes them on to the successor process)
+        self.on_finished: Callable[[str, str | None, float], None] | None = None
+        self.persist_ends = True  # False after a handoff: the successor writes the table
 
     async def route(self, sid: str, request: RouteRequest) -> Routed:
         return self.decide(sid, request)
@@ -137,8 +140,10 @@ class LocalControl:
             self.router.table.session_opened(key, self.clock())
 
     def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
+        if self.on_finished is not None:
+            self.on_finished(server.name, decision.sticky_key, self.clock())
         self.router.closed(server)
         if decision.sticky_key is not None:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
-            if entry is not None:
+            if entry is not None and self.persist_ends:
                 self.store.apply_later(Change(put=(entry,)))

@@ -106,6 +106,19 @@ class SqliteStickyStore:
             raise StoreError(f"cannot open sticky table {self.path}: {exc}") from exc
         return [StickyEntry(k, p, s, c, u) for k, p, s, c, u in rows]
 
+    def load_since(self, since: float) -> Sequence[StickyEntry]:
+        """Entries used or written at or after `since` (a handoff's catch-up read)."""
+        try:
+            conn = _connect(self.path, self.sync)
+            try:
+                rows = conn.execute("SELECT key, pool, server, created, last_used FROM sticky WHERE last_used >= ?",
+                                    (since,)).fetchall()
+            finally:
+                conn.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot read sticky table {self.path}: {exc}") from exc
+        return [StickyEntry(k, p, s, c, u) for k, p, s, c, u in rows]
+
     def read_only(self) -> Sequence[StickyEntry]:
         """Every stored entry, without creating or changing anything (for `explain`)."""
         if not self.path.exists():
@@ -133,6 +146,13 @@ class SqliteStickyStore:
         assert self._loop is not None, "start() first"
         future: asyncio.Future[None] = self._loop.create_future()
         self._enqueue((_rows(change), list(change.delete), future))
+        await future
+
+    async def barrier(self) -> None:
+        """Returns once every change queued before it is written (or kept as unsaved)."""
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._enqueue(([], [], future))
         await future
 
     def apply_later(self, change: Change) -> None:

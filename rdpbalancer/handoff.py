@@ -1,0 +1,187 @@
+"""Graceful restart and upgrade: a new process takes the listeners, the old one finishes its sessions.
+
+Started by SIGUSR2, `POST /api/v1/handoff` or `rdpbalancer ctl handoff` on the running (old)
+process:
+
+1. The old process starts `rdpbalancer run -c <same file> --takeover-fd N` (the code installed
+   on disk now: that is the upgrade), passing its listening sockets and one end of a socketpair.
+   It keeps accepting and relaying meanwhile.
+2. The new process loads the configuration and the sticky table, wraps the inherited listening
+   sockets without accepting yet, and says "loaded". A bad configuration or any start-up failure
+   ends it here; the old process logs why and goes on as if nothing happened.
+3. The old process stops accepting (the sockets stay open in the new one: connections arriving
+   now wait in the kernel's queue, none is refused), stops its admin API, health checks and
+   directory sync, flushes its sticky writes to disk and sends "yours" with its run-time state:
+   drain/maintenance and weight overrides, health, and its live sessions (per server, per user).
+4. The new process reads the sticky entries written since it loaded them, takes over that state,
+   starts accepting, starts its admin API and tells systemd it is the main process now.
+5. The old process relays its sessions until they end (each end is passed on, so the new
+   process's leastconn counts and sticky expiry stay right), then exits; with
+   `[balancer] drain_timeout` it cuts what is left after that long.
+
+The sticky table is one SQLite file used by both processes in turn (WAL, busy timeout): the old
+process only refreshes `last_used` of its ending sessions after step 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rdpbalancer.policy.model import AdminState, ServerCondition
+from rdpbalancer.workers.ipc import Channel, Message
+
+if TYPE_CHECKING:
+    from rdpbalancer.app import Balancer
+
+log = logging.getLogger("rdpbalancer.handoff")
+
+LOAD_TIMEOUT_S = 300.0  # the new process's start-up, table included (1M entries take seconds)
+TAKE_TIMEOUT_S = 30.0  # from "loaded" to accepting
+
+
+class HandoffError(Exception):
+    """A handoff could not start or the new process failed before taking over."""
+
+
+@dataclass(slots=True)
+class RuntimeState:
+    """What the old process hands over besides the sockets."""
+
+    admin_overrides: dict[str, AdminState] = field(default_factory=dict)
+    weight_overrides: dict[str, int] = field(default_factory=dict)
+    conditions: dict[str, ServerCondition] = field(default_factory=dict)
+    connections: Counter[str] = field(default_factory=Counter)  # server -> sessions still in the old process
+    active_users: Counter[str] = field(default_factory=Counter)  # sticky key -> its sessions there
+
+
+# -- the old process ----------------------------------------------------------------------------------
+
+class Handover:
+    """The old process's side, from spawning the successor to its last session's end."""
+
+    def __init__(self, bal: Balancer) -> None:
+        self.bal = bal
+        self.process: asyncio.subprocess.Process | None = None
+        self.channel: Channel | None = None
+        self._loaded = asyncio.Event()
+        self._lost = asyncio.Event()
+        self.done = False
+
+    async def run(self) -> None:
+        """Spawn the successor and hand over; raises HandoffError (the old process serves on)."""
+        bal = self.bal
+        if bal.workers is not None:
+            raise HandoffError("handoff with [balancer] workers > 1 is not supported yet: restart instead")
+        ours, theirs = socket.socketpair()
+        listeners = {}
+        for address, server in bal.listeners.items():
+            for sock in server.sockets:
+                listeners[sock.fileno()] = address
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "rdpbalancer", "run", "-c", bal.status.path,
+                "--takeover-fd", str(theirs.fileno()),
+                pass_fds=[theirs.fileno(), *listeners], stdin=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            ours.close()
+            raise HandoffError(f"cannot start the new process: {exc}") from exc
+        finally:
+            theirs.close()
+        loop = asyncio.get_running_loop()
+        self.channel = Channel(self._on_message, lambda _exc: self._lost.set())
+        await loop.connect_accepted_socket(lambda: self.channel, ours)
+        self.channel.send(("listeners", listeners))
+        log.info("handoff: new process pid %d started; it loads the configuration and the sticky table",
+                 self.process.pid)
+        if not await self._wait(self._loaded, LOAD_TIMEOUT_S):
+            await self._abandon()
+            raise HandoffError("the new process exited or failed before taking over (see its log lines); "
+                               "this process goes on serving")
+        await bal.stop_accepting()
+        state = bal.runtime_state()
+        self.channel.send(("yours", state))
+        bal.control.on_finished = self._session_closed  # the successor records their ends ...
+        bal.control.persist_ends = False  # ... and is the only writer of the table from now on
+        log.info("handoff: pid %d accepts new connections now; %d session(s) stay here until they end",
+                 self.process.pid, len(bal.ctx.sessions))
+        self.done = True
+
+    async def _wait(self, event: asyncio.Event, timeout_s: float) -> bool:
+        lost = asyncio.ensure_future(self._lost.wait())
+        got = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({lost, got}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            got.cancel()
+        return event.is_set()
+
+    async def _abandon(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    def _on_message(self, message: Message) -> None:
+        if message[0] == "loaded":
+            self._loaded.set()
+
+    def _session_closed(self, server: str, key: str | None, now: float) -> None:
+        if self.channel is not None:
+            self.channel.send(("closed", server, key, now))
+
+
+# -- the new process ----------------------------------------------------------------------------------
+
+class Takeover:
+    """The new process's side: inherited sockets, then the old process's state."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.channel: Channel | None = None
+        self.listeners: dict[int, tuple[str, int]] = {}  # inherited fd -> configured address
+        self._got_listeners = asyncio.Event()
+        self._state: asyncio.Future[RuntimeState] | None = None
+        self.on_closed: Any = None  # (server, key, now) -> None, once serving
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._state = loop.create_future()
+        self.channel = Channel(self._on_message, self._on_lost)
+        await loop.connect_accepted_socket(lambda: self.channel, socket.socket(fileno=self.fd))
+        async with asyncio.timeout(TAKE_TIMEOUT_S):
+            await self._got_listeners.wait()
+
+    def sockets(self) -> dict[tuple[str, int], socket.socket]:
+        return {tuple(address): socket.socket(fileno=fd) for fd, address in self.listeners.items()}  # type: ignore[misc]
+
+    async def loaded(self) -> RuntimeState:
+        """Tell the old process we are ready; its state once it stopped accepting."""
+        assert self.channel is not None and self._state is not None
+        self.channel.send(("loaded",))
+        async with asyncio.timeout(TAKE_TIMEOUT_S):
+            return await self._state
+
+    def _on_message(self, message: Message) -> None:
+        kind = message[0]
+        if kind == "listeners":
+            self.listeners = message[1]
+            self._got_listeners.set()
+        elif kind == "yours" and self._state is not None and not self._state.done():
+            self._state.set_result(message[1])
+        elif kind == "closed" and self.on_closed is not None:
+            self.on_closed(*message[1:])
+
+    def _on_lost(self, _exc: Exception | None) -> None:
+        if self._state is not None and not self._state.done():
+            self._state.set_exception(HandoffError("the old process went away during the handoff"))
+        self._got_listeners.set()

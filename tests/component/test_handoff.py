@@ -1,0 +1,140 @@
+"""Graceful restart: SIGUSR2 makes a new process take the listeners while the old one finishes
+its sessions. Real processes (`python -m rdpbalancer run`), real sockets, one SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_until
+from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
+
+WAIT_S = 20.0
+CHUNK = 4096
+
+
+def _config(farm: list[FakeRdpServer], tmp_path: Path, port: int, admin_port: int) -> str:
+    text = farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db", listen=f"127.0.0.1:{port}")
+    return text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{admin_port}"')
+
+
+async def _api(admin_port: int, path: str) -> dict:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}{path}") as resp:
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+async def _serving_pid(admin_port: int) -> int | None:
+    try:
+        return int((await _api(admin_port, "/api/v1/workers"))["workers"][0]["pid"])
+    except (aiohttp.ClientError, OSError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+class Stream:
+    """Numbered chunks through one session, each checked as it comes back (echo)."""
+
+    def __init__(self, client) -> None:  # type: ignore[no-untyped-def]
+        self.client, self.sent, self.checked, self.running = client, 0, 0, True
+
+    async def run(self) -> None:
+        while self.running:
+            chunk = self.sent.to_bytes(8, "big") * (CHUNK // 8)
+            self.client.writer.write(chunk)
+            self.sent += 1
+            back = await asyncio.wait_for(self.client.reader.readexactly(CHUNK), 10)
+            assert back == self.checked.to_bytes(8, "big") * (CHUNK // 8), f"chunk {self.checked} lost or reordered"
+            self.checked += 1
+            await asyncio.sleep(0.002)
+
+
+async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_last(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config(farm, tmp_path, port, admin_port))
+    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
+    old.start()
+    new_pid = None
+    try:
+        assert old.proc is not None
+        old_pid = old.proc.pid
+        alice_home = await where(port, "alice")
+        streamer = await rdp_connect(port, "streamer")
+        stream = Stream(streamer)
+        streaming = asyncio.ensure_future(stream.run())
+        await wait_until(lambda: stream.checked > 20, WAIT_S)
+
+        old.proc.send_signal(signal.SIGUSR2)
+
+        async def new_process_serves() -> bool:
+            pid = await _serving_pid(admin_port)
+            return pid is not None and pid != old_pid
+
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while not await new_process_serves():
+            assert asyncio.get_running_loop().time() < deadline, (tmp_path / "rdpb.log").read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        new_pid = await _serving_pid(admin_port)
+        assert new_pid is not None
+        checked_at_takeover = stream.checked
+        # the new process routes: alice goes home, a new user is placed, all accepted by it
+        assert await where(port, "alice") == alice_home
+        bob = await rdp_connect(port, "bob")
+        sessions = (await _api(admin_port, "/api/v1/sessions"))["sessions"]
+        assert [s["user"] for s in sessions] == ["bob"], "the new process relays only what it accepted"
+        # the old process's session still counts for leastconn in the new one
+        servers = {s["name"]: s for s in (await _api(admin_port, "/api/v1/servers"))["servers"]}
+        assert sum(s["connections"] for s in servers.values()) == 2
+        # ... and keeps streaming through the old process, nothing lost or reordered
+        await wait_until(lambda: stream.checked > checked_at_takeover + 50, WAIT_S)
+        assert old.proc.poll() is None and _alive(old_pid)
+        stream.running = False
+        await streaming
+        await streamer.close()
+        await bob.close()
+        assert await asyncio.to_thread(old.proc.wait, WAIT_S) == 0  # left after its last session
+        old.proc = None
+        servers = {s["name"]: s for s in (await _api(admin_port, "/api/v1/servers"))["servers"]}
+        assert sum(s["connections"] for s in servers.values()) == 0
+        assert await where(port, "alice") == alice_home
+    finally:
+        old.stop()
+        if new_pid is not None and _alive(new_pid):
+            os.kill(new_pid, signal.SIGTERM)
+            await wait_until(lambda: not _alive(new_pid), WAIT_S)
+        for s in farm:
+            await s.stop()
+
+
+async def test_a_successor_that_cannot_start_leaves_the_old_process_serving(tmp_path: Path) -> None:
+    farm = await start_farm("TS01")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config(farm, tmp_path, port, admin_port))
+    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
+    old.start()
+    try:
+        assert old.proc is not None
+        log = tmp_path / "rdpb.log"
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await asyncio.sleep(0.5)  # "listening on" is logged just before it serves (and takes signals)
+        config.write_text(config.read_text() + "\n[nonsense]\n")
+        old.proc.send_signal(signal.SIGUSR2)
+        await wait_until(lambda: "handoff failed" in log.read_text(), WAIT_S)
+        assert "nonsense" in log.read_text()  # the successor's own error is in the same log
+        assert await _serving_pid(admin_port) == old.proc.pid
+        assert await where(port, "alice") == "TS01"
+    finally:
+        old.stop()
+        await farm[0].stop()
