@@ -100,7 +100,7 @@ class Balancer:
         cleanup = self.table.load(entries, self.ctx.clock())
         await self.store.apply(cleanup)
         log.info("sticky table %s: %d entries loaded, %d expired dropped",
-                 self.store.path, len(self.table), len(cleanup.delete))
+                 self.store.path, len(self.table), len(cleanup.dropped))
         await self.directory.start()  # cache first; one LDAP try, bounded by its timeouts
         try:
             if takeover is None:
@@ -169,7 +169,7 @@ class Balancer:
         if key is not None:
             entry = self.table.session_closed(key, now)
             if entry is not None:
-                self.store.apply_later(Change(put=(entry,)))
+                self.store.apply_later(self.table.refreshed(entry))
 
     # -- handoff (the old process's side) ---------------------------------------------------------
 
@@ -443,7 +443,7 @@ class Balancer:
         elif pool not in pools:
             raise ValueError(f"server {server} is not in pool {pool} (it is in {', '.join(pools)})")
         change = self.table.assign(user, pool, server, self.ctx.clock())
-        await self.store.apply(change)
+        await self.store.apply(replace(change, force=True))
         entry = self.table.get(user, self.ctx.clock())
         assert entry is not None
         return entry
@@ -451,12 +451,12 @@ class Balancer:
     async def delete_sticky(self, user: str) -> bool:
         if not self.table.delete(user):
             return False
-        await self.store.apply(Change(delete=(user,)))
+        await self.store.apply(Change(delete=(user,), force=True))
         return True
 
     async def flush_sticky(self, server: str) -> int:
         change = self.table.delete_server(server)
-        await self.store.apply(change)
+        await self.store.apply(replace(change, force=True))
         return len(change.delete)
 
     def close_sessions_of(self, server: str) -> int:

@@ -227,7 +227,7 @@ class Router:
         if decision.moved_from is not None:
             return self.table.assign(key, decision.pool, decision.moved_from, now)
         self.table.delete(key)
-        return Change(delete=(key,))
+        return Change(delete=(key,), prior=((key, entry.server),))
 
     def opened(self, server: Server) -> None:
         self.connections[server.name] += 1

@@ -33,10 +33,22 @@ class StickyEntry:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What the shell must persist after a mutation: entries to write, keys to delete."""
+    """What the shell must persist after a mutation.
+
+    - `put`: entries to write; `delete`: users to forget (a decision about them).
+    - `dropped`: entries this table let go of by itself (expired, evicted when full). A store
+      with its own expiry, shared by several balancers, may keep them; a file drops them too.
+    - `prior`: for keys of `put` and `delete`, the server this change replaces, as this table
+      knew it. A shared store writes only where it still holds that server (or none, or the same
+      one), so a stale table cannot undo another balancer's newer decision. `force`: the
+      administrator's word, written whatever the store holds.
+    """
 
     put: tuple[StickyEntry, ...] = ()
     delete: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    prior: tuple[tuple[str, str], ...] = ()
+    force: bool = False
 
 
 class StickyTable:
@@ -75,7 +87,7 @@ class StickyTable:
                 stale.append(entry.key)
                 continue
             self._insert(entry)
-        return Change(delete=tuple(stale) + self._evict_overflow().delete)
+        return Change(dropped=tuple(stale) + self._evict_overflow().dropped)
 
     def merge(self, stored: StickyEntry) -> None:
         """Take a stored entry that may be newer than ours (written by another process)."""
@@ -99,20 +111,25 @@ class StickyTable:
             entry = StickyEntry(key=key, pool=pool, server=server, created=now, last_used=now)
             self._insert(entry)
             evicted = self._evict_overflow()
-            return Change(put=(entry,), delete=evicted.delete)
+            return Change(put=(entry,), dropped=evicted.dropped)
+        prior = ((key, entry.server),)
         if entry.server != server:
             self._homed[entry.server] -= 1
             self._homed[server] += 1
             entry.created = now
         entry.pool, entry.server, entry.last_used = pool, server, now
         self._entries.move_to_end(key)
-        return Change(put=(entry,))
+        return Change(put=(entry,), prior=prior)
 
     def session_opened(self, key: str, now: float) -> None:
         entry = self._entries.get(key)
         if entry is not None:
             entry.active += 1
             self._touch(entry, now)
+
+    def refreshed(self, entry: StickyEntry) -> Change:
+        """The write that records `entry`'s new last_used (after a session ended)."""
+        return Change(put=(entry,), prior=((entry.key, entry.server),))
 
     def session_closed(self, key: str, now: float) -> StickyEntry | None:
         """Record the end of a session; the returned entry's new last_used should be stored."""
@@ -134,7 +151,7 @@ class StickyTable:
         keys = [e.key for e in self._entries.values() if e.server == server]
         for key in keys:
             self._remove(key)
-        return Change(delete=tuple(keys))
+        return Change(delete=tuple(keys), prior=tuple((key, server) for key in keys))
 
     def sweep(self, now: float) -> Change:
         """Drop expired entries; refresh `last_used` of entries with open sessions.
@@ -149,7 +166,7 @@ class StickyTable:
         busy = [e for e in self._entries.values() if e.active > 0]
         for entry in busy:
             self._touch(entry, now)
-        return Change(put=tuple(busy), delete=tuple(stale))
+        return Change(put=tuple(busy), dropped=tuple(stale), prior=tuple((e.key, e.server) for e in busy))
 
     def _touch(self, entry: StickyEntry, now: float) -> None:
         entry.last_used = max(entry.last_used, now)
@@ -179,4 +196,4 @@ class StickyTable:
         for key in victims:
             self._remove(key)
         self.evictions += len(victims)
-        return Change(delete=tuple(victims))
+        return Change(dropped=tuple(victims))

@@ -21,7 +21,6 @@ from typing import Protocol
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.policy.ports import StickyStore
-from rdpbalancer.policy.sticky import Change
 
 
 class BackendEvents(Protocol):
@@ -146,4 +145,4 @@ class LocalControl:
         if decision.sticky_key is not None:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
             if entry is not None and self.persist_ends:
-                self.store.apply_later(Change(put=(entry,)))
+                self.store.apply_later(self.router.table.refreshed(entry))

@@ -141,11 +141,11 @@ class SqliteStickyStore:
     # -- changes ----------------------------------------------------------------------------
 
     async def apply(self, change: Change) -> None:
-        if not change.put and not change.delete:
+        if not change.put and not change.delete and not change.dropped:
             return
         assert self._loop is not None, "start() first"
         future: asyncio.Future[None] = self._loop.create_future()
-        self._enqueue((_rows(change), list(change.delete), future))
+        self._enqueue((_rows(change), [*change.delete, *change.dropped], future))
         await future
 
     async def barrier(self) -> None:
@@ -156,8 +156,8 @@ class SqliteStickyStore:
         await future
 
     def apply_later(self, change: Change) -> None:
-        if change.put or change.delete:
-            self._enqueue((_rows(change), list(change.delete), None))
+        if change.put or change.delete or change.dropped:
+            self._enqueue((_rows(change), [*change.delete, *change.dropped], None))
 
     def _enqueue(self, item: _Item) -> None:
         """Changes made in one pass of the event loop go to the writer together: one wake-up of

@@ -46,7 +46,7 @@ def test_lru_eviction_spares_open_sessions() -> None:
     t.session_opened("a", now=3.0)  # a is in use now: most recently used
     t.get("b", 4.0)  # a read is not a use
     change = t.assign("d", "p", "TS02", now=5.0)
-    assert change.delete == ("b",)
+    assert change.dropped == ("b",)
     assert sorted(e.key for e in t) == ["a", "c", "d"]
     assert t.evictions == 1
 
@@ -57,7 +57,7 @@ def test_eviction_skips_active_entries_at_the_front() -> None:
     t.session_opened("a", 0.0)  # a is connected, and the least recently used
     t.assign("b", "p", "S", 1.0)
     change = t.assign("c", "p", "S", 2.0)
-    assert change.delete == ("b",)
+    assert change.dropped == ("b",)
     assert sorted(e.key for e in t) == ["a", "c"]
 
 
@@ -79,7 +79,7 @@ def test_load_skips_expired_and_trims_to_size() -> None:
         StickyEntry("c", "p", "S2", 0.0, 170.0),
     ]
     change = t.load(entries, now=200.0)
-    assert set(change.delete) == {"old", "a"}
+    assert set(change.dropped) == {"old", "a"}
     assert sorted(e.key for e in t) == ["b", "c"]
 
 
@@ -89,7 +89,7 @@ def test_sweep_expires_and_refreshes_open_sessions() -> None:
     t.assign("busy", "p", "S", 0.0)
     t.session_opened("busy", 0.0)
     change = t.sweep(now=500.0)
-    assert change.delete == ("gone",)
+    assert change.dropped == ("gone",)
     assert [(e.key, e.last_used) for e in change.put] == [("busy", 500.0)]
 
 
