@@ -33,6 +33,7 @@ from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import ListenError, open_listeners
 from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.relay.splice import PipePool
+from rdpbalancer.store.redis import RedisSettings, RedisStickyStore
 from rdpbalancer.store.sqlite import SqliteStickyStore
 from rdpbalancer.systemd import monotonic_usec, notify
 from rdpbalancer.workers.primary import WorkerPool, WorkerSetup
@@ -62,7 +63,7 @@ class Balancer:
 
     def __init__(self, config: Config) -> None:
         self.snapshot: Snapshot = compile_config(config)
-        self.store = SqliteStickyStore(config.sticky.path, sync=config.sticky.sync)
+        self.store = build_store(config)
         self.table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
         self.router = Router(self.snapshot.policy, self.table)
         self.monitor = HealthMonitor(self.router, list(self.snapshot.checks))
@@ -472,6 +473,18 @@ class Balancer:
             self.store.apply_later(self.table.sweep(self.ctx.clock()))
 
 
+def build_store(config: Config) -> SqliteStickyStore | RedisStickyStore:
+    sticky = config.sticky
+    local = SqliteStickyStore(sticky.path, sync=sticky.sync)
+    if sticky.store == "sqlite":
+        return local
+    r = sticky.redis
+    sentinels = tuple((h, int(p)) for h, _, p in (s.rpartition(":") for s in r.sentinels))
+    settings = RedisSettings(url=r.url, sentinels=sentinels, service_name=r.service_name,
+                             key_prefix=r.key_prefix, timeout_s=r.timeout)
+    return RedisStickyStore(settings, ttl_s=sticky.ttl, local=local)
+
+
 class ReloadError(Exception):
     """A change that needs a restart rather than a reload."""
 
@@ -482,6 +495,8 @@ def _check_reloadable(old: Config, new: Config) -> None:
     if old.balancer.workers != new.balancer.workers:
         raise ReloadError(f"balancer.workers changed ({old.balancer.workers} -> {new.balancer.workers}): "
                           "restart to apply it")
+    if (old.sticky.store, old.sticky.redis) != (new.sticky.store, new.sticky.redis):
+        raise ReloadError("sticky.store or [sticky.redis] changed: restart to apply it")
     if old.sticky.sync != new.sticky.sync:
         raise ReloadError("sticky.sync changed: restart to apply it")
 

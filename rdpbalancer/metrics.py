@@ -135,6 +135,11 @@ class _StateCollector(Collector):
         writes.add_metric(["success"], bal.store.commits)
         writes.add_metric(["failure"], bal.store.failures)
         yield writes
+        if hasattr(bal.store, "available"):
+            yield GaugeMetricFamily(P + "sticky_store_shared_up", "1 when the shared store (Redis) answers",
+                                    value=1 if bal.store.available else 0)
+            yield CounterMetricFamily(P + "sticky_store_conflicts", "Users another node had placed first (or "
+                                      "differently during an outage)", value=bal.store.conflicts)
         yield GaugeMetricFamily(P + "sticky_store_unsaved_changes",
                                 "Changes kept in memory because writing the sticky file failed",
                                 value=bal.store.unsaved)

@@ -136,6 +136,12 @@ async def healthz(request: web.Request) -> web.Response:
     healthy = listening and bool(up)
     body = {"status": "ok" if healthy and store_ok else "degraded" if healthy else "down",
             "listeners": listening, "servers_up": len(up), "sticky_store_ok": store_ok}
+    shared = getattr(bal.store, "available", None)
+    if hasattr(bal.store, "available"):
+        store_ok = store_ok and shared is not False
+        body["shared_store_up"] = shared is not False  # Redis away: degraded, still serving
+        body["sticky_store_ok"] = store_ok
+        body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
     return _json(body, 200 if healthy else 503)
 
 

@@ -102,9 +102,40 @@ class IdentitySection(ConfigModel):
     truncated_length: StrictInt = Field(default=0, ge=0, le=255)
 
 
+class RedisSection(ConfigModel):
+    """``[sticky.redis]``: the shared table of several balancer nodes (``store = "redis"``)."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinel instead of `url`: "host:port" of each sentinel, and the monitored service
+    sentinels: tuple[str, ...] = ()
+    service_name: str = "mymaster"
+    key_prefix: str = "rdpb:"
+    timeout: PositiveDuration = 0.5  # a slower answer counts as Redis being away
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected redis://host:port/db, rediss://... or unix:///path, not {url!r}")
+        return url
+
+    @field_validator("sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, sentinels: tuple[str, ...]) -> tuple[str, ...]:
+        for item in sentinels:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port, not {item!r}")
+        return sentinels
+
+
 class StickySection(ConfigModel):
     """``[sticky]``: the table that sends a returning user back to the same server."""
 
+    # "sqlite": this node's file. "redis": shared by several nodes ([sticky.redis]), with the
+    # file at `path` as this node's own copy for Redis outages.
+    store: Literal["sqlite", "redis"] = "sqlite"
+    redis: RedisSection = RedisSection()
     path: ConfigPath = Path(DEFAULT_STICKY_PATH)
     ttl: PositiveDuration = DEFAULT_STICKY_TTL_S
     max_entries: StrictInt = Field(default=100_000, ge=1)

@@ -18,8 +18,12 @@ class StickyStore(Protocol):
         """Every stored entry (called once at start, before the listeners open)."""
         ...
 
-    async def apply(self, change: Change) -> None:
-        """Persist `change`; returns once it is durable (the caller forwards bytes after)."""
+    async def apply(self, change: Change) -> Sequence[StickyEntry]:
+        """Persist `change`; returns once it is durable (the caller forwards bytes after).
+
+        A store shared by several balancers may hold a newer decision for some of the users
+        (see `Change.prior`): those entries are returned, and the caller adopts them.
+        """
         ...
 
     def apply_later(self, change: Change) -> None:

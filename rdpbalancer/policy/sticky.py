@@ -89,19 +89,20 @@ class StickyTable:
             self._insert(entry)
         return Change(dropped=tuple(stale) + self._evict_overflow().dropped)
 
-    def merge(self, stored: StickyEntry) -> None:
-        """Take a stored entry that may be newer than ours (written by another process)."""
+    def merge(self, stored: StickyEntry, *, authoritative: bool = False) -> None:
+        """Take a stored entry written by another process: if newer than ours, or always when
+        `authoritative` (a store shared by several balancers decides); open sessions are kept."""
         entry = self._entries.get(stored.key)
         if entry is None:
             self._insert(StickyEntry(stored.key, stored.pool, stored.server, stored.created, stored.last_used))
             return
-        if stored.last_used < entry.last_used:
+        if stored.last_used < entry.last_used and not authoritative:
             return
         if entry.server != stored.server:
             self._homed[entry.server] -= 1
             self._homed[stored.server] += 1
         entry.pool, entry.server, entry.created = stored.pool, stored.server, stored.created
-        entry.last_used = stored.last_used
+        entry.last_used = max(entry.last_used, stored.last_used)
         self._entries.move_to_end(stored.key)
 
     def assign(self, key: str, pool: str, server: str, now: float) -> Change:

@@ -21,6 +21,7 @@ from typing import Protocol
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.policy.ports import StickyStore
+from rdpbalancer.policy.sticky import Change, StickyEntry
 
 
 class BackendEvents(Protocol):
@@ -41,6 +42,14 @@ class IgnoreBackendEvents:
 
 class ControlUnavailable(Exception):
     """The control plane cannot answer (a worker whose primary is gone)."""
+
+
+class Reassigned(Exception):
+    """Another balancer placed this user first (a shared store): go to `server` instead."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(f"another balancer placed this user on {server.name}")
+        self.server = server
 
 
 class Control(Protocol):
@@ -64,6 +73,10 @@ class Control(Protocol):
 
     def all_failed(self, sid: str, decision: Decision) -> None:
         """Every candidate failed: forget an assignment the user never reached."""
+        ...
+
+    def abandon(self, sid: str, server: Server) -> None:
+        """The attempt on `server` is given up for no fault of the server: undo its count."""
         ...
 
     def relaying(self, sid: str, session: SessionInfo) -> None: ...
@@ -106,7 +119,22 @@ class LocalControl:
         self.persist_ends = True  # False after a handoff: the successor writes the table
 
     async def route(self, sid: str, request: RouteRequest) -> Routed:
+        lookup = getattr(self.store, "lookup", None)  # a store shared with other balancers
+        if lookup is not None and request.user_key is not None:
+            answered, entry = await lookup(request.user_key)
+            if answered:
+                self._adopt(request.user_key, entry)
         return self.decide(sid, request)
+
+    def _adopt(self, key: str, entry: StickyEntry | None) -> None:
+        """The shared store's word about `key` replaces ours (not written back)."""
+        table = self.router.table
+        if entry is None:
+            mine = table.get(key, self.clock())
+            if mine is not None and mine.active == 0:
+                table.delete(key)  # expired or deleted there
+            return
+        table.merge(entry, authoritative=True)
 
     def decide(self, sid: str, request: RouteRequest) -> Routed:
         before = self.router.ambiguous
@@ -117,7 +145,16 @@ class LocalControl:
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[None]:
         change = self.router.assign(decision, server, self.clock())
         self.router.opened(server)
-        return asyncio.ensure_future(self.store.apply(change))
+        return asyncio.ensure_future(self._persist(change, decision, server))
+
+    async def _persist(self, change: Change, decision: Decision, server: Server) -> None:
+        winners = await self.store.apply(change)
+        for entry in winners:
+            self.router.table.merge(entry, authoritative=True)
+            if entry.key == decision.sticky_key and entry.server != server.name:
+                other = self.router.policy.servers().get(entry.server)
+                if other is not None:
+                    raise Reassigned(other)
 
     def connected(self, sid: str, server: Server) -> None:
         self.events.connect_succeeded(server.name)
@@ -127,7 +164,8 @@ class LocalControl:
         self.events.connect_failed(server.name, error)
 
     def abandon(self, sid: str, server: Server) -> None:
-        """An attempt whose worker died before reporting on it: only its count is undone."""
+        """An attempt given up for no fault of the server (its worker died, or another
+        balancer placed the user elsewhere): only its count is undone."""
         self.router.closed(server)
 
     def all_failed(self, sid: str, decision: Decision) -> None:

@@ -19,13 +19,14 @@ import os
 import socket
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 
 from rdpbalancer.policy.identity import printable, user_key
-from rdpbalancer.policy.model import Decision, RouteRequest, Server
+from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.relay.context import RelayContext
-from rdpbalancer.relay.control import ControlUnavailable, SessionInfo
+from rdpbalancer.relay.control import ControlUnavailable, Reassigned, SessionInfo
 from rdpbalancer.relay.sockets import connect_raw, describe_os_error, format_addr, peer_host, reset, tune
 from rdpbalancer.relay.splice import SplicePump
 
@@ -223,23 +224,38 @@ class Session:
             log.warning("session=%s user=%s is a truncated name shared by users routed differently; "
                         "%s applied", self.id, self._user_text(), decision.route)
         deadline = time.monotonic() + ctx.settings.connect_timeout_s
-        persist = routed.first_attempt
-        for attempt, server in enumerate(decision.candidates):
-            if attempt:
+        persist: Awaitable[None] | None = routed.first_attempt
+        candidates, attempt, moved = list(decision.candidates), 0, False
+        while attempt < len(candidates):
+            server = candidates[attempt]
+            if persist is None:
                 if self.state is not State.ROUTING:
                     return  # the client went away meanwhile
                 persist = ctx.control.attempt(self.id, decision, server)
-            if await self._try_server(decision, server, persist, deadline, len(decision.candidates) - attempt):
+            outcome = await self._try_server(decision, server, persist, deadline, len(candidates) - attempt)
+            persist = None
+            if outcome is True:
                 if self._backend_sock is not None:
                     await self._start_splice(cr.raw + trailing)
                 else:
                     self._start_relay(cr.raw + trailing)
                 return
+            if isinstance(outcome, Server):
+                if moved:
+                    break
+                # another balancer sharing the table placed this user first: follow it, once
+                moved = True
+                decision = self.decision = replace(decision, reason=Reason.STICKY_HIT, candidates=(outcome,),
+                                                   moved_from=None, detail=f"placed on {outcome.name} by another node")
+                candidates, attempt = [outcome], 0
+                continue
+            attempt += 1
         self._all_attempts_failed(decision)
 
     async def _try_server(self, decision: Decision, server: Server, persist: Awaitable[None],
-                          deadline: float, left: int) -> bool:
-        """Connect to `server`, whose attempt (assignment, count) the control plane started."""
+                          deadline: float, left: int) -> bool | Server:
+        """Connect to `server`, whose attempt (assignment, count) the control plane started.
+        True: connected; False: failed; a Server: the user belongs there (another balancer)."""
         ctx = self.ctx
         self.server = server
         budget = max(MIN_ATTEMPT_TIMEOUT_S, (deadline - time.monotonic()) / left)
@@ -262,10 +278,20 @@ class Session:
             error = f"connect timeout after {budget:.2f}s"
         except OSError as exc:
             error = describe_os_error(exc)
+        reassigned: Server | None = None
         try:
             await persist  # durable before the client's bytes reach the server
         except ControlUnavailable as exc:
             error = error or f"control plane unavailable: {exc}"
+        except Reassigned as exc:
+            reassigned = exc.server
+        if reassigned is not None:
+            ctx.control.abandon(self.id, server)
+            self.server = None
+            log.info("session=%s user=%s was placed on %s by another balancer first; following",
+                     self.id, self._user_text(), reassigned.name)
+            self._drop_backend()
+            return reassigned
         if not error:
             ctx.control.connected(self.id, server)
         if not error and self.backend.closed:
@@ -277,15 +303,18 @@ class Session:
             self.server = None
             ctx.stats.connect_failures[server.name] += 1
             log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
-            if self.backend.transport is not None:
-                self.backend.transport.abort()
-            if self._backend_sock is not None:
-                self._backend_sock.close()
-                self._backend_sock = None
-            self.backend = Leg(self)
-            self._backend_early.clear()
+            self._drop_backend()
             return False
         return True
+
+    def _drop_backend(self) -> None:
+        if self.backend.transport is not None:
+            self.backend.transport.abort()
+        if self._backend_sock is not None:
+            self._backend_sock.close()
+            self._backend_sock = None
+        self.backend = Leg(self)
+        self._backend_early.clear()
 
     def _all_attempts_failed(self, decision: Decision) -> None:
         # a new user we could not place anywhere, or a moved one: do not remember a server they

@@ -140,13 +140,15 @@ class SqliteStickyStore:
 
     # -- changes ----------------------------------------------------------------------------
 
-    async def apply(self, change: Change) -> None:
+    async def apply(self, change: Change) -> Sequence[StickyEntry]:
+        """Returns once durable. One file, one writer: there is never a conflict to return."""
         if not change.put and not change.delete and not change.dropped:
-            return
+            return ()
         assert self._loop is not None, "start() first"
         future: asyncio.Future[None] = self._loop.create_future()
         self._enqueue((_rows(change), [*change.delete, *change.dropped], future))
         await future
+        return ()
 
     async def barrier(self) -> None:
         """Returns once every change queued before it is written (or kept as unsaved)."""

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from rdpbalancer.policy.model import Decision, Server
 from rdpbalancer.relay.context import RelaySettings, Stats
-from rdpbalancer.relay.control import LocalControl, SessionInfo
+from rdpbalancer.relay.control import LocalControl, Reassigned, SessionInfo
 from rdpbalancer.workers.ipc import Channel, Message
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class WorkerPool:
         self.handlers: dict[str, Callable[..., None]] = {
             "ready": self._ready, "route": self._route, "attempt": self._attempt, "failed": self._failed,
             "all_failed": self._all_failed, "relaying": self._relaying, "finished": self._finished,
-            "report": self._report,
+            "report": self._report, "abandon": self._abandon,
         }
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -296,11 +296,15 @@ class WorkerPool:
     def _track(self, link: WorkerLink, sid: str, server: Server, durable: Awaitable[None]) -> None:
         link.attempts[sid] = server
         future = asyncio.ensure_future(durable)
-        future.add_done_callback(lambda _f: link.send(("durable", sid)))
+        future.add_done_callback(lambda f: link.send(("durable", sid, _outcome(f))))
 
     def _failed(self, link: WorkerLink, sid: str, server: Server, error: str) -> None:
         link.attempts.pop(sid, None)
         self.control.attempt_failed(sid, server, error)
+
+    def _abandon(self, link: WorkerLink, sid: str, server: Server) -> None:
+        link.attempts.pop(sid, None)
+        self.control.abandon(sid, server)
 
     def _all_failed(self, link: WorkerLink, sid: str, decision: Decision) -> None:
         self.control.all_failed(sid, decision)
@@ -331,6 +335,12 @@ class WorkerPool:
             if session is not None:
                 session.bytes_up, session.bytes_down = up, down
         self.decisions.extend(decisions)
+
+
+def _outcome(future: asyncio.Future[None]) -> Server | None:
+    """None: durable; a Server: another balancer placed the user there (Reassigned)."""
+    exc = future.exception()
+    return exc.server if isinstance(exc, Reassigned) else None
 
 
 class WorkerError(Exception):

@@ -21,7 +21,7 @@ from typing import Any
 
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import RelayContext, Stats
-from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
+from rdpbalancer.relay.control import ControlUnavailable, Reassigned, Routed, SessionInfo
 from rdpbalancer.relay.listener import open_listeners
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.workers.ipc import Channel, Message
@@ -75,6 +75,10 @@ class RemoteControl:
     def all_failed(self, sid: str, decision: Decision) -> None:
         self.channel.send(("all_failed", sid, decision))
 
+    def abandon(self, sid: str, server: Server) -> None:
+        self._durable.pop(sid, None)
+        self.channel.send(("abandon", sid, server))
+
     def relaying(self, sid: str, session: SessionInfo) -> None:
         self._durable.pop(sid, None)
         self.channel.send(("relaying", sid, session))
@@ -89,10 +93,13 @@ class RemoteControl:
         if future is not None and not future.done():
             future.set_result((decision, ambiguous))
 
-    def durable(self, sid: str) -> None:
+    def durable(self, sid: str, reassigned: Server | None = None) -> None:
         future = self._durable.get(sid)
         if future is not None and not future.done():
-            future.set_result(None)
+            if reassigned is None:
+                future.set_result(None)
+            else:
+                future.set_exception(Reassigned(reassigned))
 
     def lost(self, why: str) -> None:
         self.gone = why
@@ -165,7 +172,7 @@ class Worker:
         if kind == "decision":
             self.control.decided(*message[1:])
         elif kind == "durable":
-            self.control.durable(message[1])
+            self.control.durable(*message[1:])
         elif kind == "abort":
             session = self.ctx.sessions.get(message[1]) if self.ctx is not None else None
             if session is not None:

@@ -1,0 +1,289 @@
+"""Redis sticky store: one table shared by several balancer nodes, with a local copy for outages.
+
+Each user is a hash `<prefix>u:<key>` {pool, server, created, last_used} that Redis expires
+`ttl` after its last_used (open sessions are refreshed by every node's sweep, so they never
+expire). Writes are compare-and-set (a Lua script, atomic in Redis): a put lands only where Redis
+holds no entry, the same server, or the server this node's table replaced (`Change.prior`);
+otherwise Redis's entry wins and is returned, and the node adopts it. So two nodes receiving
+one new user at once agree on one server.
+
+Redis is never on the path of a refusal: when it does not answer within `timeout`, the node
+routes from its own table (and its SQLite copy), remembers what it wrote meanwhile, and replays
+it when Redis is back. Conflict rule on replay: for a user both sides changed, the later
+assignment (`created`) wins; every conflict is logged with both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.sentinel import Sentinel
+
+from rdpbalancer.policy.sticky import Change, StickyEntry
+from rdpbalancer.store.sqlite import SqliteStickyStore
+
+log = logging.getLogger("rdpbalancer.store")
+
+RETRY_S = 1.0  # while Redis is away, try again this often
+
+# KEYS[1] user; ARGV pool, server, created, last_used, expected server ("" none, "*" any), ttl ms.
+# Returns nil when written, else Redis's entry {pool, server, created, last_used}.
+_CAS = """
+local cur = redis.call('HMGET', KEYS[1], 'pool', 'server', 'created', 'last_used')
+if ARGV[5] ~= '*' and cur[2] and cur[2] ~= ARGV[2] and cur[2] ~= ARGV[5] then
+  return cur
+end
+if cur[2] == ARGV[2] and cur[3] then
+  ARGV[3] = cur[3]
+  if tonumber(cur[4]) > tonumber(ARGV[4]) then ARGV[4] = cur[4] end
+end
+redis.call('HSET', KEYS[1], 'pool', ARGV[1], 'server', ARGV[2], 'created', ARGV[3], 'last_used', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return nil
+"""
+# KEYS[1] user; ARGV expected server ("*" any). Deletes only what this node believed.
+_CAD = """
+if ARGV[1] == '*' or redis.call('HGET', KEYS[1], 'server') == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service_name: str = "mymaster"
+    key_prefix: str = "rdpb:"
+    timeout_s: float = 0.5
+
+
+class RedisStickyStore:
+    def __init__(self, settings: RedisSettings, *, ttl_s: float, local: SqliteStickyStore) -> None:
+        self.settings = settings
+        self.ttl_s = ttl_s
+        self.local = local  # every change is mirrored here: the node's own copy for outages
+        self.path = local.path
+        self.available: bool | None = None  # None until the first answer
+        self.last_error: str | None = None
+        self.conflicts = 0
+        self.failures = 0
+        self._outbox: dict[str, tuple[StickyEntry | None, str, float]] = {}  # key -> (entry|None, prior, at)
+        self._client: aioredis.Redis | None = None
+        self._retry: asyncio.Task[None] | None = None
+
+    # -- the port ----------------------------------------------------------------------------
+
+    @property
+    def unsaved(self) -> int:
+        return len(self._outbox) + self.local.unsaved
+
+    @property
+    def commits(self) -> int:
+        return self.local.commits
+
+    def load(self) -> Sequence[StickyEntry]:
+        """Redis's entries (a blocking read, called in a thread at start); its local copy when
+        Redis does not answer, which is logged: the node starts and routes anyway."""
+        local = self.local.load()
+        try:
+            client = self._sync_client()
+            entries = []
+            for key in client.scan_iter(match=f"{self.settings.key_prefix}u:*", count=1000):
+                fields = client.hgetall(key)
+                entry = _entry(key.decode()[len(self.settings.key_prefix) + 2:], fields)
+                if entry is not None:
+                    entries.append(entry)
+            client.close()
+        except redis.RedisError as exc:
+            self._down(exc)
+            log.warning("sticky store: Redis %s does not answer (%s); starting from the local copy %s "
+                        "(%d entries)", self._where(), exc, self.path, len(local))
+            return local
+        self.available = True
+        return entries
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.local.start(loop)
+        self._client = self._async_client()
+
+    async def apply(self, change: Change) -> Sequence[StickyEntry]:
+        """Write `change`; returns the entries Redis holds instead of ours (conflicts)."""
+        self.local.apply_later(change)
+        return await self._shared(change)
+
+    def apply_later(self, change: Change) -> None:
+        self.local.apply_later(change)
+        if change.put or change.delete:
+            asyncio.get_running_loop().create_task(self._shared(change))
+
+    async def barrier(self) -> None:
+        await self.local.barrier()
+
+    async def lookup(self, key: str) -> tuple[bool, StickyEntry | None]:
+        """(True, Redis's entry or None) when Redis answered, (False, None) when it did not."""
+        if self._client is None or self.available is False:
+            return False, None
+        try:
+            fields = await self._client.hgetall(self._key(key))
+        except (redis.RedisError, OSError) as exc:
+            self._down(exc)
+            return False, None
+        return True, _entry(key, fields)
+
+    async def close(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._client is not None:
+            await self._client.aclose()
+        await self.local.close()
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    async def _shared(self, change: Change) -> list[StickyEntry]:
+        if not change.put and not change.delete:
+            return []
+        prior = dict(change.prior)
+        if self._client is None or self.available is False:
+            self._keep(change, prior)
+            return []
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entry in change.put:
+                    expected = "*" if change.force else prior.get(entry.key, "")
+                    pipe.eval(_CAS, 1, self._key(entry.key), entry.pool, entry.server, repr(entry.created),
+                              repr(entry.last_used), expected, int(self.ttl_s * 1000))
+                for key in change.delete:
+                    pipe.eval(_CAD, 1, self._key(key), "*" if change.force or key not in prior else prior[key])
+                results = await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._down(exc)
+            self._keep(change, prior)
+            return []
+        self._up()
+        winners = []
+        for entry, result in zip(change.put, results, strict=False):
+            if result:
+                winner = _entry(entry.key, dict(zip((b"pool", b"server", b"created", b"last_used"), result,
+                                                    strict=True)))
+                if winner is not None:
+                    self.conflicts += 1
+                    winners.append(winner)
+        return winners
+
+    def _keep(self, change: Change, prior: dict[str, str]) -> None:
+        """Redis is away: remember the latest change per user, replayed when it is back."""
+        now = time.time()
+        for entry in change.put:
+            self._outbox[entry.key] = (entry, "*" if change.force else prior.get(entry.key, ""), now)
+        for key in change.delete:
+            self._outbox[key] = (None, "*" if change.force or key not in prior else prior[key], now)
+
+    async def _replay(self) -> None:
+        """Redis is back: write what changed meanwhile; the later assignment wins a conflict."""
+        assert self._client is not None
+        pending, self._outbox = self._outbox, {}
+        replayed = conflicts = 0
+        for key, (entry, _prior, _at) in pending.items():  # the later assignment (created) wins
+            try:
+                current = _entry(key, await self._client.hgetall(self._key(key)))
+                if entry is None:
+                    await self._client.delete(self._key(key))
+                elif current is None or current.server == entry.server or current.created <= entry.created:
+                    if current is not None and current.server != entry.server:
+                        conflicts += 1
+                        log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
+                                    "and on %s elsewhere at %.0f; %s (the later) is kept",
+                                    key, entry.server, entry.created, current.server, current.created, entry.server)
+                    await self._client.eval(_CAS, 1, self._key(key), entry.pool, entry.server, repr(entry.created),
+                                            repr(entry.last_used), "*", int(self.ttl_s * 1000))
+                else:
+                    conflicts += 1
+                    log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
+                                "and on %s elsewhere at %.0f; %s (the later) is kept",
+                                key, entry.server, entry.created, current.server, current.created, current.server)
+                replayed += 1
+            except (redis.RedisError, OSError) as exc:
+                self._down(exc)
+                for rest in list(pending)[replayed:]:
+                    self._outbox.setdefault(rest, pending[rest])
+                return
+        self.conflicts += conflicts
+        log.warning("sticky store: Redis %s is back; %d change(s) made meanwhile replayed, %d conflict(s)",
+                    self._where(), replayed, conflicts)
+
+    # -- availability ---------------------------------------------------------------------------------
+
+    def _down(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {exc}"
+        if self.available is not False:
+            log.error("sticky store: Redis %s unavailable (%s); routing goes on from the local table, "
+                      "changes are kept and replayed when it is back", self._where(), exc)
+        self.available = False
+        if self._client is not None and (self._retry is None or self._retry.done()):
+            # no loop yet (start-up load): start() creates the client and the first write retries
+            with contextlib.suppress(RuntimeError):
+                self._retry = asyncio.get_running_loop().create_task(self._wait_for_redis())
+
+    def _up(self) -> None:
+        if self.available is False:
+            self.available = True
+
+    async def _wait_for_redis(self) -> None:
+        assert self._client is not None
+        while True:
+            await asyncio.sleep(RETRY_S)
+            try:
+                await self._client.ping()
+            except (redis.RedisError, OSError):
+                continue
+            self.available = True
+            await self._replay()
+            if self.available:
+                return
+
+    # -- clients ------------------------------------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        return f"{self.settings.key_prefix}u:{key}"
+
+    def _where(self) -> str:
+        s = self.settings
+        if s.sentinels:
+            return f"sentinel {s.service_name} via {', '.join(f'{h}:{p}' for h, p in s.sentinels)}"
+        return s.url
+
+    def _options(self) -> dict[str, Any]:
+        t = self.settings.timeout_s
+        return {"socket_timeout": t, "socket_connect_timeout": t}
+
+    def _sync_client(self) -> redis.Redis:
+        s = self.settings
+        if s.sentinels:
+            return Sentinel(list(s.sentinels), **self._options()).master_for(s.service_name, **self._options())
+        return redis.Redis.from_url(s.url, **self._options())
+
+    def _async_client(self) -> aioredis.Redis:
+        s = self.settings
+        if s.sentinels:
+            return AsyncSentinel(list(s.sentinels), **self._options()).master_for(s.service_name, **self._options())
+        return aioredis.Redis.from_url(s.url, **self._options())
+
+
+def _entry(key: str, fields: dict[bytes, bytes]) -> StickyEntry | None:
+    try:
+        return StickyEntry(key, fields[b"pool"].decode(), fields[b"server"].decode(),
+                           float(fields[b"created"]), float(fields[b"last_used"]))
+    except (KeyError, ValueError, AttributeError, TypeError):
+        return None

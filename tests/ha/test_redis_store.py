@@ -1,0 +1,118 @@
+"""Two balancer nodes (127.0.0.2 and 127.0.0.3) sharing one real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+from rdpbalancer.app import Balancer
+from rdpbalancer.config import parse_config
+from tests.support.balancer import farm_config, wait_until
+from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
+from tests.support.redis_server import RedisServer
+
+_prefixes = itertools.count()
+
+
+def node_config(farm: list[FakeRdpServer], path: Path, host: str, url: str, prefix: str) -> str:
+    text = farm_config([(s.name, s.address, 1) for s in farm], path, listen=f"{host}:0")
+    return text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1) + f"""
+[sticky.redis]
+url = "{url}"
+key_prefix = "{prefix}"
+timeout = "300ms"
+"""
+
+
+@asynccontextmanager
+async def two_nodes(farm: list[FakeRdpServer], tmp_path: Path, url: str) -> AsyncIterator[tuple[Balancer, Balancer]]:
+    prefix = f"t{next(_prefixes)}:"
+    nodes = [Balancer(parse_config(node_config(farm, tmp_path / f"node{i}.db", f"127.0.0.{i + 1}", url, prefix)))
+             for i in (1, 2)]
+    for node in nodes:
+        await node.start()
+    try:
+        yield nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+def port(node: Balancer) -> int:
+    return node.addresses[0][1]
+
+
+async def test_a_user_reaches_the_same_server_through_either_node(tmp_path: Path, redis_server: RedisServer) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with two_nodes(farm, tmp_path, redis_server.url) as (one, two):
+        homes = {u: await where(port(one), u, host="127.0.0.2") for u in ("alice", "bob", "carol")}
+        for user, home in homes.items():
+            assert await where(port(two), user, host="127.0.0.3") == home
+        # and back, after node two knows them too
+        for user, home in homes.items():
+            assert await where(port(one), user, host="127.0.0.2") == home
+    for s in farm:
+        await s.stop()
+
+
+async def test_new_users_arriving_at_both_nodes_at_once_get_one_server_each(tmp_path: Path,
+                                                                           redis_server: RedisServer) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with two_nodes(farm, tmp_path, redis_server.url) as (one, two):
+        users = [f"user{i:03d}" for i in range(200)]
+        # node two sees TS01 drained, node one does not: left alone they would disagree
+        two.set_admin_state("TS01", "drain")
+        pairs = await asyncio.gather(*(asyncio.gather(rdp_connect(port(one), u, host="127.0.0.2"),
+                                                      rdp_connect(port(two), u, host="127.0.0.3")) for u in users))
+        split = [u for u, (a, b) in zip(users, pairs, strict=True) if a.server != b.server]
+        assert not split, f"{len(split)} users got two servers, e.g. {split[:5]}"
+        for a, b in pairs:
+            await a.close()
+            await b.close()
+        stored = redis.Redis.from_url(redis_server.url)
+        prefix = one.store.settings.key_prefix  # type: ignore[union-attr]
+        assert len(list(stored.scan_iter(match=f"{prefix}u:*", count=1000))) == 200
+        stored.close()
+        assert one.store.conflicts + two.store.conflicts > 0  # type: ignore[union-attr]  # the race happened
+    for s in farm:
+        await s.stop()
+
+
+async def test_redis_outage_routing_goes_on_and_the_later_assignment_wins(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    farm = await start_farm("TS01", "TS02")
+    try:
+        async with two_nodes(farm, tmp_path, own.url) as (one, two):
+            alice = await where(port(one), "alice", host="127.0.0.2")
+            own.stop()
+            # known users and new users are served by both nodes, from their own tables
+            assert await where(port(one), "alice", host="127.0.0.2") == alice
+            one.set_admin_state("TS02", "drain")
+            two.set_admin_state("TS01", "drain")
+            assert await where(port(one), "dave", host="127.0.0.2") == "TS01"
+            await asyncio.sleep(0.05)
+            assert await where(port(two), "dave", host="127.0.0.3") == "TS02"  # later: this one wins
+            assert one.store.available is False  # type: ignore[union-attr]
+            own.start()
+            await wait_until(lambda: not one.store.unsaved and not two.store.unsaved, 15)  # type: ignore[union-attr]
+            assert "sticky conflict after the Redis outage: user dave" in caplog.text
+            stored = redis.Redis.from_url(own.url)
+            prefix = one.store.settings.key_prefix  # type: ignore[union-attr]
+            assert stored.hget(f"{prefix}u:dave", "server") == b"TS02"
+            stored.close()
+            one.set_admin_state("TS02", "ready")
+            assert await where(port(one), "dave", host="127.0.0.2") == "TS02"
+    finally:
+        own.stop()
+        for s in farm:
+            await s.stop()
