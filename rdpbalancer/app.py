@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -41,6 +42,8 @@ from rdpbalancer.workers.primary import WorkerPool, WorkerSetup
 log = logging.getLogger("rdpbalancer")
 
 SWEEP_INTERVAL_S = 30.0  # expire entries and refresh open sessions' last_used this often
+HEARTBEAT_S = 1.0  # with a shared store: publish our session counts, read the others', this often
+HEARTBEAT_EXPIRE_S = 3 * HEARTBEAT_S  # a node silent this long (crashed) leaves the totals
 CATCH_UP_SLACK_S = 5.0  # a handoff re-reads entries used since this long before its first read
 
 Address = tuple[str, int]
@@ -123,6 +126,8 @@ class Balancer:
             raise
         self.monitor.start()
         self._sweeper_task = self.ctx.tasks.spawn(self._sweeper(), name="sticky-sweeper")
+        if isinstance(self.store, RedisStickyStore):
+            self.ctx.tasks.spawn(self._cluster_heartbeat(self.store), name="cluster-heartbeat")
         log.info("rdpbalancer %s listening on %s; pools: %s", __version__,
                  ", ".join(format_addr(h, p) for h, p in self.addresses),
                  ", ".join(f"{p.name}({len(p.members)} servers)" for p in self.snapshot.policy.pools))
@@ -412,6 +417,8 @@ class Balancer:
         self.admin_overrides[server] = state
         self.router.set_admin_state(server, state)
         log.info("server %s admin state -> %s", server, state)
+        if isinstance(self.store, RedisStickyStore):
+            self.ctx.tasks.spawn(self.store.set_admin_state(server, str(state)), name="share-admin-state")
 
     def set_weight(self, server: str, weight: int) -> None:
         """Change a server's weight in every pool at run time; kept across reloads."""
@@ -466,6 +473,26 @@ class Balancer:
         for session in victims:
             session.abort(f"server {server} shut down")
         return len(victims)
+
+    async def _cluster_heartbeat(self, store: RedisStickyStore) -> None:
+        """Every second: our counts out, the other nodes' counts and the shared admin states in."""
+        node = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"  # this run of this node
+        try:
+            while True:
+                answer = await store.exchange(node, dict(self.router.connections), HEARTBEAT_EXPIRE_S)
+                if answer is not None:
+                    others, states = answer
+                    self.router.external = Counter(others)
+                    for server, state in states.items():
+                        if state not in ("ready", "drain", "maint"):
+                            continue  # not ours to understand (another version wrote it): ignored
+                        if server in self.snapshot.policy.servers() and self.router.condition(server).admin != state:
+                            self.admin_overrides[server] = AdminState(state)
+                            self.router.set_admin_state(server, AdminState(state))
+                            log.info("server %s admin state -> %s (set through another node)", server, state)
+                await asyncio.sleep(HEARTBEAT_S)
+        finally:
+            await store.leave(node)
 
     async def _sweeper(self) -> None:
         while True:

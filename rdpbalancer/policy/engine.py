@@ -59,6 +59,7 @@ class Router:
     def __init__(self, policy: RoutingPolicy, table: StickyTable) -> None:
         self.table = table
         self.connections: Counter[str] = Counter()  # server name -> open or opening connections
+        self.external: Counter[str] = Counter()  # server name -> other balancer nodes' connections
         self.conditions: dict[str, ServerCondition] = {}
         self.membership: GroupMembership = NoGroups()
         self.ambiguous = 0  # truncated cookies whose candidate users would route differently
@@ -185,6 +186,8 @@ class Router:
     def _load_function(self, pool: Pool) -> Callable[[str], int]:
         if pool.balance is BalanceKind.LEASTSESSIONS:
             return self.table.homed
+        if self.external:
+            return lambda server: self.connections[server] + self.external[server]
         return self.connections.__getitem__
 
     def _by_token(self, target: tuple[str, int], now: float) -> Decision | None:

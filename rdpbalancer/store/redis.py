@@ -148,6 +148,49 @@ class RedisStickyStore:
             await self._client.aclose()
         await self.local.close()
 
+    # -- the cluster: session counts and admin states ----------------------------------------------
+
+    async def exchange(self, node: str, counts: dict[str, int], expire_s: float
+                       ) -> tuple[dict[str, int], dict[str, str]] | None:
+        """Publish this node's per-server connections (gone `expire_s` after its last beat, so
+        a crashed node's sessions leave the totals); the other nodes' sum and the shared admin
+        states. None while Redis is away."""
+        if self._client is None or self.available is False:
+            return None
+        p = self.settings.key_prefix
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(f"{p}load:{node}")
+                if counts:
+                    pipe.hset(f"{p}load:{node}", mapping=counts)
+                pipe.pexpire(f"{p}load:{node}", int(expire_s * 1000))
+                await pipe.execute()
+            others: dict[str, int] = {}
+            async for key in self._client.scan_iter(match=f"{p}load:*", count=1000):
+                if key.decode() == f"{p}load:{node}":
+                    continue
+                for server, count in (await self._client.hgetall(key)).items():
+                    others[server.decode()] = others.get(server.decode(), 0) + int(count)
+            states = {k.decode(): v.decode() for k, v in (await self._client.hgetall(f"{p}admin")).items()}
+        except (redis.RedisError, OSError) as exc:
+            self._down(exc)
+            return None
+        return others, states
+
+    async def set_admin_state(self, server: str, state: str) -> None:
+        """An administrator's drain/ready/maint, for every node (best effort: logged if away)."""
+        if self._client is None:
+            return
+        try:
+            await self._client.hset(f"{self.settings.key_prefix}admin", server, state)
+        except (redis.RedisError, OSError) as exc:
+            self._down(exc)
+
+    async def leave(self, node: str) -> None:
+        if self._client is not None and self.available is not False:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._client.delete(f"{self.settings.key_prefix}load:{node}")
+
     # -- writing ------------------------------------------------------------------------------------
 
     async def _shared(self, change: Change) -> list[StickyEntry]:
@@ -192,7 +235,7 @@ class RedisStickyStore:
     async def _replay(self) -> None:
         """Redis is back: write what changed meanwhile; the later assignment wins a conflict."""
         assert self._client is not None
-        pending, self._outbox = self._outbox, {}
+        pending = dict(self._outbox)  # each leaves the outbox once written (unsaved counts the rest)
         replayed = conflicts = 0
         for key, (entry, _prior, _at) in pending.items():  # the later assignment (created) wins
             try:
@@ -213,10 +256,10 @@ class RedisStickyStore:
                                 "and on %s elsewhere at %.0f; %s (the later) is kept",
                                 key, entry.server, entry.created, current.server, current.created, current.server)
                 replayed += 1
+                if self._outbox.get(key) is pending[key]:
+                    del self._outbox[key]  # not changed again meanwhile
             except (redis.RedisError, OSError) as exc:
                 self._down(exc)
-                for rest in list(pending)[replayed:]:
-                    self._outbox.setdefault(rest, pending[rest])
                 return
         self.conflicts += conflicts
         log.warning("sticky store: Redis %s is back; %d change(s) made meanwhile replayed, %d conflict(s)",

@@ -116,3 +116,21 @@ async def test_redis_outage_routing_goes_on_and_the_later_assignment_wins(tmp_pa
         own.stop()
         for s in farm:
             await s.stop()
+
+
+async def test_drain_and_session_counts_are_shared_by_the_nodes(tmp_path: Path, redis_server: RedisServer) -> None:
+    farm = await start_farm("TS01", "TS02")
+    try:
+        async with two_nodes(farm, tmp_path, redis_server.url) as (one, two):
+            clients = [await rdp_connect(port(one), f"held{i}", host="127.0.0.2") for i in range(6)]
+            # node two counts node one's sessions in its leastconn (within a heartbeat or two)
+            await wait_until(lambda: sum(two.router.external.values()) == 6, 10)
+            one.set_admin_state("TS01", "drain")
+            await wait_until(lambda: two.router.condition("TS01").admin == "drain", 10)
+            assert {await where(port(two), f"new{i}", host="127.0.0.3") for i in range(5)} == {"TS02"}
+            for c in clients:
+                await c.close()
+            await wait_until(lambda: sum(two.router.external.values()) == 0, 10)
+    finally:
+        for s in farm:
+            await s.stop()
