@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_until
+from tests.support.balancer import BalancerProcess, farm_config, free_port, process_gone, wait_until
 from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
 
 WAIT_S = 20.0
@@ -34,11 +34,6 @@ async def _serving_pid(admin_port: int) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
 
 
 class Stream:
@@ -98,7 +93,7 @@ async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_l
         assert sum(s["connections"] for s in servers.values()) == 2
         # ... and keeps streaming through the old process, nothing lost or reordered
         await wait_until(lambda: stream.checked > checked_at_takeover + 50, WAIT_S)
-        assert old.proc.poll() is None and _alive(old_pid)
+        assert old.proc.poll() is None and not process_gone(old_pid)
         stream.running = False
         await streaming
         await streamer.close()
@@ -110,9 +105,9 @@ async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_l
         assert await where(port, "alice") == alice_home
     finally:
         old.stop()
-        if new_pid is not None and _alive(new_pid):
+        if new_pid is not None and not process_gone(new_pid):
             os.kill(new_pid, signal.SIGTERM)
-            await wait_until(lambda: not _alive(new_pid), WAIT_S)
+            await wait_until(lambda: process_gone(new_pid), WAIT_S)
         for s in farm:
             await s.stop()
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from rdpbalancer.workers.primary import RemoteSession
-from tests.support.balancer import farm_config, running, wait_until
+from tests.support.balancer import farm_config, process_gone, running, wait_until
 from tests.support.fakes import FakeRdpServer, RdpClient, rdp_connect, start_farm, where
 
 WAIT_S = 15.0
@@ -163,13 +163,6 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def _gone(pid: int) -> bool:
-    """Exited (a zombie waiting for a reaper counts: it runs no code and holds no socket)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 async def test_workers_exit_when_the_primary_is_killed(tmp_path: Path) -> None:
@@ -189,7 +182,7 @@ async def test_workers_exit_when_the_primary_is_killed(tmp_path: Path) -> None:
         client = await rdp_connect(port, "alice")
         proc.proc.kill()
         proc.proc.wait()
-        await wait_until(lambda: _gone(worker), WAIT_S)
+        await wait_until(lambda: process_gone(worker), WAIT_S)
         await client.close()
     finally:
         proc.stop()

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.e2e import harness
+from tests.support.balancer import process_gone
 
 pytestmark = pytest.mark.e2e
 
@@ -94,13 +95,6 @@ def _is_our_worker(pid: int) -> bool:
     return b"rdpbalancer" in argv and b"worker" in argv
 
 
-def _gone(pid: int) -> bool:
-    """Exited (a zombie not yet reaped runs no code and holds no socket: gone too)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return True
-    return "\nState:\tZ" in status
 
 
 def _start(workdir: Path, servers: Sequence[harness.XrdpServer]) -> tuple[harness.BalancerProcess, int]:
@@ -127,9 +121,9 @@ def _wait_ready(balancer: harness.BalancerProcess, process: harness.ManagedProce
 def _stop_orphan(worker_pid: int, primary_pid: int) -> None:
     """The worker must exit with its primary; should it not, it is ours to stop (by its PID)."""
     deadline = time.monotonic() + WORKER_EXIT_TIMEOUT_S
-    while not _gone(worker_pid) and time.monotonic() < deadline:
+    while not process_gone(worker_pid) and time.monotonic() < deadline:
         time.sleep(harness.POLL_INTERVAL)
-    if _gone(worker_pid) or not _is_our_worker(worker_pid):
+    if process_gone(worker_pid) or not _is_our_worker(worker_pid):
         return
     os.kill(worker_pid, signal.SIGKILL)
     pytest.fail(
@@ -299,7 +293,7 @@ def test_workers_leastconn_and_sticky_across_processes(
     code = bal.balancer.stop(signal.SIGTERM)
     assert code == 0, f"balancer exit status {code} on SIGTERM\n{bal.diagnostics()}"
     harness.wait_for(
-        lambda: True if _gone(worker_pid) else None,
+        lambda: True if process_gone(worker_pid) else None,
         timeout=WORKER_EXIT_TIMEOUT_S,
         what=f"worker pid {worker_pid} to exit with its primary",
     )

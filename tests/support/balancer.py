@@ -112,3 +112,12 @@ async def wait_until(predicate, timeout_s: float = 5.0, interval_s: float = 0.01
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(interval_s)
+
+
+def process_gone(pid: int) -> bool:
+    """Exited (a zombie not yet reaped runs no code and holds no socket: gone too)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
