@@ -34,7 +34,7 @@ from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import ListenError, open_listeners
 from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.relay.splice import PipePool
-from rdpbalancer.store.redis import RedisSettings, RedisStickyStore
+from rdpbalancer.store.redis import ClusterView, RedisSettings, RedisStickyStore
 from rdpbalancer.store.sqlite import SqliteStickyStore
 from rdpbalancer.systemd import monotonic_usec, notify
 from rdpbalancer.workers.primary import WorkerPool, WorkerSetup
@@ -81,6 +81,7 @@ class Balancer:
         self.workers: WorkerPool | None = None  # worker processes ([balancer] workers > 1)
         self.handover: Handover | None = None  # set once a handoff to a new process started
         self._sweeper_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None  # a shared store's cluster heartbeat
         self._serving = False  # run(): set once started (signals other than stop wait for it)
         self.metrics = Metrics(self)
         self.ctx.observe_handshake = self.metrics.handshake.observe
@@ -117,6 +118,11 @@ class Balancer:
                 self.workers = WorkerPool(self.snapshot.workers, self.control, self.ctx.sessions,
                                           self.ctx.decisions, self._worker_setup)
                 await self.workers.start()
+            if takeover is not None:
+                for server in self.listeners.values():
+                    await server.start_serving()
+                takeover.serving()
+                log.info("handoff: took over the listeners")
         except BaseException:
             for server in self.listeners.values():
                 server.close()
@@ -124,10 +130,7 @@ class Balancer:
             await self.directory.stop()
             await self.store.close()
             raise
-        self.monitor.start()
-        self._sweeper_task = self.ctx.tasks.spawn(self._sweeper(), name="sticky-sweeper")
-        if isinstance(self.store, RedisStickyStore):
-            self.ctx.tasks.spawn(self._cluster_heartbeat(self.store), name="cluster-heartbeat")
+        self._start_background()
         log.info("rdpbalancer %s listening on %s; pools: %s", __version__,
                  ", ".join(format_addr(h, p) for h, p in self.addresses),
                  ", ".join(f"{p.name}({len(p.members)} servers)" for p in self.snapshot.policy.pools))
@@ -145,9 +148,7 @@ class Balancer:
             self.table.merge(entry)
         self._adopt(state)
         takeover.on_closed = self._old_session_closed
-        for server in self.listeners.values():
-            await server.start_serving()
-        log.info("handoff: took over the listeners; the old process finishes its %d session(s)",
+        log.info("handoff: the old process stopped accepting; it finishes its %d session(s)",
                  sum(state.connections.values()))
 
     def _adopt(self, state: RuntimeState) -> None:
@@ -201,9 +202,27 @@ class Balancer:
         await self.admin.stop()
         await self.monitor.stop()
         await self.directory.stop()
-        if self._sweeper_task is not None:
-            self._sweeper_task.cancel()
+        for task in (self._sweeper_task, self._heartbeat_task):
+            if task is not None:
+                task.cancel()  # the heartbeat leaves: the new process counts our sessions itself
         await self.store.barrier()
+
+    async def resume_accepting(self, spare: dict[Address, socket.socket]) -> None:
+        """A handoff failed after `stop_accepting`: accept again on the kept sockets, restart the
+        API and the background work."""
+        self.listeners = {}
+        await self._open_listeners(self.snapshot.listen, inherited=spare)
+        if self.snapshot.config.admin.enabled:
+            await self.admin.start()
+        await self.directory.start()
+        self._start_background()
+        log.warning("handoff: accepting again on %s", ", ".join(format_addr(h, p) for h, p in self.addresses))
+
+    def _start_background(self) -> None:
+        self.monitor.start()
+        self._sweeper_task = self.ctx.tasks.spawn(self._sweeper(), name="sticky-sweeper")
+        if isinstance(self.store, RedisStickyStore):
+            self._heartbeat_task = self.ctx.tasks.spawn(self._cluster_heartbeat(self.store), name="cluster-heartbeat")
 
     def runtime_state(self) -> RuntimeState:
         live = [s for s in self.ctx.sessions.values() if s.relaying and s.server is not None]
@@ -417,8 +436,7 @@ class Balancer:
         self.admin_overrides[server] = state
         self.router.set_admin_state(server, state)
         log.info("server %s admin state -> %s", server, state)
-        if isinstance(self.store, RedisStickyStore):
-            self.ctx.tasks.spawn(self.store.set_admin_state(server, str(state)), name="share-admin-state")
+        self._share("admin", server, str(state))
 
     def set_weight(self, server: str, weight: int) -> None:
         """Change a server's weight in every pool at run time; kept across reloads."""
@@ -429,6 +447,12 @@ class Balancer:
         self.weight_overrides[server] = weight
         self.router.swap_policy(self._with_weights(self.snapshot.policy))
         log.info("server %s weight -> %d", server, weight)
+        self._share("weight", server, str(weight))
+
+    def _share(self, setting: str, server: str, value: str) -> None:
+        """Tell the other nodes (a shared store only); they apply it within a heartbeat."""
+        if isinstance(self.store, RedisStickyStore):
+            self.ctx.tasks.spawn(self.store.share(setting, server, value), name=f"share-{setting}")
 
     def _with_weights(self, policy: RoutingPolicy) -> RoutingPolicy:
         if not self.weight_overrides:
@@ -475,24 +499,37 @@ class Balancer:
         return len(victims)
 
     async def _cluster_heartbeat(self, store: RedisStickyStore) -> None:
-        """Every second: our counts out, the other nodes' counts and the shared admin states in."""
+        """Every second: our counts out; the other nodes' counts, the shared admin states and
+        weights, and the sticky entries changed anywhere, in."""
         node = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"  # this run of this node
         try:
             while True:
-                answer = await store.exchange(node, dict(self.router.connections), HEARTBEAT_EXPIRE_S)
-                if answer is not None:
-                    others, states = answer
-                    self.router.external = Counter(others)
-                    for server, state in states.items():
-                        if state not in ("ready", "drain", "maint"):
-                            continue  # not ours to understand (another version wrote it): ignored
-                        if server in self.snapshot.policy.servers() and self.router.condition(server).admin != state:
-                            self.admin_overrides[server] = AdminState(state)
-                            self.router.set_admin_state(server, AdminState(state))
-                            log.info("server %s admin state -> %s (set through another node)", server, state)
+                view = await store.exchange(node, dict(self.router.connections), HEARTBEAT_EXPIRE_S)
+                if view is not None:
+                    self.router.external = Counter(view.others)
+                    self._apply_shared(view)
+                for key, entry in await store.pull() or ():
+                    self.control.adopt(key, entry)
                 await asyncio.sleep(HEARTBEAT_S)
         finally:
             await store.leave(node)
+
+    def _apply_shared(self, view: ClusterView) -> None:
+        servers = self.snapshot.policy.servers()
+        for server, state in view.admin_states.items():
+            if state not in ("ready", "drain", "maint"):
+                continue  # not ours to understand (another version wrote it): ignored
+            if server in servers and self.router.condition(server).admin != state:
+                self.admin_overrides[server] = AdminState(state)
+                self.router.set_admin_state(server, AdminState(state))
+                log.info("server %s admin state -> %s (set through another node)", server, state)
+        changed = {s: w for s, w in view.weights.items()
+                   if s in servers and 0 <= w <= MAX_WEIGHT and self.weight_overrides.get(s) != w}
+        if changed:
+            self.weight_overrides.update(changed)
+            self.router.swap_policy(self._with_weights(self.snapshot.policy))
+            for server, weight in changed.items():
+                log.info("server %s weight -> %d (set through another node)", server, weight)
 
     async def _sweeper(self) -> None:
         while True:

@@ -14,7 +14,10 @@ process:
    directory sync, flushes its sticky writes to disk and sends "yours" with its run-time state:
    drain/maintenance and weight overrides, health, and its live sessions (per server, per user).
 4. The new process reads the sticky entries written since it loaded them, takes over that state,
-   starts accepting, starts its admin API and tells systemd it is the main process now.
+   starts its admin API, starts accepting, says "serving" and tells systemd it is the main process
+   now. If it dies or stalls before "serving", the old process accepts again on the same sockets
+   (it kept a duplicate of each) and restarts its API and checks: a failed upgrade drops nothing
+   but the connections the dead process had accepted itself.
 5. The old process relays its sessions until they end (each end is passed on, so the new
    process's leastconn counts and sticky expiry stay right), then exits; with
    `[balancer] drain_timeout` it cuts what is left after that long.
@@ -71,6 +74,7 @@ class Handover:
         self.process: asyncio.subprocess.Process | None = None
         self.channel: Channel | None = None
         self._loaded = asyncio.Event()
+        self._serving = asyncio.Event()
         self._lost = asyncio.Event()
         self.done = False
 
@@ -105,11 +109,22 @@ class Handover:
             await self._abandon()
             raise HandoffError("the new process exited or failed before taking over (see its log lines); "
                                "this process goes on serving")
-        await bal.stop_accepting()
-        state = bal.runtime_state()
-        self.channel.send(("yours", state))
-        bal.control.on_finished = self._session_closed  # the successor records their ends ...
-        bal.control.persist_ends = False  # ... and is the only writer of the table from now on
+        spare = {address: socket.fromfd(fd, *_kind(bal, address)) for fd, address in listeners.items()}
+        try:
+            await bal.stop_accepting()
+            self.channel.send(("yours", bal.runtime_state()))
+            bal.control.on_finished = self._session_closed  # the successor records their ends ...
+            bal.control.persist_ends = False  # ... and is the only writer of the table from now on
+            if not await self._wait(self._serving, TAKE_TIMEOUT_S):
+                await self._abandon()
+                bal.control.on_finished, bal.control.persist_ends = None, True
+                await bal.resume_accepting(spare)
+                spare = {}  # the listeners own them again
+                raise HandoffError("the new process failed while taking over (see its log lines); "
+                                   "this process accepts again")
+        finally:
+            for sock in spare.values():
+                sock.close()
         log.info("handoff: pid %d accepts new connections now; %d session(s) stay here until they end",
                  self.process.pid, len(bal.ctx.sessions))
         self.done = True
@@ -134,10 +149,17 @@ class Handover:
     def _on_message(self, message: Message) -> None:
         if message[0] == "loaded":
             self._loaded.set()
+        elif message[0] == "serving":
+            self._serving.set()
 
     def _session_closed(self, server: str, key: str | None, now: float) -> None:
         if self.channel is not None:
             self.channel.send(("closed", server, key, now))
+
+
+def _kind(bal: Balancer, address: tuple[str, int]) -> tuple[int, int]:
+    sock = bal.listeners[address].sockets[0]
+    return sock.family, sock.type
 
 
 # -- the new process ----------------------------------------------------------------------------------
@@ -170,6 +192,11 @@ class Takeover:
         self.channel.send(("loaded",))
         async with asyncio.timeout(TAKE_TIMEOUT_S):
             return await self._state
+
+    def serving(self) -> None:
+        """Tell the old process we accept now: it no longer needs its spare sockets."""
+        if self.channel is not None:
+            self.channel.send(("serving",))
 
     def _on_message(self, message: Message) -> None:
         kind = message[0]

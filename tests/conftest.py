@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
+
+from tests.support.redis_server import RedisServer
 
 
 class _TestLoop(uvloop.Loop):  # type: ignore[misc]
@@ -35,3 +38,13 @@ class _TestLoop(uvloop.Loop):  # type: ignore[misc]
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
     return {"uvloop": _TestLoop}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session, started when a test first asks for it; tests
+    keep apart with their own key prefix."""
+    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()

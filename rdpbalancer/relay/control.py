@@ -123,10 +123,10 @@ class LocalControl:
         if lookup is not None and request.user_key is not None:
             answered, entry = await lookup(request.user_key)
             if answered:
-                self._adopt(request.user_key, entry)
+                self.adopt(request.user_key, entry)
         return self.decide(sid, request)
 
-    def _adopt(self, key: str, entry: StickyEntry | None) -> None:
+    def adopt(self, key: str, entry: StickyEntry | None) -> None:
         """The shared store's word about `key` replaces ours (not written back)."""
         table = self.router.table
         if entry is None:

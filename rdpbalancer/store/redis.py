@@ -35,9 +35,17 @@ log = logging.getLogger("rdpbalancer.store")
 
 RETRY_S = 1.0  # while Redis is away, try again this often
 
-# KEYS[1] user; ARGV pool, server, created, last_used, expected server ("" none, "*" any), ttl ms.
-# Returns nil when written, else Redis's entry {pool, server, created, last_used}.
-_CAS = """
+# Every write and delete also stamps the user in the change feed KEYS[2] (a sorted set scored by
+# Redis's clock in ms), which the other nodes pull every second.
+_STAMP = """
+local function stamp(feed, user)
+  local t = redis.call('TIME')
+  redis.call('ZADD', feed, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), user)
+end
+"""
+# KEYS[1] user, KEYS[2] feed; ARGV pool, server, created, last_used, expected server ("" none,
+# "*" any), ttl ms, user key. Returns nil when written, else Redis's entry {pool, server, created, last_used}.
+_CAS = _STAMP + """
 local cur = redis.call('HMGET', KEYS[1], 'pool', 'server', 'created', 'last_used')
 if ARGV[5] ~= '*' and cur[2] and cur[2] ~= ARGV[2] and cur[2] ~= ARGV[5] then
   return cur
@@ -48,15 +56,19 @@ if cur[2] == ARGV[2] and cur[3] then
 end
 redis.call('HSET', KEYS[1], 'pool', ARGV[1], 'server', ARGV[2], 'created', ARGV[3], 'last_used', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+stamp(KEYS[2], ARGV[7])
 return nil
 """
-# KEYS[1] user; ARGV expected server ("*" any). Deletes only what this node believed.
-_CAD = """
+# KEYS[1] user, KEYS[2] feed; ARGV expected server ("*" any), user key. Deletes only what this node believed.
+_CAD = _STAMP + """
 if ARGV[1] == '*' or redis.call('HGET', KEYS[1], 'server') == ARGV[1] then
+  stamp(KEYS[2], ARGV[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+FEED_SLACK_S = 3600.0  # stamps are kept this long past the ttl
+PULL_BATCH = 5000  # users read from the change feed per heartbeat at most (the rest next time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +78,15 @@ class RedisSettings:
     service_name: str = "mymaster"
     key_prefix: str = "rdpb:"
     timeout_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterView:
+    """What the other nodes publish: their connections per server, and the shared admin settings."""
+
+    others: dict[str, int]
+    admin_states: dict[str, str]
+    weights: dict[str, int]
 
 
 class RedisStickyStore:
@@ -81,6 +102,8 @@ class RedisStickyStore:
         self._outbox: dict[str, tuple[StickyEntry | None, str, float]] = {}  # key -> (entry|None, prior, at)
         self._client: aioredis.Redis | None = None
         self._retry: asyncio.Task[None] | None = None
+        self._sentinels: list[aioredis.Redis] = []  # the Sentinel connections, closed with the store
+        self._cursor: float | None = None  # Redis ms: change-feed entries from here on are not pulled yet
 
     # -- the port ----------------------------------------------------------------------------
 
@@ -98,6 +121,8 @@ class RedisStickyStore:
         local = self.local.load()
         try:
             client = self._sync_client()
+            seconds, micros = client.time()
+            self._cursor = seconds * 1000 + micros // 1000  # what changes during the scan is pulled later
             entries = []
             for key in client.scan_iter(match=f"{self.settings.key_prefix}u:*", count=1000):
                 fields = client.hgetall(key)
@@ -130,6 +155,11 @@ class RedisStickyStore:
     async def barrier(self) -> None:
         await self.local.barrier()
 
+    def load_since(self, since: float) -> list[StickyEntry]:
+        """A handoff's catch-up: the local copy's entries changed since `since` (the old process
+        wrote them there too); what other nodes changed arrives through the change feed."""
+        return self.local.load_since(since)
+
     async def lookup(self, key: str) -> tuple[bool, StickyEntry | None]:
         """(True, Redis's entry or None) when Redis answered, (False, None) when it did not."""
         if self._client is None or self.available is False:
@@ -146,15 +176,17 @@ class RedisStickyStore:
             self._retry.cancel()
         if self._client is not None:
             await self._client.aclose()
+            await self._client.connection_pool.disconnect()
+        for watcher in self._sentinels:
+            await watcher.aclose()
         await self.local.close()
 
     # -- the cluster: session counts and admin states ----------------------------------------------
 
-    async def exchange(self, node: str, counts: dict[str, int], expire_s: float
-                       ) -> tuple[dict[str, int], dict[str, str]] | None:
+    async def exchange(self, node: str, counts: dict[str, int], expire_s: float) -> ClusterView | None:
         """Publish this node's per-server connections (gone `expire_s` after its last beat, so
         a crashed node's sessions leave the totals); the other nodes' sum and the shared admin
-        states. None while Redis is away."""
+        states and weights. None while Redis is away."""
         if self._client is None or self.available is False:
             return None
         p = self.settings.key_prefix
@@ -164,6 +196,8 @@ class RedisStickyStore:
                 if counts:
                     pipe.hset(f"{p}load:{node}", mapping=counts)
                 pipe.pexpire(f"{p}load:{node}", int(expire_s * 1000))
+                # feed stamps older than the ttl name entries that have expired everywhere
+                pipe.zremrangebyscore(self._feed, "-inf", (time.time() - self.ttl_s - FEED_SLACK_S) * 1000)
                 await pipe.execute()
             others: dict[str, int] = {}
             async for key in self._client.scan_iter(match=f"{p}load:*", count=1000):
@@ -172,17 +206,53 @@ class RedisStickyStore:
                 for server, count in (await self._client.hgetall(key)).items():
                     others[server.decode()] = others.get(server.decode(), 0) + int(count)
             states = {k.decode(): v.decode() for k, v in (await self._client.hgetall(f"{p}admin")).items()}
+            weights = {}
+            for k, v in (await self._client.hgetall(f"{p}weight")).items():
+                with contextlib.suppress(ValueError):
+                    weights[k.decode()] = int(v)
         except (redis.RedisError, OSError) as exc:
             self._down(exc)
             return None
-        return others, states
+        return ClusterView(others, states, weights)
 
-    async def set_admin_state(self, server: str, state: str) -> None:
-        """An administrator's drain/ready/maint, for every node (best effort: logged if away)."""
+    async def pull(self) -> list[tuple[str, StickyEntry | None]] | None:
+        """Users another node (or this one) wrote or deleted since the last pull, with Redis's
+        entry now (None: deleted or expired); mirrored into the local copy. So every node's
+        table, and its homed-user counts, follow the cluster's. None while Redis is away."""
+        if self._client is None or self.available is False:
+            return None
+        try:
+            if self._cursor is None:
+                seconds, micros = await self._client.time()
+                self._cursor = seconds * 1000 + micros // 1000
+                return []
+            stamped = await self._client.zrangebyscore(self._feed, self._cursor, "+inf", start=0,
+                                                       num=PULL_BATCH, withscores=True)
+            if not stamped:
+                return []
+            async with self._client.pipeline(transaction=False) as pipe:
+                for member, _score in stamped:
+                    pipe.hgetall(self._key(member.decode()))
+                found = await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self._down(exc)
+            return None
+        # inclusive: a stamp in the same ms as the last one is read again next time (harmless)
+        self._cursor = max(score for _member, score in stamped)
+        pulled = [(member.decode(), _entry(member.decode(), fields))
+                  for (member, _score), fields in zip(stamped, found, strict=True)]
+        puts = tuple(e for _k, e in pulled if e is not None)
+        deletes = tuple(k for k, e in pulled if e is None)
+        self.local.apply_later(Change(put=puts, delete=deletes))
+        return pulled
+
+    async def share(self, setting: str, server: str, value: str) -> None:
+        """An administrator's setting ("admin": drain/ready/maint, or "weight") for every node
+        (best effort: while Redis is away it stays on this node, and the outage is logged)."""
         if self._client is None:
             return
         try:
-            await self._client.hset(f"{self.settings.key_prefix}admin", server, state)
+            await self._client.hset(f"{self.settings.key_prefix}{setting}", server, value)
         except (redis.RedisError, OSError) as exc:
             self._down(exc)
 
@@ -204,10 +274,10 @@ class RedisStickyStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 for entry in change.put:
                     expected = "*" if change.force else prior.get(entry.key, "")
-                    pipe.eval(_CAS, 1, self._key(entry.key), entry.pool, entry.server, repr(entry.created),
-                              repr(entry.last_used), expected, int(self.ttl_s * 1000))
+                    pipe.eval(_CAS, 2, *self._cas_args(entry, expected))
                 for key in change.delete:
-                    pipe.eval(_CAD, 1, self._key(key), "*" if change.force or key not in prior else prior[key])
+                    pipe.eval(_CAD, 2, self._key(key), self._feed, "*" if change.force or key not in prior
+                              else prior[key], key)
                 results = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self._down(exc)
@@ -241,15 +311,14 @@ class RedisStickyStore:
             try:
                 current = _entry(key, await self._client.hgetall(self._key(key)))
                 if entry is None:
-                    await self._client.delete(self._key(key))
+                    await self._client.eval(_CAD, 2, self._key(key), self._feed, "*", key)
                 elif current is None or current.server == entry.server or current.created <= entry.created:
                     if current is not None and current.server != entry.server:
                         conflicts += 1
                         log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
                                     "and on %s elsewhere at %.0f; %s (the later) is kept",
                                     key, entry.server, entry.created, current.server, current.created, entry.server)
-                    await self._client.eval(_CAS, 1, self._key(key), entry.pool, entry.server, repr(entry.created),
-                                            repr(entry.last_used), "*", int(self.ttl_s * 1000))
+                    await self._client.eval(_CAS, 2, *self._cas_args(entry, "*"))
                 else:
                     conflicts += 1
                     log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
@@ -301,6 +370,14 @@ class RedisStickyStore:
     def _key(self, key: str) -> str:
         return f"{self.settings.key_prefix}u:{key}"
 
+    @property
+    def _feed(self) -> str:
+        return f"{self.settings.key_prefix}changes"
+
+    def _cas_args(self, entry: StickyEntry, expected: str) -> tuple[str | float | int, ...]:
+        return (self._key(entry.key), self._feed, entry.pool, entry.server, repr(entry.created),
+                repr(entry.last_used), expected, int(self.ttl_s * 1000), entry.key)
+
     def _where(self) -> str:
         s = self.settings
         if s.sentinels:
@@ -314,13 +391,19 @@ class RedisStickyStore:
     def _sync_client(self) -> redis.Redis:
         s = self.settings
         if s.sentinels:
-            return Sentinel(list(s.sentinels), **self._options()).master_for(s.service_name, **self._options())
+            sentinel = Sentinel(list(s.sentinels), **self._options())
+            master = sentinel.master_for(s.service_name, **self._options())
+            for watcher in sentinel.sentinels:
+                watcher.close()  # master_for asked them already; the master connection is what is used
+            return master
         return redis.Redis.from_url(s.url, **self._options())
 
     def _async_client(self) -> aioredis.Redis:
         s = self.settings
         if s.sentinels:
-            return AsyncSentinel(list(s.sentinels), **self._options()).master_for(s.service_name, **self._options())
+            sentinel = AsyncSentinel(list(s.sentinels), **self._options())
+            self._sentinels = list(sentinel.sentinels)
+            return sentinel.master_for(s.service_name, **self._options())
         return aioredis.Redis.from_url(s.url, **self._options())
 
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.support.balancer import BalancerProcess, farm_config, free_port, process_gone, wait_until
 from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
@@ -53,11 +55,18 @@ class Stream:
             await asyncio.sleep(0.002)
 
 
-async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_last(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_last(
+        tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
     farm = await start_farm("TS01", "TS02")
     port, admin_port = free_port(), free_port()
     config = tmp_path / "rdpb.toml"
-    config.write_text(_config(farm, tmp_path, port, admin_port))
+    text = _config(farm, tmp_path, port, admin_port)
+    if store == "redis":  # the same, with the table in a real redis-server (and a SQLite copy)
+        url = request.getfixturevalue("redis_server").url
+        text = text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1)
+        text += f'\n[sticky.redis]\nurl = "{url}"\nkey_prefix = "handoff{os.getpid()}:"\n'
+    config.write_text(text)
     old = BalancerProcess(config, port, tmp_path / "rdpb.log")
     old.start()
     new_pid = None
@@ -131,5 +140,38 @@ async def test_a_successor_that_cannot_start_leaves_the_old_process_serving(tmp_
         assert await _serving_pid(admin_port) == old.proc.pid
         assert await where(port, "alice") == "TS01"
     finally:
+        old.stop()
+        await farm[0].stop()
+
+
+async def test_a_successor_that_dies_while_taking_over_hands_the_listeners_back(tmp_path: Path) -> None:
+    farm = await start_farm("TS01")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config(farm, tmp_path, port, admin_port))
+    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
+    old.start()
+    taken = socket.socket()
+    try:
+        assert old.proc is not None
+        log = tmp_path / "rdpb.log"
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await asyncio.sleep(0.5)
+        held = await rdp_connect(port, "held")
+        # the successor loads fine, then cannot open its admin port: after the old one let go
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config.write_text(config.read_text().replace(f"127.0.0.1:{admin_port}",
+                                                     f"127.0.0.1:{taken.getsockname()[1]}"))
+        old.proc.send_signal(signal.SIGUSR2)
+        await wait_until(lambda: "handoff failed: the new process failed while taking over" in log.read_text(),
+                         WAIT_S)
+        assert await _serving_pid(admin_port) == old.proc.pid  # its API is back
+        assert await where(port, "alice") == "TS01"  # and it accepts on the same socket
+        held.writer.write(b"still here")
+        assert await asyncio.wait_for(held.reader.readexactly(10), 5) == b"still here"
+        await held.close()
+    finally:
+        taken.close()
         old.stop()
         await farm[0].stop()

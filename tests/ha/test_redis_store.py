@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ _prefixes = itertools.count()
 
 
 def node_config(farm: list[FakeRdpServer], path: Path, host: str, url: str, prefix: str) -> str:
-    text = farm_config([(s.name, s.address, 1) for s in farm], path, listen=f"{host}:0")
+    text = farm_config([(s.name, s.address, 1) for s in farm], path, listen=host if ":" in host else f"{host}:0")
     return text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1) + f"""
 [sticky.redis]
 url = "{url}"
@@ -131,6 +133,53 @@ async def test_drain_and_session_counts_are_shared_by_the_nodes(tmp_path: Path, 
             for c in clients:
                 await c.close()
             await wait_until(lambda: sum(two.router.external.values()) == 0, 10)
+    finally:
+        for s in farm:
+            await s.stop()
+
+
+async def test_new_users_at_both_nodes_balance_the_cluster_as_a_whole(tmp_path: Path,
+                                                                      redis_server: RedisServer) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    try:
+        async with two_nodes(farm, tmp_path, redis_server.url) as (one, two):
+            # node one holds 30 sessions on TS01; node two knows only through the heartbeat
+            for i in range(30):
+                await one.set_sticky(f"held{i}", "TS01")
+            held = [await rdp_connect(port(one), f"held{i}", host="127.0.0.2") for i in range(30)]
+            await wait_until(lambda: two.router.external["TS01"] == 30, 10)
+            # 60 new users at node one, then (a heartbeat later) 60 at node two, each wave at once
+            clients = await asyncio.gather(*(rdp_connect(port(one), f"a{i}", host="127.0.0.2") for i in range(60)))
+            await wait_until(lambda: sum(two.router.external.values()) == 90, 10)
+            clients += await asyncio.gather(*(rdp_connect(port(two), f"b{i}", host="127.0.0.3") for i in range(60)))
+            placed = Counter(c.server for c in clients) + Counter({"TS01": 30})
+            # node one filled TS02 and TS03 to 30 each; node two, counting all 90, spread 20/20/20
+            assert all(48 <= placed[s] <= 52 for s in ("TS01", "TS02", "TS03")), placed
+            for c in [*held, *clients]:
+                await c.close()
+    finally:
+        for s in farm:
+            await s.stop()
+
+
+async def test_each_node_follows_the_cluster_table_and_weights(tmp_path: Path, redis_server: RedisServer) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    try:
+        async with two_nodes(farm, tmp_path, redis_server.url) as (one, two):
+            homes = {f"user{i}": await where(port(one), f"user{i}", host="127.0.0.2") for i in range(12)}
+            # node two learns them from the change feed without being asked about them
+            await wait_until(lambda: all((e := two.table.get(u, time.time())) is not None and e.server == s
+                                         for u, s in homes.items()), 10)
+            for server in ("TS01", "TS02", "TS03"):
+                assert two.table.homed(server) == one.table.homed(server) == 4  # homed counts agree
+            # ... and what node two learned is in its own SQLite copy, for a Redis outage
+            await two.store.barrier()
+            assert {e.key for e in two.store.local.load()} >= set(homes)  # type: ignore[union-attr]
+            assert await one.delete_sticky("user0")
+            await wait_until(lambda: two.table.get("user0", time.time()) is None, 10)
+            one.set_weight("TS03", 0)
+            await wait_until(lambda: two.weight_overrides.get("TS03") == 0, 10)
+            assert {await where(port(two), f"fresh{i}", host="127.0.0.3") for i in range(6)} <= {"TS01", "TS02"}
     finally:
         for s in farm:
             await s.stop()

@@ -66,8 +66,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class BalancerProcess:
     """`python -m rdpbalancer run -c FILE` as a child process, stopped by PID only."""
 
-    def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.config_path, self.port, self.log_path = config_path, port, log_path
+    def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.config_path, self.port, self.log_path, self.host = config_path, port, log_path, host
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -78,15 +79,7 @@ class BalancerProcess:
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"balancer exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise TimeoutError(f"balancer did not listen on {self.port}:\n{self.log_path.read_text()}")
+        wait_for_listener(self.proc, (self.host, self.port), self.log_path, timeout_s)
 
     def signal(self, sig: signal.Signals) -> int:
         assert self.proc is not None
@@ -114,6 +107,20 @@ async def wait_until(predicate, timeout_s: float = 5.0, interval_s: float = 0.01
         await asyncio.sleep(interval_s)
 
 
+def wait_for_listener(proc: subprocess.Popen[bytes], address: tuple[str, int], log_path: Path,
+                      timeout_s: float) -> None:
+    """Until `proc` accepts on `address`; its log in the error when it exits or never listens."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(address) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"{proc.args[0]} did not listen on {address}:\n{log_path.read_text()[-4000:]}")
+
+
 def process_gone(pid: int) -> bool:
     """Exited (a zombie not yet reaped runs no code and holds no socket: gone too)."""
     try:
@@ -121,3 +128,18 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return "\nState:\tZ" in status
+
+
+async def wait_for_api(admin_port: int, timeout_s: float = 15.0) -> None:
+    """Until the admin API answers (it starts just after the RDP listeners)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection("127.0.0.1", admin_port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+            continue
+        writer.close()
+        return

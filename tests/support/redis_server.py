@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
-from tests.support.balancer import free_port
+from tests.support.balancer import free_port, wait_for_listener
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (scripts/install-test-deps.sh installs it)")
-        self.workdir, self.port = workdir, port or free_port()
+        self.workdir, self.port, self.extra = workdir, port or free_port(), extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -27,19 +25,11 @@ class RedisServer:
         log = (self.workdir / "redis.log").open("ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), "--protected-mode", "no"],
+             "--dir", str(self.workdir), "--protected-mode", "no", *self.extra],
             stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.workdir / 'redis.log').read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.02)
-        raise TimeoutError("redis-server did not listen")
+        wait_for_listener(self.proc, ("127.0.0.1", self.port), self.workdir / "redis.log", timeout_s)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
