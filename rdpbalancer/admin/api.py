@@ -59,6 +59,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except ApiError:
         raise
+    except ConnectionResetError:  # the client left while sending its body: nothing to answer, no bug
+        log.debug("admin API %s %s: the client went away", request.method, request.path)
+        raise ApiError(400, "connection lost while reading the request body") from None
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, f"request body larger than {MAX_BODY_BYTES} bytes") from None
     except web.HTTPException as exc:
@@ -88,10 +91,23 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = request.app[TOKEN_KEY]
         if token is None:
             raise ApiError(403, "the API is read-only: no [admin] token_file is configured")
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        # surrogateescape: a header that is not UTF-8 is a wrong token (401), not a crash (500)
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
             raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
     return await handler(request)
+
+
+# Sent with every answer, errors included: JSON carrying client-chosen names is never sniffed as
+# HTML, and no other site may frame the dashboard (the page's <meta> CSP cannot say
+# frame-ancestors), so its buttons cannot be clickjacked.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
+                    "Content-Security-Policy": "frame-ancestors 'none'", "Referrer-Policy": "no-referrer"}
+
+
+async def _security_headers(_: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -101,6 +117,8 @@ def _bal(request: web.Request) -> Balancer:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
+        raise ApiError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
     try:
         data = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -336,6 +354,7 @@ async def dashboard(_: web.Request) -> web.FileResponse:
 def build_app(bal: Balancer, token: str | None, read_auth: bool) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth, _no_stale_assets], client_max_size=MAX_BODY_BYTES)
     app[BAL_KEY], app[TOKEN_KEY], app[READ_AUTH_KEY] = bal, token, read_auth
+    app.on_response_prepare.append(_security_headers)
     r = app.router
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)

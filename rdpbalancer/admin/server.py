@@ -62,12 +62,16 @@ class AdminServer:
 
     async def _unix(self, path: Path) -> None:
         assert self.runner is not None
-        _prepare_socket_path(path)
-        old = os.umask(0o177)  # created 0600: only the service user
         try:
-            await web.UnixSite(self.runner, str(path)).start()
-        finally:
-            os.umask(old)
+            _prepare_socket_path(path)
+            old = os.umask(0o177)  # created 0600: only the service user
+            try:
+                await web.UnixSite(self.runner, str(path)).start()
+            finally:
+                os.umask(old)
+        except OSError as exc:  # e.g. the path is a regular file: a clear message, not a traceback
+            await self.stop()
+            raise ListenError(f"cannot listen on {path} (admin.unix_socket): {exc.strerror or exc}") from None
 
     async def stop(self) -> None:
         if self.runner is not None:
