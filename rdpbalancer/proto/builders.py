@@ -7,6 +7,7 @@ packet built here parses back to the same fields, and every LI is consistent.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from typing import Final
 
@@ -23,6 +24,7 @@ from .constants import (
     X224_CONNECTION_REQUEST,
 )
 from .negotiation import pack_correlation_info, pack_negotiation
+from .proxy import MAX_PROXY_V2_BYTES, V2_SIGNATURE
 from .request import COOKIE_PREFIX, CRLF, has_control_byte
 
 _TPKT_HEADER: Final = struct.Struct(">BBH")
@@ -100,3 +102,63 @@ def build_connection_confirm(selected_protocol: int | None = None, flags: int = 
 def build_neg_failure(code: int) -> bytes:
     """A Connection Confirm carrying RDP_NEG_FAILURE with ``code`` (e.g. HYBRID_REQUIRED_BY_SERVER)."""
     return _tpdu(X224_CONNECTION_CONFIRM, pack_negotiation(TYPE_RDP_NEG_FAILURE, 0, code))
+
+
+# --- PROXY protocol headers (HAProxy's doc/proxy-protocol.txt), for tests, benchmarks and
+# anything that sends through a listener configured to expect them ---
+
+_PROXY_V2_FIXED: Final = struct.Struct(">12sBBH")  # signature, version/command, family/transport, length
+_PROXY_V2_TCP: Final = {4: (0x11, ">4s4sHH"), 6: (0x21, ">16s16sHH")}  # IP version -> (family byte, block)
+
+
+def _proxy_endpoints(
+    source: tuple[str, int] | None, destination: tuple[str, int] | None
+) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    if source is None or destination is None:
+        raise ValueError("source and destination are both given, or both None")
+    if "%" in source[0] + destination[0]:
+        raise ValueError("IPv6 scope ids have no PROXY protocol form")
+    src, dst = ipaddress.ip_address(source[0]), ipaddress.ip_address(destination[0])
+    if src.version != dst.version:
+        raise ValueError(f"source {src} and destination {dst} are not the same IP version")
+    for port in (source[1], destination[1]):
+        if not 0 <= port <= 0xFFFF:
+            raise ValueError(f"port {port} is not in 0..65535")
+    return src, source[1], dst, destination[1]
+
+
+def build_proxy_v1(source: tuple[str, int] | None = None, destination: tuple[str, int] | None = None) -> bytes:
+    """A PROXY v1 line: ``PROXY TCP4|TCP6 ...`` for two endpoints, ``PROXY UNKNOWN`` for none."""
+    if source is None and destination is None:
+        return b"PROXY UNKNOWN\r\n"
+    src, source_port, dst, destination_port = _proxy_endpoints(source, destination)
+    return f"PROXY TCP{src.version} {src} {dst} {source_port} {destination_port}\r\n".encode("ascii")
+
+
+def build_proxy_v2(
+    source: tuple[str, int] | None = None,
+    destination: tuple[str, int] | None = None,
+    *,
+    tlvs: tuple[tuple[int, bytes], ...] = (),
+) -> bytes:
+    """A PROXY v2 header: the PROXY command over TCP for two endpoints, LOCAL for none; then ``tlvs``.
+
+    ``tlvs`` are (type, value) pairs, sent as given; the whole header must fit MAX_PROXY_V2_BYTES.
+    """
+    if source is None and destination is None:
+        version_command, family, block = 0x20, 0x00, b""
+    else:
+        src, source_port, dst, destination_port = _proxy_endpoints(source, destination)
+        family, layout = _PROXY_V2_TCP[src.version]
+        version_command = 0x21
+        block = struct.pack(layout, src.packed, dst.packed, source_port, destination_port)
+    for tlv_type, value in tlvs:
+        if not 0 <= tlv_type <= 0xFF or len(value) > 0xFFFF:
+            raise ValueError(f"TLV type {tlv_type} or its {len(value)}-byte value does not fit")
+        block += struct.pack(">BH", tlv_type, len(value)) + value
+    if _PROXY_V2_FIXED.size + len(block) > MAX_PROXY_V2_BYTES:
+        raise ValueError(
+            f"PROXY v2 header would be {_PROXY_V2_FIXED.size + len(block)} bytes, "
+            f"above the parser's {MAX_PROXY_V2_BYTES}-byte cap"
+        )
+    return _PROXY_V2_FIXED.pack(V2_SIGNATURE, version_command, family, len(block)) + block

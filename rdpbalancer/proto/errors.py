@@ -67,3 +67,22 @@ class ProtocolError(Exception):
 
     def __repr__(self) -> str:
         return f"ProtocolError(kind={self.kind!r}, message={str(self)!r})"
+
+
+# PROXY protocol header (HAProxy's proxy-protocol.txt, sections 2.1 and 2.2), read by
+# ``proxy.py`` before the Connection Request when a listener sits behind a proxy.
+# Kept out of ALL_KINDS, which lists what the X.224 handshake readers can raise.
+NOT_PROXY: Final = "not-proxy"
+BAD_PROXY_V1: Final = "bad-proxy-v1"
+BAD_PROXY_V2: Final = "bad-proxy-v2"
+PROXY_TOO_LARGE: Final = "proxy-too-large"
+
+PROXY_KINDS: Final = frozenset({NOT_PROXY, BAD_PROXY_V1, BAD_PROXY_V2, PROXY_TOO_LARGE})
+
+
+class ProxyProtocolError(ProtocolError):
+    """The peer's PROXY protocol header is invalid; ``kind`` is one of PROXY_KINDS.
+
+    A subclass, so that code catching ProtocolError keeps working, while the session
+    layer can tell a misconfigured proxy in front of us from a bad RDP client.
+    """
