@@ -27,6 +27,7 @@ from rdpbalancer.handoff import HandoffError, Handover, RuntimeState, Takeover
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.metrics import Metrics
 from rdpbalancer.policy.engine import Router, RoutingPolicy
+from rdpbalancer.policy.limits import NewUserBudget
 from rdpbalancer.policy.model import AdminState
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 from rdpbalancer.relay.context import RelayContext, Stats
@@ -71,6 +72,7 @@ class Balancer:
         self.router = Router(self.snapshot.policy, self.table)
         self.monitor = HealthMonitor(self.router, list(self.snapshot.checks))
         self.control = LocalControl(self.router, self.store, self.monitor, time.time)
+        self.control.new_users = NewUserBudget(config.limits.new_users_per_source)
         self.ctx = RelayContext(control=self.control, settings=self.snapshot.relay)
         self.monitor.on_shutdown_sessions = self.close_sessions_of
         self.admin_overrides: dict[str, AdminState] = {}  # set at run time; survive reloads
@@ -395,7 +397,7 @@ class Balancer:
         self.snapshot = snapshot
         self.weight_overrides = {k: v for k, v in self.weight_overrides.items() if k in snapshot.policy.servers()}
         self.router.swap_policy(self._with_weights(snapshot.policy))
-        self.ctx.settings = snapshot.relay
+        self.ctx.configure(snapshot.relay)
         self.table.ttl_s, self.table.max_entries = snapshot.config.sticky.ttl, snapshot.config.sticky.max_entries
         self.monitor.update(list(snapshot.checks))
         self._apply_settings(snapshot)
@@ -410,6 +412,7 @@ class Balancer:
             log.info("stopped listening on %s (live sessions go on)", format_addr(*address))
 
     def _apply_settings(self, snapshot: Snapshot) -> None:
+        self.control.new_users.per_minute = snapshot.config.limits.new_users_per_source
         config = snapshot.config
         if snapshot.relay.splice:
             self.ctx.splice = self.ctx.splice or PipePool()

@@ -79,6 +79,11 @@ class _StateCollector(Collector):
         for kind, n in sorted(stats.malformed.items()):
             malformed.add_metric([kind], n)
         yield malformed
+        refused = _counter("connections_refused", "Connections refused by a [limits] limit, or from an untrusted "
+                           "address on a PROXY protocol listener", ["reason"])
+        for reason, n in sorted(stats.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
         failures = _counter("backend_connect_failures", "Failed connects to servers", ["server"])
         for server, n in sorted(stats.connect_failures.items()):
             failures.add_metric([server], n)

@@ -69,6 +69,16 @@ sync = "{sync}"
 [log]
 level = "{log_level}"
 
+# The load generator is one client address opening thousands of connections a second; the
+# HAProxy reference has no per-source limits configured either.
+[limits]
+max_connections = 1000000
+max_handshakes = 1000000
+per_source_connections = 1000000
+per_source_rate = 10000000
+per_source_burst = 1000000
+new_users_per_source = 100000000
+
 [[pool]]
 name = "{pool}"
 servers = [

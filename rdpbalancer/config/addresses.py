@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MIN_PORT = 1  # port 0 means "any free port" to bind() and is meaningless for a server
 MAX_PORT = 65535  # TCP ports are 16-bit
@@ -32,10 +32,13 @@ class HostPort:
         return f"{host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
 class ListenAddress(HostPort):
-    """An address the balancer accepts RDP clients on (``[balancer] listen``)."""
+    """An address the balancer accepts RDP clients on (``[balancer] listen``). `proxy_protocol`:
+    every connection starts with a PROXY v1/v2 header from a trusted proxy (not part of the
+    address's identity: routes and duplicates compare host and port)."""
 
-    __slots__ = ()
+    proxy_protocol: bool = field(default=False, compare=False)
 
 
 class BackendAddress(HostPort):

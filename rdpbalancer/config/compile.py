@@ -6,6 +6,7 @@ here mutates running state.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -14,9 +15,11 @@ from rdpbalancer.config.schema import Config
 from rdpbalancer.health.state import CheckSpec
 from rdpbalancer.policy.engine import RoutingPolicy
 from rdpbalancer.policy.identity import user_key
+from rdpbalancer.policy.limits import LimitSettings
 from rdpbalancer.policy.model import AdminState, BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
 from rdpbalancer.policy.rules import Route, TimeRule
 from rdpbalancer.relay.context import RelaySettings
+from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.relay.splice import AVAILABLE as SPLICE_AVAILABLE
 
 
@@ -49,15 +52,33 @@ def compile_config(config: Config) -> Snapshot:
         routes=tuple(_route(i, r, config.identity.strip_domain) for i, r in enumerate(config.routes)),
         truncated_length=config.identity.truncated_length,
     )
+    workers = usable_cores() if b.workers == "auto" else b.workers
     relay = RelaySettings(
         handshake_timeout_s=b.handshake_timeout,
         connect_timeout_s=b.connect_timeout,
         strip_domain=config.identity.strip_domain,
         splice=b.relay in ("auto", "splice") and SPLICE_AVAILABLE,
+        limits=_per_process(config, workers),
+        proxy_listeners=frozenset(format_addr(a.host, a.port) for a in b.listen if a.proxy_protocol),
+        trusted_proxies=b.trusted_proxies,
     )
     listen = tuple((a.host, a.port) for a in b.listen)
-    workers = usable_cores() if b.workers == "auto" else b.workers
     return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers)
+
+
+def _per_process(config: Config, processes: int) -> LimitSettings:
+    """Each process enforces its share of the accept-time limits (the kernel spreads connections
+    evenly over SO_REUSEPORT sockets); the new-user budget is the primary's alone, so it is whole."""
+    lim = config.limits
+
+    def share(value: int) -> int:
+        return max(1, math.ceil(value / processes))
+
+    return LimitSettings(
+        max_connections=share(lim.max_connections), max_handshakes=share(lim.max_handshakes),
+        per_source_connections=share(lim.per_source_connections), per_source_rate=lim.per_source_rate / processes,
+        per_source_burst=share(lim.per_source_burst), new_users_per_source=lim.new_users_per_source,
+    )
 
 
 def usable_cores() -> int:

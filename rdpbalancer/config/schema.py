@@ -33,7 +33,7 @@ from rdpbalancer.config.admin import AdminSection
 from rdpbalancer.config.base import ConfigModel
 from rdpbalancer.config.directory import DirectorySection
 from rdpbalancer.config.health import CheckKind, HealthOverride, HealthSection
-from rdpbalancer.config.routing import GroupConfig, RouteConfig
+from rdpbalancer.config.routing import GroupConfig, Network, RouteConfig
 from rdpbalancer.config.types import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_HANDSHAKE_TIMEOUT_S,
@@ -44,7 +44,7 @@ from rdpbalancer.config.types import (
     MAX_WEIGHT,
     BackendAddressField,
     ConfigPath,
-    ListenAddressField,
+    ListenerField,
     Loc,
     Name,
     PositiveDuration,
@@ -61,7 +61,7 @@ MAX_WORKERS = 64
 class BalancerSection(ConfigModel):
     """``[balancer]``: where to listen and how to treat new connections."""
 
-    listen: tuple[ListenAddressField, ...] = (ListenAddress("0.0.0.0", DEFAULT_RDP_PORT),)
+    listen: tuple[ListenerField, ...] = (ListenAddress("0.0.0.0", DEFAULT_RDP_PORT),)
     handshake_timeout: Annotated[
         float, BeforeValidator(_duration_validator(at_most_s=MAX_HANDSHAKE_TIMEOUT_S))
     ] = DEFAULT_HANDSHAKE_TIMEOUT_S
@@ -77,6 +77,8 @@ class BalancerSection(ConfigModel):
     # After a handoff (graceful restart), the old process relays its sessions until they end;
     # with this set, it cuts what is left after that long. Default: no limit.
     drain_timeout: PositiveDuration | None = None
+    # Proxies allowed to send a PROXY protocol header on listeners with proxy_protocol = true.
+    trusted_proxies: tuple[Network, ...] = ()
 
     @field_validator("listen")
     @classmethod
@@ -91,6 +93,27 @@ class BalancerSection(ConfigModel):
             seen.add(address)
         _raise_issues(issues)
         return listen
+
+    @model_validator(mode="after")
+    def _proxies_named(self) -> Self:
+        proxied = [str(a) for a in self.listen if a.proxy_protocol]
+        if proxied and not self.trusted_proxies:
+            raise ValueError(f"listener(s) {', '.join(proxied)} expect PROXY protocol headers: list the proxies "
+                             'allowed to send them in [balancer] trusted_proxies, e.g. ["10.0.0.5/32"]')
+        return self
+
+
+class LimitsSection(ConfigModel):
+    """``[limits]``: what one client address, and everyone together, may take. The defaults let
+    an office of hundreds behind one NAT address log on at 9:00; each limit that acts is logged
+    and counted in rdpbalancer_connections_refused_total{reason}."""
+
+    max_connections: StrictInt = Field(default=10_000, ge=1)  # open client connections, in all
+    max_handshakes: StrictInt = Field(default=1_000, ge=1)  # connections still before their request
+    per_source_connections: StrictInt = Field(default=500, ge=1)  # open, per client address (IPv6: /64)
+    per_source_rate: float = Field(default=50.0, gt=0)  # new connections per second per address ...
+    per_source_burst: StrictInt = Field(default=200, ge=1)  # ... after a burst of this many
+    new_users_per_source: StrictInt = Field(default=300, ge=1)  # new sticky users per address per minute
 
 
 class IdentitySection(ConfigModel):
@@ -198,6 +221,7 @@ class Config(ConfigModel):
 
     balancer: BalancerSection = BalancerSection()
     identity: IdentitySection = IdentitySection()
+    limits: LimitsSection = LimitsSection()
     sticky: StickySection = StickySection()
     log: LogSection = LogSection()
     health: HealthSection = HealthSection()

@@ -88,11 +88,38 @@ def _address_validator(
     return check
 
 
+def _listener_validator(value: object) -> ListenAddress:
+    """ "host:port", or { address = "host:port", proxy_protocol = true }."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"address", "proxy_protocol"})
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}: a listener table has address and proxy_protocol")
+        if "address" not in value:
+            raise ValueError('a listener table needs address = "host:port"')
+        proxy = value.get("proxy_protocol", False)
+        if not isinstance(proxy, bool):
+            raise ValueError("proxy_protocol: expected true or false")
+        plain = _address_validator(ListenAddress, None, allow_any_port=True)(value["address"])
+        return ListenAddress(plain.host, plain.port, proxy)
+    if not isinstance(value, str | ListenAddress):
+        raise ValueError('expected a "host:port" string or { address = "host:port", proxy_protocol = true }')
+    return _address_validator(ListenAddress, None, allow_any_port=True)(value)  # type: ignore[return-value]
+
+
+def _listener_text(value: ListenAddress) -> object:
+    return {"address": str(value), "proxy_protocol": True} if value.proxy_protocol else str(value)
+
+
 ListenAddressField = Annotated[
     # port 0: the kernel picks a free port (tests, and `rdpbalancer demo`); the log names it
     ListenAddress,
     PlainValidator(_address_validator(ListenAddress, None, allow_any_port=True)),
     PlainSerializer(str),
+]
+ListenerField = Annotated[  # `[balancer] listen`: an address, or a table with proxy_protocol
+    ListenAddress,
+    PlainValidator(_listener_validator),
+    PlainSerializer(_listener_text),
 ]
 BackendAddressField = Annotated[
     BackendAddress,

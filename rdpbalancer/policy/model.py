@@ -35,6 +35,7 @@ class Reason(StrEnum):
     FAILOVER = "failover"  # the user's server is down past failover_after, or in maint: moved
     NO_SERVER = "no-server"  # nothing in the pool can take the user
     DENIED = "denied"  # policy refuses the connection (no_cookie = "reject", deny routes)
+    LIMITED = "limited"  # a new user from a source past [limits] new_users_per_source
 
 
 class AdminState(StrEnum):

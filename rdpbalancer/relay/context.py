@@ -8,8 +8,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
+from rdpbalancer.policy.limits import Admission, LimitSettings
 from rdpbalancer.relay.control import Control
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.relay.tasks import TaskSet
@@ -27,6 +29,9 @@ class RelaySettings:
     connect_timeout_s: float = 4.0  # overall budget to reach a backend, all attempts included
     strip_domain: bool = True
     splice: bool = False  # relay with os.splice instead of copying through Python
+    limits: LimitSettings = field(default_factory=LimitSettings)  # this process's share of [limits]
+    proxy_listeners: frozenset[str] = frozenset()  # listener names whose clients send a PROXY header first
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
 
 @dataclass(slots=True)
@@ -38,6 +43,7 @@ class Stats:
     connect_failures: Counter[str] = field(default_factory=Counter)  # by server
     bytes_up: int = 0  # client -> server, finished sessions
     bytes_down: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # by limit (policy.limits.Refusal), before any byte
 
 
 @dataclass(slots=True)
@@ -52,9 +58,18 @@ class RelayContext:
     observe_handshake: Callable[[float], None] = _ignore  # seconds from accept to a complete CR
     observe_connect: Callable[[float], None] = _ignore  # seconds to connect to a server
     splice: PipePool | None = None  # set: relay with os.splice (Linux); None: the Protocol relay
+    admission: Admission = field(init=False)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     # the whole pid: ids stay unique across worker processes (no two live processes share a pid)
     _prefix: str = field(default_factory=lambda: f"{os.getpid():06x}")  # pid_max <= 2**22
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.limits)
+
+    def configure(self, settings: RelaySettings) -> None:
+        """New settings (a reload): sessions read them as they go; the limits apply at once."""
+        self.settings = settings
+        self.admission.reconfigure(settings.limits)
 
     def record_decision(self, session: Any, reason: str, server: str | None, detail: str = "") -> None:
         """Keep the latest routing outcomes for the dashboard and the API."""

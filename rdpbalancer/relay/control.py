@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rdpbalancer.policy.engine import Router
-from rdpbalancer.policy.model import Decision, RouteRequest, Server
+from rdpbalancer.policy.limits import NewUserBudget, source_of
+from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
 from rdpbalancer.policy.ports import StickyStore
 from rdpbalancer.policy.sticky import Change, StickyEntry
 
@@ -117,6 +118,7 @@ class LocalControl:
         # told of every session end (a handoff passes them on to the successor process)
         self.on_finished: Callable[[str, str | None, float], None] | None = None
         self.persist_ends = True  # False after a handoff: the successor writes the table
+        self.new_users = NewUserBudget(1 << 62)  # [limits] new_users_per_source, set by the app
 
     async def route(self, sid: str, request: RouteRequest) -> Routed:
         lookup = getattr(self.store, "lookup", None)  # a store shared with other balancers
@@ -138,7 +140,15 @@ class LocalControl:
 
     def decide(self, sid: str, request: RouteRequest) -> Routed:
         before = self.router.ambiguous
-        decision = self.router.decide(request, self.clock())
+        now = self.clock()
+        decision = self.router.decide(request, now)
+        if (decision.reason is Reason.NEW and decision.sticky_key is not None
+                and not self.new_users.take(source_of(request.client_host), now)):
+            # invented user names from one address must not push real users out of the table
+            decision = Decision(Reason.LIMITED, pool=decision.pool, route=decision.route,
+                                detail=f"{source_of(request.client_host)} created more than "
+                                       f"{self.new_users.per_minute} new users in a minute ([limits] "
+                                       "new_users_per_source)")
         first = self.attempt(sid, decision, decision.candidates[0]) if decision.candidates else None
         return Routed(decision, self.router.ambiguous != before, first)
 

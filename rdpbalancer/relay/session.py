@@ -20,11 +20,14 @@ import socket
 import time
 from collections.abc import Awaitable
 from dataclasses import replace
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from rdpbalancer.policy.identity import printable, user_key
+from rdpbalancer.policy.limits import Refusal, source_of
 from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
+from rdpbalancer.proto.proxy import parse_proxy_header
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.control import ControlUnavailable, Reassigned, SessionInfo
 from rdpbalancer.relay.sockets import connect_raw, describe_os_error, format_addr, peer_host, reset, tune
@@ -33,6 +36,30 @@ from rdpbalancer.relay.splice import SplicePump
 log = logging.getLogger("rdpbalancer.session")
 
 MIN_ATTEMPT_TIMEOUT_S = 0.25  # never give a connect attempt less than this, even late in the budget
+REFUSAL_LOG_EVERY_S = 10.0  # a flood is logged once per reason this often, with the count since
+
+
+class _RefusalLog:
+    """One warning per refusal reason per REFUSAL_LOG_EVERY_S: a flood cannot flood the log."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._since: dict[str, int] = {}
+
+    def note(self, reason: str, client: str, detail: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(reason, -REFUSAL_LOG_EVERY_S) < REFUSAL_LOG_EVERY_S:
+            self._since[reason] = self._since.get(reason, 0) + 1
+            return
+        more = self._since.pop(reason, 0)
+        self._last[reason] = now
+        log.warning("refused client=%s reason=%s: %s%s", client, reason, detail,
+                    f" ({more} more refused for this reason since the last line)" if more else "",
+                    extra={"event": {"event": "refused", "client": client, "reason": reason, "detail": detail,
+                                     "suppressed": more}})
+
+
+refusals = _RefusalLog()
 
 
 class _ClientLeft(Exception):
@@ -123,6 +150,9 @@ class Session:
         self._backend_early = bytearray()
         self._backend_sock: socket.socket | None = None
         self._pump: SplicePump | None = None
+        self._source: str | None = None  # set once admitted (policy.limits): released in _finish
+        self._proxy_header: bytearray | None = None  # a PROXY listener: bytes until the header is complete
+        self._handshaking = False
 
     @property
     def bytes_up(self) -> int:
@@ -147,9 +177,42 @@ class Session:
     def started_client(self) -> None:
         assert self.client.transport is not None
         self.client_addr = peer_host(self.client.transport)
+        if self.listener in self.ctx.settings.proxy_listeners:
+            if not _trusted(self.client_addr[0], self.ctx.settings.trusted_proxies):
+                self._refuse("untrusted-proxy", f"{self.client_addr[0]} connected to PROXY protocol listener "
+                                                f"{self.listener} but is not in [balancer] trusted_proxies")
+                return
+            self._proxy_header = bytearray()  # admitted once the header names the real client
+        elif not self._admit():
+            return
         self.ctx.sessions[self.id] = self
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(self.ctx.settings.handshake_timeout_s, self._handshake_expired)
+
+    def _admit(self) -> bool:
+        """The limits of [limits] (policy.limits.Admission), by the client's address."""
+        ctx = self.ctx
+        source = source_of(self.client_addr[0])
+        refusal = ctx.admission.admit(source, time.monotonic())
+        if refusal is not None:
+            self._refuse(refusal, _REFUSAL_DETAIL[refusal].format(source=source, limits=ctx.settings.limits))
+            return False
+        self._source, self._handshaking = source, True
+        return True
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        """Before any byte is read: closed, counted, logged (rate-limited); never a session."""
+        self.ctx.stats.refused[reason] += 1
+        refusals.note(reason, format_addr(*self.client_addr), detail)
+        self.state = State.CLOSED
+        transport = self.client.transport
+        if transport is not None:
+            transport.abort()  # nothing to flush, and no TIME_WAIT left behind by a flood
+
+    def _left_handshake(self) -> None:
+        if self._handshaking:
+            self._handshaking = False
+            self.ctx.admission.handshake_done()
 
     # -- handshake --------------------------------------------------------------------------
 
@@ -157,7 +220,31 @@ class Session:
         if leg is self.backend:
             self._backend_early += data  # a server speaking before relaying starts: kept, sent later
         elif self.state is State.HANDSHAKE:
-            self._feed(data)
+            if self._proxy_header is not None:
+                self._feed_proxy(data)
+            else:
+                self._feed(data)
+
+    def _feed_proxy(self, data: bytes) -> None:
+        """A trusted proxy's PROXY v1/v2 header, then the client's own bytes."""
+        assert self._proxy_header is not None
+        buffer = self._proxy_header
+        buffer += data
+        try:
+            header = parse_proxy_header(buffer)  # bounded: refuses past MAX_PROXY_HEADER_BYTES
+        except ProtocolError as exc:
+            self._reject_malformed(exc)
+            return
+        if header is None:
+            return
+        self._proxy_header = None
+        if header.source is not None:  # None: LOCAL/UNKNOWN (the proxy's own check): the proxy it is
+            self.client_addr = header.source
+        if not self._admit():
+            return
+        rest = bytes(buffer[header.length:])
+        if rest:
+            self._feed(rest)
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -168,6 +255,7 @@ class Session:
             return
         if isinstance(event, ConnectionRequestReceived):
             self._cancel_deadline()
+            self._left_handshake()
             self.ctx.observe_handshake(time.monotonic() - self.started)
             self.state = State.ROUTING
             assert self.client.transport is not None
@@ -216,6 +304,10 @@ class Session:
             self._close_client(f"unavailable: {exc}", count="unavailable")
             return
         decision = self.decision = routed.decision
+        if decision.reason is Reason.LIMITED:
+            self._refuse(Refusal.NEW_USERS, f"user {self._user_text()}: {decision.detail}")
+            self._finish()
+            return
         if routed.first_attempt is None:
             self._close_client(f"{decision.reason}: {decision.detail}", count=str(decision.reason))
             return
@@ -452,6 +544,9 @@ class Session:
     def _finish(self) -> None:
         if self.ctx.sessions.pop(self.id, None) is None:
             return  # already finished
+        if self._source is not None:
+            self._left_handshake()
+            self.ctx.admission.closed(self._source)
         was_relaying = self.state is State.RELAY
         self.state = State.CLOSED
         if not was_relaying or self.server is None:
@@ -481,6 +576,26 @@ class Session:
             if leg.transport is not None and not leg.transport.is_closing():
                 reset(leg.transport)
 
+
+
+_REFUSAL_DETAIL = {
+    Refusal.MAX_CONNECTIONS: "[limits] max_connections ({limits.max_connections} in this process) reached",
+    Refusal.MAX_HANDSHAKES: "[limits] max_handshakes ({limits.max_handshakes} in this process) reached",
+    Refusal.SOURCE_CONNECTIONS: "{source} has [limits] per_source_connections "
+                                "({limits.per_source_connections}) open",
+    Refusal.SOURCE_RATE: "{source} connects faster than [limits] per_source_rate "
+                         "({limits.per_source_rate:g}/s after a burst of {limits.per_source_burst})",
+}
+
+
+def _trusted(host: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        address = ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 def _route_text(label: str | None) -> str:

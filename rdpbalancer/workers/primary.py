@@ -261,7 +261,7 @@ class WorkerPool:
 
     def merged_stats(self, local: Stats) -> Stats:
         total = Stats(Counter(local.connections), Counter(local.malformed), Counter(local.connect_failures),
-                      local.bytes_up, local.bytes_down)
+                      local.bytes_up, local.bytes_down, Counter(local.refused))
         self._merge(total, self.retired)
         for w in self.links:
             self._merge(total, w.stats)
@@ -275,6 +275,7 @@ class WorkerPool:
         into.connections.update(stats.connections)
         into.malformed.update(stats.malformed)
         into.connect_failures.update(stats.connect_failures)
+        into.refused.update(stats.refused)
 
     # -- handlers (one per message kind) ----------------------------------------------------------
 

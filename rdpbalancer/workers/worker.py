@@ -151,7 +151,7 @@ class Worker:
             logging.getLogger().setLevel(setup.log_level.upper())
         ctx = self.ctx
         assert ctx is not None
-        ctx.settings = setup.settings
+        ctx.configure(setup.settings)
         ctx.splice = (ctx.splice or PipePool()) if setup.settings.splice else None
         wanted = {(host, port): name for name, host, port in setup.listen}
         for address in set(self.listeners) - set(wanted):
@@ -201,7 +201,7 @@ class Worker:
             return
         live = {sid: (s.bytes_up, s.bytes_down) for sid, s in ctx.sessions.items() if s.relaying}
         stats = Stats(ctx.stats.connections, ctx.stats.malformed, ctx.stats.connect_failures,
-                      ctx.stats.bytes_up, ctx.stats.bytes_down)
+                      ctx.stats.bytes_up, ctx.stats.bytes_down, ctx.stats.refused)
         decisions = list(ctx.decisions)
         ctx.decisions.clear()
         self.channel.send(("report", stats, live, len(ctx.sessions) - len(live), decisions))

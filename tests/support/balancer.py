@@ -16,10 +16,15 @@ from pathlib import Path
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
 
+# Every test client connects from one loopback address, thousands a second: the per-source
+# defaults would (rightly) refuse that. The tests of the limits themselves pass their own.
+LOAD_TEST_LIMITS = "per_source_connections = 100000\nper_source_rate = 1000000\nper_source_burst = 100000\n" \
+                   "new_users_per_source = 1000000\nmax_handshakes = 100000\nmax_connections = 100000"
+
 
 def farm_config(servers: list[tuple[str, str, int]], sticky_path: Path, *, listen: str = "127.0.0.1:0",
                 extra: str = "", balancer_extra: str = "", balance: str = "leastconn",
-                health: str = 'check = "none"') -> str:
+                health: str = 'check = "none"', limits: str = LOAD_TEST_LIMITS) -> str:
     """A config for tests. Health checks are off unless `health` says otherwise, so tests of
     routing do not depend on probe timing (the health tests turn them on)."""
     rows = ",\n".join(f'  {{ name = "{n}", address = "{a}", weight = {w} }}' for n, a, w in servers)
@@ -35,6 +40,8 @@ ttl = "8h"
 sync = "normal"
 [health]
 {health}
+[limits]
+{limits}
 [admin]
 listen = "127.0.0.1:0"
 {extra}

@@ -203,7 +203,8 @@ def test_wrong_types_and_ranges(line: str, error: tuple[str, str]) -> None:
                 "invalid address '::3389': put IPv6 addresses in brackets, e.g. [::1]:3389",
             ),
         ),
-        ("[3389]", ("balancer.listen[0]", 'expected a "host:port" string')),
+        ("[3389]", ("balancer.listen[0]",
+                    'expected a "host:port" string or { address = "host:port", proxy_protocol = true }')),
         (
             '["0.0.0.0:3389", "[::]:3389", "0.0.0.0:3389"]',
             ("balancer.listen[2]", "duplicate listen address 0.0.0.0:3389"),
