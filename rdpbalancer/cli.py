@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -72,6 +73,23 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def raise_fd_limit(max_connections: int) -> None:
+    """Each connection takes 2 descriptors (4 with splice's pipes): the soft limit goes up to the
+    hard one (often 1024 -> 524288), and a limit still too low for max_connections is logged."""
+    import logging
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < 4 * max_connections + 256:
+        logging.getLogger("rdpbalancer").warning(
+            "open file limit %d is low for [limits] max_connections = %d (each connection needs up to 4): "
+            "raise LimitNOFILE (systemd) or ulimit -n", soft, max_connections)
+
+
 def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
@@ -86,6 +104,7 @@ def _run(args: argparse.Namespace) -> int:
     from rdpbalancer.workers.primary import WorkerError
 
     setup_logging(config.log.level, config.log.format)
+    raise_fd_limit(config.limits.max_connections)
 
     async def serve() -> None:
         takeover = Takeover(args.takeover_fd) if args.takeover_fd is not None else None

@@ -7,6 +7,7 @@ path pays nothing for them; only the three latency histograms are observed as ev
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -103,6 +104,11 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(P + "handshakes_pending", "Connections still sending their Connection Request",
                                 value=len(self.bal.ctx.sessions) - len(live)
                                 + (self.bal.workers.handshaking if self.bal.workers else 0))
+        # leak detectors: both return to their idle value once the connections are gone
+        yield GaugeMetricFamily(P + "event_loop_tasks", "asyncio tasks alive in this process",
+                                value=len(asyncio.all_tasks()))
+        yield GaugeMetricFamily(P + "limits_tracked_sources", "Client addresses the limits hold state for",
+                                value=self.bal.ctx.admission.sources() + self.bal.control.new_users.sources())
 
     def _servers(self) -> Iterator[Metric]:
         bal = self.bal

@@ -101,25 +101,23 @@ async def test_invented_users_from_one_address_cannot_flood_the_table(tmp_path) 
 
 
 def proxied(farm: list[FakeRdpServer], tmp_path, trusted: str, limits: str = "") -> str:  # type: ignore[no-untyped-def]
-    text = limited(farm, tmp_path, limits or "per_source_connections = 1000")
+    """One PROXY listener; clients behind the proxy in 203.0.113.0/24 go to TS02, others to TS01."""
+    text = farm_config([(farm[0].name, farm[0].address, 1)], tmp_path / "s.db",
+                       limits=limits or "per_source_connections = 1000")
     text = text.replace('listen = ["127.0.0.1:0"]', 'listen = [{ address = "127.0.0.1:0", proxy_protocol = true }]\n'
                         f'trusted_proxies = ["{trusted}"]')
-    # clients behind the proxy in 203.0.113.0/24 go to TS02; everyone else to TS01
-    return text.replace("[[pool]]\nname = \"default\"", """[[route]]
+    return text + f"""
+[[pool]]
+name = "far"
+servers = [{{ name = "TS02", address = "{farm[1].address}" }}]
+
+[[route]]
 sources = ["203.0.113.0/24"]
 pool = "far"
 
 [[route]]
 pool = "default"
-
-[[pool]]
-name = "far"
-servers = [{ name = "TS02", address = "%s" }]
-
-[[pool]]
-name = "default\"""" % farm[1].address).replace(
-        'servers = [\n  { name = "TS01", address = "%s", weight = 1 },\n  { name = "TS02", address = "%s", weight = 1 }\n]'
-        % (farm[0].address, farm[1].address), 'servers = [{ name = "TS01", address = "%s" }]' % farm[0].address)
+"""
 
 
 async def via_proxy(port: int, header: bytes, user: str, local_host: str = "127.0.0.1") -> str | None:
