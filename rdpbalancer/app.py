@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 
 from rdpbalancer import __version__
-from rdpbalancer.admin.server import AdminServer
+from rdpbalancer.admin.server import AdminError, AdminServer
 from rdpbalancer.config import ConfigError, load_config
 from rdpbalancer.config.compile import Snapshot, compile_config
 from rdpbalancer.config.schema import Config
@@ -359,8 +359,10 @@ class Balancer:
             snapshot = compile_config(config)
             _check_reloadable(self.snapshot.config, config)
             directory = self._reloaded_directory(config)
+            if config.admin.enabled:
+                self.admin.reload_auth(config.admin)  # before anything changes: may refuse
             await self._open_listeners(snapshot.listen)
-        except (ConfigError, ListenError, ReloadError, DirectoryError) as exc:
+        except (ConfigError, ListenError, ReloadError, DirectoryError, AdminError) as exc:
             return self._reload_failed(str(exc))
         self._swap(snapshot)
         if self.workers is not None:
@@ -566,4 +568,8 @@ def _check_reloadable(old: Config, new: Config) -> None:
         raise ReloadError("sticky.store or [sticky.redis] changed: restart to apply it")
     if old.sticky.sync != new.sticky.sync:
         raise ReloadError("sticky.sync changed: restart to apply it")
+    o, n = old.admin, new.admin
+    if (o.enabled, o.listen, o.unix_socket) != (n.enabled, n.listen, n.unix_socket):
+        raise ReloadError("admin.enabled, admin.listen or admin.unix_socket changed: restart to apply it "
+                          "(token_file and read_auth apply on reload)")
 

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,17 @@ MAX_BODY_BYTES = 1024 * 1024  # an import of ~10,000 entries; anything larger is
 MAX_PAGE = 1000
 STATIC = Path(__file__).with_name("static")
 BAL_KEY: web.AppKey[Balancer] = web.AppKey("balancer")
-TOKEN_KEY: web.AppKey[str | None] = web.AppKey("token", str | None)  # type: ignore[arg-type]
-READ_AUTH_KEY: web.AppKey[bool] = web.AppKey("read_auth", bool)
+
+
+@dataclass(slots=True)
+class Auth:
+    """The token and whether reads need it; a reload replaces both in place (no restart)."""
+
+    token: str | None
+    read_auth: bool
+
+
+AUTH_KEY: web.AppKey[Auth] = web.AppKey("auth", Auth)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -87,13 +97,15 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     mutating = request.method not in ("GET", "HEAD", "OPTIONS")
     public = request.path in ("/healthz", "/api/v1/openapi.json") or request.path.startswith("/static/") \
         or request.path == "/"
-    if mutating or (request.app[READ_AUTH_KEY] and not public):
-        token = request.app[TOKEN_KEY]
+    auth = request.app[AUTH_KEY]
+    if mutating or (auth.read_auth and not public):
+        token = auth.token
         if token is None:
             raise ApiError(403, "the API is read-only: no [admin] token_file is configured")
         # surrogateescape: a header that is not UTF-8 is a wrong token (401), not a crash (500)
-        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                                                                   token.encode()):
             raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
     return await handler(request)
 
@@ -351,9 +363,9 @@ async def dashboard(_: web.Request) -> web.FileResponse:
 
 # -- the application ----------------------------------------------------------------------------------
 
-def build_app(bal: Balancer, token: str | None, read_auth: bool) -> web.Application:
+def build_app(bal: Balancer, auth: Auth) -> web.Application:
     app = web.Application(middlewares=[_errors, _auth, _no_stale_assets], client_max_size=MAX_BODY_BYTES)
-    app[BAL_KEY], app[TOKEN_KEY], app[READ_AUTH_KEY] = bal, token, read_auth
+    app[BAL_KEY], app[AUTH_KEY] = bal, auth
     app.on_response_prepare.append(_security_headers)
     r = app.router
     r.add_get("/healthz", healthz)

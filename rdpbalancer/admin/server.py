@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from rdpbalancer.admin.api import build_app
+from rdpbalancer.admin.api import Auth, build_app
 from rdpbalancer.relay.listener import ListenError
 
 if TYPE_CHECKING:
     from rdpbalancer.app import Balancer
+    from rdpbalancer.config.admin import AdminSection
 
 
 class AdminError(Exception):
@@ -41,12 +42,12 @@ class AdminServer:
         self.bal = bal
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.auth = Auth(None, False)
 
     async def start(self) -> None:
         section = self.bal.snapshot.config.admin
-        token = read_token(section.token_file)
-        self.runner = web.AppRunner(build_app(self.bal, token, section.read_auth), access_log=None,
-                                    handle_signals=False)
+        self.auth = Auth(read_token(section.token_file), section.read_auth)
+        self.runner = web.AppRunner(build_app(self.bal, self.auth), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
             site = web.TCPSite(self.runner, section.listen.host, section.listen.port, reuse_address=True)
@@ -72,6 +73,12 @@ class AdminServer:
         except OSError as exc:  # e.g. the path is a regular file: a clear message, not a traceback
             await self.stop()
             raise ListenError(f"cannot listen on {path} (admin.unix_socket): {exc.strerror or exc}") from None
+
+    def reload_auth(self, section: AdminSection) -> None:
+        """A reload: the token file is read again (a rotated token applies at once) and
+        read_auth too; raises AdminError (the reload fails, the old token stays) if unsafe."""
+        token = read_token(section.token_file)
+        self.auth.token, self.auth.read_auth = token, section.read_auth
 
     async def stop(self) -> None:
         if self.runner is not None:

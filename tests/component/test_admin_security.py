@@ -361,3 +361,25 @@ async def test_a_cross_origin_page_gets_no_cors_grant(secured: Secured) -> None:
         assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
     async with secured.http.get(secured.base + "/api/v1/servers", headers={"Origin": "http://evil.example"}) as resp:
         assert "Access-Control-Allow-Origin" not in resp.headers
+
+
+async def test_a_rotated_token_applies_on_reload_and_an_unsafe_one_is_refused(secured: Secured) -> None:
+    token_file = secured.config_path.parent / "admin.token"
+    new = "rotated-token-0123456789abcdef"
+    token_file.write_text(new + "\n")
+    assert await secured.bal.reload() is None
+    old_auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert (await secured.call("POST", "/api/v1/servers/TS01/state", {"state": "drain"}, headers=old_auth))[0] == 401
+    lower = {"Authorization": f"bearer {new}"}  # the scheme is case-insensitive (RFC 7235)
+    assert (await secured.call("POST", "/api/v1/servers/TS01/state", {"state": "drain"}, headers=lower))[0] == 200
+    token_file.chmod(0o644)  # a reload must not start trusting a file others can read
+    error = await secured.bal.reload()
+    assert error is not None and "accessible by group or others" in error
+    assert (await secured.call("POST", "/api/v1/servers/TS01/state", {"state": "ready"}, headers=lower))[0] == 200
+
+
+async def test_a_changed_admin_listen_address_needs_a_restart(secured: Secured) -> None:
+    text = secured.config_path.read_text().replace('[admin]\nlisten = "127.0.0.1:0"', '[admin]\nlisten = "127.0.0.1:1"')
+    secured.config_path.write_text(text)
+    error = await secured.bal.reload()
+    assert error is not None and "admin.listen" in error and "restart" in error
