@@ -172,6 +172,8 @@ async def healthz(request: web.Request) -> web.Response:
         body["shared_store_up"] = shared is not False  # Redis away: degraded, still serving
         body["sticky_store_ok"] = store_ok
         body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
+    if not store_ok:  # what keepalived's log and an operator's curl should show at once
+        body["sticky_store_error"] = getattr(bal.store, "last_error", None)
     return _json(body, 200 if healthy else 503)
 
 

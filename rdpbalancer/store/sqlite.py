@@ -59,6 +59,7 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 Row = tuple[str, str, str, float, float]
+FAILURE_LOG_EVERY_S = 60.0  # while the disk keeps refusing, one error line a minute (the first at once)
 _Item = tuple[list[Row], list[str], "asyncio.Future[None] | None"]
 _STOP = object()
 
@@ -86,7 +87,11 @@ class SqliteStickyStore:
         self._pending: list[_Item] = []  # queued during this pass of the event loop
         # changes whose commit failed, oldest first: written again (before newer ones) once the
         # disk accepts writes, so a disk-full episode loses nothing the table still holds
-        self._unsaved: list[_Item] = []
+        # key -> its latest row (None: deleted) not yet on disk: one per user however many changes
+        # an outage saw, so memory and each retry stay bounded by the table, not by the traffic
+        self._unsaved: dict[str, Row | None] = {}
+        self._failing_since_log = 0  # failed writes not logged yet (one line a minute while failing)
+        self._failure_logged_at = 0.0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -196,14 +201,16 @@ class SqliteStickyStore:
         stopping = False
         while not stopping:
             batch, stopping = self._next_batch()
-            retry = [(rows, deletes, None) for rows, deletes, _ in self._unsaved]
+            retry = [self._unsaved_item()] if self._unsaved else []
             if not batch and not retry:
                 continue
             try:
                 conn = conn or _connect(self.path, self.sync)
                 self._commit(conn, retry + batch)
                 error = None
-            except (OSError, sqlite3.Error) as exc:
+            except Exception as exc:  # disk, SQLite or a bug: the writer must live on
+                if not isinstance(exc, OSError | sqlite3.Error):
+                    log.critical("sticky writer: unexpected error; changes kept in memory", exc_info=exc)
                 error = exc
                 if conn is not None:
                     with contextlib.suppress(sqlite3.Error):
@@ -254,6 +261,10 @@ class SqliteStickyStore:
                 conn.execute("ROLLBACK")
             raise
 
+    def _unsaved_item(self) -> _Item:
+        rows = [row for row in self._unsaved.values() if row is not None]
+        return rows, [key for key, row in self._unsaved.items() if row is None], None
+
     def _report(self, batch: list[_Item], error: BaseException | None) -> None:
         if error is None:
             self.commits += 1
@@ -261,12 +272,22 @@ class SqliteStickyStore:
                 log.warning("sticky table %s writable again: %d change(s) kept in memory are saved now",
                             self.path, len(self._unsaved))
                 self._unsaved.clear()
+                self._failure_logged_at = 0.0
         else:
             self.failures += 1
             self.last_error = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {error}"
-            self._unsaved.extend((rows, deletes, None) for rows, deletes, _ in batch)
-            log.error("sticky table write to %s failed; %d change(s) kept in memory, retried every %gs: %s",
-                      self.path, len(self._unsaved), RETRY_UNSAVED_S, error)
+            for rows, deletes, _ in batch:  # in order: a later change of a key wins
+                for row in rows:
+                    self._unsaved[row[0]] = row
+                for key in deletes:
+                    self._unsaved[key] = None
+            now = time.monotonic()
+            self._failing_since_log += 1
+            if now - self._failure_logged_at >= FAILURE_LOG_EVERY_S or self._failure_logged_at == 0.0:
+                log.error("sticky table write to %s failed (%d failed write(s) since the last line); "
+                          "%d user(s) kept in memory, retried every %gs: %s", self.path,
+                          self._failing_since_log, len(self._unsaved), RETRY_UNSAVED_S, error)
+                self._failure_logged_at, self._failing_since_log = now, 0
         # routing never waits on a failing disk: the in-memory table is authoritative meanwhile
         futures = [f for _, _, f in batch if f is not None]
         if futures and self._loop is not None and not self._loop.is_closed():
