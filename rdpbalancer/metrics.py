@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from rdpbalancer import __version__
+from rdpbalancer.policy.limits import Refusal
 
 if TYPE_CHECKING:
     from rdpbalancer.app import Balancer
@@ -82,7 +83,8 @@ class _StateCollector(Collector):
         yield malformed
         refused = _counter("connections_refused", "Connections refused by a [limits] limit, or from an untrusted "
                            "address on a PROXY protocol listener", ["reason"])
-        for reason, n in sorted(stats.refused.items()):
+        known = {str(r): 0 for r in Refusal} | {"untrusted-proxy": 0}  # exported at 0: rate() works at once
+        for reason, n in sorted((known | dict(stats.refused)).items()):
             refused.add_metric([reason], n)
         yield refused
         failures = _counter("backend_connect_failures", "Failed connects to servers", ["server"])
@@ -106,7 +108,7 @@ class _StateCollector(Collector):
                                 + (self.bal.workers.handshaking if self.bal.workers else 0))
         # leak detectors: both return to their idle value once the connections are gone
         yield GaugeMetricFamily(P + "event_loop_tasks", "asyncio tasks alive in this process",
-                                value=len(asyncio.all_tasks()))
+                                value=_tasks_alive())
         yield GaugeMetricFamily(P + "limits_tracked_sources", "Client addresses the limits hold state for",
                                 value=self.bal.ctx.admission.sources() + self.bal.control.new_users.sources())
 
@@ -175,3 +177,10 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(P + "truncated_cookie_ambiguities",
                                   "Truncated cookies standing for users that route differently",
                                   value=bal.router.ambiguous)
+
+
+def _tasks_alive() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # collected outside the loop (registration at construction)
+        return 0

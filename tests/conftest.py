@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 
+from tests.support.loops import ClosingLoop
 from tests.support.redis_server import RedisServer
 
 
-class _TestLoop(uvloop.Loop):  # type: ignore[misc]
-    """uvloop, plus: listening servers a failed test left open are closed with the loop.
-
-    uvloop's close() waits for every handle, and an open server is one: without this, a test
-    that fails before its cleanup would hang the whole run (in C, where no timeout can fire).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._servers: weakref.WeakSet[asyncio.AbstractServer] = weakref.WeakSet()
-
-    async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.AbstractServer:
-        server = await super().create_server(*args, **kwargs)
-        self._servers.add(server)
-        return server
-
-    def close(self) -> None:
-        for server in list(self._servers):
-            server.close()
-        super().close()
-
-
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
-    return {"uvloop": _TestLoop}
+    return {"uvloop": ClosingLoop}
 
 
 @pytest.fixture(scope="session")

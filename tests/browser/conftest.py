@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import uvloop
 
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
 from tests.support.fakes import FakeRdpServer, RdpClient, rdp_connect, start_farm, where
+from tests.support.loops import ClosingLoop
 
 try:  # one guarded place: without selenium, the `browser` fixture fails every test with a clear message
     from selenium import webdriver
@@ -102,7 +102,7 @@ class LoopThread:
     """A uvloop event loop running in a daemon thread; `run()` hands it a coroutine and waits."""
 
     def __init__(self) -> None:
-        self.loop = uvloop.new_event_loop()
+        self.loop = ClosingLoop()  # a failed test's open servers do not hang close()
         self.thread = threading.Thread(target=self.loop.run_forever, name="balancer-loop", daemon=True)
         self.thread.start()
 
