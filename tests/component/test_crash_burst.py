@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_for_api
+from tests.support.balancer import BalancerProcess, farm_config, free_port, stored, wait_for_api
 from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
 from tests.support.storm import assignments
 
@@ -76,12 +75,6 @@ async def sticky_table(admin_port: int) -> dict[str, str]:
     raise AssertionError("the sticky table has more entries than users")
 
 
-def stored(db: Path) -> dict[str, str]:
-    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
-    try:
-        return dict(conn.execute("SELECT key, server FROM sticky").fetchall())
-    finally:
-        conn.close()
 
 
 @pytest.mark.slow

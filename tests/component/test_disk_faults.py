@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port
+from tests.support.balancer import BalancerProcess, farm_config, free_port, stored
 from tests.support.fakes import FakeRdpServer, start_farm, where
 
 DISK_SIZE = "1m"  # room for the sticky file, its WAL and shm; small enough to fill in a moment
@@ -171,13 +171,6 @@ def reader(db: Path) -> Iterator[None]:
         conn.close()
 
 
-def stored(db: Path) -> dict[str, str]:
-    """user -> server as the file holds it, opened read-only."""
-    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
-    try:
-        return dict(conn.execute("SELECT key, server FROM sticky").fetchall())
-    finally:
-        conn.close()
 
 
 async def restart_with_the_file_closed(bal: Running, disk: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -150,3 +151,12 @@ async def wait_for_api(admin_port: int, timeout_s: float = 15.0) -> None:
             continue
         writer.close()
         return
+
+
+def stored(db: Path) -> dict[str, str]:
+    """user -> server as the sticky file holds it, opened read-only (the balancer may run)."""
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT key, server FROM sticky").fetchall())
+    finally:
+        conn.close()
