@@ -358,6 +358,7 @@ class Balancer:
             config = await asyncio.to_thread(load_config, self.status.path)
             snapshot = compile_config(config)
             _check_reloadable(self.snapshot.config, config)
+            _check_admin_reloadable(self.snapshot.config, config, self.admin.port)
             directory = self._reloaded_directory(config)
             if config.admin.enabled:
                 self.admin.reload_auth(config.admin)  # before anything changes: may refuse
@@ -568,8 +569,14 @@ def _check_reloadable(old: Config, new: Config) -> None:
         raise ReloadError("sticky.store or [sticky.redis] changed: restart to apply it")
     if old.sticky.sync != new.sticky.sync:
         raise ReloadError("sticky.sync changed: restart to apply it")
+
+
+def _check_admin_reloadable(old: Config, new: Config, bound_port: int | None) -> None:
     o, n = old.admin, new.admin
-    if (o.enabled, o.listen, o.unix_socket) != (n.enabled, n.listen, n.unix_socket):
+    # port 0 in the running file, and the port it got in the new one: the same listener
+    same_listen = n.listen == o.listen or (o.listen.port == 0 and n.listen.host == o.listen.host
+                                           and n.listen.port == bound_port)
+    if (o.enabled, o.unix_socket) != (n.enabled, n.unix_socket) or not same_listen:
         raise ReloadError("admin.enabled, admin.listen or admin.unix_socket changed: restart to apply it "
                           "(token_file and read_auth apply on reload)")
 
