@@ -4,6 +4,10 @@ Reads are open by default (the API listens on loopback; `[admin] read_auth = tru
 every mutation needs `Authorization: Bearer <token>` with the token from `[admin] token_file`,
 compared in constant time. Without a token file the API is read-only. Errors are JSON
 `{"error": "..."}` with a 4xx status that says what was wrong.
+
+DNS rebinding: a web page the operator opens could point its own host name at 127.0.0.1 and
+read the open API from the browser. So while the API listens on loopback, a request must name
+a loopback host (or one in `[admin] allowed_hosts`) in its Host header; others get 421.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Auth:
 
     token: str | None
     read_auth: bool
+    allowed_hosts: frozenset[str] | None = None  # None: no Host check (the API is not on loopback)
 
 
 AUTH_KEY: web.AppKey[Auth] = web.AppKey("auth", Auth)
@@ -90,6 +95,30 @@ async def _no_stale_assets(request: web.Request, handler: Handler) -> web.Stream
     if request.path.startswith("/static/"):
         response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+@web.middleware
+async def _host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    allowed = request.app[AUTH_KEY].allowed_hosts
+    transport = request.transport
+    over_tcp = transport is not None and not isinstance(transport.get_extra_info("sockname"), str | None)
+    if allowed is not None and over_tcp and _host_name(request.headers.get("Host", "")) not in allowed:
+        raise ApiError(421, f"Host {request.headers.get('Host', '')!r} is not a name of this API: on loopback it "
+                            "answers to localhost, 127.0.0.1 and [::1], plus [admin] allowed_hosts (a page "
+                            "re-pointing its own name at 127.0.0.1 must not read it: DNS rebinding)")
+    return await handler(request)
+
+
+def _host_name(host: str) -> str:
+    """The host of a Host header, without its port: 'a.example:9000' -> 'a.example', '[::1]:9000' -> '[::1]'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[:end + 1] if end != -1 else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 @web.middleware
@@ -366,7 +395,7 @@ async def dashboard(_: web.Request) -> web.FileResponse:
 # -- the application ----------------------------------------------------------------------------------
 
 def build_app(bal: Balancer, auth: Auth) -> web.Application:
-    app = web.Application(middlewares=[_errors, _auth, _no_stale_assets], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[_errors, _host_check, _auth, _no_stale_assets], client_max_size=MAX_BODY_BYTES)
     app[BAL_KEY], app[AUTH_KEY] = bal, auth
     app.on_response_prepare.append(_security_headers)
     r = app.router

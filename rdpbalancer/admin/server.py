@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import stat
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from rdpbalancer.admin.api import Auth, build_app
+from rdpbalancer.admin.api import LOOPBACK_HOSTS, Auth, build_app
 from rdpbalancer.relay.listener import ListenError
 
 if TYPE_CHECKING:
@@ -37,6 +38,20 @@ def read_token(path: Path | None) -> str | None:
     return token
 
 
+def allowed_hosts(section: AdminSection) -> frozenset[str] | None:
+    """The Host names accepted over TCP; None: any (the API listens beyond loopback, where the
+    network, not the browser, is the boundary, unless allowed_hosts names some)."""
+    extra = frozenset(h.lower() for h in section.allowed_hosts)
+    host = section.listen.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return LOOPBACK_HOSTS | extra | {host, f"[{host}]"}
+    return extra or None
+
+
 class AdminServer:
     def __init__(self, bal: Balancer) -> None:
         self.bal = bal
@@ -46,7 +61,7 @@ class AdminServer:
 
     async def start(self) -> None:
         section = self.bal.snapshot.config.admin
-        self.auth = Auth(read_token(section.token_file), section.read_auth)
+        self.auth = Auth(read_token(section.token_file), section.read_auth, allowed_hosts(section))
         self.runner = web.AppRunner(build_app(self.bal, self.auth), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
@@ -79,6 +94,7 @@ class AdminServer:
         read_auth too; raises AdminError (the reload fails, the old token stays) if unsafe."""
         token = read_token(section.token_file)
         self.auth.token, self.auth.read_auth = token, section.read_auth
+        self.auth.allowed_hosts = allowed_hosts(section)
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import StrictBool
+from pydantic import StrictBool, StrictStr
 
 from rdpbalancer.config.addresses import ListenAddress
 from rdpbalancer.config.base import ConfigModel
@@ -18,3 +18,6 @@ class AdminSection(ConfigModel):
     unix_socket: ConfigPath | None = None  # created with mode 0600
     token_file: ConfigPath | None = None  # without it the API is read-only
     read_auth: StrictBool = False  # true: reads need the token too
+    # Host names the API answers to besides localhost/127.0.0.1/[::1] while it listens on loopback
+    # (e.g. a reverse proxy's name); any other Host header gets 421 (DNS rebinding).
+    allowed_hosts: tuple[StrictStr, ...] = ()

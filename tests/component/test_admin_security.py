@@ -383,3 +383,17 @@ async def test_a_changed_admin_listen_address_needs_a_restart(secured: Secured) 
     secured.config_path.write_text(text)
     error = await secured.bal.reload()
     assert error is not None and "admin.listen" in error and "restart" in error
+
+
+async def test_a_rebound_host_name_cannot_read_the_loopback_api(secured: Secured) -> None:
+    """DNS rebinding: a page at evil.example re-points its name at 127.0.0.1 and reads the API."""
+    for host in ("evil.example", f"evil.example:{secured.bal.admin.port}", "127.0.0.1.evil.example"):
+        status, body = await secured.call("GET", "/api/v1/sessions", headers={"Host": host})
+        assert status == 421 and "DNS rebinding" in body["error"], (host, body)
+    for host in ("localhost", f"127.0.0.1:{secured.bal.admin.port}", f"[::1]:{secured.bal.admin.port}", "LOCALHOST"):
+        assert (await secured.call("GET", "/api/v1/sessions", headers={"Host": host}))[0] == 200, host
+    # a reverse proxy's name, once listed, is accepted (and applies on reload)
+    text = secured.config_path.read_text().replace("[admin]\n", '[admin]\nallowed_hosts = ["rdpb.corp.example"]\n', 1)
+    secured.config_path.write_text(text)
+    assert await secured.bal.reload() is None
+    assert (await secured.call("GET", "/api/v1/sessions", headers={"Host": "rdpb.corp.example"}))[0] == 200
