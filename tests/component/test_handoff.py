@@ -7,6 +7,8 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -121,7 +123,9 @@ async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_l
             await s.stop()
 
 
-async def test_a_successor_that_cannot_start_leaves_the_old_process_serving(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _serving(tmp_path: Path) -> AsyncIterator[tuple[BalancerProcess, Path, int, int]]:
+    """One server and an old process that serves (and takes signals); (process, config, ports)."""
     farm = await start_farm("TS01")
     port, admin_port = free_port(), free_port()
     config = tmp_path / "rdpb.toml"
@@ -133,45 +137,39 @@ async def test_a_successor_that_cannot_start_leaves_the_old_process_serving(tmp_
         log = tmp_path / "rdpb.log"
         await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
         await asyncio.sleep(0.5)  # "listening on" is logged just before it serves (and takes signals)
+        yield old, config, port, admin_port
+    finally:
+        old.stop()
+        await farm[0].stop()
+
+
+async def test_a_successor_that_cannot_start_leaves_the_old_process_serving(tmp_path: Path) -> None:
+    async with _serving(tmp_path) as (old, config, port, admin_port):
+        assert old.proc is not None
+        log = tmp_path / "rdpb.log"
         config.write_text(config.read_text() + "\n[nonsense]\n")
         old.proc.send_signal(signal.SIGUSR2)
         await wait_until(lambda: "handoff failed" in log.read_text(), WAIT_S)
         assert "nonsense" in log.read_text()  # the successor's own error is in the same log
         assert await _serving_pid(admin_port) == old.proc.pid
         assert await where(port, "alice") == "TS01"
-    finally:
-        old.stop()
-        await farm[0].stop()
 
 
 async def test_a_successor_that_dies_while_taking_over_hands_the_listeners_back(tmp_path: Path) -> None:
-    farm = await start_farm("TS01")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config(farm, tmp_path, port, admin_port))
-    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
-    old.start()
-    taken = socket.socket()
-    try:
+    async with _serving(tmp_path) as (old, config, port, admin_port):
         assert old.proc is not None
         log = tmp_path / "rdpb.log"
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
-        await asyncio.sleep(0.5)
         held = await rdp_connect(port, "held")
-        # the successor loads fine, then cannot open its admin port: after the old one let go
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        config.write_text(config.read_text().replace(f"127.0.0.1:{admin_port}",
-                                                     f"127.0.0.1:{taken.getsockname()[1]}"))
-        old.proc.send_signal(signal.SIGUSR2)
-        await wait_until(lambda: "handoff failed: the new process failed while taking over" in log.read_text(),
-                         WAIT_S)
+        with socket.socket() as taken:  # the successor loads fine, then cannot open its admin port
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            config.write_text(config.read_text().replace(f"127.0.0.1:{admin_port}",
+                                                         f"127.0.0.1:{taken.getsockname()[1]}"))
+            old.proc.send_signal(signal.SIGUSR2)
+            await wait_until(lambda: "handoff failed: the new process failed while taking over" in log.read_text(),
+                             WAIT_S)
         assert await _serving_pid(admin_port) == old.proc.pid  # its API is back
         assert await where(port, "alice") == "TS01"  # and it accepts on the same socket
         held.writer.write(b"still here")
         assert await asyncio.wait_for(held.reader.readexactly(10), 5) == b"still here"
         await held.close()
-    finally:
-        taken.close()
-        old.stop()
-        await farm[0].stop()
