@@ -173,3 +173,43 @@ async def test_a_successor_that_dies_while_taking_over_hands_the_listeners_back(
         held.writer.write(b"still here")
         assert await asyncio.wait_for(held.reader.readexactly(10), 5) == b"still here"
         await held.close()
+
+
+async def test_no_connection_is_refused_across_a_handoff(tmp_path: Path) -> None:
+    """Clients connect back to back while the listeners change process: every one is served."""
+    async with _serving(tmp_path) as (old, _config_path, port, admin_port):
+        assert old.proc is not None
+        old_pid = old.proc.pid
+        outcomes: list[str] = []
+        probing = True
+
+        async def probe() -> None:
+            i = 0
+            while probing and i < 5000:  # bounded
+                i += 1
+                try:
+                    outcomes.append(await where(port, f"probe{i % 50}"))
+                except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    outcomes.append(f"failed: {exc!r}")
+                await asyncio.sleep(0.005)
+
+        prober = asyncio.ensure_future(probe())
+        await wait_until(lambda: len(outcomes) > 20, WAIT_S)
+        before = len(outcomes)
+        old.proc.send_signal(signal.SIGUSR2)
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while (pid := await _serving_pid(admin_port)) in (None, old_pid):
+            assert asyncio.get_running_loop().time() < deadline, (tmp_path / "rdpb.log").read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        taken_over = len(outcomes)
+        await wait_until(lambda: len(outcomes) > taken_over + 20, WAIT_S)
+        probing = False
+        await prober
+        failed = [o for o in outcomes if o != "TS01"]
+        assert not failed, f"{len(failed)} of {len(outcomes)} connections failed across the handoff: {failed[:3]}"
+        assert taken_over > before  # some were served while the handoff ran
+        assert await asyncio.to_thread(old.proc.wait, WAIT_S) == 0  # no session left: the old one exits
+        old.proc = None
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        await wait_until(lambda: process_gone(pid), WAIT_S)
