@@ -33,7 +33,7 @@ from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 from rdpbalancer.relay.context import RelayContext, Stats
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import ListenError, open_listeners
-from rdpbalancer.relay.sockets import format_addr
+from rdpbalancer.relay.sockets import format_addr, steer_group_to_first, unsteer_group
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.store.redis import ClusterView, RedisSettings, RedisStickyStore
 from rdpbalancer.store.sqlite import SqliteStickyStore
@@ -123,6 +123,7 @@ class Balancer:
             if takeover is not None:
                 for server in self.listeners.values():
                     await server.start_serving()
+                    unsteer_group(server.sockets[0])  # type: ignore[arg-type]  # the old process steered all here
                 takeover.serving()
                 log.info("handoff: took over the listeners")
         except BaseException:
@@ -149,7 +150,7 @@ class Balancer:
         for entry in await asyncio.to_thread(self.store.load_since, loaded_at - CATCH_UP_SLACK_S):
             self.table.merge(entry)
         self._adopt(state)
-        takeover.on_closed = self._old_session_closed
+        takeover.follow_old_sessions(self._old_session)
         log.info("handoff: the old process stopped accepting; it finishes its %d session(s)",
                  sum(state.connections.values()))
 
@@ -170,7 +171,13 @@ class Balancer:
             for _ in range(count):
                 self.table.session_opened(key, now)
 
-    def _old_session_closed(self, server: str, key: str | None, now: float) -> None:
+    def _old_session(self, kind: str, server: str, key: str | None, now: float) -> None:
+        """The old process's sessions keep loading their servers until they end."""
+        if kind == "opened":
+            self.router.connections[server] += 1
+            if key is not None:
+                self.table.session_opened(key, now)
+            return
         if self.router.connections.get(server, 0) > 0:
             self.router.connections[server] -= 1
             if self.router.connections[server] <= 0:
@@ -198,7 +205,15 @@ class Balancer:
         return None
 
     async def stop_accepting(self) -> None:
-        """Handoff step 3: the listeners, the admin API and the background work go; relays stay."""
+        """Handoff step 3: the listeners, the admin API and the background work go; relays stay.
+        With workers: every new connection is steered to the primary's socket (which the new
+        process holds too) before the workers close theirs, so none is dropped from their queues."""
+        if self.workers is not None:
+            for server in self.listeners.values():
+                if not steer_group_to_first(server.sockets[0]):  # type: ignore[arg-type]
+                    log.warning("handoff: cannot steer SO_REUSEPORT connections (kernel without "
+                                "SO_ATTACH_REUSEPORT_CBPF); the workers' queued connections may be reset")
+            await self.workers.quiesce()
         for server in self.listeners.values():
             server.close()
         await self.admin.stop()
@@ -214,6 +229,10 @@ class Balancer:
         API and the background work."""
         self.listeners = {}
         await self._open_listeners(self.snapshot.listen, inherited=spare)
+        if self.workers is not None:
+            for sock in spare.values():
+                unsteer_group(sock)
+            await self.workers.resume()
         if self.snapshot.config.admin.enabled:
             await self.admin.start()
         await self.directory.start()

@@ -22,6 +22,12 @@ process:
    process's leastconn counts and sticky expiry stay right), then exits; with
    `[balancer] drain_timeout` it cuts what is left after that long.
 
+With workers (`[balancer] workers` > 1), step 3 starts by steering each SO_REUSEPORT group's new
+connections to the primary's socket (BPF "return socket 0"; the new process holds that socket),
+then the old workers accept what is queued on their sockets and close them; the new process
+removes the steering once its own workers listen. Old sessions that were still connecting at
+step 3 are reported when they start relaying ("opened") as well as when they end ("closed").
+
 The sticky table is one SQLite file used by both processes in turn (WAL, busy timeout): the old
 process only refreshes `last_used` of its ending sessions after step 3.
 """
@@ -81,8 +87,6 @@ class Handover:
     async def run(self) -> None:
         """Spawn the successor and hand over; raises HandoffError (the old process serves on)."""
         bal = self.bal
-        if bal.workers is not None:
-            raise HandoffError("handoff with [balancer] workers > 1 is not supported yet: restart instead")
         ours, theirs = socket.socketpair()
         listeners = {}
         for address, server in bal.listeners.items():
@@ -113,11 +117,14 @@ class Handover:
         try:
             await bal.stop_accepting()
             self.channel.send(("yours", bal.runtime_state()))
-            bal.control.on_finished = self._session_closed  # the successor records their ends ...
+            # the successor counts what runs here: the sessions in the state, those that start
+            # relaying from now on (they were still connecting), and each end
+            bal.control.on_finished = self._session_closed
+            bal.control.on_relaying = self._session_opened
             bal.control.persist_ends = False  # ... and is the only writer of the table from now on
             if not await self._wait(self._serving, TAKE_TIMEOUT_S):
                 await self._abandon()
-                bal.control.on_finished, bal.control.persist_ends = None, True
+                bal.control.on_finished, bal.control.on_relaying, bal.control.persist_ends = None, None, True
                 await bal.resume_accepting(spare)
                 spare = {}  # the listeners own them again
                 raise HandoffError("the new process failed while taking over (see its log lines); "
@@ -152,6 +159,10 @@ class Handover:
         elif message[0] == "serving":
             self._serving.set()
 
+    def _session_opened(self, server: str, key: str | None, now: float) -> None:
+        if self.channel is not None:
+            self.channel.send(("opened", server, key, now))
+
     def _session_closed(self, server: str, key: str | None, now: float) -> None:
         if self.channel is not None:
             self.channel.send(("closed", server, key, now))
@@ -173,7 +184,8 @@ class Takeover:
         self.listeners: dict[int, tuple[str, int]] = {}  # inherited fd -> configured address
         self._got_listeners = asyncio.Event()
         self._state: asyncio.Future[RuntimeState] | None = None
-        self.on_closed: Any = None  # (server, key, now) -> None, once serving
+        self._old_sessions: Any = None  # (kind, server, key, now) -> None, from `follow_old_sessions`
+        self._early: list[Message] = []  # "opened"/"closed" that came before that
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -193,6 +205,14 @@ class Takeover:
         async with asyncio.timeout(TAKE_TIMEOUT_S):
             return await self._state
 
+    def follow_old_sessions(self, handler: Any) -> None:
+        """`handler(kind, server, key, now)` for each old session that starts relaying ("opened")
+        or ends ("closed"), those reported before this call first."""
+        self._old_sessions = handler
+        early, self._early = self._early, []
+        for message in early:
+            handler(*message)
+
     def serving(self) -> None:
         """Tell the old process we accept now: it no longer needs its spare sockets."""
         if self.channel is not None:
@@ -205,8 +225,11 @@ class Takeover:
             self._got_listeners.set()
         elif kind == "yours" and self._state is not None and not self._state.done():
             self._state.set_result(message[1])
-        elif kind == "closed" and self.on_closed is not None:
-            self.on_closed(*message[1:])
+        elif kind in ("opened", "closed"):
+            if self._old_sessions is None:
+                self._early.append(message)  # while the new process still loads what was written
+            else:
+                self._old_sessions(*message)
 
     def _on_lost(self, _exc: Exception | None) -> None:
         if self._state is not None and not self._state.done():

@@ -117,6 +117,7 @@ class LocalControl:
         self.clock = clock
         # told of every session end (a handoff passes them on to the successor process)
         self.on_finished: Callable[[str, str | None, float], None] | None = None
+        self.on_relaying: Callable[[str, str | None, float], None] | None = None  # the same, for starts
         self.persist_ends = True  # False after a handoff: the successor writes the table
         self.new_users = NewUserBudget(1 << 62)  # [limits] new_users_per_source, set by the app
 
@@ -185,6 +186,8 @@ class LocalControl:
         key = session.decision.sticky_key
         if key is not None:
             self.router.table.session_opened(key, self.clock())
+        if self.on_relaying is not None:
+            self.on_relaying(session.server.name, key, self.clock())
 
     def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
         if self.on_finished is not None:

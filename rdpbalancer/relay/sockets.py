@@ -88,3 +88,30 @@ def reset(transport: asyncio.BaseTransport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
     transport.abort()
+
+
+# SO_REUSEPORT groups (workers): during a handoff every new connection must reach the listening
+# socket the new process inherited (the group's first), so the old workers can close theirs
+# without the kernel dropping connections queued on them. A one-instruction classic BPF program
+# ("return 0": the socket at index 0) does that; detaching it restores the kernel's hash.
+SO_ATTACH_REUSEPORT_CBPF = 51
+SO_DETACH_REUSEPORT_BPF = 68
+
+
+def steer_group_to_first(sock: socket.socket) -> bool:
+    """Send the whole SO_REUSEPORT group's new connections to its first socket (the one the
+    primary opened before any worker). False where the kernel cannot (logged by the caller)."""
+    import ctypes  # noqa: PLC0415 - only here: a pointer for struct sock_fprog
+
+    program = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0))  # BPF_RET|BPF_K 0
+    fprog = struct.pack("@HP", 1, ctypes.addressof(program))  # struct sock_fprog {len, filter*}
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+    except OSError:
+        return False
+    return True
+
+
+def unsteer_group(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # ENOENT: nothing attached
+        sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)

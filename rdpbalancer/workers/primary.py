@@ -88,6 +88,7 @@ class WorkerLink:
     started_at: float = 0.0
     restarts: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    quiet: asyncio.Event = field(default_factory=asyncio.Event)  # closed its listeners (a handoff)
     stats: Stats = field(default_factory=Stats)
     handshaking: int = 0
     finished_up: int = 0  # bytes of this worker's finished sessions, counted here (exact, monotonic)
@@ -136,8 +137,9 @@ class WorkerPool:
         self.handlers: dict[str, Callable[..., None]] = {
             "ready": self._ready, "route": self._route, "attempt": self._attempt, "failed": self._failed,
             "all_failed": self._all_failed, "relaying": self._relaying, "finished": self._finished,
-            "report": self._report, "abandon": self._abandon,
+            "report": self._report, "abandon": self._abandon, "quiet": self._quiet,
         }
+        self.draining = False  # a handoff: workers relay what they have, accept nothing, are not restarted
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -187,6 +189,29 @@ class WorkerPool:
             late = [str(link.index) for link in waiting if not link.ready.is_set()]
             log.error("worker(s) %s did not confirm the new configuration within %gs", ", ".join(late), timeout_s)
 
+    async def quiesce(self, timeout_s: float = 10.0) -> None:
+        """A handoff: every worker accepts what is queued on its sockets and closes them."""
+        self.draining = True
+        waiting = [link for link in self.links if link.alive]
+        for link in waiting:
+            link.quiet = asyncio.Event()
+            link.send(("quiesce",))
+        try:
+            async with asyncio.timeout(timeout_s):
+                for link in waiting:
+                    await link.quiet.wait()
+        except TimeoutError:
+            late = [str(link.index) for link in waiting if not link.quiet.is_set()]
+            log.error("worker(s) %s did not close their listeners within %gs", ", ".join(late), timeout_s)
+
+    async def resume(self) -> None:
+        """A handoff failed after `quiesce`: listen again (a setup re-opens what is missing)."""
+        self.draining = False
+        for link in self.links:
+            if not link.alive and link.process is not None and not self.stopping:
+                await self._spawn(link)
+        await self.reconfigure()
+
     async def stop(self) -> None:
         self.stopping = True
         for task in self._restart_tasks:
@@ -223,8 +248,8 @@ class WorkerPool:
         link.handshaking = 0
         self._merge(self.retired, link.stats)
         link.stats = Stats()
-        if self.stopping:
-            return
+        if self.stopping or self.draining:
+            return  # (draining: a replacement would listen again after a handoff)
         code = link.process.returncode if link.process is not None else None
         log.error("worker %d (pid %s) is gone (exit status %s); its %d session(s) ended; restarting it",
                   link.index, link.pid, code, lost)
@@ -278,6 +303,9 @@ class WorkerPool:
         into.refused.update(stats.refused)
 
     # -- handlers (one per message kind) ----------------------------------------------------------
+
+    def _quiet(self, link: WorkerLink, _pid: int) -> None:
+        link.quiet.set()
 
     def _ready(self, link: WorkerLink, pid: int) -> None:
         """The worker applied a setup (at start, and after each reload)."""

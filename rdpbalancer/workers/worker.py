@@ -109,6 +109,9 @@ class RemoteControl:
                 future.exception()  # a session that already left never awaits it: no warning
 
 
+QUIESCE_ACCEPT_S = 0.2  # a handoff: time to accept what was queued on our sockets before closing
+
+
 class Worker:
     def __init__(self, index: int, channel_fd: int) -> None:
         self.index = index
@@ -181,6 +184,18 @@ class Worker:
             asyncio.get_running_loop().create_task(self._apply(message[2]))
         elif kind == "stop":
             self.stopped.set()
+        elif kind == "quiesce":
+            asyncio.get_running_loop().create_task(self._quiesce())
+
+    async def _quiesce(self) -> None:
+        """A handoff: new connections go to the new process now (the primary steered the
+        SO_REUSEPORT group); accept what is already queued here, then close the listeners. The
+        sessions stay until they end; a later "setup" opens the listeners again (a failed handoff)."""
+        await asyncio.sleep(QUIESCE_ACCEPT_S)
+        for server in self.listeners.values():
+            server.close()
+        self.listeners.clear()
+        self.channel.send(("quiet", os.getpid()))
 
     def _on_lost(self, exc: Exception | None) -> None:
         self.control.lost("the primary process is gone")

@@ -18,6 +18,7 @@ from tests.support.balancer import BalancerProcess, farm_config, free_port, proc
 from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
 
 WAIT_S = 20.0
+PROBERS = 8  # clients connecting back to back, in parallel, across a handoff with workers
 CHUNK = 4096
 
 
@@ -210,6 +211,94 @@ async def test_no_connection_is_refused_across_a_handoff(tmp_path: Path) -> None
         assert taken_over > before  # some were served while the handoff ran
         assert await asyncio.to_thread(old.proc.wait, WAIT_S) == 0  # no session left: the old one exits
         old.proc = None
+        servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
+        assert sum(s["connections"] for s in servers) == 0  # every old session's start and end were told
         assert pid is not None
         os.kill(pid, signal.SIGTERM)
         await wait_until(lambda: process_gone(pid), WAIT_S)
+
+
+async def test_a_handoff_with_workers_keeps_every_session_and_refuses_no_connection(tmp_path: Path) -> None:
+    """workers = 2 on both sides: sessions relayed by the old primary and by its worker keep
+    streaming, clients connecting back to back meanwhile are all served, and the new process
+    runs its own worker."""
+    farm = await start_farm("TS01", "TS02")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config(farm, tmp_path, port, admin_port).replace("[balancer]\n", "[balancer]\nworkers = 2\n", 1))
+    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
+    old.start()
+    new_pids: list[int] = []
+    streams: list[Stream] = []
+    running: list[asyncio.Future[None]] = []
+    try:
+        assert old.proc is not None
+        old_pid = old.proc.pid
+        log = tmp_path / "rdpb.log"
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await asyncio.sleep(0.5)
+        old_workers = {w["pid"] for w in (await _api(admin_port, "/api/v1/workers"))["workers"]}
+        relayed_by: set[int] = set()
+        for i in range(20):  # until both processes relay some (each connection: one or the other)
+            stream = Stream(await rdp_connect(port, f"streamer{i}"))
+            streams.append(stream)
+            running.append(asyncio.ensure_future(stream.run()))
+            await wait_until(lambda stream=stream: stream.checked > 5, WAIT_S)  # type: ignore[misc]
+            relayed_by = {s["worker"] for s in (await _api(admin_port, "/api/v1/sessions"))["sessions"]}
+            if relayed_by == {0, 1} and i >= 3:
+                break
+        assert relayed_by == {0, 1}, "no session went through the worker in 20 tries"
+
+        outcomes: list[str] = []
+        probing = True
+
+        async def probe() -> None:
+            i = 0
+            while probing and i < 5000:
+                i += 1
+                try:
+                    outcomes.append(await where(port, "prober"))
+                except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    outcomes.append(f"failed: {exc!r}")
+                await asyncio.sleep(0.005)
+
+        probers = [asyncio.ensure_future(probe()) for _ in range(PROBERS)]
+        await wait_until(lambda: len(outcomes) > 10, WAIT_S)
+        old.proc.send_signal(signal.SIGUSR2)
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while await _serving_pid(admin_port) in (None, old_pid):
+            assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        workers = (await _api(admin_port, "/api/v1/workers"))["workers"]
+        new_pids.extend(w["pid"] for w in workers)
+        assert len(workers) == 2 and all(w["alive"] for w in workers) and not set(new_pids) & old_workers, workers
+        at_takeover = [s.checked for s in streams]
+        taken_over = len(outcomes)
+        await wait_until(lambda: len(outcomes) > taken_over + 30, WAIT_S)
+        await wait_until(lambda: all(s.checked > c + 30 for s, c in zip(streams, at_takeover, strict=True)), WAIT_S)
+        probing = False
+        await asyncio.gather(*probers)
+        failed = [o for o in outcomes if o.startswith("failed")]
+        assert not failed, f"{len(failed)} of {len(outcomes)} connections failed across the handoff: {failed[:3]}"
+        assert "cannot steer" not in log.read_text()
+        assert len(set(outcomes)) == 1  # "prober" stayed on one server, through both generations
+        for stream in streams:
+            stream.running = False
+        await asyncio.gather(*running)
+        for stream in streams:
+            await stream.client.close()
+        assert await asyncio.to_thread(old.proc.wait, WAIT_S) == 0  # after its (and its worker's) last session
+        old.proc = None
+        await wait_until(lambda: all(process_gone(p) for p in old_workers), WAIT_S)
+        servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
+        sessions = (await _api(admin_port, "/api/v1/sessions"))["sessions"]
+        assert sum(s["connections"] for s in servers) == 0, (servers, sessions)
+    finally:
+        for task in running:
+            task.cancel()
+        old.stop()
+        if new_pids and not process_gone(new_pids[0]):
+            os.kill(new_pids[0], signal.SIGTERM)  # the new primary; its worker exits with it
+            await wait_until(lambda: all(process_gone(p) for p in new_pids), WAIT_S)
+        for s in farm:
+            await s.stop()
