@@ -72,44 +72,33 @@ async def test_5000_silent_and_200_byte_a_time_clients_are_closed_at_the_deadlin
         for i in range(20):  # warm up: code paths, buffers
             await where(proc.port, f"warm{i}", local_host=REAL)
         await settle(admin_port)
-        base_rss, base_fds = flood.rss_kib(pid), flood.open_fds(pid)
-        peak = {"rss": base_rss, "fds": base_fds}
-        sampling = True
-
-        async def sample() -> None:
-            while sampling:
-                peak["rss"] = max(peak["rss"], flood.rss_kib(pid))
-                peak["fds"] = max(peak["fds"], flood.open_fds(pid))
-                await asyncio.sleep(0.1)
-
-        sampler = asyncio.ensure_future(sample())
-        started = time.monotonic()
-        silent = []
-        for n, source in enumerate(itertools.islice(itertools.cycle(ATTACKERS), 5000)):
-            silent.append(asyncio.ensure_future(flood.silent(address, source, deadline_s + 10)))
-            if n % 250 == 249:
-                await asyncio.sleep(0.05)  # within the listen backlog
-        slow = [asyncio.ensure_future(flood.trickle(address, "127.0.0.7", 0.25, deadline_s + 10)) for _ in range(200)]
-        real = await flood.bounded((lambda i=i: flood.logon(address, REAL, f"user{i}") for i in range(200)),
-                                   concurrency=10, deadline_s=60)
-        silent_s = await asyncio.gather(*silent)
-        slow_s = await asyncio.gather(*slow)
-        sampling = False
-        await sampler
+        async with flood.Peak(pid) as peak:
+            started = time.monotonic()
+            silent = []
+            for n, source in enumerate(itertools.islice(itertools.cycle(ATTACKERS), 5000)):
+                silent.append(asyncio.ensure_future(flood.silent(address, source, deadline_s + 10)))
+                if n % 250 == 249:
+                    await asyncio.sleep(0.05)  # within the listen backlog
+            slow = [asyncio.ensure_future(flood.trickle(address, "127.0.0.7", 0.25, deadline_s + 10))
+                    for _ in range(200)]
+            real = await flood.bounded((lambda i=i: flood.logon(address, REAL, f"user{i}") for i in range(200)),
+                                       concurrency=10, deadline_s=60)
+            silent_s = await asyncio.gather(*silent)
+            slow_s = await asyncio.gather(*slow)
         took = time.monotonic() - started
         await settle(admin_port)
-        per_conn = (peak["rss"] - base_rss) * 1024 / 5200
+        per_conn = (peak.rss - peak.base_rss) * 1024 / 5200
         print(f"\nsilent 5000 + byte-a-time 200: closed after {min(silent_s):.2f}..{max(silent_s):.2f} s "
               f"(byte-a-time {min(slow_s):.2f}..{max(slow_s):.2f} s); real logons {dict(real)}; "
-              f"RSS {base_rss} -> peak {peak['rss']} KiB ({per_conn:.0f} B per held connection); "
-              f"fds {base_fds} -> peak {peak['fds']}; {took:.1f} s in all")
+              f"RSS {peak.base_rss} -> peak {peak.rss} KiB ({per_conn:.0f} B per held connection); "
+              f"fds {peak.base_fds} -> peak {peak.fds}; {took:.1f} s in all")
         assert real == {"ok": 200}
         assert max(silent_s) <= deadline_s + 2.0 and min(silent_s) >= deadline_s - 0.5
         assert max(slow_s) <= deadline_s + 2.0  # a byte every 0.25 s never finishes a CR in time
-        assert peak["fds"] >= base_fds + 4000, "the flood was not held at once"
+        assert peak.fds >= peak.base_fds + 4000, "the flood was not held at once"
         assert per_conn <= 8 * 1024, "more than 8 KiB per silent connection"
         assert await metric(admin_port, "rdpbalancer_connections_total") >= 5200
-        assert flood.open_fds(pid) <= base_fds + 5
+        assert flood.open_fds(pid) <= peak.base_fds + 5
     for s in farm:
         await s.stop()
 
@@ -127,7 +116,8 @@ async def test_100000_invented_users_from_a_few_addresses_do_not_push_out_real_u
         names = (f"x{random.getrandbits(40):010x}" for _ in range(100_000))
         sources = itertools.cycle(ATTACKERS[:4])
         jobs = (lambda n=n, s=s: flood.logon(address, s, n) for n, s in zip(names, sources, strict=False))
-        results = await flood.bounded(jobs, concurrency=200, deadline_s=300)
+        async with flood.Peak(pid) as peak:
+            results = await flood.bounded(jobs, concurrency=200, deadline_s=300)
         took = time.monotonic() - started
         await settle(admin_port)
         async with aiohttp.ClientSession() as http, \
@@ -135,7 +125,7 @@ async def test_100000_invented_users_from_a_few_addresses_do_not_push_out_real_u
             entries = (await resp.json())["total"]
         refused = await metric(admin_port, 'rdpbalancer_connections_refused_total')
         print(f"\n100,000 invented users from 4 addresses in {took:.1f} s ({100_000 / took:.0f}/s): {dict(results)}; "
-              f"table {entries} entries (max 3000); refused {refused:.0f}; peak RSS {flood.rss_kib(pid)} KiB")
+              f"table {entries} entries (max 3000); refused {refused:.0f}; RSS {peak.base_rss} -> peak {peak.rss} KiB")
         assert sum(results.values()) == 100_000
         assert set(results) <= {"ok", "refused"}, results
         assert results["refused"] >= 95_000
@@ -172,13 +162,14 @@ async def test_100000_mixed_connections_leave_no_descriptor_or_task_behind(tmp_p
             return lambda: flood.silent(address, source, 10)
 
         started = time.monotonic()
-        results = await flood.bounded((job(i) for i in range(100_000)), concurrency=200, deadline_s=330)
+        async with flood.Peak(pid) as peak:
+            results = await flood.bounded((job(i) for i in range(100_000)), concurrency=200, deadline_s=330)
         took = time.monotonic() - started
         await settle(admin_port)
         await asyncio.sleep(0.5)
         fds, tasks = flood.open_fds(pid), await metric(admin_port, "rdpbalancer_event_loop_tasks")
         print(f"\n100,000 mixed in {took:.1f} s: {dict(results)}; fds {base_fds} -> {fds}; "
-              f"tasks {base_tasks:.0f} -> {tasks:.0f}; RSS {flood.rss_kib(pid)} KiB")
+              f"tasks {base_tasks:.0f} -> {tasks:.0f}; RSS {peak.base_rss} -> peak {peak.rss} KiB, fds peak {peak.fds}")
         assert sum(results.values()) == 100_000
         assert set(results) <= {"ok", "closed", "reset", "done"}, results
         assert fds <= base_fds + 2

@@ -6,6 +6,7 @@ outpace the balancer on the same two cores). Each client kind returns what it sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import struct
@@ -143,3 +144,34 @@ def rss_kib(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+class Peak:
+    """`async with Peak(pid) as peak:` samples the process's RSS (KiB) and open fds every 0.1 s;
+    `peak.rss` / `peak.fds` are the highest seen, `base_rss` / `base_fds` those at the start."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.base_rss, self.base_fds = rss_kib(pid), open_fds(pid)
+        self.rss, self.fds = self.base_rss, self.base_fds
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Peak:
+        self._task = asyncio.ensure_future(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._take()
+
+    def _take(self) -> None:
+        self.rss = max(self.rss, rss_kib(self.pid))
+        self.fds = max(self.fds, open_fds(self.pid))
+
+    async def _sample(self) -> None:
+        while True:
+            self._take()
+            await asyncio.sleep(0.1)
