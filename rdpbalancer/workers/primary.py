@@ -177,32 +177,29 @@ class WorkerPool:
         """After a reload: every worker gets the new relay settings and listen addresses; returns
         once each live worker applied them (listening on new addresses), or after `timeout_s`."""
         setup = self.setup()
-        waiting = [link for link in self.links if link.alive]
-        for link in waiting:
-            link.ready = asyncio.Event()
-            link.send(("setup", link.index, setup))
-        try:
-            async with asyncio.timeout(timeout_s):
-                for link in waiting:
-                    await link.ready.wait()
-        except TimeoutError:
-            late = [str(link.index) for link in waiting if not link.ready.is_set()]
-            log.error("worker(s) %s did not confirm the new configuration within %gs", ", ".join(late), timeout_s)
+        await self._ask_all(lambda link: ("setup", link.index, setup), "ready", "confirm the new configuration",
+                            timeout_s)
 
     async def quiesce(self, timeout_s: float = 10.0) -> None:
         """A handoff: every worker accepts what is queued on its sockets and closes them."""
         self.draining = True
+        await self._ask_all(lambda _link: ("quiesce",), "quiet", "close their listeners", timeout_s)
+
+    async def _ask_all(self, message: Callable[[WorkerLink], Message], answer: str, what: str,
+                       timeout_s: float) -> None:
+        """Send `message(link)` to every live worker; wait for each one's `answer` event
+        (a WorkerLink field: "ready" or "quiet")."""
         waiting = [link for link in self.links if link.alive]
         for link in waiting:
-            link.quiet = asyncio.Event()
-            link.send(("quiesce",))
+            setattr(link, answer, asyncio.Event())
+            link.send(message(link))
         try:
             async with asyncio.timeout(timeout_s):
                 for link in waiting:
-                    await link.quiet.wait()
+                    await getattr(link, answer).wait()
         except TimeoutError:
-            late = [str(link.index) for link in waiting if not link.quiet.is_set()]
-            log.error("worker(s) %s did not close their listeners within %gs", ", ".join(late), timeout_s)
+            late = [str(link.index) for link in waiting if not getattr(link, answer).is_set()]
+            log.error("worker(s) %s did not %s within %gs", ", ".join(late), what, timeout_s)
 
     async def resume(self) -> None:
         """A handoff failed after `quiesce`: listen again (a setup re-opens what is missing)."""

@@ -97,13 +97,7 @@ class BalancerProcess:
         return code
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 
@@ -113,6 +107,17 @@ async def wait_until(predicate, timeout_s: float = 5.0, interval_s: float = 0.01
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(interval_s)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a child we started (by its PID), SIGKILL after 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def wait_for_listener(proc: subprocess.Popen[bytes], address: tuple[str, int], log_path: Path,

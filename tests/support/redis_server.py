@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.support.balancer import free_port, wait_for_listener
+from tests.support.balancer import free_port, stop_process, wait_for_listener
 
 
 class RedisServer:
@@ -32,11 +32,5 @@ class RedisServer:
         wait_for_listener(self.proc, ("127.0.0.1", self.port), self.workdir / "redis.log", timeout_s)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
