@@ -1,23 +1,43 @@
 # rdpbalancer in a container: non-root, able to bind 3389, state in a volume.
+#
 #   docker build -t rdpbalancer .
 #   docker run -d -p 3389:3389 -v rdpb-state:/var/lib/rdpbalancer \
 #     -v $PWD/config.toml:/etc/rdpbalancer/config.toml:ro rdpbalancer
-FROM python:3.11-slim-bookworm
+#
+# Without a registry (an offline build host), two build arguments:
+#   BASE    another base image with python3 and its venv module, e.g. a Debian 12 made with
+#           `debootstrap --variant=minbase --include=python3,python3-venv,libcap2-bin bookworm DIR`
+#           and `tar -C DIR -c . | docker import - debian-python:bookworm`
+#   WHEELS  a folder of the build context holding the rdpbalancer wheel and every dependency
+#           (`pip wheel . async-timeout -w wheels`): installed from there alone, no index
+#   docker build --build-arg BASE=debian-python:bookworm --build-arg WHEELS=wheels -t rdpbalancer .
+# The build context is this checkout (see .dockerignore), with the wheels folder in it when used.
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE}
+ARG WHEELS=
 
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libcap2-bin \
- && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home-dir /var/lib/rdpbalancer --create-home --shell /usr/sbin/nologin rdpbalancer
+COPY . /src
+# One layer: the package in a virtual environment (Debian's own python3 refuses system-wide pip
+# installs, PEP 668), the service user, and setcap so the non-root process may bind ports below
+# 1024 (Docker lowers ip_unprivileged_port_start in its own network namespaces, not with
+# --network=host).
+RUN set -e; \
+    if ! command -v setcap >/dev/null; then \
+      apt-get update && apt-get install -y --no-install-recommends libcap2-bin && rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    useradd --system --home-dir /var/lib/rdpbalancer --create-home --shell /usr/sbin/nologin rdpbalancer; \
+    python3 -m venv /opt/rdpbalancer; \
+    if [ -n "$WHEELS" ]; then \
+      /opt/rdpbalancer/bin/pip install --no-cache-dir --disable-pip-version-check --no-index \
+        --find-links "/src/$WHEELS" rdpbalancer; \
+    else \
+      /opt/rdpbalancer/bin/pip install --no-cache-dir --disable-pip-version-check /src; \
+    fi; \
+    install -D -m 0644 /src/config.example.toml /etc/rdpbalancer/config.toml; \
+    rm -rf /src; \
+    ln -s /opt/rdpbalancer/bin/rdpbalancer /usr/local/bin/rdpbalancer; \
+    setcap cap_net_bind_service=+ep "$(readlink -f /opt/rdpbalancer/bin/python3)"
 
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY rdpbalancer ./rdpbalancer
-RUN pip install --no-cache-dir . \
- && rm -rf /src \
- # ports below 1024 without root (Docker also lowers ip_unprivileged_port_start by default)
- && setcap cap_net_bind_service=+ep "$(readlink -f "$(command -v python3)")"
-
-COPY config.example.toml /etc/rdpbalancer/config.toml
 # the example's state path is /var/lib/rdpbalancer/sticky.db: keep it on a volume
 VOLUME ["/var/lib/rdpbalancer"]
 USER rdpbalancer

@@ -73,21 +73,30 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def raise_fd_limit(max_connections: int) -> None:
+def raise_fd_limit(max_connections: int | None) -> None:
     """Each connection takes 2 descriptors (4 with splice's pipes): the soft limit goes up to the
-    hard one (often 1024 -> 524288), and a limit still too low for max_connections is logged."""
+    hard one (often 1024 -> 524288). A `max_connections` the user set that the limit still cannot
+    hold is logged; left out, it is derived from the limit (`compile.derived_max_connections`)."""
     import logging
     import resource
+
+    from rdpbalancer.config.compile import FDS_PER_CONNECTION, RESERVED_FDS, derived_max_connections
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
-    if soft != resource.RLIM_INFINITY and soft < 4 * max_connections + 256:
+    needed = FDS_PER_CONNECTION * (max_connections or 0) + RESERVED_FDS
+    if max_connections is not None and soft != resource.RLIM_INFINITY and soft < needed:
         logging.getLogger("rdpbalancer").warning(
-            "open file limit %d is low for [limits] max_connections = %d (each connection needs up to 4): "
-            "raise LimitNOFILE (systemd) or ulimit -n", soft, max_connections)
+            "open file limit %d is low for [limits] max_connections = %d (each connection needs up to %d, "
+            "so %d in all): raise LimitNOFILE (systemd) or ulimit -n, or leave max_connections out to fit "
+            "the limit", soft, max_connections, FDS_PER_CONNECTION, needed)
+    elif max_connections is None and soft != resource.RLIM_INFINITY:
+        logging.getLogger("rdpbalancer").info(
+            "[limits] max_connections = %d per process (from the open file limit %d)",
+            derived_max_connections(soft), soft)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -11,6 +11,10 @@
 #   chromium        the dashboard tests drive real headless Chromium
 #   gcc, make       the benchmarks' C load generator and test server
 #   systemd         systemd-analyze, to verify contrib/rdpbalancer.service (nothing is started)
+#   docker.io       a real Docker engine: tests/install builds and runs the image (the tests start
+#                   their own dockerd, with its own data root and socket)
+#   debootstrap     the image's Debian 12 base, made locally (no container registry is needed)
+#   python3-venv    Debian's own python3 with venv: the README's first command (scripts/install.sh)
 #
 # Idempotent: when every package is installed already, it only says so (pass --force to run
 # apt-get anyway).  Runs as root, or through sudo when that exists.
@@ -20,9 +24,10 @@ PACKAGES=(
     xrdp freerdp2-x11 xvfb coreutils openssl
     samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
     redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2 systemd
+    docker.io debootstrap python3-venv
 )
 BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc
-          systemd-analyze)
+          systemd-analyze dockerd debootstrap)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 

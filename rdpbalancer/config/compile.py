@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from dataclasses import dataclass
 
 from rdpbalancer.config.routing import RouteConfig
@@ -21,6 +22,10 @@ from rdpbalancer.policy.rules import Route, TimeRule
 from rdpbalancer.relay.context import RelaySettings
 from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.relay.splice import AVAILABLE as SPLICE_AVAILABLE
+
+FDS_PER_CONNECTION = 4  # client and server sockets, plus a splice pipe pair while bytes are in flight
+RESERVED_FDS = 256  # listeners, the sticky store, health probes, the admin API, logs, LDAP
+DEFAULT_MAX_CONNECTIONS = 10_000  # [limits] max_connections when the open-file limit allows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ def compile_config(config: Config) -> Snapshot:
         connect_timeout_s=b.connect_timeout,
         strip_domain=config.identity.strip_domain,
         splice=b.relay in ("auto", "splice") and SPLICE_AVAILABLE,
-        limits=_per_process(config, workers),
+        limits=_per_process(config, workers, open_file_limit()),
         proxy_listeners=frozenset(format_addr(a.host, a.port) for a in b.listen if a.proxy_protocol),
         trusted_proxies=b.trusted_proxies,
     )
@@ -66,7 +71,7 @@ def compile_config(config: Config) -> Snapshot:
     return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers)
 
 
-def _per_process(config: Config, processes: int) -> LimitSettings:
+def _per_process(config: Config, processes: int, fd_limit: int | None) -> LimitSettings:
     """Each process enforces its share of the accept-time limits (the kernel spreads connections
     evenly over SO_REUSEPORT sockets); the new-user budget is the primary's alone, so it is whole."""
     lim = config.limits
@@ -74,11 +79,27 @@ def _per_process(config: Config, processes: int) -> LimitSettings:
     def share(value: int) -> int:
         return max(1, math.ceil(value / processes))
 
+    total = lim.max_connections or derived_max_connections(fd_limit, processes)
     return LimitSettings(
-        max_connections=share(lim.max_connections), max_handshakes=share(lim.max_handshakes),
+        max_connections=share(total), max_handshakes=share(lim.max_handshakes),
         per_source_connections=share(lim.per_source_connections), per_source_rate=lim.per_source_rate / processes,
         per_source_burst=share(lim.per_source_burst), new_users_per_source=lim.new_users_per_source,
     )
+
+
+def open_file_limit() -> int | None:
+    """This process's soft RLIMIT_NOFILE (the CLI raises it to the hard limit first); None: unlimited."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def derived_max_connections(fd_limit: int | None, processes: int = 1) -> int:
+    """`[limits] max_connections` left out: what the open-file limit of each process can hold,
+    up to DEFAULT_MAX_CONNECTIONS, so a default never promises connections the process cannot open."""
+    if fd_limit is None:
+        return DEFAULT_MAX_CONNECTIONS
+    per_process = max(1, (fd_limit - RESERVED_FDS) // FDS_PER_CONNECTION)
+    return min(DEFAULT_MAX_CONNECTIONS, per_process * processes)
 
 
 def usable_cores() -> int:

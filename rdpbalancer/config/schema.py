@@ -108,7 +108,8 @@ class LimitsSection(ConfigModel):
     an office of hundreds behind one NAT address log on at 9:00; each limit that acts is logged
     and counted in rdpbalancer_connections_refused_total{reason}."""
 
-    max_connections: StrictInt = Field(default=10_000, ge=1)  # open client connections, in all
+    # open client connections, in all; None: as many as the open-file limit allows, up to 10,000
+    max_connections: StrictInt | None = Field(default=None, ge=1)
     max_handshakes: StrictInt = Field(default=1_000, ge=1)  # connections still before their request
     per_source_connections: StrictInt = Field(default=500, ge=1)  # open, per client address (IPv6: /64)
     per_source_rate: float = Field(default=50.0, gt=0)  # new connections per second per address ...

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from rdpbalancer import __version__
@@ -96,3 +97,35 @@ def test_json_logs_share_the_session_id_between_routed_and_end(tmp_path: Path) -
     end = next(e for e in events if e.get("event") == "end")
     assert routed["session"] == end["session"] and routed["user"] == 'al"ice' and routed["server"] == "A"
     assert end["bytes_up"] > 0 and "ts" in end and end["level"] == "info"
+
+
+def run_briefly(cfg: Path, log: Path, nofile: int) -> str:
+    """`run` under a hard open-file limit of `nofile` (as a container or a plain shell has), stopped
+    with SIGTERM once it listens; its log."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["prlimit", f"--nofile={nofile}:{nofile}", sys.executable, "-m", "rdpbalancer", "run",
+                                 "-c", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while " listening on " not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    return log.read_text()
+
+
+def test_defaults_do_not_warn_under_a_low_open_file_limit(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(farm_config([("A", "127.0.0.1:1", 1)], tmp_path / "s.db", limits=""))
+    text = run_briefly(cfg, tmp_path / "run.log", nofile=1024)
+    assert "WARNING" not in text, text
+    assert "[limits] max_connections = 192 per process (from the open file limit 1024)" in text
+
+
+def test_a_max_connections_the_limit_cannot_hold_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(farm_config([("A", "127.0.0.1:1", 1)], tmp_path / "s.db", limits="max_connections = 10000"))
+    text = run_briefly(cfg, tmp_path / "run.log", nofile=1024)
+    assert "WARNING rdpbalancer open file limit 1024 is low for [limits] max_connections = 10000" in text

@@ -75,15 +75,17 @@ class BalancerProcess:
     """`python -m rdpbalancer run -c FILE` as a child process, stopped by PID only."""
 
     def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", program: list[str] | None = None, cwd: Path | None = None) -> None:
         self.config_path, self.port, self.log_path, self.host = config_path, port, log_path, host
         self.env = env or {}
+        self.program = program or [sys.executable, "-m", "rdpbalancer"]  # or an installed `rdpbalancer`
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 15.0) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rdpbalancer", "run", "-c", str(self.config_path)],
+            [*self.program, "run", "-c", str(self.config_path)], cwd=self.cwd,
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()

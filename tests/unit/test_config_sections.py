@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rdpbalancer.config import ConfigError, parse_config
-from rdpbalancer.config.compile import compile_config
+from rdpbalancer.config.compile import compile_config, derived_max_connections
 from rdpbalancer.policy.model import AdminState
 
 POOLS = """
@@ -141,3 +141,23 @@ def test_route_listener_must_be_a_listen_address() -> None:
     text = errors('[balancer]\nlisten = ["0.0.0.0:3389"]\n[[route]]\nlistener = "0.0.0.0:3390"\npool = "default"\n'
                   + POOLS)
     assert "route[0].listener: 0.0.0.0:3390 is not one of [balancer] listen" in text
+
+
+@pytest.mark.parametrize(("fd_limit", "processes", "expected"), [
+    (None, 1, 10_000),  # unlimited: the default
+    (1_048_576, 1, 10_000),  # Docker's default: capped at the default
+    (20_000, 1, 4_936),  # (20000 - 256) // 4
+    (1_024, 1, 192),  # an untouched login shell: still starts, and says so
+    (1_024, 2, 384),  # each worker has its own descriptors
+    (100, 1, 1),  # below the reserve: one connection, not zero or a negative
+])
+def test_max_connections_left_out_fits_the_open_file_limit(fd_limit: int | None, processes: int,
+                                                           expected: int) -> None:
+    assert derived_max_connections(fd_limit, processes) == expected
+
+
+def test_max_connections_set_is_kept_and_left_out_is_derived(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rdpbalancer.config.compile.open_file_limit", lambda: 2_256)
+    assert compile_config(parse_config(POOLS)).relay.limits.max_connections == 500
+    set_ = parse_config("[limits]\nmax_connections = 7000\n" + POOLS)
+    assert compile_config(set_).relay.limits.max_connections == 7000

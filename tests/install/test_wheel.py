@@ -1,0 +1,118 @@
+"""The built wheel, installed into a fresh venv and run from a folder outside the checkout, as a
+user runs it: check-config, a balancer serving the dashboard and routing a connection, the demo,
+ctl. The editable install of the test run is never on these processes' path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_for_api
+from tests.support.dashboard import fetch_dashboard
+from tests.support.fakes import start_farm, where
+from tests.support.packaging import ROOT, clean_copy, project_version, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # pip may download every dependency
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without anything that could put the checkout on sys.path."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+
+
+def outside(tmp_path: Path) -> Path:
+    away = tmp_path / "elsewhere"
+    away.mkdir()
+    assert ROOT not in away.parents
+    return away
+
+
+def test_the_wheel_carries_the_dashboard(wheelhouse: Path) -> None:
+    (wheel,) = wheelhouse.glob("rdpbalancer-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for asset in ("dashboard.html", "dashboard.js", "dashboard.css", "favicon.svg"):
+        assert f"rdpbalancer/admin/static/{asset}" in names
+    assert wheel.name.startswith(f"rdpbalancer-{project_version()}-")
+
+
+def test_the_sdist_carries_the_dashboard_and_the_example(tmp_path: Path) -> None:
+    source = clean_copy(tmp_path / "source")
+    run([sys.executable, "-c", "import setuptools.build_meta as b, sys; b.build_sdist(sys.argv[1])", str(tmp_path)],
+        300, cwd=source)
+    (sdist,) = tmp_path.glob("rdpbalancer-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {"rdpbalancer/admin/static/dashboard.js", "rdpbalancer/admin/static/dashboard.css",
+            "config.example.toml", "README.md", "contrib/rdpbalancer.service"} <= names
+
+
+def test_installed_package_is_the_one_that_runs(venv: Path, tmp_path: Path) -> None:
+    out = run([str(venv / "bin" / "python"), "-c", "import rdpbalancer; print(rdpbalancer.__file__)"], 60,
+              cwd=outside(tmp_path), env=clean_env())
+    assert Path(out.stdout.strip()).is_relative_to(venv)
+    version = run([str(venv / "bin" / "rdpbalancer"), "--version"], 60, cwd=tmp_path, env=clean_env())
+    assert version.stdout.strip() == f"rdpbalancer {project_version()}"
+
+
+def test_check_config_of_the_example(venv: Path, tmp_path: Path) -> None:
+    out = run([str(venv / "bin" / "rdpbalancer"), "check-config", "-c", str(ROOT / "config.example.toml")], 60,
+              cwd=outside(tmp_path), env=clean_env())
+    assert ": OK; pools:" in out.stdout
+
+
+async def test_installed_balancer_serves_dashboard_metrics_routes_and_ctl(venv: Path, tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "sticky.db",
+                                  listen=f"127.0.0.1:{port}").replace('listen = "127.0.0.1:0"',
+                                                                      f'listen = "127.0.0.1:{admin_port}"'))
+    proc = BalancerProcess(config, port, tmp_path / "rdpb.log", program=[str(venv / "bin" / "rdpbalancer")],
+                           cwd=outside(tmp_path), env=clean_env())
+    await asyncio.to_thread(proc.start)
+    try:
+        await wait_for_api(admin_port)
+        base = f"http://127.0.0.1:{admin_port}"
+        pages = await fetch_dashboard(base)
+        assert set(pages) >= {"/", "/static/dashboard.js", "/static/dashboard.css", "/static/favicon.svg"}
+        for path, (status, body) in pages.items():
+            assert status == 200 and body, path
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/metrics") as resp:
+                metrics = await resp.text()
+                assert resp.status == 200
+            async with http.get(f"{base}/api/v1/openapi.json") as resp:
+                spec = await resp.json()  # the dashboard's header shows this version
+        assert f'rdpbalancer_build_info{{version="{project_version()}"}} 1.0' in metrics
+        assert spec["info"]["version"] == project_version()
+
+        assert await where(port, "alice") in ("TS01", "TS02")
+
+        ctl = await asyncio.create_subprocess_exec(
+            str(venv / "bin" / "rdpbalancer"), "ctl", "-c", str(config), "--json", "sticky", "get", "alice",
+            cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(ctl.communicate(), 60)
+        assert ctl.returncode == 0, err.decode()
+        assert json.loads(out)["server"] in ("TS01", "TS02")
+    finally:
+        proc.stop()
+        for server in farm:
+            await server.stop()
+    assert "Traceback" not in (tmp_path / "rdpb.log").read_text()
+
+
+def test_installed_demo_runs(venv: Path, tmp_path: Path) -> None:
+    out = run([str(venv / "bin" / "rdpbalancer"), "demo", "--duration", "5", "--port", "0", "--admin-port", "0"],
+              60, cwd=outside(tmp_path), env=clean_env())
+    text = out.stdout + out.stderr
+    assert "logs on  -> TS0" in text, text[-3000:]
+    assert "Traceback" not in text
