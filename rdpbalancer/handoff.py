@@ -38,12 +38,12 @@ import asyncio
 import logging
 import socket
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rdpbalancer.policy.model import AdminState, ServerCondition
+from rdpbalancer.runtime import own_command
 from rdpbalancer.workers.ipc import Channel, Message
 
 if TYPE_CHECKING:
@@ -94,8 +94,7 @@ class Handover:
                 listeners[sock.fileno()] = address
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "rdpbalancer", "run", "-c", bal.status.path,
-                "--takeover-fd", str(theirs.fileno()),
+                *own_command("run", "-c", bal.status.path, "--takeover-fd", str(theirs.fileno())),
                 pass_fds=[theirs.fileno(), *listeners], stdin=subprocess.DEVNULL,
             )
         except OSError as exc:

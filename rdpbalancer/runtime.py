@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable
 
 
@@ -14,6 +15,13 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def own_command(*args: str) -> list[str]:
+    """This program again (a worker, a handoff's successor), from the package this interpreter
+    imports: `-P` keeps the current directory off sys.path, so a process started from a source
+    checkout still runs the installed code, as its parent does."""
+    return [sys.executable, "-P", "-m", "rdpbalancer", *args]
 
 
 def positive_seconds(text: str) -> float:

@@ -24,7 +24,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from rdpbalancer.policy.model import Decision, Server
 from rdpbalancer.relay.context import RelaySettings, Stats
 from rdpbalancer.relay.control import LocalControl, Reassigned, SessionInfo
+from rdpbalancer.runtime import own_command
 from rdpbalancer.workers.ipc import Channel, Message
 
 if TYPE_CHECKING:
@@ -160,8 +160,8 @@ class WorkerPool:
         ours, theirs = socket.socketpair()
         try:
             link.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "rdpbalancer", "worker", "--fd", str(theirs.fileno()),
-                "--index", str(link.index), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                *own_command("worker", "--fd", str(theirs.fileno()), "--index", str(link.index)),
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
             )
         finally:
             theirs.close()

@@ -47,8 +47,9 @@ def image(engine: DockerEngine, wheelhouse: Path, tmp_path_factory: pytest.TempP
     shutil.copy2(ROOT / "config.example.toml", context)
     shutil.copytree(wheelhouse, context / "wheels")
     tag = "rdpbalancer-test:latest"
-    engine.docker("build", "--quiet", "-f", str(ROOT / "Dockerfile"), "--build-arg", f"BASE={base}",
-                  "--build-arg", "WHEELS=wheels", "-t", tag, str(context), timeout_s=900)
+    built = engine.docker("build", "-f", str(ROOT / "Dockerfile"), "--build-arg", f"BASE={base}",
+                          "--build-arg", "WHEELS=wheels", "-t", tag, str(context), timeout_s=900)
+    print("\n".join(line for line in built.stdout.splitlines() if line.startswith(("Step ", "Successfully"))))
     return tag
 
 
@@ -150,6 +151,7 @@ async def test_container_routes_serves_the_dashboard_stops_cleanly_and_keeps_the
 
         alice_server = await where(port, "alice")
         assert alice_server in ("TS01", "TS02")
+        print(next(line for line in first.logs().splitlines() if " routed " in line))
         assert sum(s.accepted for s in farm) >= 1
 
         stop = await asyncio.to_thread(engine.docker, "stop", "-t", str(STOP_GRACE_S), first.id, timeout_s=60)
@@ -165,7 +167,10 @@ async def test_container_routes_serves_the_dashboard_stops_cleanly_and_keeps_the
             assert resp.status == 200
             assert (await resp.json())["server"] == alice_server
         assert await where(port, "alice") == alice_server
-        assert "reason=sticky-hit" in second.logs()
+        routed = [line for line in second.logs().splitlines() if " routed " in line]
+        assert "reason=sticky-hit" in routed[-1]
+        print(f"docker stop: exit code {state['ExitCode']}; after docker rm and a new container:")
+        print(routed[-1])
     finally:
         for container in (first, second):
             await asyncio.to_thread(container.remove)

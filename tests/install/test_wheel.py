@@ -5,8 +5,10 @@ ctl. The editable install of the test run is never on these processes' path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -16,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_for_api
+from tests.support.balancer import BalancerProcess, farm_config, free_port, process_gone, wait_for_api, wait_until
 from tests.support.dashboard import fetch_dashboard
 from tests.support.fakes import start_farm, where
 from tests.support.packaging import ROOT, clean_copy, project_version, run
@@ -116,3 +118,52 @@ def test_installed_demo_runs(venv: Path, tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert "logs on  -> TS0" in text, text[-3000:]
     assert "Traceback" not in text
+
+
+async def test_workers_and_a_handoff_run_the_installed_code_whatever_the_folder(venv: Path, tmp_path: Path) -> None:
+    """Workers and a handoff's successor are `python -m rdpbalancer ...` again: started from a
+    folder holding another `rdpbalancer` package (a source checkout), they must still run the
+    installed one, as their parent does."""
+    decoy = outside(tmp_path)
+    (decoy / "rdpbalancer").mkdir()
+    (decoy / "rdpbalancer" / "__init__.py").write_text("raise SystemExit('the decoy package was imported')\n")
+    (decoy / "rdpbalancer" / "__main__.py").write_text("raise SystemExit('the decoy package was imported')\n")
+    farm = await start_farm("TS01")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(farm_config([("TS01", farm[0].address, 1)], tmp_path / "sticky.db", listen=f"127.0.0.1:{port}",
+                                  balancer_extra="workers = 2").replace('listen = "127.0.0.1:0"',
+                                                                        f'listen = "127.0.0.1:{admin_port}"'))
+    log = tmp_path / "rdpb.log"
+    proc = BalancerProcess(config, port, log, program=[str(venv / "bin" / "rdpbalancer")], cwd=decoy,
+                           env=clean_env())
+    await asyncio.to_thread(proc.start)
+    new_pid = None
+    try:
+        await wait_for_api(admin_port)
+        # logged in the same step of the loop that starts taking signals
+        await wait_until(lambda: " listening on " in log.read_text(), 15)
+        assert proc.proc is not None
+        old_pid = proc.proc.pid
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{admin_port}/api/v1/workers") as resp:
+                workers = (await resp.json())["workers"]
+            assert [w["alive"] for w in workers] == [True, True]
+            proc.proc.send_signal(signal.SIGUSR2)
+            await asyncio.to_thread(proc.proc.wait, 30)  # the old process leaves: no session to finish
+            proc.proc = None
+            async with http.get(f"http://127.0.0.1:{admin_port}/api/v1/workers") as resp:
+                workers = (await resp.json())["workers"]
+        new_pid = workers[0]["pid"]
+        assert new_pid != old_pid and [w["alive"] for w in workers] == [True, True]
+        assert await where(port, "alice") == "TS01"
+    finally:
+        proc.stop()
+        if new_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(new_pid), signal.SIGTERM)
+            await wait_until(lambda: process_gone(int(new_pid)), 15)
+        for server in farm:
+            await server.stop()
+    text = log.read_text()
+    assert "handoff: took over the listeners" in text and "decoy" not in text, text[-3000:]

@@ -127,6 +127,11 @@ class DockerEngine:
     def stop(self) -> None:
         stop_process(self.proc)
         self.proc = None
+        # dockerd leaves its network namespace file bind-mounted under the exec root
+        for mount in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+            target = mount.split()[1]
+            if Path(target).is_relative_to(self.workdir):
+                subprocess.run(["umount", "--lazy", target], capture_output=True, check=False, timeout=30)
 
     def import_debian_base(self, tag: str, cache: Path) -> str:
         """A Debian 12 base image with python3 (no registry): debootstrap from apt's mirror,
