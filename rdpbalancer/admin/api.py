@@ -13,6 +13,7 @@ a loopback host (or one in `[admin] allowed_hosts`) in its Host header; others g
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -25,8 +26,22 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from rdpbalancer.admin import views
+from rdpbalancer.admin.inputs import (
+    ExplainQuery,
+    FlushBody,
+    ImportBody,
+    InputError,
+    M,
+    StateBody,
+    StickyBody,
+    StickyQuery,
+    WeightBody,
+    check_entry,
+    parse_body,
+    parse_query,
+)
 from rdpbalancer.admin.openapi import OPENAPI
-from rdpbalancer.policy.identity import user_key
+from rdpbalancer.policy.identity import admin_key, name_key
 from rdpbalancer.policy.model import AdminState, RouteRequest
 from rdpbalancer.policy.rules import Trace
 from rdpbalancer.proto.tokens import msts_target, tsv_collection
@@ -37,7 +52,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("rdpbalancer.admin")
 
 MAX_BODY_BYTES = 1024 * 1024  # an import of ~10,000 entries; anything larger is refused with 413
-MAX_PAGE = 1000
 STATIC = Path(__file__).with_name("static")
 BAL_KEY: web.AppKey[Balancer] = web.AppKey("balancer")
 
@@ -48,7 +62,27 @@ class Auth:
 
     token: str | None
     read_auth: bool
-    allowed_hosts: frozenset[str] | None = None  # None: no Host check (the API is not on loopback)
+    # Host names a request arriving on a loopback address may name (the loopback names, the
+    # configured listen host, [admin] allowed_hosts); on other addresses only allowed_hosts, and
+    # no check at all when that is empty (the network, not the browser, is the boundary there)
+    loopback_hosts: frozenset[str] = frozenset()
+    extra_hosts: frozenset[str] = frozenset()
+
+    def allowed(self, local_host: str) -> frozenset[str] | None:
+        """What the Host header may name for a request that arrived on `local_host`."""
+        if _is_loopback(local_host):
+            return self.loopback_hosts | self.extra_hosts
+        return self.extra_hosts or None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 AUTH_KEY: web.AppKey[Auth] = web.AppKey("auth", Auth)
@@ -102,10 +136,13 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 @web.middleware
 async def _host_check(request: web.Request, handler: Handler) -> web.StreamResponse:
-    allowed = request.app[AUTH_KEY].allowed_hosts
     transport = request.transport
-    over_tcp = transport is not None and not isinstance(transport.get_extra_info("sockname"), str | None)
-    if allowed is not None and over_tcp and _host_name(request.headers.get("Host", "")) not in allowed:
+    local = transport.get_extra_info("sockname") if transport is not None else None
+    # over TCP only (a Unix socket's sockname is a path): a wildcard listener (0.0.0.0, ::) is
+    # reachable on 127.0.0.1 from a local browser too, so the address the request came in on
+    # decides, not the configured one
+    allowed = request.app[AUTH_KEY].allowed(local[0]) if isinstance(local, tuple) else None
+    if allowed is not None and _host_name(request.headers.get("Host", "")) not in allowed:
         raise ApiError(421, f"Host {request.headers.get('Host', '')!r} is not a name of this API: on loopback it "
                             "answers to localhost, 127.0.0.1 and [::1], plus [admin] allowed_hosts (a page "
                             "re-pointing its own name at 127.0.0.1 must not read it: DNS rebinding)")
@@ -157,16 +194,20 @@ def _bal(request: web.Request) -> Balancer:
     return request.app[BAL_KEY]
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _body(request: web.Request, model: type[M]) -> M:
     if (request.content_length or 0) > MAX_BODY_BYTES:  # refused before a byte of it is read
         raise ApiError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
     try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "the body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return data
+        return parse_body(model, await request.read())
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _query(request: web.Request, model: type[M]) -> M:
+    try:
+        return parse_query(model, dict(request.query))
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _server_name(request: web.Request) -> str:
@@ -174,15 +215,6 @@ def _server_name(request: web.Request) -> str:
     if name not in _bal(request).snapshot.policy.servers():
         raise ApiError(404, f"no server named {name!r}")
     return name
-
-
-def _int_param(request: web.Request, name: str, default: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or int(raw) > high:
-        raise ApiError(400, f"{name} must be a whole number from 0 to {high}")
-    return int(raw)
 
 
 # -- handlers -------------------------------------------------------------------------------------
@@ -211,23 +243,14 @@ async def list_servers(request: web.Request) -> web.Response:
 
 
 async def set_state(request: web.Request) -> web.Response:
-    name, body = _server_name(request), await _body(request)
-    state = body.get("state")
-    if state not in ("ready", "drain", "maint"):
-        raise ApiError(400, 'state must be "ready", "drain" or "maint"')
-    _bal(request).set_admin_state(name, AdminState(state))
+    name, body = _server_name(request), await _body(request, StateBody)
+    _bal(request).set_admin_state(name, AdminState(body.state))
     return _json(next(s for s in views.servers(_bal(request)) if s["name"] == name))
 
 
 async def set_weight(request: web.Request) -> web.Response:
-    name, body = _server_name(request), await _body(request)
-    weight = body.get("weight")
-    if not isinstance(weight, int) or isinstance(weight, bool):
-        raise ApiError(400, "weight must be a whole number from 0 to 256")
-    try:
-        _bal(request).set_weight(name, weight)
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
+    name, body = _server_name(request), await _body(request, WeightBody)
+    _bal(request).set_weight(name, body.weight)
     return _json(next(s for s in views.servers(_bal(request)) if s["name"] == name))
 
 
@@ -245,20 +268,17 @@ async def close_session(request: web.Request) -> web.Response:
 
 
 def _key(request: web.Request) -> str:
-    strip = _bal(request).snapshot.config.identity.strip_domain
-    key = user_key(request.match_info["user"].encode(), strip_domain=strip)
-    if key is None:
-        raise ApiError(400, "empty user name")
-    return key
+    try:
+        return admin_key(request.match_info["user"], strip_domain=_bal(request).snapshot.config.identity.strip_domain)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 async def list_sticky(request: web.Request) -> web.Response:
-    bal = _bal(request)
-    server = request.query.get("server")
-    limit, offset = _int_param(request, "limit", 100, MAX_PAGE), _int_param(request, "offset", 0, 10**9)
-    entries = [e for e in bal.table if server is None or e.server == server]
-    page = entries[offset: offset + limit]
-    return _json({"total": len(entries), "offset": offset, "entries": [views.entry(e) for e in page]})
+    bal, query = _bal(request), _query(request, StickyQuery)
+    entries = [e for e in bal.table if query.server is None or e.server == query.server]
+    page = entries[query.offset: query.offset + query.limit]
+    return _json({"total": len(entries), "offset": query.offset, "entries": [views.entry(e) for e in page]})
 
 
 async def get_sticky(request: web.Request) -> web.Response:
@@ -270,14 +290,11 @@ async def get_sticky(request: web.Request) -> web.Response:
 
 
 async def put_sticky(request: web.Request) -> web.Response:
-    key, body = _key(request), await _body(request)
-    server, pool = body.get("server"), body.get("pool")
-    if not isinstance(server, str) or (pool is not None and not isinstance(pool, str)):
-        raise ApiError(400, 'body must be {"server": "NAME"} (and optionally "pool")')
+    key, body = _key(request), await _body(request, StickyBody)
     try:
-        entry = await _bal(request).set_sticky(key, server, pool)
+        entry = await _bal(request).set_sticky(key, body.server, body.pool)
     except KeyError:
-        raise ApiError(400, f"no server named {server!r}") from None
+        raise ApiError(400, f"no server named {body.server!r}") from None
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return _json(views.entry(entry))
@@ -291,34 +308,27 @@ async def delete_sticky(request: web.Request) -> web.Response:
 
 
 async def flush_sticky(request: web.Request) -> web.Response:
-    body = await _body(request)
-    server = body.get("server")
-    if not isinstance(server, str) or server not in _bal(request).snapshot.policy.servers():
-        raise ApiError(400, 'body must be {"server": "NAME"} naming a configured server')
-    return _json({"deleted": await _bal(request).flush_sticky(server)})
+    body = await _body(request, FlushBody)
+    if body.server not in _bal(request).snapshot.policy.servers():
+        raise ApiError(400, f"body.server: no server named {body.server!r}")
+    return _json({"deleted": await _bal(request).flush_sticky(body.server)})
 
 
 async def import_sticky(request: web.Request) -> web.Response:
-    """Body: {"entries": [{"user": "alice", "server": "TS01", "pool": optional}, ...]}."""
-    bal, body = _bal(request), await _body(request)
-    entries = body.get("entries")
-    if not isinstance(entries, list):
-        raise ApiError(400, 'body must be {"entries": [{"user": ..., "server": ...}, ...]}')
+    """Body: {"entries": [{"user": "alice", "server": "TS01", "pool": optional}, ...]}: each entry
+    is checked on its own; the good ones land, the others are listed (207)."""
+    bal, body = _bal(request), await _body(request, ImportBody)
     imported, errors = 0, []
-    for i, item in enumerate(entries):
-        user, server = (item.get("user"), item.get("server")) if isinstance(item, dict) else (None, None)
-        key = user_key(user.encode(), strip_domain=bal.snapshot.config.identity.strip_domain) \
-            if isinstance(user, str) else None
-        if key is None or not isinstance(server, str):
-            errors.append(f"entries[{i}]: needs a user and a server")
-            continue
+    for i, item in enumerate(body.entries):
         try:
-            await bal.set_sticky(key, server, item.get("pool"))
+            entry = check_entry(item)
+            key = admin_key(entry.user, strip_domain=bal.snapshot.config.identity.strip_domain)
+            await bal.set_sticky(key, entry.server, entry.pool)
             imported += 1
-        except KeyError:
-            errors.append(f"entries[{i}]: no server named {server!r}")
-        except ValueError as exc:
+        except (InputError, ValueError) as exc:
             errors.append(f"entries[{i}]: {exc}")
+        except KeyError:
+            errors.append(f"entries[{i}]: no server named {item.get('server')!r}")
     return _json({"imported": imported, "errors": errors}, 200 if not errors else 207)
 
 
@@ -330,14 +340,14 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def explain(request: web.Request) -> web.Response:
-    bal = _bal(request)
-    user, source = request.query.get("user"), request.query.get("source", "0.0.0.0")
-    token = request.query.get("token", "").encode() or None
+    bal, query = _bal(request), _query(request, ExplainQuery)
+    token = query.token.encode() if query.token else None
     if token is not None and token.startswith(b"msts="):
         token = b"Cookie: " + token
-    key = user_key(user.encode(), strip_domain=bal.snapshot.config.identity.strip_domain) if user else None
-    listener = request.query.get("listener") or views.config_status(bal)["listen"][0]
-    req = RouteRequest(source, key, msts_target(token), tsv_collection(token), listener)
+    strip = bal.snapshot.config.identity.strip_domain
+    key = name_key(query.user, strip_domain=strip) if query.user else None
+    listener = query.listener or views.config_status(bal)["listen"][0]
+    req = RouteRequest(query.source, key, msts_target(token), tsv_collection(token), listener)
     trace = Trace()
     decision = bal.router.decide(req, time.time(), trace)
     return _json({

@@ -2,40 +2,63 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rdpbalancer import __version__
+from rdpbalancer.admin.inputs import (
+    ApiInput,
+    ExplainQuery,
+    FlushBody,
+    ImportBody,
+    StateBody,
+    StickyBody,
+    StickyQuery,
+    WeightBody,
+)
 
 
-def _op(summary: str, *, body: dict[str, Any] | None = None, params: list[str] | None = None,
+def _op(summary: str, *, body: type[ApiInput] | None = None, query: type[ApiInput] | None = None,
         mutating: bool = False, codes: tuple[int, ...] = (200,)) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {str(c): {"description": "see summary"} for c in codes}}
+    if body is not None or query is not None:
+        op["responses"].setdefault("400", {"description": "the request is not what this endpoint takes "
+                                                          "(the error names the field)"})
     if mutating:
         op["security"] = [{"bearer": []}]
         op["responses"].update({"401": {"description": "missing or wrong token"},
                                 "403": {"description": "no token_file configured: read-only"}})
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    if params:
-        op["parameters"] = [{"name": p, "in": "query", "required": False, "schema": {"type": "string"}}
-                            for p in params]
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(body)}}}
+    if query is not None:
+        schema = _schema(query)
+        op["parameters"] = [{"name": name, "in": "query", "required": False, "schema": _nullable_off(prop)}
+                            for name, prop in schema["properties"].items()]
     return op
+
+
+def _schema(model: type[ApiInput]) -> dict[str, Any]:
+    """The model's JSON Schema, inlined (no $defs): what the handler validates is what is described."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+    text = json.dumps(schema)
+    for name, definition in defs.items():
+        text = text.replace(json.dumps({"$ref": f"#/$defs/{name}"}), json.dumps(definition))
+    return dict(json.loads(text))
+
+
+def _nullable_off(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or a string, never JSON null: `str | None` is just a string."""
+    options = [o for o in prop.get("anyOf", [prop]) if o.get("type") != "null"]
+    out = dict(options[0]) if len(options) == 1 else {"anyOf": options}
+    out.update({k: v for k, v in prop.items() if k not in ("anyOf", "default", "title")})
+    out.pop("title", None)
+    return out
 
 
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
-
-_STATE = {"type": "object", "required": ["state"], "additionalProperties": False,
-          "properties": {"state": {"enum": ["ready", "drain", "maint"]}}}
-_WEIGHT = {"type": "object", "required": ["weight"], "additionalProperties": False,
-           "properties": {"weight": {"type": "integer", "minimum": 0, "maximum": 256}}}
-_STICKY = {"type": "object", "required": ["server"],
-           "properties": {"server": {"type": "string"}, "pool": {"type": "string"}}}
-_IMPORT = {"type": "object", "required": ["entries"],
-           "properties": {"entries": {"type": "array", "items": {"type": "object", "required": ["user", "server"],
-                          "properties": {"user": {"type": "string"}, "server": {"type": "string"},
-                                         "pool": {"type": "string"}}}}}}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -45,31 +68,31 @@ OPENAPI: dict[str, Any] = {
         "/healthz": {"get": _op("200 when listeners are up and a server can take users, else 503",
                                 codes=(200, 503))},
         "/metrics": {"get": _op("Prometheus text exposition")},
+        "/api/v1/openapi.json": {"get": _op("this description")},
         "/api/v1/servers": {"get": _op("servers: pools, weights, admin state, health, sessions, homed users")},
         "/api/v1/servers/{name}/state": {"parameters": [_path_param("name")], "post": _op(
-            "set the admin state", body=_STATE, mutating=True, codes=(200, 400, 404))},
+            "set the admin state", body=StateBody, mutating=True, codes=(200, 400, 404))},
         "/api/v1/servers/{name}/weight": {"parameters": [_path_param("name")], "post": _op(
-            "set the weight in every pool", body=_WEIGHT, mutating=True, codes=(200, 400, 404))},
+            "set the weight in every pool", body=WeightBody, mutating=True, codes=(200, 400, 404))},
         "/api/v1/sessions": {"get": _op("live sessions")},
         "/api/v1/sessions/{id}": {"parameters": [_path_param("id")], "delete": _op(
             "close a session", mutating=True, codes=(200, 404))},
-        "/api/v1/sticky": {"get": _op("sticky entries, paged", params=["server", "limit", "offset"])},
+        "/api/v1/sticky": {"get": _op("sticky entries, paged", query=StickyQuery)},
         "/api/v1/sticky/{user}": {
             "parameters": [_path_param("user")],
             "get": _op("one user's entry", codes=(200, 404)),
-            "put": _op("point a user at a server", body=_STICKY, mutating=True, codes=(200, 400)),
+            "put": _op("point a user at a server", body=StickyBody, mutating=True, codes=(200, 400)),
             "delete": _op("forget a user", mutating=True, codes=(200, 404)),
         },
         "/api/v1/sticky/flush": {"post": _op("forget every user of a server", mutating=True,
-                                             body={"type": "object", "required": ["server"],
-                                                   "properties": {"server": {"type": "string"}}},
+                                             body=FlushBody,
                                              codes=(200, 400))},
-        "/api/v1/sticky/import": {"post": _op("import entries", body=_IMPORT, mutating=True, codes=(200, 207, 400))},
+        "/api/v1/sticky/import": {"post": _op("import entries", body=ImportBody, mutating=True, codes=(200, 207, 400))},
         "/api/v1/reload": {"post": _op("reload the configuration file", mutating=True, codes=(200, 422))},
         "/api/v1/handoff": {"post": _op("graceful restart: a new process takes the listeners, this one finishes "
                                         "its sessions", mutating=True, codes=(202, 409))},
         "/api/v1/explain": {"get": _op("where would this user go, and why",
-                                       params=["user", "source", "token", "listener"])},
+                                       query=ExplainQuery)},
         "/api/v1/routes": {"get": _op("the routing rules")},
         "/api/v1/groups": {"get": _op("groups and directory sync status")},
         "/api/v1/config": {"get": _op("configuration file, load and reload status")},

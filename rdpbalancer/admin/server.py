@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
+import logging
 import os
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from rdpbalancer.admin.api import LOOPBACK_HOSTS, Auth, build_app
 from rdpbalancer.relay.listener import ListenError
@@ -38,18 +39,27 @@ def read_token(path: Path | None) -> str | None:
     return token
 
 
-def allowed_hosts(section: AdminSection) -> frozenset[str] | None:
-    """The Host names accepted over TCP; None: any (the API listens beyond loopback, where the
-    network, not the browser, is the boundary, unless allowed_hosts names some)."""
-    extra = frozenset(h.lower() for h in section.allowed_hosts)
+def host_names(section: AdminSection) -> tuple[frozenset[str], frozenset[str]]:
+    """(the names a request on a loopback address may use, [admin] allowed_hosts), see `Auth`."""
     host = section.listen.host
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
-        return LOOPBACK_HOSTS | extra | {host, f"[{host}]"}
-    return extra or None
+    return LOOPBACK_HOSTS | {host.lower(), f"[{host.lower()}]"}, frozenset(h.lower() for h in section.allowed_hosts)
+
+
+class _QuietBadRequests(logging.Filter):
+    """aiohttp logs a malformed request (a request line over 8 KiB, a bad header) at ERROR with a
+    traceback, after answering 400: one line without the traceback is enough, and a client
+    sending junk must not fill the log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, BadHttpMessage):
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "admin API: malformed HTTP request refused (400): %s", (exc.message,)
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_QuietBadRequests())
 
 
 class AdminServer:
@@ -61,7 +71,7 @@ class AdminServer:
 
     async def start(self) -> None:
         section = self.bal.snapshot.config.admin
-        self.auth = Auth(read_token(section.token_file), section.read_auth, allowed_hosts(section))
+        self.auth = Auth(read_token(section.token_file), section.read_auth, *host_names(section))
         self.runner = web.AppRunner(build_app(self.bal, self.auth), access_log=None, handle_signals=False)
         await self.runner.setup()
         try:
@@ -94,7 +104,7 @@ class AdminServer:
         read_auth too; raises AdminError (the reload fails, the old token stays) if unsafe."""
         token = read_token(section.token_file)
         self.auth.token, self.auth.read_auth = token, section.read_auth
-        self.auth.allowed_hosts = allowed_hosts(section)
+        self.auth.loopback_hosts, self.auth.extra_hosts = host_names(section)
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -7,10 +7,23 @@ import re
 import zoneinfo
 from typing import Annotated, Self
 
-from pydantic import BeforeValidator, Field, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, StrictStr, field_validator, model_validator
 
 from rdpbalancer.config.base import ConfigModel
 from rdpbalancer.config.types import ConfigPath, ListenAddressField, Name
+from rdpbalancer.policy.identity import not_an_account_name
+
+
+def _account_names(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """User names as a cookie can carry them: one that is no account name could never match."""
+    for name in names or ():
+        why = not_an_account_name(name)
+        if why is not None:
+            raise ValueError(f"{name!r}: {why}")
+    return names
+
+
+AccountNames = Annotated[tuple[StrictStr, ...] | None, AfterValidator(_account_names)]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
@@ -86,7 +99,7 @@ class RouteConfig(ConfigModel):
     """``[[route]]``: conditions (all optional, all must hold) and one action."""
 
     name: Name | None = None
-    users: tuple[StrictStr, ...] | None = None
+    users: AccountNames = None
     groups: tuple[StrictStr, ...] | None = None
     sources: tuple[Network, ...] | None = None
     time: TimeWindow | None = None
@@ -115,7 +128,7 @@ class RouteConfig(ConfigModel):
 class GroupConfig(ConfigModel):
     """``[groups.NAME]`` with exactly one of ``members``, ``file`` or ``ldap``."""
 
-    members: tuple[StrictStr, ...] | None = None
+    members: AccountNames = None
     file: ConfigPath | None = None
     ldap: StrictStr | None = Field(default=None, min_length=3)
 

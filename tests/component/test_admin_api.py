@@ -236,3 +236,34 @@ async def test_without_token_file_the_api_is_read_only(tmp_path: Path) -> None:
     finally:
         await bal.stop()
         await farm[0].stop()
+
+
+# Input that used to crash a handler (500 and a traceback): each must be a 4xx that names it.
+BAD_INPUT = [
+    ("GET", "/api/v1/sticky?limit=%C2%B2", None, None),  # "²".isdigit() is True, int("²") fails
+    ("GET", "/api/v1/sticky?offset=%E2%91%A0", None, None),  # "①"
+    ("GET", "/api/v1/sticky?limit=-1", None, None),
+    ("GET", "/api/v1/sticky?limit=" + "9" * 5000, None, None),
+    ("POST", "/api/v1/sticky/import", None, b'{"entries": [{"user": "\\ud800", "server": "TS01"}]}'),
+    ("PUT", "/api/v1/sticky/alice", None, b'{"server": "\\ud800"}'),
+    ("POST", "/api/v1/servers/TS01/weight", None, b"[" * 200_000 + b"]" * 200_000),
+    ("POST", "/api/v1/sticky/import", None, b'{"entries": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
+    ("POST", "/api/v1/servers/TS01/weight", None, b'{"weight": ' + b"7" * 5000 + b"}"),
+    ("POST", "/api/v1/servers/TS01/weight", None, b'{"weight": 1e400}'),
+    ("POST", "/api/v1/servers/TS01/state", None, b'{"state": "drain", "extra": 1}'),
+    ("POST", "/api/v1/servers/TS01/state", None, b"\xff\xfe not utf-8"),
+    ("GET", "/api/v1/explain?source=banana", None, None),
+    ("PUT", "/api/v1/sticky/a:b", {"server": "TS01"}, None),  # not an account name (identity rule 4)
+    ("PUT", "/api/v1/sticky/al%00ice", {"server": "TS01"}, None),
+    ("GET", "/api/v1/sticky/ip:banana", None, None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "raw"), BAD_INPUT,
+                         ids=[f"{m} {p[:40]} {(r or b'')[:20]!r}" for m, p, _b, r in BAD_INPUT])
+async def test_bad_input_is_a_4xx_that_names_it(api: Api, method: str, path: str, body: Any, raw: bytes | None,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    status, answer = await api.call(method, path, body=body, raw=raw)
+    assert 400 <= status < 500, (status, answer)
+    assert isinstance(answer, dict) and answer["error"], answer
+    assert "Traceback" not in caplog.text and "failed" not in caplog.text

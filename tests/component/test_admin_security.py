@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from rdpbalancer.admin.api import MAX_BODY_BYTES
+from rdpbalancer.admin.api import LOOPBACK_HOSTS, MAX_BODY_BYTES, Auth
 from rdpbalancer.admin.server import AdminError
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
@@ -397,3 +397,36 @@ async def test_a_rebound_host_name_cannot_read_the_loopback_api(secured: Secured
     secured.config_path.write_text(text)
     assert await secured.bal.reload() is None
     assert (await secured.call("GET", "/api/v1/sessions", headers={"Host": "rdpb.corp.example"}))[0] == 200
+
+
+async def test_a_wildcard_admin_listener_still_checks_hosts_on_loopback(tmp_path: Path) -> None:
+    """`listen = "0.0.0.0:PORT"` is reachable on 127.0.0.1 from a local browser too: a request
+    arriving on a loopback address must name a loopback host (it was not checked at all)."""
+    farm = await start_farm("TS01")
+    text = farm_config([("TS01", farm[0].address, 1)], tmp_path / "s.db").replace(
+        '[admin]\nlisten = "127.0.0.1:0"', '[admin]\nlisten = "0.0.0.0:0"')
+    bal = Balancer(parse_config(text))
+    await bal.start()
+    try:
+        port = bal.admin.port
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/api/v1/sessions", headers={"Host": "evil.example"}) as resp:
+                assert resp.status == 421
+            async with http.get(f"http://127.0.0.1:{port}/api/v1/sessions") as resp:
+                assert resp.status == 200
+    finally:
+        await bal.stop()
+        await farm[0].stop()
+
+
+def test_the_host_check_follows_the_address_a_request_came_in_on() -> None:
+    """Arrived elsewhere than loopback (a wildcard listener's real interface): no check unless
+    allowed_hosts names some; on loopback: the loopback names and allowed_hosts."""
+    auth = Auth(None, False, LOOPBACK_HOSTS | {"0.0.0.0"}, frozenset())
+    assert auth.allowed("10.1.2.3") is None
+    assert auth.allowed("127.0.0.1") == LOOPBACK_HOSTS | {"0.0.0.0"}
+    assert auth.allowed("::ffff:127.0.0.1") == LOOPBACK_HOSTS | {"0.0.0.0"}
+    assert auth.allowed("::1") == LOOPBACK_HOSTS | {"0.0.0.0"}
+    named = Auth(None, False, LOOPBACK_HOSTS, frozenset({"rdpb.corp"}))
+    assert named.allowed("10.1.2.3") == {"rdpb.corp"}
+    assert "rdpb.corp" in (named.allowed("127.0.0.1") or ())

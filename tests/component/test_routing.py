@@ -144,3 +144,22 @@ async def test_leastconn_sees_connections_in_progress(tmp_path: Path) -> None:
         await s.stop()
 
 
+
+
+async def test_a_cookie_cannot_take_another_clients_source_entry(tmp_path: Path) -> None:
+    """`mstshash=ip:127.0.0.1` from 127.0.0.2 used to be a sticky hit on the entry of 127.0.0.1's
+    cookie-less client. A name with ':' is no account name: the client counts as one without
+    cookie, from its own address."""
+    farm = await start_farm("TS01", "TS02")
+    async with running(farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db")) as bal:
+        port = port_of(bal)
+        victim = await rdp_connect(port, None, local_host="127.0.0.1")  # entry ip:127.0.0.1, kept open
+        assert bal.table.get("ip:127.0.0.1", 0.0) is not None
+        intruder = await rdp_connect(port, "ip:127.0.0.1", local_host="127.0.0.2")
+        assert intruder.server != victim.server  # the idle server, not the victim's
+        assert bal.table.get("ip:127.0.0.2", 0.0) is not None
+        assert [e.key for e in bal.table if e.server == intruder.server] == ["ip:127.0.0.2"]
+        await intruder.close()
+        await victim.close()
+    for s in farm:
+        await s.stop()

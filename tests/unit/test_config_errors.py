@@ -389,3 +389,12 @@ def test_any_text_gives_a_config_or_a_config_error(text: str) -> None:
         parse_config(POOL + text)
     except ConfigError as error:
         assert error.errors
+
+
+def test_user_names_that_are_no_account_names_are_named() -> None:
+    text = ('[groups.G]\nmembers = ["a:b"]\n[[route]]\nusers = ["x", "c\\u0000d"]\npool = "p"\n'
+            '[[pool]]\nname = "p"\nservers = [{ name = "A", address = "127.0.0.1:1" }]\n')
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert "groups.G.members: 'a:b': ':' is not allowed in an account name" in str(info.value)
+    assert "route[0].users: 'c\\x00d': control characters are not allowed in an account name" in str(info.value)
