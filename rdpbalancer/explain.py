@@ -49,7 +49,7 @@ async def explain(config: Config, q: Question) -> str:
     groups = await _membership(config, router)
     request = _request(config, q)
     trace = Trace()
-    decision = router.decide(request, now, trace)
+    decision = router.preview(request, now, trace)
     return _report(q, Outcome(request, now, groups, trace, decision), router)
 
 

@@ -349,7 +349,7 @@ async def explain(request: web.Request) -> web.Response:
     listener = query.listener or views.config_status(bal)["listen"][0]
     req = RouteRequest(query.source, key, msts_target(token), tsv_collection(token), listener)
     trace = Trace()
-    decision = bal.router.decide(req, time.time(), trace)
+    decision = bal.router.preview(req, time.time(), trace)
     return _json({
         "user": key, "candidates": list(bal.router.candidate_users(key)),
         "groups": sorted({g for u in bal.router.candidate_users(key) for g in bal.router.membership.groups_of(u)}),

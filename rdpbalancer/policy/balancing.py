@@ -18,23 +18,21 @@ from rdpbalancer.policy.model import PoolMember, Server
 
 
 class Balancer(Protocol):
-    def rank(self, members: Sequence[PoolMember], load: Callable[[str], int]) -> list[Server]:
-        """Servers that may take a new user, best first (weight-0 servers left out)."""
+    def rank(self, members: Sequence[PoolMember], load: Callable[[str], int], turn: int) -> list[Server]:
+        """Servers that may take a new user, best first (weight-0 servers left out). `turn`
+        breaks ties: the router advances it only for decisions it commits, so asking where
+        a user would go (explain) never changes where the next one goes."""
         ...
 
 
 class WeightedLeastLoad:
     """Weighted least-load with rotating tie-break; the load function decides what "load" is."""
 
-    def __init__(self) -> None:
-        self._turn = 0
-
-    def rank(self, members: Sequence[PoolMember], load: Callable[[str], int]) -> list[Server]:
+    def rank(self, members: Sequence[PoolMember], load: Callable[[str], int], turn: int) -> list[Server]:
         n = len(members)
         if n == 0:
             return []
-        turn = self._turn
-        self._turn = (turn + 1) % n
+        turn %= n
 
         def key(item: tuple[int, PoolMember]) -> tuple[bool, float, int]:
             index, member = item

@@ -4,6 +4,10 @@ Pure: no I/O, no asyncio; the shell calls `decide`, then applies it with `assign
 user's server) and `opened`/`closed` (connection counts) with no `await` in between, so two
 connections of one new user arriving together agree on one server.
 
+`preview` answers the same question without changing anything (`explain`); `decide` is
+`preview` followed by `commit`, which advances the pool's tie-break turn and the ambiguity
+count. So a preview predicts the next real decision, and asking cannot steer anyone.
+
 Server conditions (admin state, health) are read from `conditions`, which the health monitor
 and the admin API update through `set_health` / `set_admin_state`.
 """
@@ -33,6 +37,7 @@ from rdpbalancer.policy.rules import MatchInput, Route, Trace, first_match, pars
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 
 READY = ServerCondition()
+_BALANCED = frozenset({Reason.NEW, Reason.FAILOVER, Reason.NO_COOKIE})  # decisions a pool's ranking made
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class Router:
         self.membership: GroupMembership = NoGroups()
         self.ambiguous = 0  # truncated cookies whose candidate users would route differently
         self._balancers: dict[str, Balancer] = {}
+        self._turns: Counter[str] = Counter()  # pool -> tie-break turn, advanced by commit only
         self.policy = policy
         self.swap_policy(policy)
 
@@ -89,8 +95,25 @@ class Router:
     # -- deciding -------------------------------------------------------------------------
 
     def decide(self, request: RouteRequest, now: float, trace: Trace | None = None) -> Decision:
-        """Where `request` goes. With `trace`, every step is recorded (for `explain`)."""
-        route = self._route(request, now, trace)
+        """Where `request` goes, committed (see `commit`)."""
+        decision = self.preview(request, now, trace)
+        self.commit(decision)
+        return decision
+
+    def commit(self, decision: Decision) -> None:
+        """The decision is acted on: the next tie among its pool's servers goes to the next one."""
+        if decision.reason in _BALANCED and decision.pool is not None:
+            self._turns[decision.pool] += 1
+        if decision.ambiguous:
+            self.ambiguous += 1
+
+    def preview(self, request: RouteRequest, now: float, trace: Trace | None = None) -> Decision:
+        """Where `request` would go now, changing nothing. With `trace`, every step is recorded."""
+        route, ambiguous = self._route(request, now, trace)
+        decision = self._decision(route, request, now)
+        return replace(decision, ambiguous=True) if ambiguous else decision
+
+    def _decision(self, route: Route | None, request: RouteRequest, now: float) -> Decision:
         if route is None:
             return Decision(Reason.DENIED, detail="no route matched")
         if route.deny:
@@ -103,20 +126,19 @@ class Router:
         decision = self._in_pool(self.policy.pool(route.pool), request, now)
         return replace(decision, route=route.label)
 
-    def _route(self, request: RouteRequest, now: float, trace: Trace | None) -> Route | None:
+    def _route(self, request: RouteRequest, now: float, trace: Trace | None) -> tuple[Route | None, bool]:
         routes = self.policy.routes
         if not routes:
-            return Route("default (no [[route]]: first pool)", pool=self.policy.pools[0].name)
+            return Route("default (no [[route]]: first pool)", pool=self.policy.pools[0].name), False
         users = self.candidate_users(request.user_key)
         given = MatchInput(users, parse_ip(request.client_host), now, request.collection,
                            request.listener, self.membership)
         route = first_match(routes, given, trace)
-        if len(users) > 1 and route is not None and self._ambiguous(routes, given, route):
-            self.ambiguous += 1
-            if trace is not None:
-                trace.steps.append(("ambiguous", True, f"{len(users)} users share this truncated name; "
-                                    f"the first matching route applies"))
-        return route
+        ambiguous = len(users) > 1 and route is not None and self._ambiguous(routes, given, route)
+        if ambiguous and trace is not None:
+            trace.steps.append(("ambiguous", True, f"{len(users)} users share this truncated name; "
+                                "the first matching route applies"))
+        return route, ambiguous
 
     def candidate_users(self, key: str | None) -> tuple[str, ...]:
         """The users a cookie may stand for: itself, or for a truncated one, directory users."""
@@ -173,7 +195,7 @@ class Router:
 
     def _balance(self, pool: Pool, key: str | None, reason: Reason) -> Decision:
         usable = [m for m in pool.members if self._takes_new_users(m.server.name)]
-        ranked = self._balancers[pool.name].rank(usable, self._load_function(pool))
+        ranked = self._balancers[pool.name].rank(usable, self._load_function(pool), self._turns[pool.name])
         if not ranked:
             return Decision(Reason.NO_SERVER, key, pool.name, detail=f"no server of pool {pool.name} can take users")
         attempts = tuple(ranked[: self.policy.max_connect_attempts])

@@ -115,6 +115,7 @@ class Decision:
     detail: str = ""  # a short human explanation, for logs and `explain`
     moved_from: str | None = None  # FAILOVER: the server the user's entry pointed at
     route: str | None = None  # the label of the route that chose the pool
+    ambiguous: bool = False  # a truncated cookie whose candidate users would route differently
 
     @property
     def server(self) -> Server | None:

@@ -140,7 +140,6 @@ class LocalControl:
         table.merge(entry, authoritative=True)
 
     def decide(self, sid: str, request: RouteRequest) -> Routed:
-        before = self.router.ambiguous
         now = self.clock()
         decision = self.router.decide(request, now)
         if (decision.reason is Reason.NEW and decision.sticky_key is not None
@@ -151,7 +150,7 @@ class LocalControl:
                                        f"{self.new_users.per_minute} new users in a minute ([limits] "
                                        "new_users_per_source)")
         first = self.attempt(sid, decision, decision.candidates[0]) if decision.candidates else None
-        return Routed(decision, self.router.ambiguous != before, first)
+        return Routed(decision, decision.ambiguous, first)
 
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[None]:
         change = self.router.assign(decision, server, self.clock())

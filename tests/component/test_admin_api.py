@@ -267,3 +267,14 @@ async def test_bad_input_is_a_4xx_that_names_it(api: Api, method: str, path: str
     assert 400 <= status < 500, (status, answer)
     assert isinstance(answer, dict) and answer["error"], answer
     assert "Traceback" not in caplog.text and "failed" not in caplog.text
+
+
+async def test_explain_predicts_the_next_real_decision_and_changes_nothing(api: Api) -> None:
+    """With tied servers, GET /api/v1/explain used to advance the tie-break: it predicted the
+    wrong server every time, and any reader could steer where the next new user went."""
+    for i in range(6):
+        user = f"tied{i}"
+        answers = [(await api.call("GET", f"/api/v1/explain?user={user}", token=None))[1] for _ in range(3)]
+        predicted = {a["decision"]["servers"][0] for a in answers}
+        assert len(predicted) == 1, answers
+        assert await where(api.port, user) == predicted.pop()

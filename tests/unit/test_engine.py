@@ -94,3 +94,17 @@ def test_expired_entry_is_new() -> None:
     r = router()
     r.table.assign("alice", "default", "TS01", 0.0)
     assert r.decide(req("alice"), 100.0).reason is Reason.NEW
+
+
+def test_preview_changes_nothing_and_predicts_the_next_decision() -> None:
+    """explain runs `preview`: asking where tied users would go must not advance the tie-break
+    (it did: explain predicted the wrong server every time) nor count ambiguities."""
+    servers = tuple(PoolMember(Server(f"TS0{i}", "127.0.0.1", 3390 + i), 1) for i in range(3))
+    r = Router(RoutingPolicy(pools=(Pool("p", BalanceKind.LEASTCONN, servers),)),
+               StickyTable(ttl_s=3600, max_entries=100))
+    for i in range(6):
+        request = RouteRequest("10.0.0.1", f"user{i}")
+        predicted = [r.preview(request, 1.0).server for _ in range(3)]
+        assert len(set(predicted)) == 1
+        assert r.decide(request, 1.0).server == predicted[0]
+    assert r.ambiguous == 0
