@@ -13,6 +13,7 @@ leg pauses until it drains, so a slow reader never makes memory grow. EOF on one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -36,6 +37,10 @@ from rdpbalancer.relay.splice import SplicePump
 log = logging.getLogger("rdpbalancer.session")
 
 MIN_ATTEMPT_TIMEOUT_S = 0.25  # never give a connect attempt less than this, even late in the budget
+# Client bytes after its Connection Request, held while a server is chosen and reached. The client
+# is still read meanwhile so that its leaving is noticed at once (a paused transport sees no EOF or
+# reset); a client normally waits for the Confirm, so beyond this it is paused until the relay.
+MAX_EARLY_CLIENT_BYTES = 64 * 1024
 REFUSAL_LOG_EVERY_S = 10.0  # a flood is logged once per reason this often, with the count since
 
 
@@ -76,7 +81,7 @@ class State(enum.Enum):
 class Leg(asyncio.Protocol):
     """One side of a session: forwards to `peer` once relaying, reports the rest to the session."""
 
-    __slots__ = ("closed", "eof", "nbytes", "peer", "session", "transport")
+    __slots__ = ("closed", "eof", "nbytes", "peer", "session", "transport", "writing_paused")
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -85,6 +90,7 @@ class Leg(asyncio.Protocol):
         self.nbytes = 0
         self.eof = False
         self.closed = False
+        self.writing_paused = False  # our write buffer is over its high-water mark
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
@@ -108,11 +114,13 @@ class Leg(asyncio.Protocol):
 
     # Our transport's write buffer is full: stop reading from the other side until it drains.
     def pause_writing(self) -> None:
+        self.writing_paused = True
         other = self.session.other(self).transport
         if other is not None and not other.is_closing():
             other.pause_reading()
 
     def resume_writing(self) -> None:
+        self.writing_paused = False
         other = self.session.other(self).transport
         if other is not None and not other.is_closing():
             other.resume_reading()
@@ -148,6 +156,9 @@ class Session:
         self._handshake = ClientHandshake()
         self._deadline: asyncio.TimerHandle | None = None
         self._backend_early = bytearray()
+        self._client_early = bytearray()  # after the CR, while routing (MAX_EARLY_CLIENT_BYTES)
+        self._client_paused = False  # we paused the client's reading (early bytes over the bound)
+        self._connecting: asyncio.Future[None] | None = None  # the backend connect under way
         self._backend_sock: socket.socket | None = None
         self._pump: SplicePump | None = None
         self._source: str | None = None  # set once admitted (policy.limits): released in _finish
@@ -219,6 +230,11 @@ class Session:
     def early_data(self, leg: Leg, data: bytes) -> None:
         if leg is self.backend:
             self._backend_early += data  # a server speaking before relaying starts: kept, sent later
+        elif self.state is State.ROUTING:
+            self._client_early += data  # forwarded after the CR once relaying
+            if len(self._client_early) > MAX_EARLY_CLIENT_BYTES and leg.transport is not None:
+                leg.transport.pause_reading()
+                self._client_paused = True
         elif self.state is State.HANDSHAKE:
             if self._proxy_header is not None:
                 self._feed_proxy(data)
@@ -257,9 +273,7 @@ class Session:
             self._cancel_deadline()
             self._left_handshake()
             self.ctx.observe_handshake(time.monotonic() - self.started)
-            self.state = State.ROUTING
-            assert self.client.transport is not None
-            self.client.transport.pause_reading()
+            self.state = State.ROUTING  # the client is still read: its leaving is noticed at once
             request, trailing = event.request, self._handshake.trailing_data
             self.ctx.tasks.spawn(self._route(request, trailing), name=f"route-{self.id}")
 
@@ -327,10 +341,12 @@ class Session:
             outcome = await self._try_server(decision, server, persist, deadline, len(candidates) - attempt)
             persist = None
             if outcome is True:
+                first = cr.raw + trailing + bytes(self._client_early)
+                self._client_early.clear()
                 if self._backend_sock is not None:
-                    await self._start_splice(cr.raw + trailing)
+                    await self._start_splice(first)
                 else:
-                    self._start_relay(cr.raw + trailing)
+                    self._start_relay(first)
                 return
             if isinstance(outcome, Server):
                 if moved:
@@ -347,57 +363,79 @@ class Session:
     async def _try_server(self, decision: Decision, server: Server, persist: Awaitable[None],
                           deadline: float, left: int) -> bool | Server:
         """Connect to `server`, whose attempt (assignment, count) the control plane started.
-        True: connected; False: failed; a Server: the user belongs there (another balancer)."""
-        ctx = self.ctx
+        True: connected; False: failed or abandoned; a Server: the user belongs there (another
+        balancer)."""
         self.server = server
         budget = max(MIN_ATTEMPT_TIMEOUT_S, (deadline - time.monotonic()) / left)
-        loop = asyncio.get_running_loop()
-        error = ""
-        self._backend_sock = None
-        connect_started = time.monotonic()
         try:
-            if self.state is not State.ROUTING:
-                raise _ClientLeft
-            async with asyncio.timeout(budget):
-                if ctx.splice is not None:
-                    self._backend_sock = await connect_raw(loop, server.host, server.port)
-                else:
-                    await loop.create_connection(lambda: self.backend, server.host, server.port)
-            ctx.observe_connect(time.monotonic() - connect_started)
+            error = await self._connect_attempt(server, budget)
         except _ClientLeft:
-            error = "client left during connect"
-        except TimeoutError:
-            error = f"connect timeout after {budget:.2f}s"
-        except OSError as exc:
-            error = describe_os_error(exc)
-        reassigned: Server | None = None
+            with contextlib.suppress(Exception):
+                await persist  # its outcome is of no use to a client that left
+            return self._abandon_attempt(server)
         try:
             await persist  # durable before the client's bytes reach the server
         except ControlUnavailable as exc:
             error = error or f"control plane unavailable: {exc}"
         except Reassigned as exc:
-            reassigned = exc.server
-        if reassigned is not None:
-            ctx.control.abandon(self.id, server)
-            self.server = None
             log.info("session=%s user=%s was placed on %s by another balancer first; following",
-                     self.id, self._user_text(), reassigned.name)
-            self._drop_backend()
-            return reassigned
-        if not error:
-            ctx.control.connected(self.id, server)
+                     self.id, self._user_text(), exc.server.name)
+            self._abandon_attempt(server)
+            return exc.server
+        if not error and self.state is not State.ROUTING:  # left while the assignment became durable
+            return self._abandon_attempt(server)
         if not error and self.backend.closed:
             error = "closed by server during connect"
-        if not error and self.state is not State.ROUTING:
-            error = "client left during connect"
         if error:
-            ctx.control.attempt_failed(self.id, server, error)
-            self.server = None
-            ctx.stats.connect_failures[server.name] += 1
-            log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
-            self._drop_backend()
+            self._attempt_failed(server, error)
             return False
+        self.ctx.control.connected(self.id, server)
         return True
+
+    async def _connect_attempt(self, server: Server, budget: float) -> str:
+        """"" when connected, else why not; raises _ClientLeft when the client left first (the
+        connect is cancelled as it leaves: `leg_lost`)."""
+        if self.state is not State.ROUTING:
+            raise _ClientLeft
+        self._backend_sock = None
+        started = time.monotonic()
+        self._connecting = asyncio.ensure_future(self._connect(asyncio.get_running_loop(), server, budget))
+        try:
+            await self._connecting
+        except asyncio.CancelledError:
+            if self.state is State.ROUTING:
+                raise  # not ours: the session's own task is cancelled (shutdown)
+            raise _ClientLeft from None
+        except TimeoutError:
+            return f"connect timeout after {budget:.2f}s"
+        except OSError as exc:
+            return describe_os_error(exc)
+        finally:
+            self._connecting = None
+        self.ctx.observe_connect(time.monotonic() - started)
+        return ""
+
+    def _abandon_attempt(self, server: Server) -> bool:
+        """Given up for no fault of the server (the client left, another node placed the user):
+        only its count is undone, health is not told."""
+        self.ctx.control.abandon(self.id, server)
+        self.server = None
+        self._drop_backend()
+        return False
+
+    def _attempt_failed(self, server: Server, error: str) -> None:
+        self.ctx.control.attempt_failed(self.id, server, error)
+        self.server = None
+        self.ctx.stats.connect_failures[server.name] += 1
+        log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
+        self._drop_backend()
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, server: Server, budget: float) -> None:
+        async with asyncio.timeout(budget):
+            if self.ctx.splice is not None:
+                self._backend_sock = await connect_raw(loop, server.host, server.port)
+            else:
+                await loop.create_connection(lambda: self.backend, server.host, server.port)
 
     def _drop_backend(self) -> None:
         if self.backend.transport is not None:
@@ -427,7 +465,10 @@ class Session:
             backend.nbytes += len(self._backend_early)
             client.transport.write(bytes(self._backend_early))
             self._backend_early.clear()
-        client.transport.resume_reading()
+        if self._client_paused:  # paused for the early bytes: read again, unless the first write
+            self._client_paused = False  # filled the server's buffer (pause_writing paused it then)
+            if not backend.writing_paused:
+                client.transport.resume_reading()
 
     async def _start_splice(self, first_bytes: bytes) -> None:
         """Hand both sockets to a SplicePump: the client's fd is taken over from its transport."""
@@ -439,14 +480,25 @@ class Session:
         self.client.transport, self.client.nbytes = None, len(first_bytes)
         transport.abort()  # closes the transport's fd only: our dup keeps the connection
         self._routed()  # before the first send: a failure below ends a routed session (counts balance)
+        # bounded like a connect, and cut by abort() (shutdown, admin): a server that reads nothing
+        # must not hold the session here forever
+        self._connecting = asyncio.ensure_future(asyncio.get_running_loop().sock_sendall(backend, first_bytes))
         try:
-            await asyncio.get_running_loop().sock_sendall(backend, first_bytes)
-        except OSError as exc:
+            async with asyncio.timeout(self.ctx.settings.connect_timeout_s):
+                await self._connecting
+        except (OSError, TimeoutError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and self.end_reason == "":
+                raise  # not an abort: the session's own task is cancelled
             backend.close()
             client.close()
-            self.end_reason = f"server error: {describe_os_error(exc)}"
+            if isinstance(exc, OSError):
+                self.end_reason = f"server error: {describe_os_error(exc)}"
+            elif isinstance(exc, TimeoutError):
+                self.end_reason = "server error: it did not take the first bytes within connect_timeout"
             self._finish()
             return
+        finally:
+            self._connecting = None
         self._pump = SplicePump(client, backend, self.ctx.splice, self._splice_done)
         self._pump.start()
 
@@ -516,6 +568,8 @@ class Session:
                 self._finish()
             else:
                 self.state = State.CLOSED  # routing notices and gives up; _finish from there
+                if self._connecting is not None:
+                    self._connecting.cancel()  # an abandoned attempt: stop connecting now
                 self._finish()
 
     def _close_both(self) -> None:
@@ -571,6 +625,9 @@ class Session:
         self.end_reason = self.end_reason or reason
         if self._pump is not None:
             self._pump.abort(reason)
+            return
+        if self.state is State.RELAY and self._connecting is not None:  # the splice's first bytes
+            self._connecting.cancel()
             return
         for leg in (self.client, self.backend):
             if leg.transport is not None and not leg.transport.is_closing():

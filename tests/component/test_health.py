@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -167,3 +168,32 @@ async def test_no_healthy_server_closes_cleanly(tmp_path: Path) -> None:
         await wait_until(lambda: state(bal, "A") is Health.DOWN, WAIT_S)
         assert await refused(bal.addresses[0][1], "zed")
         assert bal.ctx.stats.connections["no-server"] == 1
+
+
+async def test_a_client_leaving_during_the_backend_connect_is_no_fault_of_the_server(tmp_path: Path) -> None:
+    """The connect to the server is slow (its accept queue is full: our SYN waits for a
+    retransmit) and the client leaves meanwhile. That used to count as a failed connect of
+    the server (rdpbalancer_backend_connect_failures, passive `fall`): three impatient clients
+    could take a healthy server down. It is an abandoned attempt, nobody's fault."""
+    slow = socket.socket()
+    slow.bind(("127.0.0.1", 0))
+    slow.listen(0)  # one pending connection at most...
+    filler = socket.create_connection(slow.getsockname())  # ... and here it is: later SYNs wait
+    address = "127.0.0.1:%d" % slow.getsockname()[1]
+    async with running(farm_config([("SLOW", address, 1)], tmp_path / "s.db")) as bal:
+        port = bal.addresses[0][1]
+        clients = []
+        for i in range(3):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(build_connection_request(cookie=f"impatient{i}".encode()))
+            clients.append(writer)
+        await wait_until(lambda: bal.router.connections["SLOW"] == 3, 5)  # three connects under way
+        for writer in clients:
+            writer.transport.abort()
+        accepted, _ = await asyncio.to_thread(slow.accept)  # room again: the retransmitted SYNs get through
+        await wait_until(lambda: bal.router.connections["SLOW"] == 0, 10)
+        assert bal.stats().connect_failures["SLOW"] == 0
+        assert not bal.ctx.sessions
+        accepted.close()
+    filler.close()
+    slow.close()
