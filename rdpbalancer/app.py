@@ -91,6 +91,7 @@ class Balancer:
         self.monitor.on_check = lambda kind, result: self.metrics.health_check.labels(kind).observe(result.latency_s)
         self.admin = AdminServer(self)
         self._stopped = asyncio.Event()
+        self._reloading = asyncio.Lock()  # one reload at a time (see reload)
         self._apply_settings(self.snapshot)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -196,7 +197,8 @@ class Balancer:
             return "a handoff already happened or is in progress"
         self.handover = Handover(self)
         try:
-            await self.handover.run()
+            async with self._reloading:  # no reload opens listeners while they change hands
+                await self.handover.run()
         except HandoffError as exc:
             self.handover = None
             log.error("handoff failed: %s", exc)
@@ -370,7 +372,17 @@ class Balancer:
         The new configuration is parsed, validated and compiled beside the old one; on any
         error the old one stays in force. Live sessions are never touched, and the sticky
         table is kept (only entries of servers that no longer exist are dropped).
+
+        Reloads queue (SIGHUP, the API and ctl at once): each one reads the file in its turn and
+        compares it with what the one before it left in force.
         """
+        async with self._reloading:
+            if self.handover is not None:
+                return self._reload_failed("this process is handing over or handed over to a new one: "
+                                           "reload that one")
+            return await self._reload()
+
+    async def _reload(self) -> str | None:
         notify(f"RELOADING=1\nMONOTONIC_USEC={monotonic_usec()}")
         self.status.last_reload_at = time.time()
         try:

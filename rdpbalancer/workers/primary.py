@@ -134,6 +134,7 @@ class WorkerPool:
         self.restarts_total = 0
         self.retired = Stats()  # counters of worker processes that exited (counters never go down)
         self._restart_tasks: set[asyncio.Task[None]] = set()
+        self._routing: set[asyncio.Future[None]] = set()  # routes waiting for the shared store
         self.handlers: dict[str, Callable[..., None]] = {
             "ready": self._ready, "route": self._route, "attempt": self._attempt, "failed": self._failed,
             "all_failed": self._all_failed, "relaying": self._relaying, "finished": self._finished,
@@ -311,10 +312,22 @@ class WorkerPool:
         link.ready.set()
 
     def _route(self, link: WorkerLink, sid: str, request: Any) -> None:
-        routed = self.control.decide(sid, request)
+        """The same route as the primary's own sessions take: with a shared store, the user's
+        entry is read from Redis before deciding (the decision itself has no await in it)."""
+        task = asyncio.ensure_future(self._route_for(link, sid, request))
+        self._routing.add(task)
+        task.add_done_callback(self._routing.discard)
+
+    async def _route_for(self, link: WorkerLink, sid: str, request: Any) -> None:
+        routed = await self.control.route(sid, request)
+        first = routed.decision.candidates[0] if routed.first_attempt is not None else None
+        if not link.alive:  # the worker died while the store answered: its attempt is nobody's
+            if first is not None:
+                self.control.abandon(sid, first)
+            return
         link.send(("decision", sid, routed.decision, routed.ambiguous))
-        if routed.first_attempt is not None:
-            self._track(link, sid, routed.decision.candidates[0], routed.first_attempt)
+        if first is not None and routed.first_attempt is not None:
+            self._track(link, sid, first, routed.first_attempt)
 
     def _attempt(self, link: WorkerLink, sid: str, decision: Decision, server: Server) -> None:
         self._track(link, sid, server, self.control.attempt(sid, decision, server))

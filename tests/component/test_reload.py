@@ -7,10 +7,13 @@ import signal
 import socket
 from pathlib import Path
 
+import aiohttp
+import pytest
+
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import load_config
 from rdpbalancer.policy.model import AdminState
-from tests.support.balancer import BalancerProcess, farm_config, free_port
+from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 
 
@@ -117,3 +120,59 @@ def test_sighup_reload_and_sd_notify(tmp_path: Path) -> None:
         finally:
             proc.stop()
     assert "configuration reloaded" in (tmp_path / "b.log").read_text()
+
+
+TOKEN = "reload-test-token-0123456789"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int) -> None:
+    """POST /api/v1/reload and SIGHUP together, with a listen address added, then removed: the
+    address was sometimes bound twice and one listener stayed open after its removal; with
+    workers one reload waited 10 s for a confirmation that another reload had taken."""
+    farm = await start_farm("A")
+    port, extra, admin_port = free_port(), free_port(), free_port()
+    path = tmp_path / "c.toml"
+
+    def write(*listen: int) -> None:
+        text = farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{port}",
+                           balancer_extra=f"workers = {workers}")
+        text = text.replace(f'listen = ["127.0.0.1:{port}"]', "listen = [" + ", ".join(
+            f'"127.0.0.1:{p}"' for p in (port, *listen)) + "]")
+        path.write_text(text.replace('[admin]\nlisten = "127.0.0.1:0"',
+                                     f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken_file = "{token}"'))
+
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    write()
+    proc = BalancerProcess(path, port, tmp_path / "b.log")
+    await asyncio.to_thread(proc.start)
+    log = tmp_path / "b.log"
+    try:
+        await wait_until(lambda: " listening on " in log.read_text(), 15)
+        assert proc.proc is not None
+        async with aiohttp.ClientSession() as http:
+            for i in range(6):
+                write(extra)
+                proc.proc.send_signal(signal.SIGHUP)
+                async with http.post(f"http://127.0.0.1:{admin_port}/api/v1/reload", headers=auth) as resp:
+                    assert resp.status == 200, await resp.text()  # a valid reload never fails
+                await wait_until(lambda: _accepts(extra), 10)
+                # the SIGHUP's reload too (3 per round: the signal's, the API's, the removal's)
+                await wait_until(lambda i=i: log.read_text().count("configuration reloaded") >= 3 * i + 2, 10)
+                write()
+                async with http.post(f"http://127.0.0.1:{admin_port}/api/v1/reload", headers=auth) as resp:
+                    assert resp.status == 200, await resp.text()
+                assert not _accepts(extra), "a removed listen address still accepts"
+        text = log.read_text()
+        assert "did not confirm" not in text and "ERROR" not in text, text[-3000:]
+    finally:
+        proc.stop()
+        await farm[0].stop()
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

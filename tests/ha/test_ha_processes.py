@@ -115,3 +115,34 @@ async def test_sentinel_failover_the_node_follows_the_new_master_and_loses_nothi
         for s in farm:
             await s.stop()
 
+
+
+async def test_a_node_with_workers_reads_redis_before_routing_in_every_process(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    """Node one (a real process, workers = 2) and node two share the table. A user moved through
+    node two must be routed by node one to the new server at once, whichever of its processes
+    accepts the connection: a worker's connections skipped the Redis read (15 of 48 went to the
+    old server)."""
+    farm = await start_farm("TS01", "TS02")
+    one_port = free_port("127.0.0.2")
+    config = tmp_path / "one.toml"
+    text = node_config(farm, tmp_path / "one.db", f"127.0.0.2:{one_port}", redis_server.url, "workers:")
+    config.write_text(text.replace("[balancer]\n", "[balancer]\nworkers = 2\n", 1))
+    one = BalancerProcess(config, one_port, tmp_path / "one.log", host="127.0.0.2")
+    one.start()
+    two = Balancer(parse_config(node_config(farm, tmp_path / "two.db", "127.0.0.3:0", redis_server.url, "workers:")))
+    await two.start()
+    try:
+        await wait_until(lambda: " worker processes started" in (tmp_path / "one.log").read_text(), 15)
+        wrong = 0
+        for round_ in range(8):
+            target = ("TS01", "TS02")[round_ % 2]
+            await two.set_sticky("mover", target)  # durable in Redis when it returns
+            landed = [await where(one_port, "mover", host="127.0.0.2") for _ in range(6)]
+            wrong += sum(server != target for server in landed)
+        assert wrong == 0, f"{wrong} of 48 connections went to the server the user had left"
+    finally:
+        one.stop()
+        await two.stop()
+        for s in farm:
+            await s.stop()
