@@ -23,7 +23,7 @@ from rdpbalancer.directory.build import build_directory
 from rdpbalancer.directory.errors import DirectoryError
 from rdpbalancer.directory.model import GroupSnapshot
 from rdpbalancer.directory.sync import DirectorySync
-from rdpbalancer.handoff import HandoffError, Handover, RuntimeState, Takeover
+from rdpbalancer.handoff import HandoffError, Handover, Predecessor, RuntimeState, Takeover
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.metrics import Metrics
 from rdpbalancer.policy.engine import Router, RoutingPolicy
@@ -45,7 +45,6 @@ log = logging.getLogger("rdpbalancer")
 SWEEP_INTERVAL_S = 30.0  # expire entries and refresh open sessions' last_used this often
 HEARTBEAT_S = 1.0  # with a shared store: publish our session counts, read the others', this often
 HEARTBEAT_EXPIRE_S = 3 * HEARTBEAT_S  # a node silent this long (crashed) leaves the totals
-CATCH_UP_SLACK_S = 5.0  # a handoff re-reads entries used since this long before its first read
 
 Address = tuple[str, int]
 
@@ -102,7 +101,6 @@ class Balancer:
         loop = asyncio.get_running_loop()
         if takeover is not None:
             await takeover.connect()
-        loaded_at = self.ctx.clock()
         entries = await asyncio.to_thread(self.store.load)
         self.store.start(loop)
         cleanup = self.table.load(entries, self.ctx.clock())
@@ -114,7 +112,7 @@ class Balancer:
             if takeover is None:
                 await self._open_listeners(self.snapshot.listen)
             else:
-                await self._take_over(takeover, loaded_at)
+                await self._take_over(takeover)
             if self.snapshot.config.admin.enabled:
                 await self.admin.start()
             if self.snapshot.workers > 1:
@@ -139,7 +137,7 @@ class Balancer:
                  ", ".join(format_addr(h, p) for h, p in self.addresses),
                  ", ".join(f"{p.name}({len(p.members)} servers)" for p in self.snapshot.policy.pools))
 
-    async def _take_over(self, takeover: Takeover, loaded_at: float) -> None:
+    async def _take_over(self, takeover: Takeover) -> None:
         inherited = takeover.sockets()
         try:
             await self._open_listeners(self.snapshot.listen, inherited=inherited, serving=False)
@@ -148,10 +146,10 @@ class Balancer:
                 if address not in self.snapshot.listen:
                     sock.close()  # the old process listened there; the new configuration does not
         state = await takeover.loaded()  # the old process stopped accepting and flushed its writes
-        for entry in await asyncio.to_thread(self.store.load_since, loaded_at - CATCH_UP_SLACK_S):
-            self.table.merge(entry)
         self._adopt(state)
-        takeover.follow_old_sessions(self._old_session)
+        predecessor = Predecessor(self.router, self.store, self.ctx.clock)
+        predecessor.adopt(state, self.snapshot.policy.servers())
+        takeover.follow(predecessor)  # its table changes since it started us, then its sessions' news
         log.info("handoff: the old process stopped accepting; it finishes its %d session(s)",
                  sum(state.connections.values()))
 
@@ -164,29 +162,6 @@ class Balancer:
             if name in servers:
                 self.router.conditions[name] = condition
         self._apply_settings(self.snapshot)
-        for name, count in state.connections.items():
-            if name in servers:
-                self.router.connections[name] += count  # the old process's sessions still load them
-        now = self.ctx.clock()
-        for key, count in state.active_users.items():
-            for _ in range(count):
-                self.table.session_opened(key, now)
-
-    def _old_session(self, kind: str, server: str, key: str | None, now: float) -> None:
-        """The old process's sessions keep loading their servers until they end."""
-        if kind == "opened":
-            self.router.connections[server] += 1
-            if key is not None:
-                self.table.session_opened(key, now)
-            return
-        if self.router.connections.get(server, 0) > 0:
-            self.router.connections[server] -= 1
-            if self.router.connections[server] <= 0:
-                del self.router.connections[server]
-        if key is not None:
-            entry = self.table.session_closed(key, now)
-            if entry is not None:
-                self.store.apply_later(self.table.refreshed(entry))
 
     # -- handoff (the old process's side) ---------------------------------------------------------
 
@@ -259,7 +234,9 @@ class Balancer:
     async def _drain_then_exit(self) -> None:
         timeout = self.snapshot.config.balancer.drain_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.ctx.sessions:
+        # our sessions, and the workers' connections: a worker exits once its last one ended,
+        # those accepted before the handoff that had not sent their request yet included
+        while self.ctx.sessions or (self.workers is not None and self.workers.any_alive):
             if deadline is not None and time.monotonic() >= deadline:
                 log.warning("handoff: drain_timeout reached; cutting %d session(s)", len(self.ctx.sessions))
                 break

@@ -39,10 +39,14 @@ import logging
 import socket
 import subprocess
 from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from rdpbalancer.policy.model import AdminState, ServerCondition
+from rdpbalancer.policy.engine import Router
+from rdpbalancer.policy.model import AdminState, Server, ServerCondition
+from rdpbalancer.policy.ports import StickyStore
+from rdpbalancer.policy.sticky import Change
 from rdpbalancer.runtime import own_command
 from rdpbalancer.workers.ipc import Channel, Message
 
@@ -86,26 +90,38 @@ class Handover:
 
     async def run(self) -> None:
         """Spawn the successor and hand over; raises HandoffError (the old process serves on)."""
+        try:
+            await self._run()
+        except BaseException:
+            self.bal.store.watch(None)
+            raise
+
+    async def _run(self) -> None:
         bal = self.bal
         ours, theirs = socket.socketpair()
         listeners = {}
         for address, server in bal.listeners.items():
             for sock in server.sockets:
                 listeners[sock.fileno()] = address
+        loop = asyncio.get_running_loop()
+        self.channel = Channel(self._on_message, lambda _exc: self._lost.set())
+        await loop.connect_accepted_socket(lambda: self.channel, ours)  # queued until the child reads
+        self.channel.send(("listeners", listeners))
+        # Every change of the table from here on goes to the successor, in order: what it loads
+        # from the file is at least what was on disk when it started (the barrier), and the
+        # journal brings it up to date, deletions and this process's late assignments included.
+        bal.store.watch(self._changed)
+        await bal.store.barrier()
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *own_command("run", "-c", bal.status.path, "--takeover-fd", str(theirs.fileno())),
                 pass_fds=[theirs.fileno(), *listeners], stdin=subprocess.DEVNULL,
             )
         except OSError as exc:
-            ours.close()
+            self.channel.close()
             raise HandoffError(f"cannot start the new process: {exc}") from exc
         finally:
             theirs.close()
-        loop = asyncio.get_running_loop()
-        self.channel = Channel(self._on_message, lambda _exc: self._lost.set())
-        await loop.connect_accepted_socket(lambda: self.channel, ours)
-        self.channel.send(("listeners", listeners))
         log.info("handoff: new process pid %d started; it loads the configuration and the sticky table",
                  self.process.pid)
         if not await self._wait(self._loaded, LOAD_TIMEOUT_S):
@@ -158,6 +174,10 @@ class Handover:
         elif message[0] == "serving":
             self._serving.set()
 
+    def _changed(self, change: Change) -> None:
+        if self.channel is not None:
+            self.channel.send(("changed", change))
+
     def _session_opened(self, server: str, key: str | None, now: float) -> None:
         if self.channel is not None:
             self.channel.send(("opened", server, key, now))
@@ -183,8 +203,9 @@ class Takeover:
         self.listeners: dict[int, tuple[str, int]] = {}  # inherited fd -> configured address
         self._got_listeners = asyncio.Event()
         self._state: asyncio.Future[RuntimeState] | None = None
-        self._old_sessions: Any = None  # (kind, server, key, now) -> None, from `follow_old_sessions`
-        self._early: list[Message] = []  # "opened"/"closed" that came before that
+        self._predecessor: Predecessor | None = None  # set by `follow`
+        self._early: list[Message] = []  # reports that came before that
+        self._lost = False
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -204,13 +225,16 @@ class Takeover:
         async with asyncio.timeout(TAKE_TIMEOUT_S):
             return await self._state
 
-    def follow_old_sessions(self, handler: Any) -> None:
-        """`handler(kind, server, key, now)` for each old session that starts relaying ("opened")
-        or ends ("closed"), those reported before this call first."""
-        self._old_sessions = handler
+    def follow(self, predecessor: Predecessor) -> None:
+        """From now on the old process's reports go to `predecessor`, those that came before
+        first: sessions that start relaying ("opened") or end ("closed"), and every change of
+        the table it makes ("changed"). When the old process is gone, `predecessor.gone()`."""
+        self._predecessor = predecessor
         early, self._early = self._early, []
         for message in early:
-            handler(*message)
+            predecessor.on_message(message)
+        if self._lost:
+            predecessor.gone()
 
     def serving(self) -> None:
         """Tell the old process we accept now: it no longer needs its spare sockets."""
@@ -224,13 +248,92 @@ class Takeover:
             self._got_listeners.set()
         elif kind == "yours" and self._state is not None and not self._state.done():
             self._state.set_result(message[1])
-        elif kind in ("opened", "closed"):
-            if self._old_sessions is None:
-                self._early.append(message)  # while the new process still loads what was written
+        elif kind in ("opened", "closed", "changed"):
+            if self._predecessor is None:
+                self._early.append(message)  # while the new process still loads the table
             else:
-                self._old_sessions(*message)
+                self._predecessor.on_message(message)
 
     def _on_lost(self, _exc: Exception | None) -> None:
+        self._lost = True
         if self._state is not None and not self._state.done():
             self._state.set_exception(HandoffError("the old process went away during the handoff"))
         self._got_listeners.set()
+        if self._predecessor is not None:
+            self._predecessor.gone()
+
+
+class Predecessor:
+    """The new process's account of what the old one still holds: its sessions load servers and
+    keep users active until they end, and its table changes are adopted as they come. When the
+    old process is gone (it exited, or died: kill -9, OOM), whatever it still held is released,
+    as when a worker dies."""
+
+    def __init__(self, router: Router, store: StickyStore, clock: Callable[[], float]) -> None:
+        self.router, self.table, self.store, self.clock = router, router.table, store, clock
+        self.connections: Counter[str] = Counter()  # server -> sessions still in the old process
+        self.active: Counter[str] = Counter()  # sticky key -> its sessions there
+
+    def adopt(self, state: RuntimeState, servers: Collection[str]) -> None:
+        now = self.clock()
+        for name, count in state.connections.items():
+            if name in servers:
+                self.router.connections[name] += count
+                self.connections[name] += count
+        for key, count in state.active_users.items():
+            for _ in range(count):
+                self.table.session_opened(key, now)
+            self.active[key] += count
+
+    def on_message(self, message: Message) -> None:
+        match message:
+            case ("opened", str(server), key, float(now)):
+                self._opened(server, key, now)
+            case ("closed", str(server), key, float(now)):
+                self._closed(server, key, now)
+            case ("changed", Change() as change):
+                self._changed(change)
+            case _:
+                log.error("handoff: unknown report %r from the old process; ignored", message[0])
+
+    def _opened(self, server: str, key: str | None, now: float) -> None:
+        self.router.connections[server] += 1
+        self.connections[server] += 1
+        if key is not None:
+            self.table.session_opened(key, now)
+            self.active[key] += 1
+
+    def _closed(self, server: str, key: str | None, now: float) -> None:
+        if self.connections[server] <= 0:
+            return  # not one we counted (the old process's report crossed a reload)
+        self.connections[server] -= 1
+        self.router.closed(Server(server, "", 0))
+        if key is not None and self.active[key] > 0:
+            self.active[key] -= 1
+            entry = self.table.session_closed(key, now)
+            if entry is not None:
+                self.store.apply_later(self.table.refreshed(entry))
+
+    def _changed(self, change: Change) -> None:
+        """The old process wrote it to the same file already: adopted, not written again."""
+        for entry in change.put:
+            self.table.merge(entry, authoritative=True)
+        for key in (*change.delete, *change.dropped):
+            mine = self.table.get(key, self.clock())
+            if mine is not None and mine.active == 0:
+                self.table.delete(key)
+
+    def gone(self) -> None:
+        held = sum(self.connections.values())
+        if held:
+            log.warning("handoff: the old process is gone with %d session(s) still counted: released", held)
+        now = self.clock()
+        for server, count in list(self.connections.items()):
+            for _ in range(count):
+                self._closed(server, None, now)
+        for key, count in list(self.active.items()):
+            for _ in range(count):
+                entry = self.table.session_closed(key, now)
+                if entry is not None:
+                    self.store.apply_later(self.table.refreshed(entry))
+        self.active.clear()

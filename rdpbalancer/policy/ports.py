@@ -5,7 +5,7 @@ Adapters (`rdpbalancer.store.*`) implement these; the policy core never imports 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from rdpbalancer.policy.sticky import Change, StickyEntry
@@ -28,6 +28,14 @@ class StickyStore(Protocol):
 
     def apply_later(self, change: Change) -> None:
         """Persist `change` in the background (bookkeeping such as last_used refreshes)."""
+        ...
+
+    async def barrier(self) -> None:
+        """Returns once every change handed over before it is written (or kept as unsaved)."""
+        ...
+
+    def watch(self, watcher: Callable[[Change], None] | None) -> None:
+        """Tell `watcher` each change as it is handed over, in order; None stops it."""
         ...
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,10 +155,9 @@ class RedisStickyStore:
     async def barrier(self) -> None:
         await self.local.barrier()
 
-    def load_since(self, since: float) -> list[StickyEntry]:
-        """A handoff's catch-up: the local copy's entries changed since `since` (the old process
-        wrote them there too); what other nodes changed arrives through the change feed."""
-        return self.local.load_since(since)
+    def watch(self, watcher: Callable[[Change], None] | None) -> None:
+        """Every change this node makes goes through its local copy: see SqliteStickyStore.watch."""
+        self.local.watch(watcher)
 
     async def lookup(self, key: str) -> tuple[bool, StickyEntry | None]:
         """(True, Redis's entry or None) when Redis answered, (False, None) when it did not."""

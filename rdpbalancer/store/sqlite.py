@@ -20,7 +20,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ class SqliteStickyStore:
         self._failure_logged_at = 0.0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watcher: Callable[[Change], None] | None = None
 
     # -- start ------------------------------------------------------------------------------
 
@@ -109,19 +110,6 @@ class SqliteStickyStore:
                 conn.close()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open sticky table {self.path}: {exc}") from exc
-        return [StickyEntry(k, p, s, c, u) for k, p, s, c, u in rows]
-
-    def load_since(self, since: float) -> Sequence[StickyEntry]:
-        """Entries used or written at or after `since` (a handoff's catch-up read)."""
-        try:
-            conn = _connect(self.path, self.sync)
-            try:
-                rows = conn.execute("SELECT key, pool, server, created, last_used FROM sticky WHERE last_used >= ?",
-                                    (since,)).fetchall()
-            finally:
-                conn.close()
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot read sticky table {self.path}: {exc}") from exc
         return [StickyEntry(k, p, s, c, u) for k, p, s, c, u in rows]
 
     def read_only(self) -> Sequence[StickyEntry]:
@@ -145,10 +133,17 @@ class SqliteStickyStore:
 
     # -- changes ----------------------------------------------------------------------------
 
+    def watch(self, watcher: Callable[[Change], None] | None) -> None:
+        """Tell `watcher` every change as it is handed to this store, in order (a handoff passes
+        them on to the successor: it must not miss a deletion or a late assignment); None: stop."""
+        self._watcher = watcher
+
     async def apply(self, change: Change) -> Sequence[StickyEntry]:
         """Returns once durable. One file, one writer: there is never a conflict to return."""
         if not change.put and not change.delete and not change.dropped:
             return ()
+        if self._watcher is not None:
+            self._watcher(change)
         assert self._loop is not None, "start() first"
         future: asyncio.Future[None] = self._loop.create_future()
         self._enqueue((_rows(change), [*change.delete, *change.dropped], future))
@@ -164,6 +159,8 @@ class SqliteStickyStore:
 
     def apply_later(self, change: Change) -> None:
         if change.put or change.delete or change.dropped:
+            if self._watcher is not None:
+                self._watcher(change)
             self._enqueue((_rows(change), [*change.delete, *change.dropped], None))
 
     def _enqueue(self, item: _Item) -> None:

@@ -279,6 +279,11 @@ class WorkerPool:
         ]
 
     @property
+    def any_alive(self) -> bool:
+        """Some worker still runs (after a handoff: still serves what it accepted)."""
+        return any(link.alive for link in self.links)
+
+    @property
     def handshaking(self) -> int:
         return sum(w.handshaking for w in self.links)
 

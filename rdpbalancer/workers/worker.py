@@ -110,6 +110,7 @@ class RemoteControl:
 
 
 QUIESCE_ACCEPT_S = 0.2  # a handoff: time to accept what was queued on our sockets before closing
+DRAIN_POLL_S = 0.1  # after a handoff: how often to look whether the last connection ended
 
 
 class Worker:
@@ -124,6 +125,7 @@ class Worker:
         self._setup_received = asyncio.Event()
         self._setup: WorkerSetup | None = None
         self._applying = asyncio.Lock()
+        self._draining = False  # quiesced by a handoff: exit once idle (a new setup cancels it)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -145,6 +147,8 @@ class Worker:
 
     async def _apply_now(self, setup: WorkerSetup) -> None:
         from rdpbalancer.logs import setup_logging  # noqa: PLC0415
+
+        self._draining = False  # a failed handoff: listen and serve again
 
         first = self.ctx is None
         if first:
@@ -196,6 +200,14 @@ class Worker:
             server.close()
         self.listeners.clear()
         self.channel.send(("quiet", os.getpid()))
+        self._draining = True
+        # every connection accepted here is served to its end, those still before their
+        # Connection Request included; then this worker leaves (the old primary waits for it)
+        while self._draining and self.ctx is not None and self.ctx.sessions:  # noqa: ASYNC110 - bounded poll
+            await asyncio.sleep(DRAIN_POLL_S)
+        if self._draining:
+            log.info("worker %d: its last connection ended after the handoff; exiting", self.index)
+            self.stopped.set()
 
     def _on_lost(self, exc: Exception | None) -> None:
         self.control.lost("the primary process is gone")

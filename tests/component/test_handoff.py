@@ -4,9 +4,13 @@ its sessions. Real processes (`python -m rdpbalancer run`), real sockets, one SQ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+import sqlite3
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,8 +18,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from rdpbalancer.proto import build_connection_request
+from rdpbalancer.store.sqlite import SqliteStickyStore
 from tests.support.balancer import BalancerProcess, farm_config, free_port, process_gone, wait_until
-from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
+from tests.support.fakes import WHO, FakeRdpServer, rdp_connect, read_tpkt, start_farm, where
 
 WAIT_S = 20.0
 PROBERS = 8  # clients connecting back to back, in parallel, across a handoff with workers
@@ -300,5 +306,247 @@ async def test_a_handoff_with_workers_keeps_every_session_and_refuses_no_connect
         if new_pids and not process_gone(new_pids[0]):
             os.kill(new_pids[0], signal.SIGTERM)  # the new primary; its worker exits with it
             await wait_until(lambda: all(process_gone(p) for p in new_pids), WAIT_S)
+        for s in farm:
+            await s.stop()
+
+
+# -- regressions: what an old process accepted, routed or changed reaches the new one ---------------
+
+async def _wait_serving(admin_port: int, old_pid: int, log: Path) -> int:
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while (pid := await _serving_pid(admin_port)) in (None, old_pid):
+        assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+        await asyncio.sleep(0.05)
+    assert pid is not None
+    return pid
+
+
+async def _stop_pid(pid: int | None) -> None:
+    if pid is not None and not process_gone(pid):
+        os.kill(pid, signal.SIGTERM)
+        await wait_until(lambda: process_gone(pid), WAIT_S)
+
+
+async def _api_call(admin_port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    async with aiohttp.ClientSession() as http, http.request(
+            method, f"http://127.0.0.1:{admin_port}{path}", json=body,
+            headers={"Authorization": f"Bearer {HANDOFF_TOKEN}"}) as resp:
+        return resp.status, await resp.json()
+
+
+HANDOFF_TOKEN = "handoff-test-token-0123456789"
+
+
+def _config_with_token(farm: list[FakeRdpServer], tmp_path: Path, port: int, admin_port: int, extra: str = "") -> str:
+    token = tmp_path / "admin.token"
+    token.write_text(HANDOFF_TOKEN)
+    token.chmod(0o600)
+    text = _config(farm, tmp_path, port, admin_port).replace("[admin]\n", f'[admin]\ntoken_file = "{token}"\n', 1)
+    return text.replace("[balancer]\n", f"[balancer]\n{extra}", 1)
+
+
+async def test_with_workers_connections_accepted_before_the_handoff_are_all_served(tmp_path: Path) -> None:
+    """workers = 2, nothing relaying: clients connected to the old processes send their CR only
+    after SIGUSR2. They were all cut (the old primary saw no session and exited at once)."""
+    farm = await start_farm("TS01")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config_with_token(farm, tmp_path, port, admin_port, "workers = 2\n").replace(
+        'handshake_timeout = "1s"', 'handshake_timeout = "30s"'))
+    log = tmp_path / "rdpb.log"
+    old = BalancerProcess(config, port, log)
+    old.start()
+    new_pid = None
+    waiting: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    try:
+        assert old.proc is not None
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        # connections the old *worker* accepted (the kernel spreads them over both processes);
+        # those of the primary are closed: its own pending sessions would hide the fault
+        for _ in range(40):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            local_port = writer.get_extra_info("sockname")[1]
+            await wait_until(lambda lp=local_port: _accepted_by(lp, port) is not None, WAIT_S)  # type: ignore[misc]
+            if _accepted_by(local_port, port) == old.proc.pid:
+                writer.transport.abort()
+            else:
+                waiting.append((reader, writer))
+            if len(waiting) == 4:
+                break
+        assert len(waiting) == 4, "the kernel gave the worker no connection in 40"
+        old.proc.send_signal(signal.SIGUSR2)
+        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        await wait_until(lambda: "accepts new connections now" in log.read_text(), WAIT_S)
+        await asyncio.sleep(0.5)  # the old primary drains now: an old one that ignored its worker is gone
+        served = 0
+        for i, (reader, writer) in enumerate(waiting):  # each must be served by the old worker
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, RuntimeError):
+                writer.write(build_connection_request(cookie=f"early{i}".encode()))
+                await asyncio.wait_for(read_tpkt(reader), 10)  # the Connection Confirm
+                writer.write(b"still there?")
+                served += await asyncio.wait_for(reader.readexactly(12), 10) == b"still there?"
+        assert served == len(waiting), f"only {served} of {len(waiting)} accepted connections were served"
+    finally:
+        for _reader, writer in waiting:
+            writer.close()
+        old.stop()
+        await _stop_pid(new_pid)
+        for s in farm:
+            await s.stop()
+
+
+async def test_an_old_process_that_dies_releases_its_sessions_in_the_new_one(tmp_path: Path) -> None:
+    """kill -9 of the draining old process: its sessions are gone, so the new process's
+    connection counts and the users' active marks must drop (they stayed up for good)."""
+    farm = await start_farm("TS01", "TS02")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config_with_token(farm, tmp_path, port, admin_port))
+    log = tmp_path / "rdpb.log"
+    old = BalancerProcess(config, port, log)
+    old.start()
+    new_pid = None
+    held = []
+    try:
+        assert old.proc is not None
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        held = [await rdp_connect(port, f"user{i}") for i in range(6)]
+        old.proc.send_signal(signal.SIGUSR2)
+        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
+        assert sum(s["connections"] for s in servers) == 6  # counted while the old process relays them
+        old.proc.send_signal(signal.SIGKILL)
+        old.proc.wait(10)
+        old.proc = None
+
+        async def released() -> bool:
+            servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
+            return sum(s["connections"] for s in servers) == 0
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while not await released():
+            assert asyncio.get_running_loop().time() < deadline, "the dead process's sessions are still counted"
+            await asyncio.sleep(0.05)
+        status, entry = await _api_call(admin_port, "GET", "/api/v1/sticky/user0")
+        assert status == 200 and entry["active_sessions"] == 0
+    finally:
+        for client in held:
+            client.writer.transport.abort()
+        old.stop()
+        await _stop_pid(new_pid)
+        for s in farm:
+            await s.stop()
+
+
+def _accepted_by(client_port: int, server_port: int) -> int | None:
+    """The pid holding the server side of the loopback connection from `client_port`."""
+    query = f"( sport = :{server_port} and dport = :{client_port} )"
+    out = subprocess.run(["ss", "-tnpH", "state", "established", query], capture_output=True, text=True, check=True,
+                         timeout=10).stdout
+    for line in out.splitlines():
+        if "pid=" in line:
+            return int(line.split("pid=", 1)[1].split(",", 1)[0])
+    return None
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except FileNotFoundError:
+        return False
+    for fd in fds:
+        try:
+            if fd.readlink() == path:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _preload(db: Path, count: int, servers: tuple[str, ...]) -> None:
+    """A large sticky file, so the new process's load takes a moment."""
+    SqliteStickyStore(db).load()  # creates the schema
+    now = time.time()
+    with sqlite3.connect(db) as conn:
+        conn.executemany("INSERT INTO sticky(key, pool, server, created, last_used) VALUES (?, ?, ?, ?, ?)",
+                         ((f"filler{i}", "default", servers[i % len(servers)], now, now) for i in range(count)))
+        conn.executemany("INSERT INTO sticky(key, pool, server, created, last_used) VALUES (?, ?, ?, ?, ?)",
+                         [("alice", "default", "TS01", now, now), ("bob", "default", "TS02", now, now)])
+
+
+async def test_deletions_made_while_the_new_process_loads_stay_deleted(tmp_path: Path) -> None:
+    """DELETE alice and a flush of bob's server on the old process while the new one reads the
+    table: the rows left the file, yet the new process sent alice to her old server and wrote
+    her back."""
+    farm = await start_farm("TS01", "TS02", "TS03")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config_with_token(farm, tmp_path, port, admin_port).replace(
+        "[sticky]\n", "[sticky]\nmax_entries = 1000000\n", 1))
+    _preload(tmp_path / "s.db", 300_000, ("TS02", "TS03"))
+    log = tmp_path / "rdpb.log"
+    old = BalancerProcess(config, port, log)
+    old.start(timeout_s=60)
+    new_pid = None
+    try:
+        assert old.proc is not None
+        await wait_until(lambda: " listening on " in log.read_text(), 60)
+        old.proc.send_signal(signal.SIGUSR2)
+        await wait_until(lambda: "handoff: new process pid" in log.read_text(), WAIT_S)
+        successor = int(log.read_text().split("handoff: new process pid ", 1)[1].split()[0])
+        # the moment that matters: the new process has read the rows (its connection to the file
+        # opened and closed again) and builds its table from them
+        await wait_until(lambda: _has_open(successor, tmp_path / "s.db"), WAIT_S, interval_s=0.001)
+        await wait_until(lambda: not _has_open(successor, tmp_path / "s.db"), WAIT_S, interval_s=0.001)
+        assert (await _api_call(admin_port, "DELETE", "/api/v1/sticky/alice"))[0] == 200
+        status, flushed = await _api_call(admin_port, "POST", "/api/v1/sticky/flush", {"server": "TS02"})
+        assert status == 200 and flushed["deleted"] > 0
+        assert "took over the listeners" not in log.read_text(), "too late: the new process already serves"
+        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        assert (await _api_call(admin_port, "GET", "/api/v1/sticky/alice"))[0] == 404
+        assert (await _api_call(admin_port, "GET", "/api/v1/sticky/bob"))[0] == 404
+        assert (await _api_call(admin_port, "GET", "/api/v1/sticky?server=TS02&limit=0"))[1]["total"] == 0
+    finally:
+        old.stop()
+        await _stop_pid(new_pid)
+        for s in farm:
+            await s.stop()
+
+
+async def test_a_user_placed_by_the_old_process_after_the_takeover_is_known_to_the_new_one(tmp_path: Path) -> None:
+    """A connection accepted by the old process sends its CR after the handoff: the old process
+    places the new user. The new process answered 404 for them, and their next connection
+    landed elsewhere, starting a second session."""
+    farm = await start_farm("TS01", "TS02")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config_with_token(farm, tmp_path, port, admin_port).replace(
+        'handshake_timeout = "1s"', 'handshake_timeout = "30s"'))
+    log = tmp_path / "rdpb.log"
+    old = BalancerProcess(config, port, log)
+    old.start()
+    new_pid = None
+    try:
+        assert old.proc is not None
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # accepted by the old process
+        await asyncio.sleep(0.2)
+        old.proc.send_signal(signal.SIGUSR2)
+        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        writer.write(build_connection_request(cookie=b"late0"))
+        await asyncio.wait_for(reader.read(1024), 10)
+        writer.write(WHO)
+        placed = (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
+        for _ in range(50):  # the old process tells the new one as it writes
+            status, entry = await _api_call(admin_port, "GET", "/api/v1/sticky/late0")
+            if status == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert status == 200 and entry["server"] == placed
+        # the first session still runs (in the old process): leastconn alone would pick the other server
+        assert await where(port, "late0") == placed
+        writer.close()
+    finally:
+        old.stop()
+        await _stop_pid(new_pid)
         for s in farm:
             await s.stop()
