@@ -59,6 +59,9 @@ class StickyTable:
         self._homed: Counter[str] = Counter()  # server name -> entries pointing at it
         self.evictions = 0
         self.expirations = 0
+        # dropped on sight by `get` and not deleted from storage yet: the next sweep reports them
+        # (else a restart with a longer ttl would bring them back from the file)
+        self._expired_unsaved: list[str] = []
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -72,6 +75,7 @@ class StickyTable:
         if entry is not None and entry.expired(now, self.ttl_s):
             self._remove(key)
             self.expirations += 1
+            self._expired_unsaved.append(key)
             return None
         return entry
 
@@ -164,6 +168,8 @@ class StickyTable:
         for key in stale:
             self._remove(key)
         self.expirations += len(stale)
+        seen, self._expired_unsaved = self._expired_unsaved, []
+        stale += [key for key in seen if key not in self._entries]  # not assigned again since
         busy = [e for e in self._entries.values() if e.active > 0]
         for entry in busy:
             self._touch(entry, now)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port
+from tests.support.balancer import BalancerProcess, farm_config, free_port, running, stored, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 from tests.support.storm import BURST_USERS, KILL_AFTER_CRS, kill_during_storm
 
@@ -46,3 +47,23 @@ async def test_restart_keeps_users_and_open_sessions_count(tmp_path: Path, sig: 
     if sig == signal.SIGTERM:
         log = (tmp_path / "balancer.log").read_text()
         assert "SIGTERM received" in log and "stopped" in log
+
+
+async def test_an_entry_that_expired_in_memory_leaves_the_file_too(tmp_path: Path) -> None:
+    """Seen expired by a routing lookup, an entry left the table but stayed in the SQLite file:
+    a restart with a longer ttl brought the user back to a server they had left long ago."""
+    farm = await start_farm("TS01", "TS02")
+    db = tmp_path / "s.db"
+    text = farm_config([(s.name, s.address, 1) for s in farm], db).replace('ttl = "8h"', 'ttl = "1s"')
+    async with running(text) as bal:
+        port = bal.addresses[0][1]
+        await where(port, "alice")
+        await wait_until(lambda: "alice" in stored(db), 5)
+        await asyncio.sleep(1.2)  # past the ttl
+        await where(port, "bob")  # ... and a lookup of alice now sees her expired:
+        assert bal.table.get("alice", time.time()) is None
+        bal.store.apply_later(bal.table.sweep(time.time()))  # what the sweeper does every 30 s
+        await bal.store.barrier()  # type: ignore[attr-defined]
+    assert "alice" not in stored(db)
+    for s in farm:
+        await s.stop()

@@ -179,7 +179,7 @@ async def test_a_client_leaving_during_the_backend_connect_is_no_fault_of_the_se
     slow.bind(("127.0.0.1", 0))
     slow.listen(0)  # one pending connection at most...
     filler = socket.create_connection(slow.getsockname())  # ... and here it is: later SYNs wait
-    address = "127.0.0.1:%d" % slow.getsockname()[1]
+    address = f"127.0.0.1:{slow.getsockname()[1]}"
     async with running(farm_config([("SLOW", address, 1)], tmp_path / "s.db")) as bal:
         port = bal.addresses[0][1]
         clients = []

@@ -99,3 +99,17 @@ def test_delete_server() -> None:
     t.assign("b", "p", "S2", 0.0)
     assert t.delete_server("S1").delete == ("a",)
     assert t.homed("S1") == 0 and len(t) == 1
+
+
+def test_an_entry_expired_on_sight_is_deleted_from_storage_by_the_next_sweep() -> None:
+    """`get` drops an expired entry from memory; it used to stay in the file, so a restart with
+    a longer ttl brought it back."""
+    t = StickyTable(ttl_s=100, max_entries=10)
+    t.assign("alice", "p", "TS01", now=0.0)
+    t.assign("bob", "p", "TS01", now=0.0)
+    assert t.get("alice", now=500.0) is None  # expired, seen
+    t.assign("bob", "p", "TS02", now=500.0)
+    assert t.get("bob", now=500.0) is not None
+    change = t.sweep(now=501.0)
+    assert "alice" in change.dropped and "bob" not in change.dropped
+    assert t.sweep(now=502.0).dropped == ()  # reported once
