@@ -426,7 +426,7 @@ class Balancer:
         self.control.new_users.per_minute = snapshot.config.limits.new_users_per_source
         config = snapshot.config
         if snapshot.relay.splice:
-            self.ctx.splice = self.ctx.splice or PipePool()
+            self.ctx.splice = self.ctx.splice or PipePool(processes=snapshot.relay.processes)
         else:
             self.ctx.splice = None  # new sessions copy; running splice sessions keep their pump
         self.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"

@@ -66,6 +66,7 @@ def compile_config(config: Config) -> Snapshot:
         limits=_per_process(config, workers, open_file_limit()),
         proxy_listeners=frozenset(format_addr(a.host, a.port) for a in b.listen if a.proxy_protocol),
         trusted_proxies=b.trusted_proxies,
+        processes=workers,
     )
     listen = tuple((a.host, a.port) for a in b.listen)
     return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers)

@@ -32,6 +32,7 @@ class RelaySettings:
     limits: LimitSettings = field(default_factory=LimitSettings)  # this process's share of [limits]
     proxy_listeners: frozenset[str] = frozenset()  # listener names whose clients send a PROXY header first
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    processes: int = 1  # the primary and its workers: they share the service user's pipe budget
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ MAX_ROUNDS_PER_WAKEUP = 4  # read again right away while bulk data keeps coming,
 # to the loop, sparing the failed splice (EAGAIN) that would cost small ping-pong frames ~40%.
 BULK_READ_BYTES = 1 << 16
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 PIPE_POOL_MAX = 256  # idle pipe pairs kept for reuse; beyond that they are closed
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends RST instead of FIN
@@ -37,35 +38,68 @@ _LINGER_RESET = struct.pack("ii", 1, 0)  # close() sends RST instead of FIN
 AVAILABLE = hasattr(os, "splice")
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+SMALL_PIPE_SIZE = 1 << 16  # Linux's default pipe: what a pipe gets once the 1 MiB ones would overdraw
+PIPE_BUDGET_SHARE = 0.75  # of fs.pipe-user-pages-soft: the rest is left to the user's other pipes
+
+
+def user_pipe_budget(processes: int = 1) -> int | None:
+    """Pipe buffer pages this process may take before the kernel starts giving its user's new
+    pipes 2 pages (8 KiB) and refusing larger ones: fs.pipe-user-pages-soft counts every pipe
+    of the user, so an unprivileged service (16384 pages = 64 MiB by default) holds only 64 pipes
+    of 1 MiB; `processes` of one user share it. None: no limit (root, or the soft limit is off)."""
+    if os.geteuid() == 0:
+        return None  # CAP_SYS_RESOURCE/CAP_SYS_ADMIN: the per-user limits do not apply
+    try:
+        soft = int(open("/proc/sys/fs/pipe-user-pages-soft").read())  # noqa: SIM115 - one read
+    except (OSError, ValueError):
+        return None
+    return int(soft * PIPE_BUDGET_SHARE / max(1, processes)) if soft > 0 else None
+
+
 class PipePool:
-    def __init__(self, limit: int = PIPE_POOL_MAX) -> None:
+    """Pipes lent to the pumps while they hold data. Each is made 1 MiB while the user's pipe
+    budget (`user_pipe_budget`) allows it, else 64 KiB, so a service account never falls to
+    the kernel's 8 KiB pipes; the pages of every pipe made and not closed are counted."""
+
+    def __init__(self, limit: int = PIPE_POOL_MAX, page_budget: int | None = -1, processes: int = 1) -> None:
         self._free: list[tuple[int, int]] = []
         self.limit = limit
+        self.page_budget = user_pipe_budget(processes) if page_budget == -1 else page_budget
+        self.pages = 0  # pages of the pipes this pool made and has not closed
+        self._sizes: dict[int, int] = {}  # write fd -> its pipe's pages
 
     def get(self) -> tuple[int, int]:
         if self._free:
             return self._free.pop()
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        size = PIPE_SIZE
+        if self.page_budget is not None and self.pages + PIPE_SIZE // PAGE > self.page_budget:
+            size = SMALL_PIPE_SIZE
         with contextlib.suppress(OSError):  # a lower pipe-max-size: keep the default 64 KiB
-            fcntl.fcntl(w, F_SETPIPE_SZ, PIPE_SIZE)
+            fcntl.fcntl(w, F_SETPIPE_SZ, size)
+        pages = fcntl.fcntl(w, F_GETPIPE_SZ) // PAGE
+        self._sizes[w] = pages
+        self.pages += pages
         return r, w
 
     def put(self, pipe: tuple[int, int]) -> None:
         """Return an EMPTY pipe; a pipe with data in it must be discarded instead."""
-        if len(self._free) < self.limit:
+        over_budget = self.page_budget is not None and self.pages > self.page_budget
+        if len(self._free) < self.limit and not over_budget:
             self._free.append(pipe)
         else:
-            discard(pipe)
+            self.discard(pipe)
+
+    def discard(self, pipe: tuple[int, int]) -> None:
+        self.pages -= self._sizes.pop(pipe[1], 0)
+        for fd in pipe:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def close(self) -> None:
         while self._free:
-            discard(self._free.pop())
-
-
-def discard(pipe: tuple[int, int]) -> None:
-    for fd in pipe:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+            self.discard(self._free.pop())
 
 
 class Direction:
@@ -94,7 +128,7 @@ class Direction:
             self.waiting_writable = False
         if self.pipe is not None:
             if self.pending:
-                discard(self.pipe)  # data that can no longer be delivered
+                self.pool.discard(self.pipe)  # data that can no longer be delivered
             else:
                 self.pool.put(self.pipe)
             self.pipe, self.pending = None, 0

@@ -159,7 +159,7 @@ class Worker:
         ctx = self.ctx
         assert ctx is not None
         ctx.configure(setup.settings)
-        ctx.splice = (ctx.splice or PipePool()) if setup.settings.splice else None
+        ctx.splice = (ctx.splice or PipePool(processes=setup.settings.processes)) if setup.settings.splice else None
         wanted = {(host, port): name for name, host, port in setup.listen}
         for address in set(self.listeners) - set(wanted):
             self.listeners.pop(address).close()
