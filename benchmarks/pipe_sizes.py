@@ -80,7 +80,8 @@ async def main(mib: int, reps: int) -> None:
     print(f"splice relay, {mib} MiB one way, median of {reps} runs (uid {os.geteuid()})")
     for label, size in SIZES.items():
         rates = [await one_run(size, mib << 20) for _ in range(reps)]
-        print(f"  pipe {label:36s} {statistics.median(rates):8.0f} MiB/s  (runs: {', '.join(f'{r:.0f}' for r in rates)})")
+        runs = ", ".join(f"{r:.0f}" for r in rates)
+        print(f"  pipe {label:36s} {statistics.median(rates):8.0f} MiB/s  (runs: {runs})")
 
 
 if __name__ == "__main__":
