@@ -26,6 +26,7 @@ from rdpbalancer.directory.sync import DirectorySync
 from rdpbalancer.handoff import HandoffError, Handover, Predecessor, RuntimeState, Takeover
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.metrics import Metrics
+from rdpbalancer.netaddr import format_addr
 from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.limits import NewUserBudget
 from rdpbalancer.policy.model import AdminState
@@ -33,7 +34,7 @@ from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 from rdpbalancer.relay.context import RelayContext, Stats
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import ListenError, open_listeners
-from rdpbalancer.relay.sockets import format_addr, steer_group_to_first, unsteer_group
+from rdpbalancer.relay.sockets import steer_group_to_first, unsteer_group
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.store.redis import ClusterView, RedisSettings, RedisStickyStore
 from rdpbalancer.store.sqlite import SqliteStickyStore

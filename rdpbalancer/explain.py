@@ -16,13 +16,13 @@ from rdpbalancer.config.compile import compile_config
 from rdpbalancer.config.schema import Config
 from rdpbalancer.directory.build import build_directory
 from rdpbalancer.directory.model import GroupSnapshot
+from rdpbalancer.netaddr import format_addr
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.identity import printable, source_ip_key, user_key
 from rdpbalancer.policy.model import Decision, RouteRequest
 from rdpbalancer.policy.rules import Trace
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.proto.tokens import msts_target, tsv_collection
-from rdpbalancer.relay.sockets import format_addr
 from rdpbalancer.store.sqlite import SqliteStickyStore
 
 

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from rdpbalancer.config.routing import RouteConfig
 from rdpbalancer.config.schema import Config
 from rdpbalancer.health.state import CheckSpec
+from rdpbalancer.netaddr import format_addr
 from rdpbalancer.policy.engine import RoutingPolicy
 from rdpbalancer.policy.identity import user_key
 from rdpbalancer.policy.limits import LimitSettings
 from rdpbalancer.policy.model import AdminState, BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
 from rdpbalancer.policy.rules import Route, TimeRule
-from rdpbalancer.relay.context import RelaySettings
-from rdpbalancer.relay.sockets import format_addr
-from rdpbalancer.relay.splice import AVAILABLE as SPLICE_AVAILABLE
+from rdpbalancer.settings import RelaySettings
 
 FDS_PER_CONNECTION = 4  # client and server sockets, plus a splice pipe pair while bytes are in flight
 RESERVED_FDS = 256  # listeners, the sticky store, health probes, the admin API, logs, LDAP
 DEFAULT_MAX_CONNECTIONS = 10_000  # [limits] max_connections when the open-file limit allows it
+SPLICE_AVAILABLE = hasattr(os, "splice")  # Linux, Python 3.10+: relay/splice.py
 
 
 @dataclass(frozen=True, slots=True)

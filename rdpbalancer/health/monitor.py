@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from rdpbalancer.health.probes import ProbeResult, probe
 from rdpbalancer.health.state import CheckSpec, Health, HealthTracker, Transition, first_delay, next_delay
 from rdpbalancer.policy.engine import Router
-from rdpbalancer.relay.tasks import TaskSet
+from rdpbalancer.tasks import TaskSet
 
 log = logging.getLogger("rdpbalancer.health")
 

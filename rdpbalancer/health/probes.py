@@ -11,6 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from rdpbalancer.netaddr import describe_os_error
 from rdpbalancer.proto import (
     PROTOCOL_HYBRID,
     PROTOCOL_SSL,
@@ -19,7 +20,6 @@ from rdpbalancer.proto import (
     ServerHandshake,
     build_connection_request,
 )
-from rdpbalancer.relay.sockets import describe_os_error
 
 PROBE_REQUEST = build_connection_request(cookie=None, requested_protocols=PROTOCOL_SSL | PROTOCOL_HYBRID)
 READ_CHUNK = 512  # a Connection Confirm is 11 or 19 bytes

@@ -8,31 +8,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
-from rdpbalancer.policy.limits import Admission, LimitSettings
+from rdpbalancer.policy.limits import Admission
 from rdpbalancer.relay.control import Control
 from rdpbalancer.relay.splice import PipePool
-from rdpbalancer.relay.tasks import TaskSet
+from rdpbalancer.settings import RelaySettings
+from rdpbalancer.tasks import TaskSet
 
 RECENT_DECISIONS = 200  # routing outcomes kept for the dashboard
 
 
 def _ignore(_seconds: float) -> None:
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class RelaySettings:
-    handshake_timeout_s: float = 5.0  # time for the client to send its Connection Request
-    connect_timeout_s: float = 4.0  # overall budget to reach a backend, all attempts included
-    strip_domain: bool = True
-    splice: bool = False  # relay with os.splice instead of copying through Python
-    limits: LimitSettings = field(default_factory=LimitSettings)  # this process's share of [limits]
-    proxy_listeners: frozenset[str] = frozenset()  # listener names whose clients send a PROXY header first
-    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
-    processes: int = 1  # the primary and its workers: they share the service user's pipe budget
 
 
 @dataclass(slots=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from rdpbalancer.netaddr import format_addr
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.session import ClientSide
-from rdpbalancer.relay.sockets import format_addr, tune_socket
+from rdpbalancer.relay.sockets import tune_socket
 
 LISTEN_BACKLOG = 1024  # a logon storm arrives in bursts; the kernel caps it at somaxconn anyway
 

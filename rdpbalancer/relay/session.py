@@ -23,6 +23,7 @@ from collections.abc import Awaitable
 from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
+from rdpbalancer.netaddr import describe_os_error, format_addr
 from rdpbalancer.policy.identity import printable, user_key
 from rdpbalancer.policy.limits import Refusal, source_of
 from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
@@ -31,7 +32,7 @@ from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.proto.proxy import parse_proxy_header
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.control import ControlUnavailable, Reassigned, SessionInfo
-from rdpbalancer.relay.sockets import connect_raw, describe_os_error, format_addr, peer_host, reset, tune
+from rdpbalancer.relay.sockets import connect_raw, peer_host, reset, tune
 from rdpbalancer.relay.splice import SplicePump
 
 log = logging.getLogger("rdpbalancer.session")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import socket
 import struct
 
@@ -29,17 +28,6 @@ def peer_host(transport: asyncio.BaseTransport) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return "unknown", 0
-
-
-def format_addr(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def describe_os_error(exc: OSError) -> str:
-    """'Connection refused' rather than uvloop's "Connect call failed ('10.0.0.1', 3389)"."""
-    if exc.errno:
-        return os.strerror(exc.errno)
-    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def tune_socket(sock: socket.socket) -> None:

@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rdpbalancer.policy.model import Decision, Server
-from rdpbalancer.relay.context import RelaySettings, Stats
+from rdpbalancer.relay.context import Stats
 from rdpbalancer.relay.control import LocalControl, Reassigned, SessionInfo
 from rdpbalancer.runtime import own_command
+from rdpbalancer.settings import RelaySettings
 from rdpbalancer.workers.ipc import Channel, Message
 
 if TYPE_CHECKING:

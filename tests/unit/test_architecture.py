@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,3 +54,17 @@ def test_nothing_imports_the_composition_root(path: Path) -> None:
 @pytest.mark.parametrize("path", sorted((PACKAGE / "store").glob("*.py")), ids=lambda p: p.name)
 def test_adapters_do_not_reach_into_the_shell(path: Path) -> None:
     assert not offending(path, {"rdpbalancer.relay", "rdpbalancer.app", "rdpbalancer.config"})
+
+
+def test_ctl_imports_only_the_standard_library() -> None:
+    """`rdpbalancer ctl` runs on admin workstations: importing it loads no third-party package
+    and nothing of the balancer but itself, the package's version and `runtime`."""
+    code = "import sys, rdpbalancer.ctl, json; print(json.dumps(sorted(sys.modules)))"
+    # -S: no site-packages at all, so a third-party import fails outright; the tree via PYTHONPATH
+    out = subprocess.run([sys.executable, "-S", "-P", "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    loaded = json.loads(out.stdout)
+    third_party = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names) - {"rdpbalancer", "__main__"}
+    assert not third_party, f"rdpbalancer.ctl loads {sorted(third_party)}"
+    ours = {m for m in loaded if m.startswith("rdpbalancer.") and not m.startswith("rdpbalancer.ctl")}
+    assert ours <= {"rdpbalancer.runtime"}, ours

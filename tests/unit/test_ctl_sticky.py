@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from rdpbalancer.ctl_client import EXIT_USAGE, CtlError, Target
-from rdpbalancer.ctl_sticky import EXPORT_OVERLAP, export_entries, import_entries, parse_export, parse_haproxy_dump
+from rdpbalancer.ctl.client import EXIT_USAGE, CtlError, Target
+from rdpbalancer.ctl.sticky import EXPORT_OVERLAP, export_entries, import_entries, parse_export, parse_haproxy_dump
 
 
 class FakeTable:

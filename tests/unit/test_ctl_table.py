@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rdpbalancer.ctl_table import (
+from rdpbalancer.ctl.table import (
     display_width,
     format_age,
     format_bytes,

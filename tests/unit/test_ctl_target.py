@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rdpbalancer.ctl import main
-from rdpbalancer.ctl_client import (
+from rdpbalancer.ctl.client import (
     DEFAULT_URL,
     EXIT_USAGE,
     CtlError,

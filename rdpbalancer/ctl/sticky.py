@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from rdpbalancer.ctl_client import EXIT_USAGE, ApiClient, CtlError
-from rdpbalancer.ctl_table import safe
+from rdpbalancer.ctl.client import EXIT_USAGE, ApiClient, CtlError
+from rdpbalancer.ctl.table import safe
 
 EXPORT_PAGE = 1000  # the API's largest page (admin.api.MAX_PAGE)
 # The table is kept in least-recently-used order: a user who connects during an export moves to

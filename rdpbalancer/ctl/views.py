@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rdpbalancer.ctl_table import (
+from rdpbalancer.ctl.table import (
     MISSING,
     age_since,
     format_bytes,

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rdpbalancer import ctl_views as views
-from rdpbalancer.ctl_client import EXIT_USAGE, ApiClient, CtlError
-from rdpbalancer.ctl_sticky import export_entries, import_entries, parse_export, parse_haproxy_dump
-from rdpbalancer.ctl_table import safe
+from rdpbalancer.ctl import views
+from rdpbalancer.ctl.client import EXIT_USAGE, ApiClient, CtlError
+from rdpbalancer.ctl.sticky import export_entries, import_entries, parse_export, parse_haproxy_dump
+from rdpbalancer.ctl.table import safe
 
 
 @dataclass(slots=True)

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rdpbalancer import ctl_commands as cmd
-from rdpbalancer.ctl_client import (
+from rdpbalancer.ctl import commands as cmd
+from rdpbalancer.ctl.client import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_URL,
     EXIT_USAGE,
@@ -31,9 +31,9 @@ from rdpbalancer.ctl_client import (
     CtlError,
     resolve_target,
 )
-from rdpbalancer.ctl_commands import Command, Output
-from rdpbalancer.ctl_sticky import IMPORT_CHUNK
-from rdpbalancer.ctl_table import safe
+from rdpbalancer.ctl.commands import Command, Output
+from rdpbalancer.ctl.sticky import IMPORT_CHUNK
+from rdpbalancer.ctl.table import safe
 from rdpbalancer.runtime import positive_seconds
 
 MAX_WEIGHT = 256  # config.types.MAX_WEIGHT; the API checks it too
