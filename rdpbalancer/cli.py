@@ -103,10 +103,11 @@ def _run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    from rdpbalancer.admin.server import AdminError
+    from rdpbalancer.admin.errors import AdminError
     from rdpbalancer.app import Balancer
     from rdpbalancer.directory.errors import DirectoryError
-    from rdpbalancer.handoff import HandoffError, Takeover
+    from rdpbalancer.handoff import HandoffError
+    from rdpbalancer.handoff.new import Takeover
     from rdpbalancer.logs import setup_logging
     from rdpbalancer.relay.listener import ListenError
     from rdpbalancer.store import StoreError

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,9 +17,7 @@ from prometheus_client.registry import Collector
 
 from rdpbalancer import __version__
 from rdpbalancer.policy.limits import Refusal
-
-if TYPE_CHECKING:
-    from rdpbalancer.app import Balancer
+from rdpbalancer.ports import ReadModel
 
 P = "rdpbalancer_"
 # latency buckets in seconds: a LAN connect is ~0.2 ms, a slow WAN client's CR can take seconds
@@ -29,7 +26,7 @@ ROUTED = ("sticky-hit", "new", "failover", "routing-token", "no-cookie")
 
 
 class Metrics:
-    def __init__(self, bal: Balancer) -> None:
+    def __init__(self, view: ReadModel) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.handshake = Histogram(P + "handshake_duration_seconds",
                                    "Time from accept to a complete Connection Request",
@@ -39,7 +36,7 @@ class Metrics:
                                          buckets=LATENCY_BUCKETS, registry=self.registry)
         self.health_check = Histogram(P + "health_check_duration_seconds", "Duration of active health checks",
                                       ["check"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.registry.register(_StateCollector(bal))
+        self.registry.register(_StateCollector(view))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -54,8 +51,8 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
 
 
 class _StateCollector(Collector):
-    def __init__(self, bal: Balancer) -> None:
-        self.bal = bal
+    def __init__(self, view: ReadModel) -> None:
+        self.bal = view
 
     def collect(self) -> Iterator[Metric]:
         yield from self._build()
@@ -91,7 +88,7 @@ class _StateCollector(Collector):
         for server, n in sorted(stats.connect_failures.items()):
             failures.add_metric([server], n)
         yield failures
-        live = [s for s in self.bal.ctx.sessions.values() if s.relaying]
+        live = [s for s in self.bal.sessions.values() if s.relaying]
         up = stats.bytes_up + sum(s.bytes_up for s in live)
         down = stats.bytes_down + sum(s.bytes_down for s in live)
         relayed = _counter("bytes", "Bytes relayed", ["direction"])
@@ -104,13 +101,12 @@ class _StateCollector(Collector):
             active.add_metric([pool, server], n)
         yield active
         yield GaugeMetricFamily(P + "handshakes_pending", "Connections still sending their Connection Request",
-                                value=len(self.bal.ctx.sessions) - len(live)
-                                + (self.bal.workers.handshaking if self.bal.workers else 0))
+                                value=self.bal.handshaking())
         # leak detectors: both return to their idle value once the connections are gone
         yield GaugeMetricFamily(P + "event_loop_tasks", "asyncio tasks alive in this process",
                                 value=_tasks_alive())
         yield GaugeMetricFamily(P + "limits_tracked_sources", "Client addresses the limits hold state for",
-                                value=self.bal.ctx.admission.sources() + self.bal.control.new_users.sources())
+                                value=self.bal.tracked_sources())
 
     def _servers(self) -> Iterator[Metric]:
         bal = self.bal
@@ -148,7 +144,7 @@ class _StateCollector(Collector):
         writes.add_metric(["success"], bal.store.commits)
         writes.add_metric(["failure"], bal.store.failures)
         yield writes
-        if hasattr(bal.store, "available"):
+        if bal.store.shared:
             yield GaugeMetricFamily(P + "sticky_store_shared_up", "1 when the shared store (Redis) answers",
                                     value=1 if bal.store.available else 0)
             yield CounterMetricFamily(P + "sticky_store_conflicts", "Users another node had placed first (or "
@@ -159,7 +155,7 @@ class _StateCollector(Collector):
 
     def _directory_and_config(self) -> Iterator[Metric]:
         bal = self.bal
-        status = bal.directory.status()
+        status = bal.directory_status()
         yield GaugeMetricFamily(P + "directory_sync_ok", "1 when the last directory fetch succeeded",
                                 value=0 if status.last_error else 1)
         if status.age_s is not None:
@@ -169,11 +165,11 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(P + "directory_last_success_timestamp_seconds",
                                     "When the directory last answered", value=status.last_success)
         reloads = _counter("config_reloads", "Configuration reloads", ["result"])
-        reloads.add_metric(["success"], bal.status.reloads_ok)
-        reloads.add_metric(["failure"], bal.status.reloads_failed)
+        reloads.add_metric(["success"], bal.config_status.reloads_ok)
+        reloads.add_metric(["failure"], bal.config_status.reloads_failed)
         yield reloads
         yield GaugeMetricFamily(P + "config_last_reload_ok", "0 while the last reload attempt failed",
-                                value=0 if bal.status.last_reload_error else 1)
+                                value=0 if bal.config_status.last_reload_error else 1)
         yield CounterMetricFamily(P + "truncated_cookie_ambiguities",
                                   "Truncated cookies standing for users that route differently",
                                   value=bal.router.ambiguous)

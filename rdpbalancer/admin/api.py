@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -41,19 +41,20 @@ from rdpbalancer.admin.inputs import (
     parse_query,
 )
 from rdpbalancer.admin.openapi import OPENAPI
+from rdpbalancer.metrics import Metrics
 from rdpbalancer.policy.identity import admin_key, name_key
 from rdpbalancer.policy.model import AdminState, RouteRequest
 from rdpbalancer.policy.rules import Trace
+from rdpbalancer.ports import OperationsPort, ReadModel
 from rdpbalancer.proto.tokens import msts_target, tsv_collection
-
-if TYPE_CHECKING:
-    from rdpbalancer.app import Balancer
 
 log = logging.getLogger("rdpbalancer.admin")
 
 MAX_BODY_BYTES = 1024 * 1024  # an import of ~10,000 entries; anything larger is refused with 413
 STATIC = Path(__file__).with_name("static")
-BAL_KEY: web.AppKey[Balancer] = web.AppKey("balancer")
+VIEW_KEY: web.AppKey[ReadModel] = web.AppKey("view")
+OPS_KEY: web.AppKey[OperationsPort] = web.AppKey("operations")
+METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 
 
 @dataclass(slots=True)
@@ -190,8 +191,12 @@ async def _security_headers(_: web.Request, response: web.StreamResponse) -> Non
 
 # -- helpers ------------------------------------------------------------------------------------------
 
-def _bal(request: web.Request) -> Balancer:
-    return request.app[BAL_KEY]
+def _view(request: web.Request) -> ReadModel:
+    return request.app[VIEW_KEY]
+
+
+def _ops(request: web.Request) -> OperationsPort:
+    return request.app[OPS_KEY]
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -212,7 +217,7 @@ def _query(request: web.Request, model: type[M]) -> M:
 
 def _server_name(request: web.Request) -> str:
     name = request.match_info["name"]
-    if name not in _bal(request).snapshot.policy.servers():
+    if name not in _view(request).snapshot.policy.servers():
         raise ApiError(404, f"no server named {name!r}")
     return name
 
@@ -220,70 +225,68 @@ def _server_name(request: web.Request) -> str:
 # -- handlers -------------------------------------------------------------------------------------
 
 async def healthz(request: web.Request) -> web.Response:
-    bal = _bal(request)
-    listening = bool(bal.listeners)
-    up = [s["name"] for s in views.servers(bal) if s["health"] != "down" and s["admin_state"] != "maint"]
-    store_ok = bal.store.unsaved == 0
+    view = _view(request)
+    listening = bool(view.addresses)
+    up = [s["name"] for s in views.servers(view) if s["health"] != "down" and s["admin_state"] != "maint"]
+    store = view.store
+    store_ok = store.unsaved == 0
     healthy = listening and bool(up)
-    body = {"status": "ok" if healthy and store_ok else "degraded" if healthy else "down",
-            "listeners": listening, "servers_up": len(up), "sticky_store_ok": store_ok}
-    shared = getattr(bal.store, "available", None)
-    if hasattr(bal.store, "available"):
-        store_ok = store_ok and shared is not False
-        body["shared_store_up"] = shared is not False  # Redis away: degraded, still serving
-        body["sticky_store_ok"] = store_ok
-        body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
+    body: dict[str, Any] = {"listeners": listening, "servers_up": len(up)}
+    if store.shared:
+        store_ok = store_ok and store.available is not False
+        body["shared_store_up"] = store.available is not False  # Redis away: degraded, still serving
+    body["sticky_store_ok"] = store_ok
+    body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
     if not store_ok:  # what keepalived's log and an operator's curl should show at once
-        body["sticky_store_error"] = getattr(bal.store, "last_error", None)
+        body["sticky_store_error"] = store.last_error
     return _json(body, 200 if healthy else 503)
 
 
 async def list_servers(request: web.Request) -> web.Response:
-    return _json({"servers": views.servers(_bal(request))})
+    return _json({"servers": views.servers(_view(request))})
 
 
 async def set_state(request: web.Request) -> web.Response:
     name, body = _server_name(request), await _body(request, StateBody)
-    _bal(request).set_admin_state(name, AdminState(body.state))
-    return _json(next(s for s in views.servers(_bal(request)) if s["name"] == name))
+    _ops(request).set_admin_state(name, AdminState(body.state))
+    return _json(next(s for s in views.servers(_view(request)) if s["name"] == name))
 
 
 async def set_weight(request: web.Request) -> web.Response:
     name, body = _server_name(request), await _body(request, WeightBody)
-    _bal(request).set_weight(name, body.weight)
-    return _json(next(s for s in views.servers(_bal(request)) if s["name"] == name))
+    _ops(request).set_weight(name, body.weight)
+    return _json(next(s for s in views.servers(_view(request)) if s["name"] == name))
 
 
 async def list_sessions(request: web.Request) -> web.Response:
-    sessions = [views.session(s) for s in _bal(request).ctx.sessions.values()]
+    sessions = [views.session(s) for s in _view(request).sessions.values()]
     return _json({"sessions": sessions})
 
 
 async def close_session(request: web.Request) -> web.Response:
-    session = _bal(request).ctx.sessions.get(request.match_info["id"])
-    if session is None:
-        raise ApiError(404, f"no session {request.match_info['id']!r}")
-    session.abort("closed by admin")
-    return _json({"closed": session.id})
+    session_id = request.match_info["id"]
+    if not _ops(request).close_session(session_id):
+        raise ApiError(404, f"no session {session_id!r}")
+    return _json({"closed": session_id})
 
 
 def _key(request: web.Request) -> str:
     try:
-        return admin_key(request.match_info["user"], strip_domain=_bal(request).snapshot.config.identity.strip_domain)
+        return admin_key(request.match_info["user"], strip_domain=_view(request).snapshot.config.identity.strip_domain)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
 
 
 async def list_sticky(request: web.Request) -> web.Response:
-    bal, query = _bal(request), _query(request, StickyQuery)
-    entries = [e for e in bal.table if query.server is None or e.server == query.server]
+    view, query = _view(request), _query(request, StickyQuery)
+    entries = [e for e in view.table if query.server is None or e.server == query.server]
     page = entries[query.offset: query.offset + query.limit]
     return _json({"total": len(entries), "offset": query.offset, "entries": [views.entry(e) for e in page]})
 
 
 async def get_sticky(request: web.Request) -> web.Response:
-    bal, key = _bal(request), _key(request)
-    entry = bal.table.get(key, bal.ctx.clock())
+    view, key = _view(request), _key(request)
+    entry = view.table.get(key, time.time())
     if entry is None:
         raise ApiError(404, f"no sticky entry for {key!r}")
     return _json(views.entry(entry))
@@ -292,7 +295,7 @@ async def get_sticky(request: web.Request) -> web.Response:
 async def put_sticky(request: web.Request) -> web.Response:
     key, body = _key(request), await _body(request, StickyBody)
     try:
-        entry = await _bal(request).set_sticky(key, body.server, body.pool)
+        entry = await _ops(request).set_sticky(key, body.server, body.pool)
     except KeyError:
         raise ApiError(400, f"no server named {body.server!r}") from None
     except ValueError as exc:
@@ -302,28 +305,28 @@ async def put_sticky(request: web.Request) -> web.Response:
 
 async def delete_sticky(request: web.Request) -> web.Response:
     key = _key(request)
-    if not await _bal(request).delete_sticky(key):
+    if not await _ops(request).delete_sticky(key):
         raise ApiError(404, f"no sticky entry for {key!r}")
     return _json({"deleted": key})
 
 
 async def flush_sticky(request: web.Request) -> web.Response:
     body = await _body(request, FlushBody)
-    if body.server not in _bal(request).snapshot.policy.servers():
+    if body.server not in _view(request).snapshot.policy.servers():
         raise ApiError(400, f"body.server: no server named {body.server!r}")
-    return _json({"deleted": await _bal(request).flush_sticky(body.server)})
+    return _json({"deleted": await _ops(request).flush_sticky(body.server)})
 
 
 async def import_sticky(request: web.Request) -> web.Response:
     """Body: {"entries": [{"user": "alice", "server": "TS01", "pool": optional}, ...]}: each entry
     is checked on its own; the good ones land, the others are listed (207)."""
-    bal, body = _bal(request), await _body(request, ImportBody)
+    view, ops, body = _view(request), _ops(request), await _body(request, ImportBody)
     imported, errors = 0, []
     for i, item in enumerate(body.entries):
         try:
             entry = check_entry(item)
-            key = admin_key(entry.user, strip_domain=bal.snapshot.config.identity.strip_domain)
-            await bal.set_sticky(key, entry.server, entry.pool)
+            key = admin_key(entry.user, strip_domain=view.snapshot.config.identity.strip_domain)
+            await ops.set_sticky(key, entry.server, entry.pool)
             imported += 1
         except (InputError, ValueError) as exc:
             errors.append(f"entries[{i}]: {exc}")
@@ -333,26 +336,27 @@ async def import_sticky(request: web.Request) -> web.Response:
 
 
 async def reload(request: web.Request) -> web.Response:
-    error = await _bal(request).reload()
+    error = await _ops(request).reload()
     if error is not None:
         raise ApiError(422, error)
-    return _json({"reloaded": True, "config": views.config_status(_bal(request))})
+    return _json({"reloaded": True, "config": views.config_status(_view(request))})
 
 
 async def explain(request: web.Request) -> web.Response:
-    bal, query = _bal(request), _query(request, ExplainQuery)
+    view, query = _view(request), _query(request, ExplainQuery)
     token = query.token.encode() if query.token else None
     if token is not None and token.startswith(b"msts="):
         token = b"Cookie: " + token
-    strip = bal.snapshot.config.identity.strip_domain
+    strip = view.snapshot.config.identity.strip_domain
     key = name_key(query.user, strip_domain=strip) if query.user else None
-    listener = query.listener or views.config_status(bal)["listen"][0]
+    listener = query.listener or views.config_status(view)["listen"][0]
     req = RouteRequest(query.source, key, msts_target(token), tsv_collection(token), listener)
     trace = Trace()
-    decision = bal.router.preview(req, time.time(), trace)
+    router = view.router
+    decision = router.preview(req, time.time(), trace)
     return _json({
-        "user": key, "candidates": list(bal.router.candidate_users(key)),
-        "groups": sorted({g for u in bal.router.candidate_users(key) for g in bal.router.membership.groups_of(u)}),
+        "user": key, "candidates": list(router.candidate_users(key)),
+        "groups": sorted({g for u in router.candidate_users(key) for g in router.membership.groups_of(u)}),
         "steps": [{"route": label, "matched": ok, "why": why} for label, ok, why in trace.steps],
         "decision": {"reason": str(decision.reason), "pool": decision.pool, "detail": decision.detail,
                      "servers": [s.name for s in decision.candidates], "moved_from": decision.moved_from},
@@ -360,19 +364,18 @@ async def explain(request: web.Request) -> web.Response:
 
 
 async def get_simple(request: web.Request) -> web.Response:
-    bal = _bal(request)
+    view = _view(request)
     what = request.match_info["what"]
     data: dict[str, Callable[[], Any]] = {
-        "routes": lambda: {"routes": views.routes(bal)},
-        "groups": lambda: views.groups(bal),
-        "config": lambda: views.config_status(bal),
-        "decisions": lambda: {"decisions": list(bal.ctx.decisions)[::-1]},
-        "events": lambda: {"events": [views.transition(t) for t in list(bal.monitor.history)[::-1]]},
-        "workers": lambda: {"workers": bal.workers.describe() if bal.workers is not None
-                            else [{"index": 0, "pid": os.getpid(), "alive": True, "role": "primary"}]},
+        "routes": lambda: {"routes": views.routes(view)},
+        "groups": lambda: views.groups(view),
+        "config": lambda: views.config_status(view),
+        "decisions": lambda: {"decisions": list(view.decisions)[::-1]},
+        "events": lambda: {"events": [views.transition(t) for t in list(view.monitor.history)[::-1]]},
+        "workers": lambda: {"workers": view.processes()},
         "pools": lambda: {"pools": [{"name": p.name, "balance": str(p.balance),
                                      "servers": [m.server.name for m in p.members]}
-                                    for p in bal.snapshot.policy.pools]},
+                                    for p in view.snapshot.policy.pools]},
     }
     if what not in data:
         raise ApiError(404, f"unknown resource {what!r}")
@@ -382,10 +385,8 @@ async def get_simple(request: web.Request) -> web.Response:
 async def handoff(request: web.Request) -> web.Response:
     """Start handing the listeners to a new process (this API goes away when it takes over;
     the new process's API answers on the same address). 202: started; the outcome is logged."""
-    bal = _bal(request)
-    if bal.handover is not None:
+    if not _ops(request).start_handoff():
         raise ApiError(409, "a handoff already happened or is in progress")
-    bal.ctx.tasks.spawn(bal.handoff(), name="handoff")
     return _json({"handoff": "started", "old_pid": os.getpid()}, 202)
 
 
@@ -394,7 +395,7 @@ async def openapi(_: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = _bal(request).metrics.exposition()
+    body = request.app[METRICS_KEY].exposition()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -404,9 +405,9 @@ async def dashboard(_: web.Request) -> web.FileResponse:
 
 # -- the application ----------------------------------------------------------------------------------
 
-def build_app(bal: Balancer, auth: Auth) -> web.Application:
+def build_app(view: ReadModel, ops: OperationsPort, exporter: Metrics, auth: Auth) -> web.Application:
     app = web.Application(middlewares=[_errors, _host_check, _auth, _no_stale_assets], client_max_size=MAX_BODY_BYTES)
-    app[BAL_KEY], app[AUTH_KEY] = bal, auth
+    app[VIEW_KEY], app[OPS_KEY], app[METRICS_KEY], app[AUTH_KEY] = view, ops, exporter, auth
     app.on_response_prepare.append(_security_headers)
     r = app.router
     r.add_get("/healthz", healthz)

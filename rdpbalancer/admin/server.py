@@ -12,15 +12,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from rdpbalancer.admin.api import LOOPBACK_HOSTS, Auth, build_app
+from rdpbalancer.admin.errors import AdminError
+from rdpbalancer.metrics import Metrics
+from rdpbalancer.ports import OperationsPort, ReadModel
 from rdpbalancer.relay.listener import ListenError
 
 if TYPE_CHECKING:
-    from rdpbalancer.app import Balancer
     from rdpbalancer.config.admin import AdminSection
-
-
-class AdminError(Exception):
-    """The admin surface cannot start safely (e.g. a token file others can read)."""
 
 
 def read_token(path: Path | None) -> str | None:
@@ -63,16 +61,18 @@ logging.getLogger("aiohttp.server").addFilter(_QuietBadRequests())
 
 
 class AdminServer:
-    def __init__(self, bal: Balancer) -> None:
-        self.bal = bal
+    def __init__(self, view: ReadModel, ops: OperationsPort, metrics: Metrics, section: AdminSection) -> None:
+        self.view, self.ops, self.metrics = view, ops, metrics
+        self.section = section  # [admin] as started (a change needs a restart; tokens reload)
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
         self.auth = Auth(None, False)
 
     async def start(self) -> None:
-        section = self.bal.snapshot.config.admin
+        section = self.section
         self.auth = Auth(read_token(section.token_file), section.read_auth, *host_names(section))
-        self.runner = web.AppRunner(build_app(self.bal, self.auth), access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(build_app(self.view, self.ops, self.metrics, self.auth), access_log=None,
+                                    handle_signals=False)
         await self.runner.setup()
         try:
             site = web.TCPSite(self.runner, section.listen.host, section.listen.port, reuse_address=True)
@@ -105,6 +105,7 @@ class AdminServer:
         token = read_token(section.token_file)
         self.auth.token, self.auth.read_auth = token, section.read_auth
         self.auth.loopback_hosts, self.auth.extra_hosts = host_names(section)
+        self.section = section
 
     async def stop(self) -> None:
         if self.runner is not None:

@@ -7,22 +7,22 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rdpbalancer.health.state import Transition
 from rdpbalancer.policy.identity import printable
 from rdpbalancer.policy.sticky import StickyEntry
+from rdpbalancer.ports import ReadModel
+from rdpbalancer.relay.context import SessionView
 
-if TYPE_CHECKING:
-    from rdpbalancer.app import Balancer
 
-
-def servers(bal: Balancer) -> list[dict[str, Any]]:
-    policy, router = bal.router.policy, bal.router  # with run-time weight overrides
-    live = Counter(s.server.name for s in bal.ctx.sessions.values() if s.server is not None and s.relaying)
+def servers(view: ReadModel) -> list[dict[str, Any]]:
+    policy, router = view.router.policy, view.router  # with run-time weight overrides
+    live = Counter(s.server.name for s in view.sessions.values() if s.server is not None and s.relaying)
     out = []
     for name, server in policy.servers().items():
-        tracker = bal.monitor.trackers.get(name)
-        spec = bal.monitor.specs.get(name)
+        tracker = view.monitor.trackers.get(name)
+        spec = view.monitor.specs.get(name)
         cond = router.condition(name)
         out.append({
             "name": name,
@@ -30,8 +30,8 @@ def servers(bal: Balancer) -> list[dict[str, Any]]:
             "pools": [{"pool": p.name, "weight": m.weight} for p in policy.pools for m in p.members
                       if m.server.name == name],
             "admin_state": str(cond.admin),
-            "admin_state_config": str(bal.snapshot.admin_states.get(name, "ready")),
-            "admin_state_override": str(bal.admin_overrides[name]) if name in bal.admin_overrides else None,
+            "admin_state_config": str(view.snapshot.admin_states.get(name, "ready")),
+            "admin_state_override": str(view.admin_overrides[name]) if name in view.admin_overrides else None,
             "health": str(tracker.state) if tracker else "unknown",
             "health_since": tracker.since if tracker and tracker.since else None,
             "check": spec.kind if spec else None,
@@ -42,13 +42,13 @@ def servers(bal: Balancer) -> list[dict[str, Any]]:
             if tracker and tracker.last_latency_s is not None else None,
             "active_sessions": live[name],
             "connections": router.connections[name],
-            "homed_users": bal.table.homed(name),
+            "homed_users": view.table.homed(name),
             "down_for_s": round(cond.down_for(time.time()), 1) if not cond.up else None,
         })
     return out
 
 
-def session(s: Any) -> dict[str, Any]:
+def session(s: SessionView) -> dict[str, Any]:
     return {
         "id": s.id,
         "state": s.state.value,
@@ -61,7 +61,7 @@ def session(s: Any) -> dict[str, Any]:
         "started": s.started_wall,
         "bytes_up": s.bytes_up,
         "bytes_down": s.bytes_down,
-        "worker": getattr(s, "worker", 0),
+        "worker": s.worker,
     }
 
 
@@ -70,9 +70,9 @@ def entry(e: StickyEntry) -> dict[str, Any]:
             "last_used": e.last_used, "active_sessions": e.active}
 
 
-def routes(bal: Balancer) -> list[dict[str, Any]]:
+def routes(view: ReadModel) -> list[dict[str, Any]]:
     out = []
-    for r in bal.snapshot.policy.routes:
+    for r in view.snapshot.policy.routes:
         out.append({
             "label": r.label, "pool": r.pool, "deny": r.deny,
             "users": sorted(r.users) if r.users is not None else None,
@@ -84,13 +84,13 @@ def routes(bal: Balancer) -> list[dict[str, Any]]:
     return out
 
 
-def groups(bal: Balancer) -> dict[str, Any]:
-    status = bal.directory.status()
+def groups(view: ReadModel) -> dict[str, Any]:
+    status = view.directory_status()
     return {
         "groups": {name: {"size": status.group_sizes.get(name, 0),
                           "source": "ldap" if g.ldap else "file" if g.file else "static",
                           "error": status.file_errors.get(name)}
-                   for name, g in bal.snapshot.config.groups.items()},
+                   for name, g in view.snapshot.config.groups.items()},
         "directory": {
             "source": status.source, "age_s": status.age_s, "last_success": status.last_success,
             "last_attempt": status.last_attempt, "last_error": status.last_error,
@@ -98,15 +98,15 @@ def groups(bal: Balancer) -> dict[str, Any]:
     }
 
 
-def config_status(bal: Balancer) -> dict[str, Any]:
-    st = bal.status
+def config_status(view: ReadModel) -> dict[str, Any]:
+    st = view.config_status
     return {"file": st.path, "loaded_at": st.loaded_at, "last_reload_at": st.last_reload_at,
             "last_reload_error": st.last_reload_error, "reloads_ok": st.reloads_ok,
             "reloads_failed": st.reloads_failed,
-            "listen": [f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in bal.addresses]}
+            "listen": [f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in view.addresses]}
 
 
-def transition(t: Any) -> dict[str, Any]:
+def transition(t: Transition) -> dict[str, Any]:
     return {"server": t.server, "old": str(t.old), "new": str(t.new), "at": t.at, "reason": t.reason,
             "last_error": t.last_error}
 

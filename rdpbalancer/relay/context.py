@@ -2,21 +2,64 @@
 
 from __future__ import annotations
 
+import enum
 import itertools
 import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from rdpbalancer.policy.limits import Admission
+from rdpbalancer.policy.model import Decision, Server
 from rdpbalancer.relay.control import Control
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.settings import RelaySettings
 from rdpbalancer.tasks import TaskSet
 
 RECENT_DECISIONS = 200  # routing outcomes kept for the dashboard
+
+
+class State(enum.Enum):
+    """Where a session is in its life (relay/session.py)."""
+
+    HANDSHAKE = "handshake"
+    ROUTING = "routing"
+    RELAY = "relay"
+    CLOSED = "closed"
+
+
+class SessionView(Protocol):
+    """A connection as the registry, the admin API and the metrics see it: a Session of this
+    process, or a worker's relaying session as the primary knows it (workers/primary.py)."""
+
+    id: str
+    user: str | None
+    client_addr: tuple[str, int]
+    listener: str
+    started_wall: float
+    worker: int  # 0: this process
+
+    @property
+    def state(self) -> State: ...
+
+    @property
+    def decision(self) -> Decision | None: ...
+
+    @property
+    def server(self) -> Server | None: ...
+
+    @property
+    def relaying(self) -> bool: ...
+
+    @property
+    def bytes_up(self) -> int: ...
+
+    @property
+    def bytes_down(self) -> int: ...
+
+    def abort(self, reason: str) -> None: ...
 
 
 def _ignore(_seconds: float) -> None:
@@ -42,7 +85,7 @@ class RelayContext:
     clock: Callable[[], float] = time.time  # wall clock: sticky times outlive the process
     tasks: TaskSet = field(default_factory=TaskSet)
     stats: Stats = field(default_factory=Stats)
-    sessions: dict[str, Any] = field(default_factory=dict)  # id -> Session, for the admin API
+    sessions: dict[str, SessionView] = field(default_factory=dict)  # id -> every connection, for the API
     decisions: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_DECISIONS))
     observe_handshake: Callable[[float], None] = _ignore  # seconds from accept to a complete CR
     observe_connect: Callable[[float], None] = _ignore  # seconds to connect to a server
@@ -60,7 +103,7 @@ class RelayContext:
         self.settings = settings
         self.admission.reconfigure(settings.limits)
 
-    def record_decision(self, session: Any, reason: str, server: str | None, detail: str = "") -> None:
+    def record_decision(self, session: SessionView, reason: str, server: str | None, detail: str = "") -> None:
         """Keep the latest routing outcomes for the dashboard and the API."""
         decision = session.decision
         self.decisions.append({

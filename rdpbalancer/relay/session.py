@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import socket
@@ -30,7 +29,7 @@ from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.proto.proxy import parse_proxy_header
-from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.context import RelayContext, State
 from rdpbalancer.relay.control import ControlUnavailable, Reassigned, SessionInfo
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset, tune
 from rdpbalancer.relay.splice import SplicePump
@@ -70,13 +69,6 @@ refusals = _RefusalLog()
 
 class _ClientLeft(Exception):
     pass
-
-
-class State(enum.Enum):
-    HANDSHAKE = "handshake"
-    ROUTING = "routing"
-    RELAY = "relay"
-    CLOSED = "closed"
 
 
 class Leg(asyncio.Protocol):
@@ -140,6 +132,8 @@ class ClientSide(Leg):
 
 
 class Session:
+    worker = 0  # relayed by this process (a worker's sessions are RemoteSession in the primary)
+
     def __init__(self, ctx: RelayContext, listener: str, client: Leg) -> None:
         self.ctx = ctx
         self.id = ctx.new_session_id()

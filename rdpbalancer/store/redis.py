@@ -29,6 +29,7 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel
 
 from rdpbalancer.policy.sticky import Change, StickyEntry
+from rdpbalancer.store.port import ClusterView
 from rdpbalancer.store.sqlite import SqliteStickyStore
 
 log = logging.getLogger("rdpbalancer.store")
@@ -80,15 +81,6 @@ class RedisSettings:
     timeout_s: float = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class ClusterView:
-    """What the other nodes publish: their connections per server, and the shared admin settings."""
-
-    others: dict[str, int]
-    admin_states: dict[str, str]
-    weights: dict[str, int]
-
-
 class RedisStickyStore:
     def __init__(self, settings: RedisSettings, *, ttl_s: float, local: SqliteStickyStore) -> None:
         self.settings = settings
@@ -114,6 +106,8 @@ class RedisStickyStore:
     @property
     def commits(self) -> int:
         return self.local.commits
+
+    shared = True  # other nodes write it too
 
     def load(self) -> Sequence[StickyEntry]:
         """Redis's entries (a blocking read, called in a thread at start); its local copy when
@@ -179,86 +173,6 @@ class RedisStickyStore:
         for watcher in self._sentinels:
             await watcher.aclose()
         await self.local.close()
-
-    # -- the cluster: session counts and admin states ----------------------------------------------
-
-    async def exchange(self, node: str, counts: dict[str, int], expire_s: float) -> ClusterView | None:
-        """Publish this node's per-server connections (gone `expire_s` after its last beat, so
-        a crashed node's sessions leave the totals); the other nodes' sum and the shared admin
-        states and weights. None while Redis is away."""
-        if self._client is None or self.available is False:
-            return None
-        p = self.settings.key_prefix
-        try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.delete(f"{p}load:{node}")
-                if counts:
-                    pipe.hset(f"{p}load:{node}", mapping=counts)
-                pipe.pexpire(f"{p}load:{node}", int(expire_s * 1000))
-                # feed stamps older than the ttl name entries that have expired everywhere
-                pipe.zremrangebyscore(self._feed, "-inf", (time.time() - self.ttl_s - FEED_SLACK_S) * 1000)
-                await pipe.execute()
-            others: dict[str, int] = {}
-            async for key in self._client.scan_iter(match=f"{p}load:*", count=1000):
-                if key.decode() == f"{p}load:{node}":
-                    continue
-                for server, count in (await self._client.hgetall(key)).items():
-                    others[server.decode()] = others.get(server.decode(), 0) + int(count)
-            states = {k.decode(): v.decode() for k, v in (await self._client.hgetall(f"{p}admin")).items()}
-            weights = {}
-            for k, v in (await self._client.hgetall(f"{p}weight")).items():
-                with contextlib.suppress(ValueError):
-                    weights[k.decode()] = int(v)
-        except (redis.RedisError, OSError) as exc:
-            self._down(exc)
-            return None
-        return ClusterView(others, states, weights)
-
-    async def pull(self) -> list[tuple[str, StickyEntry | None]] | None:
-        """Users another node (or this one) wrote or deleted since the last pull, with Redis's
-        entry now (None: deleted or expired); mirrored into the local copy. So every node's
-        table, and its homed-user counts, follow the cluster's. None while Redis is away."""
-        if self._client is None or self.available is False:
-            return None
-        try:
-            if self._cursor is None:
-                seconds, micros = await self._client.time()
-                self._cursor = seconds * 1000 + micros // 1000
-                return []
-            stamped = await self._client.zrangebyscore(self._feed, self._cursor, "+inf", start=0,
-                                                       num=PULL_BATCH, withscores=True)
-            if not stamped:
-                return []
-            async with self._client.pipeline(transaction=False) as pipe:
-                for member, _score in stamped:
-                    pipe.hgetall(self._key(member.decode()))
-                found = await pipe.execute()
-        except (redis.RedisError, OSError) as exc:
-            self._down(exc)
-            return None
-        # inclusive: a stamp in the same ms as the last one is read again next time (harmless)
-        self._cursor = max(score for _member, score in stamped)
-        pulled = [(member.decode(), _entry(member.decode(), fields))
-                  for (member, _score), fields in zip(stamped, found, strict=True)]
-        puts = tuple(e for _k, e in pulled if e is not None)
-        deletes = tuple(k for k, e in pulled if e is None)
-        self.local.apply_later(Change(put=puts, delete=deletes))
-        return pulled
-
-    async def share(self, setting: str, server: str, value: str) -> None:
-        """An administrator's setting ("admin": drain/ready/maint, or "weight") for every node
-        (best effort: while Redis is away it stays on this node, and the outage is logged)."""
-        if self._client is None:
-            return
-        try:
-            await self._client.hset(f"{self.settings.key_prefix}{setting}", server, value)
-        except (redis.RedisError, OSError) as exc:
-            self._down(exc)
-
-    async def leave(self, node: str) -> None:
-        if self._client is not None and self.available is not False:
-            with contextlib.suppress(redis.RedisError, OSError):
-                await self._client.delete(f"{self.settings.key_prefix}load:{node}")
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -412,3 +326,90 @@ def _entry(key: str, fields: dict[bytes, bytes]) -> StickyEntry | None:
                            float(fields[b"created"]), float(fields[b"last_used"]))
     except (KeyError, ValueError, AttributeError, TypeError):
         return None
+
+
+class RedisCluster:
+    """The cluster channel over the store's Redis connection (store/port.py `ClusterChannel`):
+    every node publishes its connections per server each heartbeat, reads the others' and the
+    shared admin settings, and pulls the change feed into its table and its local copy."""
+
+    def __init__(self, store: RedisStickyStore) -> None:
+        self.store = store
+
+    async def exchange(self, node: str, counts: dict[str, int], expire_s: float) -> ClusterView | None:
+        """Publish this node's per-server connections (gone `expire_s` after its last beat, so
+        a crashed node's sessions leave the totals); the other nodes' sum and the shared admin
+        states and weights. None while Redis is away."""
+        if self.store._client is None or self.store.available is False:
+            return None
+        p = self.store.settings.key_prefix
+        try:
+            async with self.store._client.pipeline(transaction=True) as pipe:
+                pipe.delete(f"{p}load:{node}")
+                if counts:
+                    pipe.hset(f"{p}load:{node}", mapping=counts)
+                pipe.pexpire(f"{p}load:{node}", int(expire_s * 1000))
+                # feed stamps older than the ttl name entries that have expired everywhere
+                pipe.zremrangebyscore(self.store._feed, "-inf", (time.time() - self.store.ttl_s - FEED_SLACK_S) * 1000)
+                await pipe.execute()
+            others: dict[str, int] = {}
+            async for key in self.store._client.scan_iter(match=f"{p}load:*", count=1000):
+                if key.decode() == f"{p}load:{node}":
+                    continue
+                for server, count in (await self.store._client.hgetall(key)).items():
+                    others[server.decode()] = others.get(server.decode(), 0) + int(count)
+            states = {k.decode(): v.decode() for k, v in (await self.store._client.hgetall(f"{p}admin")).items()}
+            weights = {}
+            for k, v in (await self.store._client.hgetall(f"{p}weight")).items():
+                with contextlib.suppress(ValueError):
+                    weights[k.decode()] = int(v)
+        except (redis.RedisError, OSError) as exc:
+            self.store._down(exc)
+            return None
+        return ClusterView(others, states, weights)
+
+    async def pull(self) -> list[tuple[str, StickyEntry | None]] | None:
+        """Users another node (or this one) wrote or deleted since the last pull, with Redis's
+        entry now (None: deleted or expired); mirrored into the local copy. So every node's
+        table, and its homed-user counts, follow the cluster's. None while Redis is away."""
+        if self.store._client is None or self.store.available is False:
+            return None
+        try:
+            if self.store._cursor is None:
+                seconds, micros = await self.store._client.time()
+                self.store._cursor = seconds * 1000 + micros // 1000
+                return []
+            stamped = await self.store._client.zrangebyscore(self.store._feed, self.store._cursor, "+inf", start=0,
+                                                       num=PULL_BATCH, withscores=True)
+            if not stamped:
+                return []
+            async with self.store._client.pipeline(transaction=False) as pipe:
+                for member, _score in stamped:
+                    pipe.hgetall(self.store._key(member.decode()))
+                found = await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            self.store._down(exc)
+            return None
+        # inclusive: a stamp in the same ms as the last one is read again next time (harmless)
+        self.store._cursor = max(score for _member, score in stamped)
+        pulled = [(member.decode(), _entry(member.decode(), fields))
+                  for (member, _score), fields in zip(stamped, found, strict=True)]
+        puts = tuple(e for _k, e in pulled if e is not None)
+        deletes = tuple(k for k, e in pulled if e is None)
+        self.store.local.apply_later(Change(put=puts, delete=deletes))
+        return pulled
+
+    async def share(self, setting: str, server: str, value: str) -> None:
+        """An administrator's setting ("admin": drain/ready/maint, or "weight") for every node
+        (best effort: while Redis is away it stays on this node, and the outage is logged)."""
+        if self.store._client is None:
+            return
+        try:
+            await self.store._client.hset(f"{self.store.settings.key_prefix}{setting}", server, value)
+        except (redis.RedisError, OSError) as exc:
+            self.store._down(exc)
+
+    async def leave(self, node: str) -> None:
+        if self.store._client is not None and self.store.available is not False:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self.store._client.delete(f"{self.store.settings.key_prefix}load:{node}")

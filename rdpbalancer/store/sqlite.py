@@ -188,6 +188,13 @@ class SqliteStickyStore:
 
     # -- the writer thread --------------------------------------------------------------------
 
+    shared = False  # this node's file: its own table decides (lookup is never an authority)
+    available = None  # no shared store to be away
+    conflicts = 0
+
+    async def lookup(self, key: str) -> tuple[bool, StickyEntry | None]:
+        return False, None
+
     @property
     def unsaved(self) -> int:
         """Changes not yet on disk because writing failed (0 when the store is healthy)."""

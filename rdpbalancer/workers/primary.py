@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.policy.model import Decision, Server
-from rdpbalancer.relay.context import Stats
+from rdpbalancer.relay.context import SessionView, State, Stats
 from rdpbalancer.relay.control import LocalControl, Reassigned, SessionInfo
 from rdpbalancer.runtime import own_command
 from rdpbalancer.settings import RelaySettings
-from rdpbalancer.workers.ipc import Channel, Message
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -63,8 +63,6 @@ class RemoteSession:
     relaying = True
 
     def __init__(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
-        from rdpbalancer.relay.session import State  # noqa: PLC0415 - for the API's state field
-
         self.link, self.id, self.info = link, sid, info
         self.state = State.RELAY
         self.decision: Decision = info.decision
@@ -123,7 +121,7 @@ class WorkerLink:
 class WorkerPool:
     """Starts `count - 1` worker processes and serves their control channels."""
 
-    def __init__(self, count: int, control: LocalControl, sessions: dict[str, Any],
+    def __init__(self, count: int, control: LocalControl, sessions: dict[str, SessionView],
                  decisions: deque[dict[str, Any]], setup: Callable[[], WorkerSetup]) -> None:
         self.count = count
         self.control = control

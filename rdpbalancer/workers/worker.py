@@ -19,12 +19,12 @@ import signal
 import socket
 from typing import Any
 
+from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import RelayContext, Stats
 from rdpbalancer.relay.control import ControlUnavailable, Reassigned, Routed, SessionInfo
 from rdpbalancer.relay.listener import open_listeners
 from rdpbalancer.relay.splice import PipePool
-from rdpbalancer.workers.ipc import Channel, Message
 from rdpbalancer.workers.primary import WorkerSetup
 
 log = logging.getLogger("rdpbalancer.worker")

@@ -48,7 +48,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     path = tmp_path / "c.toml"
     path.write_text(text)
     bal = Balancer(parse_config(text, str(path)))
-    bal.status.path = str(path)
+    bal.reloader.status.path = str(path)
     await bal.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -140,7 +140,7 @@ async def test_sessions_list_and_close(api: Api) -> None:
 async def test_reload_ok_and_refused(api: Api) -> None:
     status, body = await api.call("POST", "/api/v1/reload")
     assert status == 200 and body["reloaded"]
-    path = Path(api.bal.status.path)
+    path = Path(api.bal.reloader.status.path)
     good = path.read_text()
     path.write_text(good.replace('name = "default"', 'name = "default"\nbogus = 1'))
     status, err = await api.call("POST", "/api/v1/reload")

@@ -65,7 +65,7 @@ def test_the_description_lists_every_route(admin_url: str, api_schema: schemathe
     from rdpbalancer.admin.api import build_app  # noqa: PLC0415
 
     described = {path for path in api_schema.raw_schema["paths"]}
-    app = build_app(None, None)  # type: ignore[arg-type]  # only its routes are read
+    app = build_app(None, None, None, None)  # type: ignore[arg-type]  # only its routes are read
     routed = {r.resource.canonical for r in app.router.routes() if r.resource is not None}
     routed -= {"/", "/static"}  # the dashboard and its files, not API
     missing = routed - described - {"/api/v1/{what}"}  # the read-only catch-all: each value is described

@@ -97,7 +97,7 @@ async def _start(tmp_path: Path, admin_extra: str) -> tuple[Balancer, list[FakeR
     path = tmp_path / "c.toml"
     path.write_text(text)
     bal = Balancer(parse_config(text, str(path)))
-    bal.status.path = str(path)
+    bal.reloader.status.path = str(path)
     await bal.start()
     # what an unauthorised reload would pick up: TS02's weight 1 -> 5
     path.write_text(text.replace(f'name = "TS02", address = "{farm[1].address}", weight = 1',
@@ -124,11 +124,11 @@ async def _secured(tmp_path: Path, *, with_token: bool) -> AsyncIterator[Secured
         async with aiohttp.ClientSession() as http:
             s = Secured(bal, farm, f"http://127.0.0.1:{bal.admin.port}", http, path, bob)
 
-            async def recorded_handoff() -> str | None:  # the real one would start a new process
+            def recorded_handoff() -> bool:  # the real one would start a new process
                 s.handoffs.append(1)
-                return None
+                return True
 
-            bal.handoff = recorded_handoff  # type: ignore[method-assign]
+            bal.ops.on_handoff = recorded_handoff
             yield s
     finally:
         if bob is not None:
@@ -367,13 +367,13 @@ async def test_a_rotated_token_applies_on_reload_and_an_unsafe_one_is_refused(se
     token_file = secured.config_path.parent / "admin.token"
     new = "rotated-token-0123456789abcdef"
     token_file.write_text(new + "\n")
-    assert await secured.bal.reload() is None
+    assert await secured.bal.reloader.reload() is None
     old_auth = {"Authorization": f"Bearer {TOKEN}"}
     assert (await secured.call("POST", "/api/v1/servers/TS01/state", {"state": "drain"}, headers=old_auth))[0] == 401
     lower = {"Authorization": f"bearer {new}"}  # the scheme is case-insensitive (RFC 7235)
     assert (await secured.call("POST", "/api/v1/servers/TS01/state", {"state": "drain"}, headers=lower))[0] == 200
     token_file.chmod(0o644)  # a reload must not start trusting a file others can read
-    error = await secured.bal.reload()
+    error = await secured.bal.reloader.reload()
     assert error is not None and "accessible by group or others" in error
     assert (await secured.call("POST", "/api/v1/servers/TS01/state", {"state": "ready"}, headers=lower))[0] == 200
 
@@ -381,7 +381,7 @@ async def test_a_rotated_token_applies_on_reload_and_an_unsafe_one_is_refused(se
 async def test_a_changed_admin_listen_address_needs_a_restart(secured: Secured) -> None:
     text = secured.config_path.read_text().replace('[admin]\nlisten = "127.0.0.1:0"', '[admin]\nlisten = "127.0.0.1:1"')
     secured.config_path.write_text(text)
-    error = await secured.bal.reload()
+    error = await secured.bal.reloader.reload()
     assert error is not None and "admin.listen" in error and "restart" in error
 
 
@@ -395,7 +395,7 @@ async def test_a_rebound_host_name_cannot_read_the_loopback_api(secured: Secured
     # a reverse proxy's name, once listed, is accepted (and applies on reload)
     text = secured.config_path.read_text().replace("[admin]\n", '[admin]\nallowed_hosts = ["rdpb.corp.example"]\n', 1)
     secured.config_path.write_text(text)
-    assert await secured.bal.reload() is None
+    assert await secured.bal.reloader.reload() is None
     assert (await secured.call("GET", "/api/v1/sessions", headers={"Host": "rdpb.corp.example"}))[0] == 200
 
 

@@ -91,7 +91,7 @@ async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
     config = tmp_path / "balancer.toml"
     config.write_text(text)
     bal = Balancer(parse_config(text, str(config)))
-    bal.status.path = str(config)
+    bal.reloader.status.path = str(config)
     await bal.start()
     # the same file, with the admin port the balancer got: what an operator's `-c` would read
     config.write_text(text.replace('listen = "127.0.0.1:0"\ntoken_file', f'listen = "127.0.0.1:{bal.admin.port}"\n'
@@ -138,7 +138,7 @@ async def test_drain_ready_maint_and_weight(farm: Farm) -> None:
         assert str(farm.bal.router.condition("TS02").admin) == state
     run = await farm.ctl("weight", "TS01", "7")
     assert run.code == 0 and "default(7)" in run.out
-    assert farm.bal.weight_overrides == {"TS01": 7}
+    assert farm.bal.ops.weight_overrides == {"TS01": 7}
     run = await farm.ctl("--json", "weight", "TS01", "0")
     assert run.code == 0 and run.json()["pools"] == [{"pool": "default", "weight": 0}]
 

@@ -192,7 +192,7 @@ async def test_a_client_leaving_during_the_backend_connect_is_no_fault_of_the_se
             writer.transport.abort()
         accepted, _ = await asyncio.to_thread(slow.accept)  # room again: the retransmitted SYNs get through
         await wait_until(lambda: bal.router.connections["SLOW"] == 0, 10)
-        assert bal.stats().connect_failures["SLOW"] == 0
+        assert bal.view.stats().connect_failures["SLOW"] == 0
         assert not bal.ctx.sessions
         accepted.close()
     filler.close()

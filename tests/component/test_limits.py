@@ -28,7 +28,7 @@ async def refused(port: int, local_host: str = "127.0.0.1") -> bool:
 
 
 def refusals(bal: Balancer) -> dict[str, int]:
-    return dict(bal.stats().refused)
+    return dict(bal.view.stats().refused)
 
 
 def port(bal: Balancer) -> int:
@@ -160,7 +160,7 @@ async def test_proxy_protocol_from_a_trusted_proxy_gives_the_real_client(tmp_pat
         # no header, or junk: refused as malformed
         assert await via_proxy(p, b"", "mallory") is None
         assert await via_proxy(p, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 03389\r\n", "mallory") is None
-        assert bal.stats().malformed["not-proxy"] == 1 and bal.stats().malformed["bad-proxy-v1"] == 1
+        assert bal.view.stats().malformed["not-proxy"] == 1 and bal.view.stats().malformed["bad-proxy-v1"] == 1
     for s in farm:
         await s.stop()
 

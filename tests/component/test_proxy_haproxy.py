@@ -65,7 +65,7 @@ async def test_a_real_haproxy_that_is_not_trusted_gets_nothing_through(tmp_path:
         with haproxy_in_front(tmp_path, port) as (v1, _v2):
             with pytest.raises((ConnectionError, OSError, EOFError)):
                 await where(v1, "spoofed", local_host="127.0.0.6")
-            assert bal.stats().refused["untrusted-proxy"] >= 1  # HAProxy retries a refused connect
+            assert bal.view.stats().refused["untrusted-proxy"] >= 1  # HAProxy retries a refused connect
             assert not bal.ctx.decisions
     for s in farm:
         await s.stop()

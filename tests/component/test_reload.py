@@ -41,12 +41,12 @@ async def test_reload_under_live_traffic_keeps_sessions_and_table(tmp_path: Path
         traffic = asyncio.create_task(stream())
         # reload 1: add C, drop B, re-weight A
         path.write_text(farm_config([("A", farm[0].address, 5), ("C", farm[2].address, 1)], tmp_path / "s.db"))
-        assert await bal.reload() is None
+        assert await bal.reloader.reload() is None
         # reload 2: a broken file is refused, the running configuration stays
         path.write_text("[balancer\nthis is not toml")
-        error = await bal.reload()
+        error = await bal.reloader.reload()
         assert error is not None and "line 1" in error
-        assert bal.status.last_reload_error == error and bal.status.reloads_failed == 1
+        assert bal.reloader.status.last_reload_error == error and bal.reloader.status.reloads_failed == 1
         assert await traffic == 200  # the live session kept flowing through both reloads
         assert [m.server.name for m in bal.snapshot.policy.pools[0].members] == ["A", "C"]
         assert bal.snapshot.policy.pools[0].members[0].weight == 5
@@ -67,8 +67,8 @@ async def test_runtime_admin_state_survives_reload(tmp_path: Path) -> None:
     bal = Balancer(load_config(path))
     await bal.start()
     try:
-        bal.set_admin_state("A", AdminState.DRAIN)
-        assert await bal.reload() is None
+        bal.ops.set_admin_state("A", AdminState.DRAIN)
+        assert await bal.reloader.reload() is None
         assert bal.router.condition("A").admin is AdminState.DRAIN
     finally:
         await bal.stop()
@@ -86,7 +86,7 @@ async def test_reload_adds_and_removes_listeners(tmp_path: Path) -> None:
     try:
         live = await rdp_connect(p1, "alice")
         path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{p2}"))
-        assert await bal.reload() is None
+        assert await bal.reloader.reload() is None
         assert await where(p2, "bob") == "A"
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", p1)) != 0  # the old address is closed

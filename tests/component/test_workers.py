@@ -78,7 +78,7 @@ async def test_leastconn_and_drain_see_every_workers_sessions(tmp_path: Path) ->
                 workers = (await resp.json())["workers"]
         assert len(sessions) == 60 and {s["worker"] for s in sessions} == {0, 1}
         assert [w["role"] for w in workers] == ["primary", "worker"] and workers[1]["alive"]
-        bal.set_admin_state("TS01", "drain")
+        bal.ops.set_admin_state("TS01", "drain")
         more = await asyncio.gather(*(rdp_connect(port, f"new{i:02d}") for i in range(40)))
         assert "TS01" not in {c.server for c in more}
         await close_all(clients + more)
@@ -128,7 +128,7 @@ async def test_reload_reaches_the_workers_and_stop_ends_them(tmp_path: Path) -> 
         first_port = bal.addresses[0][1]
         config.write_text(two_workers(farm, tmp_path / "s.db").replace(
             'listen = ["127.0.0.1:0"]', f'listen = ["127.0.0.1:{first_port}", "127.0.0.2:0"]'))
-        assert await bal.reload() is None
+        assert await bal.reloader.reload() is None
         second = bal.addresses[1]
         assert second[0] == "127.0.0.2"
         clients = await asyncio.gather(*(rdp_connect(second[1], f"r{i}", host="127.0.0.2") for i in range(40)))
@@ -137,7 +137,7 @@ async def test_reload_reaches_the_workers_and_stop_ends_them(tmp_path: Path) -> 
         await close_all(clients)
         # a change of the worker count needs a restart, and says so
         config.write_text(config.read_text().replace("workers = 2", "workers = 3"))
-        error = await bal.reload()
+        error = await bal.reloader.reload()
         assert error is not None and "balancer.workers changed" in error
         assert await where(first_port, "alice") == "TS01"
     finally:

@@ -137,7 +137,7 @@ async def test_a_node_with_workers_reads_redis_before_routing_in_every_process(
         wrong = 0
         for round_ in range(8):
             target = ("TS01", "TS02")[round_ % 2]
-            await two.set_sticky("mover", target)  # durable in Redis when it returns
+            await two.ops.set_sticky("mover", target)  # durable in Redis when it returns
             landed = [await where(one_port, "mover", host="127.0.0.2") for _ in range(6)]
             wrong += sum(server != target for server in landed)
         assert wrong == 0, f"{wrong} of 48 connections went to the server the user had left"

@@ -70,7 +70,7 @@ async def test_new_users_arriving_at_both_nodes_at_once_get_one_server_each(tmp_
     async with two_nodes(farm, tmp_path, redis_server.url) as (one, two):
         users = [f"user{i:03d}" for i in range(200)]
         # node two sees TS01 drained, node one does not: left alone they would disagree
-        two.set_admin_state("TS01", "drain")
+        two.ops.set_admin_state("TS01", "drain")
         pairs = await asyncio.gather(*(asyncio.gather(rdp_connect(port(one), u, host="127.0.0.2"),
                                                       rdp_connect(port(two), u, host="127.0.0.3")) for u in users))
         split = [u for u, (a, b) in zip(users, pairs, strict=True) if a.server != b.server]
@@ -99,8 +99,8 @@ async def test_redis_outage_routing_goes_on_and_the_later_assignment_wins(tmp_pa
             own.stop()
             # known users and new users are served by both nodes, from their own tables
             assert await where(port(one), "alice", host="127.0.0.2") == alice
-            one.set_admin_state("TS02", "drain")
-            two.set_admin_state("TS01", "drain")
+            one.ops.set_admin_state("TS02", "drain")
+            two.ops.set_admin_state("TS01", "drain")
             assert await where(port(one), "dave", host="127.0.0.2") == "TS01"
             await asyncio.sleep(0.05)
             assert await where(port(two), "dave", host="127.0.0.3") == "TS02"  # later: this one wins
@@ -112,7 +112,7 @@ async def test_redis_outage_routing_goes_on_and_the_later_assignment_wins(tmp_pa
             prefix = one.store.settings.key_prefix  # type: ignore[union-attr]
             assert stored.hget(f"{prefix}u:dave", "server") == b"TS02"
             stored.close()
-            one.set_admin_state("TS02", "ready")
+            one.ops.set_admin_state("TS02", "ready")
             assert await where(port(one), "dave", host="127.0.0.2") == "TS02"
     finally:
         own.stop()
@@ -127,7 +127,7 @@ async def test_drain_and_session_counts_are_shared_by_the_nodes(tmp_path: Path, 
             clients = [await rdp_connect(port(one), f"held{i}", host="127.0.0.2") for i in range(6)]
             # node two counts node one's sessions in its leastconn (within a heartbeat or two)
             await wait_until(lambda: sum(two.router.external.values()) == 6, 10)
-            one.set_admin_state("TS01", "drain")
+            one.ops.set_admin_state("TS01", "drain")
             await wait_until(lambda: two.router.condition("TS01").admin == "drain", 10)
             assert {await where(port(two), f"new{i}", host="127.0.0.3") for i in range(5)} == {"TS02"}
             for c in clients:
@@ -145,7 +145,7 @@ async def test_new_users_at_both_nodes_balance_the_cluster_as_a_whole(tmp_path: 
         async with two_nodes(farm, tmp_path, redis_server.url) as (one, two):
             # node one holds 30 sessions on TS01; node two knows only through the heartbeat
             for i in range(30):
-                await one.set_sticky(f"held{i}", "TS01")
+                await one.ops.set_sticky(f"held{i}", "TS01")
             held = [await rdp_connect(port(one), f"held{i}", host="127.0.0.2") for i in range(30)]
             await wait_until(lambda: two.router.external["TS01"] == 30, 10)
             # 60 new users at node one, then (a heartbeat later) 60 at node two, each wave at once
@@ -175,10 +175,10 @@ async def test_each_node_follows_the_cluster_table_and_weights(tmp_path: Path, r
             # ... and what node two learned is in its own SQLite copy, for a Redis outage
             await two.store.barrier()
             assert {e.key for e in two.store.local.load()} >= set(homes)  # type: ignore[union-attr]
-            assert await one.delete_sticky("user0")
+            assert await one.ops.delete_sticky("user0")
             await wait_until(lambda: two.table.get("user0", time.time()) is None, 10)
-            one.set_weight("TS03", 0)
-            await wait_until(lambda: two.weight_overrides.get("TS03") == 0, 10)
+            one.ops.set_weight("TS03", 0)
+            await wait_until(lambda: two.ops.weight_overrides.get("TS03") == 0, 10)
             assert {await where(port(two), f"fresh{i}", host="127.0.0.3") for i in range(6)} <= {"TS01", "TS02"}
     finally:
         for s in farm:

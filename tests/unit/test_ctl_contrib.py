@@ -54,12 +54,12 @@ async def exposition(tmp_path: Path) -> str:
     config = tmp_path / "c.toml"
     config.write_text(text)
     bal = Balancer(parse_config(text, str(config)))
-    bal.status.path = str(config)
+    bal.reloader.status.path = str(config)
     await bal.start()
     client = None
     try:
         port = bal.addresses[0][1]
-        await bal.set_sticky("bob", "TS09")
+        await bal.ops.set_sticky("bob", "TS09")
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             await where(port, "bob")  # TS09 does not answer: a failed connect
         assert bal.ctx.stats.connect_failures["TS09"] >= 1
@@ -71,7 +71,7 @@ async def exposition(tmp_path: Path) -> str:
         writer.close()
         await wait_until(lambda: all(t.checked and t.last_check for t in bal.monitor.trackers.values()),
                          timeout_s=10)
-        assert await bal.reload() is None
+        assert await bal.reloader.reload() is None
         return bal.metrics.exposition().decode()
     finally:
         if client is not None:

@@ -1,8 +1,10 @@
-"""Messages between the primary and a worker process: length-prefixed pickles on a socketpair.
+"""The channel between two processes of this program (the primary and a worker; the old and the
+new process of a handoff): length-prefixed pickles on a socketpair.
 
-Pickle is safe here: both ends are this program, the socketpair is created by the primary and
-inherited by its own child, and nothing else can reach it. Each message is a tuple whose first
-item names it.
+Pickle is safe here: both ends are this program, the socketpair is created by the parent and
+inherited by its own child, and nothing else can reach it. Each message is a frozen dataclass of
+the channel's own messages module (workers/messages.py, handoff/messages.py), dispatched with
+`match` in one place per side.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 _HEADER = struct.Struct("!I")
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a stats push with every live session's counters fits easily
 
-Message = tuple[Any, ...]
+Message = Any  # one of the channel's message dataclasses
 
 
 class ChannelError(Exception):

@@ -1,0 +1,158 @@
+"""Operator actions on a running balancer: server state and weight, the sticky table, sessions.
+
+One object owns what an operator changes at run time (drain/maint and weight overrides, which
+survive reloads; the configuration file's values are the defaults) and applies a configuration
+snapshot on top of them. The admin API, the health monitor (`on_down = "shutdown-sessions"`),
+the cluster sync and a handoff all act through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from rdpbalancer.config.compile import Snapshot
+from rdpbalancer.config.types import MAX_WEIGHT
+from rdpbalancer.policy.engine import Router, RoutingPolicy
+from rdpbalancer.policy.model import AdminState
+from rdpbalancer.policy.sticky import Change, StickyEntry
+from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.store.port import StickyStorePort
+
+log = logging.getLogger("rdpbalancer")
+
+Share = Callable[[str, str, str], None]  # (setting, server, value): tell the other nodes
+
+
+def _no_cluster(_setting: str, _server: str, _value: str) -> None:
+    pass
+
+
+async def _no_reload() -> str | None:
+    return "reload is not available here"
+
+
+def _no_handoff() -> bool:
+    return False
+
+
+class Operations:
+    def __init__(self, router: Router, store: StickyStorePort, ctx: RelayContext, snapshot: Snapshot) -> None:
+        self.router, self.table, self.store, self.ctx = router, router.table, store, ctx
+        self.snapshot = snapshot
+        self.admin_overrides: dict[str, AdminState] = {}  # set at run time; survive reloads
+        self.weight_overrides: dict[str, int] = {}
+        self.share: Share = _no_cluster  # a cluster sync replaces it
+        # the whole process's actions, wired by the composition root (reloader.py, handoff/)
+        self.on_reload: Callable[[], Awaitable[str | None]] = _no_reload
+        self.on_handoff: Callable[[], bool] = _no_handoff
+
+    async def reload(self) -> str | None:
+        """Re-read the configuration file; None on success, else the error."""
+        return await self.on_reload()
+
+    def start_handoff(self) -> bool:
+        """A graceful restart in the background; False when one already started."""
+        return self.on_handoff()
+
+    # -- configuration ----------------------------------------------------------------------------
+
+    def configure(self, snapshot: Snapshot) -> None:
+        """A configuration (at start, and each reload) under the run-time overrides. A server
+        gone from it loses its entries, overrides and health; its live sessions go on."""
+        gone = set(self.snapshot.policy.servers()) - set(snapshot.policy.servers())
+        self.snapshot = snapshot
+        for name in gone:
+            self.store.apply_later(self.table.delete_server(name))
+            self.admin_overrides.pop(name, None)
+            self.weight_overrides.pop(name, None)
+            self.router.conditions.pop(name, None)
+            log.info("server %s removed: its sticky entries are dropped, its live sessions go on", name)
+        self.router.swap_policy(self._with_weights(snapshot.policy))
+        for server, state in snapshot.admin_states.items():
+            self.router.set_admin_state(server, self.admin_overrides.get(server, state))
+
+    def adopt(self, admin_overrides: dict[str, AdminState], weight_overrides: dict[str, int]) -> None:
+        """The overrides of the process this one took over from (a handoff)."""
+        servers = self.snapshot.policy.servers()
+        self.admin_overrides = {k: v for k, v in admin_overrides.items() if k in servers}
+        self.weight_overrides = {k: v for k, v in weight_overrides.items() if k in servers}
+        self.configure(self.snapshot)
+
+    # -- servers ------------------------------------------------------------------------------------
+
+    def set_admin_state(self, server: str, state: AdminState, *, shared: bool = True) -> None:
+        """Drain / ready / maint at run time; kept across reloads (the file's state is the default)."""
+        if server not in self.snapshot.policy.servers():
+            raise KeyError(server)
+        self.admin_overrides[server] = state
+        self.router.set_admin_state(server, state)
+        log.info("server %s admin state -> %s%s", server, state, "" if shared else " (set through another node)")
+        if shared:
+            self.share("admin", server, str(state))
+
+    def set_weight(self, server: str, weight: int, *, shared: bool = True) -> None:
+        """Change a server's weight in every pool at run time; kept across reloads."""
+        if server not in self.snapshot.policy.servers():
+            raise KeyError(server)
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight must be 0..{MAX_WEIGHT}")
+        self.weight_overrides[server] = weight
+        self.router.swap_policy(self._with_weights(self.snapshot.policy))
+        log.info("server %s weight -> %d%s", server, weight, "" if shared else " (set through another node)")
+        if shared:
+            self.share("weight", server, str(weight))
+
+    def _with_weights(self, policy: RoutingPolicy) -> RoutingPolicy:
+        if not self.weight_overrides:
+            return policy
+        pools = tuple(
+            replace(p, members=tuple(replace(m, weight=self.weight_overrides.get(m.server.name, m.weight))
+                                     for m in p.members))
+            for p in policy.pools
+        )
+        return replace(policy, pools=pools)
+
+    def close_sessions_of(self, server: str) -> int:
+        """Cut every live session relayed to `server` (admin action, on_down = shutdown-sessions)."""
+        victims = [s for s in self.ctx.sessions.values() if s.server is not None and s.server.name == server]
+        for session in victims:
+            session.abort(f"server {server} shut down")
+        return len(victims)
+
+    def close_session(self, session_id: str) -> bool:
+        session = self.ctx.sessions.get(session_id)
+        if session is None:
+            return False
+        session.abort("closed by admin")
+        return True
+
+    # -- the sticky table --------------------------------------------------------------------------
+
+    async def set_sticky(self, user: str, server: str, pool: str | None = None) -> StickyEntry:
+        """Point `user` at `server` (admin override, imports); durable when this returns."""
+        policy = self.router.policy
+        pools = [p.name for p in policy.pools if p.member(server) is not None]
+        if not pools:
+            raise KeyError(server)
+        if pool is None:
+            pool = pools[0]
+        elif pool not in pools:
+            raise ValueError(f"server {server} is not in pool {pool} (it is in {', '.join(pools)})")
+        change = self.table.assign(user, pool, server, self.ctx.clock())
+        await self.store.apply(replace(change, force=True))
+        entry = self.table.get(user, self.ctx.clock())
+        assert entry is not None
+        return entry
+
+    async def delete_sticky(self, user: str) -> bool:
+        if not self.table.delete(user):
+            return False
+        await self.store.apply(Change(delete=(user,), force=True))
+        return True
+
+    async def flush_sticky(self, server: str) -> int:
+        change = self.table.delete_server(server)
+        await self.store.apply(replace(change, force=True))
+        return len(change.delete)

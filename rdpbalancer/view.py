@@ -1,0 +1,88 @@
+"""`ReadModel` (ports.py) over the running components: what readers see, computed on demand."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rdpbalancer.config.compile import Snapshot
+from rdpbalancer.directory.sync import DirectoryStatus, DirectorySync
+from rdpbalancer.health.monitor import HealthMonitor
+from rdpbalancer.operations import Operations
+from rdpbalancer.policy.engine import Router
+from rdpbalancer.policy.model import AdminState
+from rdpbalancer.policy.sticky import StickyTable
+from rdpbalancer.relay.context import RelayContext, SessionView, Stats
+from rdpbalancer.relay.control import LocalControl
+from rdpbalancer.relay.listener import Address, ListenerSet
+from rdpbalancer.reloader import ConfigStatus, Reloader
+from rdpbalancer.store.port import StickyStorePort
+from rdpbalancer.workers.primary import WorkerPool
+
+
+class View:
+    """The composition root keeps `directory` and `workers` current (a reload may replace the
+    directory; workers start after the listeners)."""
+
+    def __init__(self, ops: Operations, monitor: HealthMonitor, ctx: RelayContext, control: LocalControl, *,
+                 reloader: Reloader, listeners: ListenerSet, directory: DirectorySync) -> None:
+        self.ops, self.monitor, self.ctx, self.control = ops, monitor, ctx, control
+        self.reloader, self.listeners, self.directory = reloader, listeners, directory
+        self.workers: WorkerPool | None = None
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.ops.snapshot
+
+    @property
+    def router(self) -> Router:
+        return self.ops.router
+
+    @property
+    def table(self) -> StickyTable:
+        return self.ops.table
+
+    @property
+    def store(self) -> StickyStorePort:
+        return self.ops.store
+
+    @property
+    def sessions(self) -> Mapping[str, SessionView]:
+        return self.ctx.sessions
+
+    @property
+    def decisions(self) -> Sequence[dict[str, Any]]:
+        return self.ctx.decisions
+
+    @property
+    def admin_overrides(self) -> Mapping[str, AdminState]:
+        return self.ops.admin_overrides
+
+    @property
+    def config_status(self) -> ConfigStatus:
+        return self.reloader.status
+
+    @property
+    def addresses(self) -> list[Address]:
+        return self.listeners.addresses
+
+    def directory_status(self) -> DirectoryStatus:
+        return self.directory.status()
+
+    def stats(self) -> Stats:
+        if self.workers is None:
+            return self.ctx.stats
+        return self.workers.merged_stats(self.ctx.stats)
+
+    def processes(self) -> list[dict[str, Any]]:
+        if self.workers is not None:
+            return self.workers.describe()
+        return [{"index": 0, "pid": os.getpid(), "alive": True, "role": "primary"}]
+
+    def handshaking(self) -> int:
+        local = sum(1 for s in self.ctx.sessions.values() if not s.relaying and s.worker == 0)
+        return local + (self.workers.handshaking if self.workers is not None else 0)
+
+    def tracked_sources(self) -> int:
+        return self.ctx.admission.sources() + self.control.new_users.sources()
