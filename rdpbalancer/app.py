@@ -42,7 +42,8 @@ from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStor
 from rdpbalancer.store.sqlite import SqliteStickyStore
 from rdpbalancer.systemd import notify
 from rdpbalancer.view import View
-from rdpbalancer.workers.primary import WorkerPool, WorkerSetup
+from rdpbalancer.workers.messages import WorkerSetup
+from rdpbalancer.workers.primary import WorkerPool
 
 log = logging.getLogger("rdpbalancer")
 

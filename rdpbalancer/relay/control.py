@@ -21,8 +21,8 @@ from typing import Protocol
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.limits import NewUserBudget, source_of
 from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
-from rdpbalancer.policy.ports import StickyStore
 from rdpbalancer.policy.sticky import Change, StickyEntry
+from rdpbalancer.store.port import StickyStorePort
 
 
 class BackendEvents(Protocol):
@@ -109,7 +109,7 @@ class SessionInfo:
 class LocalControl:
     """Control backed by this process's router and store (no `await` between decide and assign)."""
 
-    def __init__(self, router: Router, store: StickyStore, events: BackendEvents,
+    def __init__(self, router: Router, store: StickyStorePort, events: BackendEvents,
                  clock: Callable[[], float]) -> None:
         self.router = router
         self.store = store
@@ -122,9 +122,8 @@ class LocalControl:
         self.new_users = NewUserBudget(1 << 62)  # [limits] new_users_per_source, set by the app
 
     async def route(self, sid: str, request: RouteRequest) -> Routed:
-        lookup = getattr(self.store, "lookup", None)  # a store shared with other balancers
-        if lookup is not None and request.user_key is not None:
-            answered, entry = await lookup(request.user_key)
+        if self.store.shared and request.user_key is not None:  # other balancers write it too
+            answered, entry = await self.store.lookup(request.user_key)
             if answered:
                 self.adopt(request.user_key, entry)
         return self.decide(sid, request)

@@ -31,11 +31,29 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rdpbalancer.ipc import Channel, Message
-from rdpbalancer.policy.model import Decision, Server
+from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import SessionView, State, Stats
 from rdpbalancer.relay.control import LocalControl, Reassigned, SessionInfo
 from rdpbalancer.runtime import own_command
-from rdpbalancer.settings import RelaySettings
+from rdpbalancer.workers.messages import (
+    Abandon,
+    Abort,
+    AllFailed,
+    Attempt,
+    Decided,
+    Durable,
+    Failed,
+    Finished,
+    Quiesce,
+    Quiet,
+    Ready,
+    Relaying,
+    Report,
+    Route,
+    Setup,
+    Stop,
+    WorkerSetup,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -44,17 +62,6 @@ log = logging.getLogger("rdpbalancer.workers")
 
 RESTART_DELAY_S = 1.0  # before restarting a worker that died (no tight crash loop)
 STOP_TIMEOUT_S = 5.0  # a worker that has not exited this long after "stop" is killed
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSetup:
-    """What a worker needs from the primary: sent at start and after every reload."""
-
-    settings: RelaySettings
-    # (name as configured, host, port as bound): port 0 is the one the primary got
-    listen: tuple[tuple[str, str, int], ...]
-    log_level: str
-    log_format: str
 
 
 class RemoteSession:
@@ -73,7 +80,7 @@ class RemoteSession:
         self.worker = link.index
 
     def abort(self, reason: str) -> None:
-        self.link.send(("abort", self.id, reason))
+        self.link.send(Abort(self.id, reason))
 
 
 @dataclass(slots=True)
@@ -110,12 +117,35 @@ class WorkerLink:
     # -- messages from the worker ---------------------------------------------------------------
 
     def on_message(self, message: Message) -> None:
-        try:
-            handler = self.pool.handlers[message[0]]
-        except KeyError:
-            log.error("worker %d sent an unknown message %r; ignored", self.index, message[0])
-            return
-        handler(self, *message[1:])
+        """Every message a worker sends, dispatched here (workers/messages.py)."""
+        pool = self.pool
+        match message:
+            case Route(sid, request):
+                pool.route(self, sid, request)
+            case Attempt(sid, decision, server):
+                pool.track(self, sid, server, pool.control.attempt(sid, decision, server))
+            case Failed(sid, server, error):
+                self.attempts.pop(sid, None)
+                pool.control.attempt_failed(sid, server, error)
+            case Abandon(sid, server):
+                self.attempts.pop(sid, None)
+                pool.control.abandon(sid, server)
+            case AllFailed(sid, decision):
+                pool.control.all_failed(sid, decision)
+            case Relaying(sid, info):
+                pool.relaying(self, sid, info)
+            case Finished(sid, decision, server, up, down):
+                pool.finished(self, sid, decision, server, up, down)
+            case Report():
+                pool.report(self, message)
+            case Ready(pid):
+                if not self.ready.is_set():
+                    log.debug("worker %d applied its setup (pid %d)", self.index, pid)
+                self.ready.set()
+            case Quiet():
+                self.quiet.set()
+            case _:
+                log.error("worker %d sent an unknown message %s; ignored", self.index, type(message).__name__)
 
 
 class WorkerPool:
@@ -134,11 +164,6 @@ class WorkerPool:
         self.retired = Stats()  # counters of worker processes that exited (counters never go down)
         self._restart_tasks: set[asyncio.Task[None]] = set()
         self._routing: set[asyncio.Future[None]] = set()  # routes waiting for the shared store
-        self.handlers: dict[str, Callable[..., None]] = {
-            "ready": self._ready, "route": self._route, "attempt": self._attempt, "failed": self._failed,
-            "all_failed": self._all_failed, "relaying": self._relaying, "finished": self._finished,
-            "report": self._report, "abandon": self._abandon, "quiet": self._quiet,
-        }
         self.draining = False  # a handoff: workers relay what they have, accept nothing, are not restarted
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -171,19 +196,19 @@ class WorkerPool:
         channel = Channel(link.on_message, lambda exc: self._lost(link, exc))
         await loop.connect_accepted_socket(lambda: channel, ours)
         link.channel = channel
-        channel.send(("setup", link.index, self.setup()))
+        channel.send(Setup(link.index, self.setup()))
 
     async def reconfigure(self, timeout_s: float = 10.0) -> None:
         """After a reload: every worker gets the new relay settings and listen addresses; returns
         once each live worker applied them (listening on new addresses), or after `timeout_s`."""
         setup = self.setup()
-        await self._ask_all(lambda link: ("setup", link.index, setup), "ready", "confirm the new configuration",
+        await self._ask_all(lambda link: Setup(link.index, setup), "ready", "confirm the new configuration",
                             timeout_s)
 
     async def quiesce(self, timeout_s: float = 10.0) -> None:
         """A handoff: every worker accepts what is queued on its sockets and closes them."""
         self.draining = True
-        await self._ask_all(lambda _link: ("quiesce",), "quiet", "close their listeners", timeout_s)
+        await self._ask_all(lambda _link: Quiesce(), "quiet", "close their listeners", timeout_s)
 
     async def _ask_all(self, message: Callable[[WorkerLink], Message], answer: str, what: str,
                        timeout_s: float) -> None:
@@ -214,7 +239,7 @@ class WorkerPool:
         for task in self._restart_tasks:
             task.cancel()
         for link in self.links:
-            link.send(("stop",))
+            link.send(Stop())
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for link in self.links:
             process = link.process
@@ -304,55 +329,32 @@ class WorkerPool:
         into.connect_failures.update(stats.connect_failures)
         into.refused.update(stats.refused)
 
-    # -- handlers (one per message kind) ----------------------------------------------------------
+    # -- what the workers' messages do (WorkerLink.on_message dispatches) ----------------------------
 
-    def _quiet(self, link: WorkerLink, _pid: int) -> None:
-        link.quiet.set()
-
-    def _ready(self, link: WorkerLink, pid: int) -> None:
-        """The worker applied a setup (at start, and after each reload)."""
-        if not link.ready.is_set():
-            log.debug("worker %d applied its setup (pid %d)", link.index, pid)
-        link.ready.set()
-
-    def _route(self, link: WorkerLink, sid: str, request: Any) -> None:
+    def route(self, link: WorkerLink, sid: str, request: RouteRequest) -> None:
         """The same route as the primary's own sessions take: with a shared store, the user's
         entry is read from Redis before deciding (the decision itself has no await in it)."""
         task = asyncio.ensure_future(self._route_for(link, sid, request))
         self._routing.add(task)
         task.add_done_callback(self._routing.discard)
 
-    async def _route_for(self, link: WorkerLink, sid: str, request: Any) -> None:
+    async def _route_for(self, link: WorkerLink, sid: str, request: RouteRequest) -> None:
         routed = await self.control.route(sid, request)
         first = routed.decision.candidates[0] if routed.first_attempt is not None else None
         if not link.alive:  # the worker died while the store answered: its attempt is nobody's
             if first is not None:
                 self.control.abandon(sid, first)
             return
-        link.send(("decision", sid, routed.decision, routed.ambiguous))
+        link.send(Decided(sid, routed.decision, routed.ambiguous))
         if first is not None and routed.first_attempt is not None:
-            self._track(link, sid, first, routed.first_attempt)
+            self.track(link, sid, first, routed.first_attempt)
 
-    def _attempt(self, link: WorkerLink, sid: str, decision: Decision, server: Server) -> None:
-        self._track(link, sid, server, self.control.attempt(sid, decision, server))
-
-    def _track(self, link: WorkerLink, sid: str, server: Server, durable: Awaitable[None]) -> None:
+    def track(self, link: WorkerLink, sid: str, server: Server, durable: Awaitable[None]) -> None:
         link.attempts[sid] = server
         future = asyncio.ensure_future(durable)
-        future.add_done_callback(lambda f: link.send(("durable", sid, _outcome(f))))
+        future.add_done_callback(lambda f: link.send(Durable(sid, _outcome(f))))
 
-    def _failed(self, link: WorkerLink, sid: str, server: Server, error: str) -> None:
-        link.attempts.pop(sid, None)
-        self.control.attempt_failed(sid, server, error)
-
-    def _abandon(self, link: WorkerLink, sid: str, server: Server) -> None:
-        link.attempts.pop(sid, None)
-        self.control.abandon(sid, server)
-
-    def _all_failed(self, link: WorkerLink, sid: str, decision: Decision) -> None:
-        self.control.all_failed(sid, decision)
-
-    def _relaying(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
+    def relaying(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
         link.attempts.pop(sid, None)
         self.control.connected(sid, info.server)
         self.control.relaying(sid, info)
@@ -360,8 +362,8 @@ class WorkerPool:
         link.sessions[sid] = session
         self.sessions[sid] = session
 
-    def _finished(self, link: WorkerLink, sid: str, decision: Decision, server: Server,  # noqa: PLR0917
-                  up: int, down: int) -> None:
+    def finished(self, link: WorkerLink, sid: str, decision: Decision, server: Server,  # noqa: PLR0917
+                 up: int, down: int) -> None:
         if link.sessions.pop(sid, None) is None:
             return
         self.sessions.pop(sid, None)
@@ -369,15 +371,14 @@ class WorkerPool:
         link.finished_down += down
         self.control.finished(sid, decision, server, up, down)
 
-    def _report(self, link: WorkerLink, stats: Stats, live: dict[str, tuple[int, int]], handshaking: int,
-                decisions: list[dict[str, Any]]) -> None:
+    def report(self, link: WorkerLink, report: Report) -> None:
         """The worker's periodic report: its counters, live byte counts, recent decisions."""
-        link.stats, link.handshaking = stats, handshaking
-        for sid, (up, down) in live.items():
+        link.stats, link.handshaking = report.stats, report.handshaking
+        for sid, (up, down) in report.live.items():
             session = link.sessions.get(sid)
             if session is not None:
                 session.bytes_up, session.bytes_down = up, down
-        self.decisions.extend(decisions)
+        self.decisions.extend(report.decisions)
 
 
 def _outcome(future: asyncio.Future[None]) -> Server | None:

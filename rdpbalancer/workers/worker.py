@@ -25,7 +25,25 @@ from rdpbalancer.relay.context import RelayContext, Stats
 from rdpbalancer.relay.control import ControlUnavailable, Reassigned, Routed, SessionInfo
 from rdpbalancer.relay.listener import open_listeners
 from rdpbalancer.relay.splice import PipePool
-from rdpbalancer.workers.primary import WorkerSetup
+from rdpbalancer.workers.messages import (
+    Abandon,
+    Abort,
+    AllFailed,
+    Attempt,
+    Decided,
+    Durable,
+    Failed,
+    Finished,
+    Quiesce,
+    Quiet,
+    Ready,
+    Relaying,
+    Report,
+    Route,
+    Setup,
+    Stop,
+    WorkerSetup,
+)
 
 log = logging.getLogger("rdpbalancer.worker")
 
@@ -50,7 +68,7 @@ class RemoteControl:
     async def route(self, sid: str, request: RouteRequest) -> Routed:
         decided = self._decisions[sid] = self._future()
         durable = self._durable[sid] = self._future()  # the primary starts the first attempt itself
-        self.channel.send(("route", sid, request))
+        self.channel.send(Route(sid, request))
         try:
             decision, ambiguous = await decided
         finally:
@@ -62,7 +80,7 @@ class RemoteControl:
 
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[None]:
         durable = self._durable[sid] = self._future()
-        self.channel.send(("attempt", sid, decision, server))
+        self.channel.send(Attempt(sid, decision, server))
         return durable
 
     def connected(self, sid: str, server: Server) -> None:
@@ -70,21 +88,21 @@ class RemoteControl:
 
     def attempt_failed(self, sid: str, server: Server, error: str) -> None:
         self._durable.pop(sid, None)
-        self.channel.send(("failed", sid, server, error))
+        self.channel.send(Failed(sid, server, error))
 
     def all_failed(self, sid: str, decision: Decision) -> None:
-        self.channel.send(("all_failed", sid, decision))
+        self.channel.send(AllFailed(sid, decision))
 
     def abandon(self, sid: str, server: Server) -> None:
         self._durable.pop(sid, None)
-        self.channel.send(("abandon", sid, server))
+        self.channel.send(Abandon(sid, server))
 
     def relaying(self, sid: str, session: SessionInfo) -> None:
         self._durable.pop(sid, None)
-        self.channel.send(("relaying", sid, session))
+        self.channel.send(Relaying(sid, session))
 
     def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
-        self.channel.send(("finished", sid, decision, server, bytes_up, bytes_down))
+        self.channel.send(Finished(sid, decision, server, bytes_up, bytes_down))
 
     # -- answers from the primary ------------------------------------------------------------------
 
@@ -171,25 +189,29 @@ class Worker:
             self.stopped.set()
         else:
             self.listeners.update(zip(new, opened, strict=True))
-            self.channel.send(("ready", os.getpid()))  # applied: the primary may go on
+            self.channel.send(Ready(os.getpid()))  # applied: the primary may go on
         self._setup_received.set()
 
     def _on_message(self, message: Message) -> None:
-        kind = message[0]
-        if kind == "decision":
-            self.control.decided(*message[1:])
-        elif kind == "durable":
-            self.control.durable(*message[1:])
-        elif kind == "abort":
-            session = self.ctx.sessions.get(message[1]) if self.ctx is not None else None
-            if session is not None:
-                session.abort(message[2])
-        elif kind == "setup":
-            asyncio.get_running_loop().create_task(self._apply(message[2]))
-        elif kind == "stop":
-            self.stopped.set()
-        elif kind == "quiesce":
-            asyncio.get_running_loop().create_task(self._quiesce())
+        """Every message the primary sends, dispatched here (workers/messages.py)."""
+        match message:
+            case Decided(sid, decision, ambiguous):
+                self.control.decided(sid, decision, ambiguous)
+            case Durable(sid, reassigned):
+                self.control.durable(sid, reassigned)
+            case Abort(sid, reason):
+                session = self.ctx.sessions.get(sid) if self.ctx is not None else None
+                if session is not None:
+                    session.abort(reason)
+            case Setup(_index, setup):
+                asyncio.get_running_loop().create_task(self._apply(setup))
+            case Stop():
+                self.stopped.set()
+            case Quiesce():
+                asyncio.get_running_loop().create_task(self._quiesce())
+            case _:
+                log.error("worker %d: unknown message %s from the primary; ignored", self.index,
+                          type(message).__name__)
 
     async def _quiesce(self) -> None:
         """A handoff: new connections go to the new process now (the primary steered the
@@ -199,7 +221,7 @@ class Worker:
         for server in self.listeners.values():
             server.close()
         self.listeners.clear()
-        self.channel.send(("quiet", os.getpid()))
+        self.channel.send(Quiet(os.getpid()))
         self._draining = True
         # every connection accepted here is served to its end, those still before their
         # Connection Request included; then this worker leaves (the old primary waits for it)
@@ -231,7 +253,7 @@ class Worker:
                       ctx.stats.bytes_up, ctx.stats.bytes_down, ctx.stats.refused)
         decisions = list(ctx.decisions)
         ctx.decisions.clear()
-        self.channel.send(("report", stats, live, len(ctx.sessions) - len(live), decisions))
+        self.channel.send(Report(stats, live, len(ctx.sessions) - len(live), decisions))
 
     async def _shutdown(self) -> None:
         for server in self.listeners.values():
