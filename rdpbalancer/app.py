@@ -60,7 +60,7 @@ class Balancer:
         self.router = Router(snapshot.policy, self.table)
         self.monitor = HealthMonitor(self.router, list(snapshot.checks))
         self.control = LocalControl(self.router, self.store, self.monitor, time.time)
-        self.control.new_users = NewUserBudget(config.limits.new_users_per_source)
+        self.router.new_users = NewUserBudget(config.limits.new_users_per_source)
         self.ctx = RelayContext(control=self.control, settings=snapshot.relay)
         self.listeners = ListenerSet(self.ctx)
         self.ops = Operations(self.router, self.store, self.ctx, snapshot)
@@ -260,7 +260,8 @@ class Balancer:
         self.table.ttl_s, self.table.max_entries = config.sticky.ttl, config.sticky.max_entries
         self.monitor.update(list(snapshot.checks))
         self.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"
-        self.control.new_users.per_minute = config.limits.new_users_per_source
+        if self.router.new_users is not None:
+            self.router.new_users.per_minute = config.limits.new_users_per_source
         if snapshot.relay.splice:
             self.ctx.splice = self.ctx.splice or PipePool(processes=snapshot.relay.processes)
         else:

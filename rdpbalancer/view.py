@@ -85,4 +85,5 @@ class View:
         return local + (self.workers.handshaking if self.workers is not None else 0)
 
     def tracked_sources(self) -> int:
-        return self.ctx.admission.sources() + self.control.new_users.sources()
+        budget = self.router.new_users
+        return self.ctx.admission.sources() + (budget.sources() if budget is not None else 0)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from rdpbalancer.policy.balancing import Balancer, WeightedLeastLoad
 from rdpbalancer.policy.identity import printable, source_ip_key
+from rdpbalancer.policy.limits import NewUserBudget, source_of
 from rdpbalancer.policy.model import (
     AdminState,
     BalanceKind,
@@ -70,6 +71,9 @@ class Router:
         self.ambiguous = 0  # truncated cookies whose candidate users would route differently
         self._balancers: dict[str, Balancer] = {}
         self._turns: Counter[str] = Counter()  # pool -> tie-break turn, advanced by commit only
+        # [limits] new_users_per_source: invented user names from one address must not push real
+        # users out of the table; None: no budget (the shell sets it)
+        self.new_users: NewUserBudget | None = None
         self.policy = policy
         self.swap_policy(policy)
 
@@ -97,20 +101,29 @@ class Router:
     def decide(self, request: RouteRequest, now: float, trace: Trace | None = None) -> Decision:
         """Where `request` goes, committed (see `commit`)."""
         decision = self.preview(request, now, trace)
-        self.commit(decision)
+        self.commit(decision, request, now)
         return decision
 
-    def commit(self, decision: Decision) -> None:
-        """The decision is acted on: the next tie among its pool's servers goes to the next one."""
+    def commit(self, decision: Decision, request: RouteRequest, now: float) -> None:
+        """The decision is acted on: the next tie among its pool's servers goes to the next one,
+        and a new user takes from their address's budget."""
         if decision.reason in _BALANCED and decision.pool is not None:
             self._turns[decision.pool] += 1
         if decision.ambiguous:
             self.ambiguous += 1
+        if self.new_users is not None and decision.reason is Reason.NEW and decision.sticky_key is not None:
+            self.new_users.take(source_of(request.client_host), now)
 
     def preview(self, request: RouteRequest, now: float, trace: Trace | None = None) -> Decision:
         """Where `request` would go now, changing nothing. With `trace`, every step is recorded."""
         route, ambiguous = self._route(request, now, trace)
         decision = self._decision(route, request, now)
+        if decision.reason is Reason.NEW and decision.sticky_key is not None and self.new_users is not None:
+            source = source_of(request.client_host)
+            if not self.new_users.allows(source, now):
+                decision = Decision(Reason.LIMITED, pool=decision.pool, route=decision.route,
+                                    detail=f"{source} created more than {self.new_users.per_minute} new users "
+                                           "in a minute ([limits] new_users_per_source)")
         return replace(decision, ambiguous=True) if ambiguous else decision
 
     def _decision(self, route: Route | None, request: RouteRequest, now: float) -> Decision:

@@ -74,6 +74,10 @@ class _Bucket:
         self.tokens -= 1.0
         return True
 
+    def available(self, rate: float, size: float, now: float) -> float:
+        """Tokens there would be at `now`, changing nothing."""
+        return min(size, self.tokens + max(0.0, now - self.at) * rate)
+
     def refill(self, rate: float, size: float, now: float) -> None:
         if now > self.at:
             self.tokens = min(size, self.tokens + (now - self.at) * rate)
@@ -166,6 +170,12 @@ class NewUserBudget:
             self._maybe_prune(now)
             bucket = self._buckets[source] = _Bucket(size, now)
         return bucket.take(rate, size, now)
+
+    def allows(self, source: str, now: float) -> bool:
+        """Whether `take` would succeed now, changing nothing (a preview)."""
+        bucket = self._buckets.get(source)
+        rate, size = self.per_minute / NEW_USER_WINDOW_S, float(self.per_minute)
+        return bucket is None or bucket.available(rate, size, now) >= 1.0
 
     def sources(self) -> int:
         return len(self._buckets)

@@ -4,7 +4,7 @@ A session asks the control plane where to go and tells it what happened (attempt
 relaying, end); it never touches the router or the store itself. Two implementations:
 
 - `LocalControl`: the router and store of this process (one process, or the primary worker).
-- `rdpbalancer.workers.client.RemoteControl`: a secondary worker's messages to the primary,
+- `rdpbalancer.workers.worker.RemoteControl`: a secondary worker's messages to the primary,
   which owns the one router, sticky table and store (see `rdpbalancer.workers`).
 
 So routing, health and the sticky table exist once however many processes relay bytes: two
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rdpbalancer.policy.engine import Router
-from rdpbalancer.policy.limits import NewUserBudget, source_of
-from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
+from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.policy.sticky import Change, StickyEntry
 from rdpbalancer.store.port import StickyStorePort
 
@@ -45,14 +44,6 @@ class ControlUnavailable(Exception):
     """The control plane cannot answer (a worker whose primary is gone)."""
 
 
-class Reassigned(Exception):
-    """Another balancer placed this user first (a shared store): go to `server` instead."""
-
-    def __init__(self, server: Server) -> None:
-        super().__init__(f"another balancer placed this user on {server.name}")
-        self.server = server
-
-
 class Control(Protocol):
     """Every method takes the session's id (unique per process) first."""
 
@@ -61,9 +52,10 @@ class Control(Protocol):
         the first candidate (as `attempt` does), so two connections of one new user agree."""
         ...
 
-    def attempt(self, sid: str, decision: Decision, server: Server) -> Awaitable[None]:
+    def attempt(self, sid: str, decision: Decision, server: Server) -> Awaitable[Server | None]:
         """A connect to `server` starts: the user is assigned to it and the server's count
-        goes up. The awaitable resolves once the assignment is durable."""
+        goes up. The awaitable resolves once the assignment is durable: to None, or to the
+        server another balancer sharing the table placed the user on first (policy.placement)."""
         ...
 
     def connected(self, sid: str, server: Server) -> None: ...
@@ -91,7 +83,7 @@ class Control(Protocol):
 class Routed:
     decision: Decision
     ambiguous: bool  # a truncated cookie whose candidate users would route differently
-    first_attempt: Awaitable[None] | None  # the attempt on decision.candidates[0], if any
+    first_attempt: Awaitable[Server | None] | None  # the attempt on decision.candidates[0], if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +111,6 @@ class LocalControl:
         self.on_finished: Callable[[str, str | None, float], None] | None = None
         self.on_relaying: Callable[[str, str | None, float], None] | None = None  # the same, for starts
         self.persist_ends = True  # False after a handoff: the successor writes the table
-        self.new_users = NewUserBudget(1 << 62)  # [limits] new_users_per_source, set by the app
 
     async def route(self, sid: str, request: RouteRequest) -> Routed:
         if self.store.shared and request.user_key is not None:  # other balancers write it too
@@ -139,31 +130,24 @@ class LocalControl:
         table.merge(entry, authoritative=True)
 
     def decide(self, sid: str, request: RouteRequest) -> Routed:
-        now = self.clock()
-        decision = self.router.decide(request, now)
-        if (decision.reason is Reason.NEW and decision.sticky_key is not None
-                and not self.new_users.take(source_of(request.client_host), now)):
-            # invented user names from one address must not push real users out of the table
-            decision = Decision(Reason.LIMITED, pool=decision.pool, route=decision.route,
-                                detail=f"{source_of(request.client_host)} created more than "
-                                       f"{self.new_users.per_minute} new users in a minute ([limits] "
-                                       "new_users_per_source)")
+        decision = self.router.decide(request, self.clock())  # the new-user budget included
         first = self.attempt(sid, decision, decision.candidates[0]) if decision.candidates else None
         return Routed(decision, decision.ambiguous, first)
 
-    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[None]:
+    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
         change = self.router.assign(decision, server, self.clock())
         self.router.opened(server)
         return asyncio.ensure_future(self._persist(change, decision, server))
 
-    async def _persist(self, change: Change, decision: Decision, server: Server) -> None:
+    async def _persist(self, change: Change, decision: Decision, server: Server) -> Server | None:
+        """Durable; None, or the server another balancer sharing the table placed the user on."""
         winners = await self.store.apply(change)
+        placed_elsewhere = None
         for entry in winners:
             self.router.table.merge(entry, authoritative=True)
             if entry.key == decision.sticky_key and entry.server != server.name:
-                other = self.router.policy.servers().get(entry.server)
-                if other is not None:
-                    raise Reassigned(other)
+                placed_elsewhere = self.router.policy.servers().get(entry.server)
+        return placed_elsewhere
 
     def connected(self, sid: str, server: Server) -> None:
         self.events.connect_succeeded(server.name)

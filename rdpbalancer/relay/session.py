@@ -13,24 +13,23 @@ leg pauses until it drains, so a slow reader never makes memory grow. EOF on one
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable
-from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from rdpbalancer.netaddr import describe_os_error, format_addr
 from rdpbalancer.policy.identity import printable, user_key
 from rdpbalancer.policy.limits import Refusal, source_of
 from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
+from rdpbalancer.policy.placement import AttemptOutcome, follow_winner, judge_attempt
 from rdpbalancer.proto import ClientHandshake, ConnectionRequest, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.proto.proxy import parse_proxy_header
 from rdpbalancer.relay.context import RelayContext, State
-from rdpbalancer.relay.control import ControlUnavailable, Reassigned, SessionInfo
+from rdpbalancer.relay.control import ControlUnavailable, SessionInfo
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset, tune
 from rdpbalancer.relay.splice import SplicePump
 
@@ -325,8 +324,8 @@ class Session:
             log.warning("session=%s user=%s is a truncated name shared by users routed differently; "
                         "%s applied", self.id, self._user_text(), decision.route)
         deadline = time.monotonic() + ctx.settings.connect_timeout_s
-        persist: Awaitable[None] | None = routed.first_attempt
-        candidates, attempt, moved = list(decision.candidates), 0, False
+        persist: Awaitable[Server | None] | None = routed.first_attempt
+        candidates, attempt, followed = list(decision.candidates), 0, False
         while attempt < len(candidates):
             server = candidates[attempt]
             if persist is None:
@@ -344,44 +343,44 @@ class Session:
                     self._start_relay(first)
                 return
             if isinstance(outcome, Server):
-                if moved:
+                follow = follow_winner(decision, outcome, followed)
+                if follow is None:
                     break
-                # another balancer sharing the table placed this user first: follow it, once
-                moved = True
-                decision = self.decision = replace(decision, reason=Reason.STICKY_HIT, candidates=(outcome,),
-                                                   moved_from=None, detail=f"placed on {outcome.name} by another node")
-                candidates, attempt = [outcome], 0
+                followed = True
+                decision = self.decision = follow
+                candidates, attempt = list(follow.candidates), 0
                 continue
             attempt += 1
         self._all_attempts_failed(decision)
 
-    async def _try_server(self, decision: Decision, server: Server, persist: Awaitable[None],
+    async def _try_server(self, decision: Decision, server: Server, persist: Awaitable[Server | None],
                           deadline: float, left: int) -> bool | Server:
         """Connect to `server`, whose attempt (assignment, count) the control plane started.
         True: connected; False: failed or abandoned; a Server: the user belongs there (another
-        balancer)."""
+        balancer placed them first)."""
         self.server = server
         budget = max(MIN_ATTEMPT_TIMEOUT_S, (deadline - time.monotonic()) / left)
+        client_left = False
         try:
             error = await self._connect_attempt(server, budget)
         except _ClientLeft:
-            with contextlib.suppress(Exception):
-                await persist  # its outcome is of no use to a client that left
-            return self._abandon_attempt(server)
+            error, client_left = "client left during connect", True
+        winner: Server | None = None
         try:
-            await persist  # durable before the client's bytes reach the server
+            winner = await persist  # durable before the client's bytes reach the server
         except ControlUnavailable as exc:
             error = error or f"control plane unavailable: {exc}"
-        except Reassigned as exc:
+        if winner is not None and not client_left:
             log.info("session=%s user=%s was placed on %s by another balancer first; following",
-                     self.id, self._user_text(), exc.server.name)
+                     self.id, self._user_text(), winner.name)
             self._abandon_attempt(server)
-            return exc.server
-        if not error and self.state is not State.ROUTING:  # left while the assignment became durable
-            return self._abandon_attempt(server)
+            return winner
         if not error and self.backend.closed:
             error = "closed by server during connect"
-        if error:
+        outcome = judge_attempt(error=error, client_left=client_left or self.state is not State.ROUTING)
+        if outcome is AttemptOutcome.ABANDONED:
+            return self._abandon_attempt(server)
+        if outcome is AttemptOutcome.FAILED:
             self._attempt_failed(server, error)
             return False
         self.ctx.control.connected(self.id, server)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import SessionView, State, Stats
-from rdpbalancer.relay.control import LocalControl, Reassigned, SessionInfo
+from rdpbalancer.relay.control import LocalControl, SessionInfo
 from rdpbalancer.runtime import own_command
 from rdpbalancer.workers.messages import (
     Abandon,
@@ -349,7 +349,7 @@ class WorkerPool:
         if first is not None and routed.first_attempt is not None:
             self.track(link, sid, first, routed.first_attempt)
 
-    def track(self, link: WorkerLink, sid: str, server: Server, durable: Awaitable[None]) -> None:
+    def track(self, link: WorkerLink, sid: str, server: Server, durable: Awaitable[Server | None]) -> None:
         link.attempts[sid] = server
         future = asyncio.ensure_future(durable)
         future.add_done_callback(lambda f: link.send(Durable(sid, _outcome(f))))
@@ -381,10 +381,9 @@ class WorkerPool:
         self.decisions.extend(report.decisions)
 
 
-def _outcome(future: asyncio.Future[None]) -> Server | None:
-    """None: durable; a Server: another balancer placed the user there (Reassigned)."""
-    exc = future.exception()
-    return exc.server if isinstance(exc, Reassigned) else None
+def _outcome(future: asyncio.Future[Server | None]) -> Server | None:
+    """None: durable; a Server: another balancer placed the user there."""
+    return None if future.cancelled() or future.exception() is not None else future.result()
 
 
 class WorkerError(Exception):

@@ -22,7 +22,7 @@ from typing import Any
 from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import RelayContext, Stats
-from rdpbalancer.relay.control import ControlUnavailable, Reassigned, Routed, SessionInfo
+from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
 from rdpbalancer.relay.listener import open_listeners
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.workers.messages import (
@@ -56,7 +56,7 @@ class RemoteControl:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self._decisions: dict[str, asyncio.Future[tuple[Decision, bool]]] = {}
-        self._durable: dict[str, asyncio.Future[None]] = {}
+        self._durable: dict[str, asyncio.Future[Server | None]] = {}
         self.gone: str | None = None
 
     def _future(self) -> asyncio.Future[Any]:
@@ -78,7 +78,7 @@ class RemoteControl:
             return Routed(decision, ambiguous, None)
         return Routed(decision, ambiguous, durable)
 
-    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[None]:
+    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
         durable = self._durable[sid] = self._future()
         self.channel.send(Attempt(sid, decision, server))
         return durable
@@ -114,10 +114,7 @@ class RemoteControl:
     def durable(self, sid: str, reassigned: Server | None = None) -> None:
         future = self._durable.get(sid)
         if future is not None and not future.done():
-            if reassigned is None:
-                future.set_result(None)
-            else:
-                future.set_exception(Reassigned(reassigned))
+            future.set_result(reassigned)
 
     def lost(self, why: str) -> None:
         self.gone = why
