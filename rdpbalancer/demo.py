@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rdpbalancer import tasks
 from rdpbalancer.proto import (
     PROTOCOL_SSL,
     ClientHandshake,
@@ -290,9 +291,9 @@ class Demo:
         self.balancer = await self._start_balancer()
         farm = Farm(self.balancer.addresses[0][1], self.hosts)
         rng = random.Random()
-        self.tasks = [asyncio.create_task(user_story(user, arrival, farm, random.Random(rng.random())),
-                                          name=f"user-{user}") for user, arrival in arrivals(rng).items()]
-        self.tasks.append(asyncio.create_task(outages(farm, self.balancer.table.homed), name="outages"))
+        self.tasks = [tasks.start(user_story(user, arrival, farm, random.Random(rng.random())), name=f"user-{user}")
+                      for user, arrival in arrivals(rng).items()]
+        self.tasks.append(tasks.start(outages(farm, self.balancer.table.homed), name="outages"))
 
     async def _start_balancer(self) -> Balancer:
         # imported here: the balancer's stack (aiohttp, pydantic, ...) is loaded only when the demo runs

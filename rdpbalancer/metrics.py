@@ -96,7 +96,8 @@ class _StateCollector(Collector):
         relayed.add_metric(["server_to_client"], down)
         yield relayed
         active = _gauge("sessions_active", "Sessions being relayed", ["pool", "server"])
-        by_target = Counter((s.decision.pool if s.decision else "", s.server.name if s.server else "") for s in live)
+        by_target = Counter((s.decision.pool or "" if s.decision else "", s.server.name if s.server else "")
+                            for s in live)
         for (pool, server), n in sorted(by_target.items()):
             active.add_metric([pool, server], n)
         yield active

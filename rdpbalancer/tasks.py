@@ -1,13 +1,24 @@
-"""One way to start background tasks: a reference is kept and failures are logged."""
+"""The one place tasks are created (ruff bans asyncio.create_task/ensure_future elsewhere).
+
+- `TaskSet.spawn`: background work nobody awaits; a reference is kept and failures are logged.
+- `start`: a task whose caller holds it and awaits its outcome (a connect, a durable write).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("rdpbalancer")
+
+T = TypeVar("T")
+
+
+def start(coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
+    """A task its caller keeps and awaits (so its result or exception is always retrieved)."""
+    return asyncio.get_running_loop().create_task(coro, name=name)
 
 
 class TaskSet:
@@ -27,6 +38,11 @@ class TaskSet:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    def cancel(self) -> None:
+        """Cancel every task now, without waiting for them."""
+        for task in list(self._tasks):
+            task.cancel()
 
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)

@@ -11,7 +11,7 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 
 echo "== ruff"
 python3 -m ruff check rdpbalancer tests benchmarks
-echo "== mypy (strict on the pure core)"
+echo "== mypy (strict, the whole package)"
 python3 -m mypy
 echo "== pytest"
 python3 -m pytest "$@"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
@@ -80,9 +81,9 @@ class AdminServer:
         except OSError as exc:
             await self.stop()
             raise ListenError(f"cannot listen on {section.listen} (admin): {exc.strerror or exc}") from None
-        server = site._server
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        server = cast("asyncio.Server | None", site._server)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
         if section.unix_socket is not None:
             await self._unix(section.unix_socket)
 

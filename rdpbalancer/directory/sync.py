@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rdpbalancer import tasks
 from rdpbalancer.directory.cache import load_membership, save_membership
 from rdpbalancer.directory.errors import DirectoryError
 from rdpbalancer.directory.files import FileGroupWatcher
@@ -95,7 +96,7 @@ class DirectorySync:
             async with self._ldap_lock:
                 await self._fetch()
         if self._ldap is not None or self._watchers:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="directory-sync")
+            self._task = tasks.start(self._run(), name="directory-sync")
 
     async def stop(self) -> None:
         task, self._task, self._started = self._task, None, False

@@ -52,8 +52,8 @@ class Takeover:
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
         self._state = loop.create_future()
-        self.channel = Channel(self._on_message, self._on_lost)
-        await loop.connect_accepted_socket(lambda: self.channel, socket.socket(fileno=self.fd))
+        channel = self.channel = Channel(self._on_message, self._on_lost)
+        await loop.connect_accepted_socket(lambda: channel, socket.socket(fileno=self.fd))
         async with asyncio.timeout(TAKE_TIMEOUT_S):
             await self._got_listeners.wait()
 
@@ -185,10 +185,17 @@ class Predecessor:
 class NewHost(Protocol):
     """The starting balancer as its takeover sees it."""
 
-    listeners: ListenerSet
-    ops: Operations
-    router: Router
-    store: StickyStore
+    @property
+    def listeners(self) -> ListenerSet: ...
+
+    @property
+    def ops(self) -> Operations: ...
+
+    @property
+    def router(self) -> Router: ...
+
+    @property
+    def store(self) -> StickyStore: ...
 
     @property
     def snapshot(self) -> Snapshot: ...

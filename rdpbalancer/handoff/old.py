@@ -9,6 +9,7 @@ import subprocess
 import time
 from typing import Protocol
 
+from rdpbalancer import tasks
 from rdpbalancer.handoff.messages import (
     Changed,
     Closed,
@@ -39,9 +40,14 @@ DRAIN_POLL_S = 0.2  # how often the drain looks whether the last session ended
 class Host(Protocol):
     """The running balancer as its handoff sees it."""
 
-    listeners: ListenerSet
-    store: StickyStorePort
-    control: LocalControl
+    @property
+    def listeners(self) -> ListenerSet: ...
+
+    @property
+    def store(self) -> StickyStorePort: ...
+
+    @property
+    def control(self) -> LocalControl: ...
 
     @property
     def workers(self) -> WorkerPool | None: ...
@@ -94,9 +100,9 @@ class Handover:
         ours, theirs = socket.socketpair()
         fds = host.listeners.by_fd()
         loop = asyncio.get_running_loop()
-        self.channel = Channel(self._on_message, lambda _exc: self._lost.set())
-        await loop.connect_accepted_socket(lambda: self.channel, ours)  # queued until the child reads
-        self.channel.send(Listeners(fds))
+        channel = self.channel = Channel(self._on_message, lambda _exc: self._lost.set())
+        await loop.connect_accepted_socket(lambda: channel, ours)  # queued until the child reads
+        channel.send(Listeners(fds))
         # Every change of the table from here on goes to the successor, in order: what it loads
         # from the file is at least what was on disk when it started (the barrier), and the
         # journal brings it up to date, deletions and this process's late assignments included.
@@ -172,8 +178,8 @@ class Handover:
         host.request_stop()
 
     async def _wait(self, event: asyncio.Event, timeout_s: float) -> bool:
-        lost = asyncio.ensure_future(self._lost.wait())
-        got = asyncio.ensure_future(event.wait())
+        lost = tasks.start(self._lost.wait())
+        got = tasks.start(event.wait())
         try:
             await asyncio.wait({lost, got}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from rdpbalancer import tasks
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.policy.sticky import Change, StickyEntry
@@ -52,7 +53,7 @@ class Control(Protocol):
         the first candidate (as `attempt` does), so two connections of one new user agree."""
         ...
 
-    def attempt(self, sid: str, decision: Decision, server: Server) -> Awaitable[Server | None]:
+    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
         """A connect to `server` starts: the user is assigned to it and the server's count
         goes up. The awaitable resolves once the assignment is durable: to None, or to the
         server another balancer sharing the table placed the user on first (policy.placement)."""
@@ -83,7 +84,7 @@ class Control(Protocol):
 class Routed:
     decision: Decision
     ambiguous: bool  # a truncated cookie whose candidate users would route differently
-    first_attempt: Awaitable[Server | None] | None  # the attempt on decision.candidates[0], if any
+    first_attempt: asyncio.Future[Server | None] | None  # the attempt on decision.candidates[0], if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ class LocalControl:
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
         change = self.router.assign(decision, server, self.clock())
         self.router.opened(server)
-        return asyncio.ensure_future(self._persist(change, decision, server))
+        return tasks.start(self._persist(change, decision, server))
 
     async def _persist(self, change: Change, decision: Decision, server: Server) -> Server | None:
         """Durable; None, or the server another balancer sharing the table placed the user on."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 
@@ -35,16 +36,17 @@ async def open_listeners(ctx: RelayContext, addresses: list[tuple[str, int]], *,
     try:
         for index, (host, port) in enumerate(addresses):
             name = names[index] if names is not None else format_addr(host, port)
+            factory = functools.partial(ClientSide, ctx, name)
             try:
                 sock = (inherited or {}).get((host, port))
                 if sock is not None:
                     server = await loop.create_server(
-                        lambda name=name: ClientSide(ctx, name),  # type: ignore[misc]
+                        factory,
                         sock=sock, backlog=LISTEN_BACKLOG, start_serving=serving,
                     )
                 else:
                     server = await loop.create_server(
-                        lambda name=name: ClientSide(ctx, name),  # type: ignore[misc]
+                        factory,
                         host, port, backlog=LISTEN_BACKLOG, reuse_address=True, reuse_port=reuse_port or None,
                         family=socket.AF_INET6 if ":" in host else socket.AF_INET, start_serving=serving,
                     )
@@ -110,7 +112,7 @@ class ListenerSet:
 
     def first_sockets(self) -> list[socket.socket]:
         """Each listener's socket (one per address): what SO_REUSEPORT steering acts on."""
-        return [server.sockets[0] for server in self.servers.values()]  # type: ignore[misc]
+        return [server.sockets[0] for server in self.servers.values()]
 
     def by_fd(self) -> dict[int, Address]:
         """Every listening socket's descriptor and its configured address (passed on by a handoff)."""

@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
+from rdpbalancer import tasks
 from rdpbalancer.netaddr import describe_os_error, format_addr
 from rdpbalancer.policy.identity import printable, user_key
 from rdpbalancer.policy.limits import Refusal, source_of
@@ -393,7 +394,7 @@ class Session:
             raise _ClientLeft
         self._backend_sock = None
         started = time.monotonic()
-        self._connecting = asyncio.ensure_future(self._connect(asyncio.get_running_loop(), server, budget))
+        self._connecting = tasks.start(self._connect(asyncio.get_running_loop(), server, budget))
         try:
             await self._connecting
         except asyncio.CancelledError:
@@ -476,7 +477,7 @@ class Session:
         self._routed()  # before the first send: a failure below ends a routed session (counts balance)
         # bounded like a connect, and cut by abort() (shutdown, admin): a server that reads nothing
         # must not hold the session here forever
-        self._connecting = asyncio.ensure_future(asyncio.get_running_loop().sock_sendall(backend, first_bytes))
+        self._connecting = tasks.start(self._send_first(backend, first_bytes))
         try:
             async with asyncio.timeout(self.ctx.settings.connect_timeout_s):
                 await self._connecting
@@ -495,6 +496,10 @@ class Session:
             self._connecting = None
         self._pump = SplicePump(client, backend, self.ctx.splice, self._splice_done)
         self._pump.start()
+
+    @staticmethod
+    async def _send_first(backend: socket.socket, first_bytes: bytes) -> None:
+        await asyncio.get_running_loop().sock_sendall(backend, first_bytes)
 
     def _splice_done(self, up: int, down: int, reason: str) -> None:
         self.client.nbytes += up

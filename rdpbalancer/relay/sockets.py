@@ -69,7 +69,7 @@ async def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int) -> 
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
-def reset(transport: asyncio.BaseTransport) -> None:
+def reset(transport: asyncio.Transport) -> None:
     """Abort with a TCP RST (SO_LINGER 0), not a FIN: the other side must know it was cut."""
     sock = transport.get_extra_info("socket")
     if sock is not None:

@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -31,9 +31,11 @@ from redis.sentinel import Sentinel
 from rdpbalancer.policy.sticky import Change, StickyEntry
 from rdpbalancer.store.port import ClusterView
 from rdpbalancer.store.sqlite import SqliteStickyStore
+from rdpbalancer.tasks import TaskSet
 
 log = logging.getLogger("rdpbalancer.store")
 
+T = TypeVar("T")
 RETRY_S = 1.0  # while Redis is away, try again this often
 
 # Every write and delete also stamps the user in the change feed KEYS[2] (a sorted set scored by
@@ -94,6 +96,7 @@ class RedisStickyStore:
         self._outbox: dict[str, tuple[StickyEntry | None, str, float]] = {}  # key -> (entry|None, prior, at)
         self._client: aioredis.Redis | None = None
         self._retry: asyncio.Task[None] | None = None
+        self._tasks = TaskSet()  # background writes and the retry: kept, failures logged
         self._sentinels: list[aioredis.Redis] = []  # the Sentinel connections, closed with the store
         self._cursor: float | None = None  # Redis ms: change-feed entries from here on are not pulled yet
 
@@ -115,11 +118,11 @@ class RedisStickyStore:
         local = self.local.load()
         try:
             client = self._sync_client()
-            seconds, micros = client.time()
+            seconds, micros = cast("tuple[int, int]", client.time())
             self._cursor = seconds * 1000 + micros // 1000  # what changes during the scan is pulled later
             entries = []
             for key in client.scan_iter(match=f"{self.settings.key_prefix}u:*", count=1000):
-                fields = client.hgetall(key)
+                fields = cast("dict[bytes, bytes]", client.hgetall(key))
                 entry = _entry(key.decode()[len(self.settings.key_prefix) + 2:], fields)
                 if entry is not None:
                     entries.append(entry)
@@ -144,7 +147,7 @@ class RedisStickyStore:
     def apply_later(self, change: Change) -> None:
         self.local.apply_later(change)
         if change.put or change.delete:
-            asyncio.get_running_loop().create_task(self._shared(change))
+            self._tasks.spawn(self._shared(change), name="redis-write")
 
     async def barrier(self) -> None:
         await self.local.barrier()
@@ -158,7 +161,7 @@ class RedisStickyStore:
         if self._client is None or self.available is False:
             return False, None
         try:
-            fields = await self._client.hgetall(self._key(key))
+            fields = await _hgetall(self._client, self._key(key))
         except (redis.RedisError, OSError) as exc:
             self._down(exc)
             return False, None
@@ -187,7 +190,7 @@ class RedisStickyStore:
             async with self._client.pipeline(transaction=False) as pipe:
                 for entry in change.put:
                     expected = "*" if change.force else prior.get(entry.key, "")
-                    pipe.eval(_CAS, 2, *self._cas_args(entry, expected))
+                    pipe.eval(_CAS, 2, *self._cas_args(entry, expected))  # type: ignore[arg-type]  # redis-py types ARGV as str
                 for key in change.delete:
                     pipe.eval(_CAD, 2, self._key(key), self._feed, "*" if change.force or key not in prior
                               else prior[key], key)
@@ -222,16 +225,16 @@ class RedisStickyStore:
         replayed = conflicts = 0
         for key, (entry, _prior, _at) in pending.items():  # the later assignment (created) wins
             try:
-                current = _entry(key, await self._client.hgetall(self._key(key)))
+                current = _entry(key, await _hgetall(self._client, self._key(key)))
                 if entry is None:
-                    await self._client.eval(_CAD, 2, self._key(key), self._feed, "*", key)
+                    await _awaited(self._client.eval(_CAD, 2, self._key(key), self._feed, "*", key))
                 elif current is None or current.server == entry.server or current.created <= entry.created:
                     if current is not None and current.server != entry.server:
                         conflicts += 1
                         log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
                                     "and on %s elsewhere at %.0f; %s (the later) is kept",
                                     key, entry.server, entry.created, current.server, current.created, entry.server)
-                    await self._client.eval(_CAS, 2, *self._cas_args(entry, "*"))
+                    await _awaited(self._client.eval(_CAS, 2, *self._cas_args(entry, "*")))  # type: ignore[arg-type]
                 else:
                     conflicts += 1
                     log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
@@ -259,7 +262,7 @@ class RedisStickyStore:
         if self._client is not None and (self._retry is None or self._retry.done()):
             # no loop yet (start-up load): start() creates the client and the first write retries
             with contextlib.suppress(RuntimeError):
-                self._retry = asyncio.get_running_loop().create_task(self._wait_for_redis())
+                self._retry = self._tasks.spawn(self._wait_for_redis(), name="redis-retry")
 
     def _up(self) -> None:
         if self.available is False:
@@ -304,8 +307,8 @@ class RedisStickyStore:
     def _sync_client(self) -> redis.Redis:
         s = self.settings
         if s.sentinels:
-            sentinel = Sentinel(list(s.sentinels), **self._options())
-            master = sentinel.master_for(s.service_name, **self._options())
+            sentinel = Sentinel(list(s.sentinels), **self._options())  # type: ignore[no-untyped-call]
+            master = cast(redis.Redis, sentinel.master_for(s.service_name, **self._options()))  # type: ignore[no-untyped-call]
             for watcher in sentinel.sentinels:
                 watcher.close()  # master_for asked them already; the master connection is what is used
             return master
@@ -314,10 +317,20 @@ class RedisStickyStore:
     def _async_client(self) -> aioredis.Redis:
         s = self.settings
         if s.sentinels:
-            sentinel = AsyncSentinel(list(s.sentinels), **self._options())
+            sentinel = AsyncSentinel(list(s.sentinels), **self._options())  # type: ignore[no-untyped-call]
             self._sentinels = list(sentinel.sentinels)
-            return sentinel.master_for(s.service_name, **self._options())
-        return aioredis.Redis.from_url(s.url, **self._options())
+            return cast(aioredis.Redis, sentinel.master_for(s.service_name, **self._options()))
+        return cast(aioredis.Redis, aioredis.Redis.from_url(s.url, **self._options()))
+
+
+# redis-py types a command's result as `Awaitable[T] | T` for its sync and async clients alike;
+# on the asyncio client it is always the awaitable
+def _awaited(result: Awaitable[T] | T) -> Awaitable[T]:
+    return cast("Awaitable[T]", result)
+
+
+async def _hgetall(client: aioredis.Redis, key: str) -> dict[bytes, bytes]:
+    return cast("dict[bytes, bytes]", await _awaited(client.hgetall(key)))
 
 
 def _entry(key: str, fields: dict[bytes, bytes]) -> StickyEntry | None:
@@ -356,11 +369,11 @@ class RedisCluster:
             async for key in self.store._client.scan_iter(match=f"{p}load:*", count=1000):
                 if key.decode() == f"{p}load:{node}":
                     continue
-                for server, count in (await self.store._client.hgetall(key)).items():
+                for server, count in (await _hgetall(self.store._client, key)).items():
                     others[server.decode()] = others.get(server.decode(), 0) + int(count)
-            states = {k.decode(): v.decode() for k, v in (await self.store._client.hgetall(f"{p}admin")).items()}
+            states = {k.decode(): v.decode() for k, v in (await _hgetall(self.store._client, f"{p}admin")).items()}
             weights = {}
-            for k, v in (await self.store._client.hgetall(f"{p}weight")).items():
+            for k, v in (await _hgetall(self.store._client, f"{p}weight")).items():
                 with contextlib.suppress(ValueError):
                     weights[k.decode()] = int(v)
         except (redis.RedisError, OSError) as exc:
@@ -405,7 +418,7 @@ class RedisCluster:
         if self.store._client is None:
             return
         try:
-            await self.store._client.hset(f"{self.store.settings.key_prefix}{setting}", server, value)
+            await _awaited(self.store._client.hset(f"{self.store.settings.key_prefix}{setting}", server, value))
         except (redis.RedisError, OSError) as exc:
             self.store._down(exc)
 

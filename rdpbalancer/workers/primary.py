@@ -35,6 +35,7 @@ from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import SessionView, State, Stats
 from rdpbalancer.relay.control import LocalControl, SessionInfo
 from rdpbalancer.runtime import own_command
+from rdpbalancer.tasks import TaskSet
 from rdpbalancer.workers.messages import (
     Abandon,
     Abort,
@@ -56,7 +57,7 @@ from rdpbalancer.workers.messages import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    pass
 
 log = logging.getLogger("rdpbalancer.workers")
 
@@ -162,8 +163,8 @@ class WorkerPool:
         self.stopping = False
         self.restarts_total = 0
         self.retired = Stats()  # counters of worker processes that exited (counters never go down)
-        self._restart_tasks: set[asyncio.Task[None]] = set()
-        self._routing: set[asyncio.Future[None]] = set()  # routes waiting for the shared store
+        self._restart_tasks = TaskSet()
+        self._routing = TaskSet()  # routes waiting for the shared store
         self.draining = False  # a handoff: workers relay what they have, accept nothing, are not restarted
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -236,8 +237,7 @@ class WorkerPool:
 
     async def stop(self) -> None:
         self.stopping = True
-        for task in self._restart_tasks:
-            task.cancel()
+        self._restart_tasks.cancel()
         for link in self.links:
             link.send(Stop())
         deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -275,9 +275,7 @@ class WorkerPool:
         code = link.process.returncode if link.process is not None else None
         log.error("worker %d (pid %s) is gone (exit status %s); its %d session(s) ended; restarting it",
                   link.index, link.pid, code, lost)
-        task = asyncio.get_running_loop().create_task(self._restart(link))
-        self._restart_tasks.add(task)
-        task.add_done_callback(self._restart_tasks.discard)
+        self._restart_tasks.spawn(self._restart(link), name=f"restart-worker-{link.index}")
 
     async def _restart(self, link: WorkerLink) -> None:
         if link.process is not None:
@@ -334,9 +332,7 @@ class WorkerPool:
     def route(self, link: WorkerLink, sid: str, request: RouteRequest) -> None:
         """The same route as the primary's own sessions take: with a shared store, the user's
         entry is read from Redis before deciding (the decision itself has no await in it)."""
-        task = asyncio.ensure_future(self._route_for(link, sid, request))
-        self._routing.add(task)
-        task.add_done_callback(self._routing.discard)
+        self._routing.spawn(self._route_for(link, sid, request), name="route")
 
     async def _route_for(self, link: WorkerLink, sid: str, request: RouteRequest) -> None:
         routed = await self.control.route(sid, request)
@@ -349,10 +345,9 @@ class WorkerPool:
         if first is not None and routed.first_attempt is not None:
             self.track(link, sid, first, routed.first_attempt)
 
-    def track(self, link: WorkerLink, sid: str, server: Server, durable: Awaitable[Server | None]) -> None:
+    def track(self, link: WorkerLink, sid: str, server: Server, durable: asyncio.Future[Server | None]) -> None:
         link.attempts[sid] = server
-        future = asyncio.ensure_future(durable)
-        future.add_done_callback(lambda f: link.send(Durable(sid, _outcome(f))))
+        durable.add_done_callback(lambda f: link.send(Durable(sid, _outcome(f))))
 
     def relaying(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
         link.attempts.pop(sid, None)

@@ -25,6 +25,7 @@ from rdpbalancer.relay.context import RelayContext, Stats
 from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
 from rdpbalancer.relay.listener import open_listeners
 from rdpbalancer.relay.splice import PipePool
+from rdpbalancer.tasks import TaskSet
 from rdpbalancer.workers.messages import (
     Abandon,
     Abort,
@@ -118,7 +119,8 @@ class RemoteControl:
 
     def lost(self, why: str) -> None:
         self.gone = why
-        for future in [*self._decisions.values(), *self._durable.values()]:
+        futures: list[asyncio.Future[Any]] = [*self._decisions.values(), *self._durable.values()]
+        for future in futures:
             if not future.done():
                 future.set_exception(ControlUnavailable(why))
                 future.exception()  # a session that already left never awaits it: no warning
@@ -141,6 +143,7 @@ class Worker:
         self._setup: WorkerSetup | None = None
         self._applying = asyncio.Lock()
         self._draining = False  # quiesced by a handoff: exit once idle (a new setup cancels it)
+        self.tasks = TaskSet()  # this worker's own background work (its sessions' tasks are ctx.tasks)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -151,7 +154,7 @@ class Worker:
         loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the primary
         await self._setup_received.wait()
         if not self.stopped.is_set():
-            reporter = loop.create_task(self._reporter())
+            reporter = self.tasks.spawn(self._reporter(), name="report")
             await self.stopped.wait()
             reporter.cancel()
         await self._shutdown()
@@ -201,11 +204,11 @@ class Worker:
                 if session is not None:
                     session.abort(reason)
             case Setup(_index, setup):
-                asyncio.get_running_loop().create_task(self._apply(setup))
+                self.tasks.spawn(self._apply(setup), name="setup")
             case Stop():
                 self.stopped.set()
             case Quiesce():
-                asyncio.get_running_loop().create_task(self._quiesce())
+                self.tasks.spawn(self._quiesce(), name="quiesce")
             case _:
                 log.error("worker %d: unknown message %s from the primary; ignored", self.index,
                           type(message).__name__)
