@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from rdpbalancer.config.compile import Snapshot
+from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.sync import DirectoryStatus
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.model import AdminState
 from rdpbalancer.policy.sticky import StickyEntry, StickyTable
 from rdpbalancer.relay.context import SessionView, Stats
-from rdpbalancer.reloader import ConfigStatus
 from rdpbalancer.store.port import StickyStorePort
 
 Address = tuple[str, int]

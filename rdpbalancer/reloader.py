@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Protocol
 
 from rdpbalancer.admin.errors import AdminError
@@ -19,6 +18,7 @@ from rdpbalancer.config import ConfigError, load_config
 from rdpbalancer.config.compile import Snapshot, compile_config
 from rdpbalancer.config.restart import ReloadError, check_reloadable
 from rdpbalancer.config.schema import Config
+from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.errors import DirectoryError
 from rdpbalancer.relay.listener import ListenError
 from rdpbalancer.systemd import monotonic_usec, notify
@@ -26,18 +26,6 @@ from rdpbalancer.systemd import monotonic_usec, notify
 log = logging.getLogger("rdpbalancer")
 
 REFUSED = (ConfigError, ListenError, ReloadError, DirectoryError, AdminError)  # the old configuration stays
-
-
-@dataclass(slots=True)
-class ConfigStatus:
-    """What the admin API shows about the configuration."""
-
-    path: str
-    loaded_at: float
-    last_reload_at: float | None = None
-    last_reload_error: str | None = None
-    reloads_ok: int = 0
-    reloads_failed: int = 0
 
 
 class ReloadTarget(Protocol):

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rdpbalancer.config.compile import Snapshot
+from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.sync import DirectoryStatus, DirectorySync
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.operations import Operations
@@ -16,7 +17,7 @@ from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.relay.context import RelayContext, SessionView, Stats
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import Address, ListenerSet
-from rdpbalancer.reloader import ConfigStatus, Reloader
+from rdpbalancer.reloader import Reloader
 from rdpbalancer.store.port import StickyStorePort
 from rdpbalancer.workers.primary import WorkerPool
 

@@ -1,4 +1,6 @@
-"""The dependency direction of STYLE.md, checked on the source: the pure core stays pure."""
+"""The dependency contract, checked on the source (imports under `if TYPE_CHECKING:` count: a
+type-only edge is still an edge of the design). The pure core stays pure; the shell's packages
+depend downwards only; the package graph has no cycle; only the entry points know `app`."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "rdpbalancer"
+SHELL = {"rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.config", "rdpbalancer.app", "rdpbalancer.admin",
+         "rdpbalancer.workers", "rdpbalancer.handoff", "rdpbalancer.health", "rdpbalancer.directory"}
 FORBIDDEN_IN_POLICY = {"asyncio", "pydantic", "sqlite3", "redis", "ldap3", "prometheus_client", "socket", "time",
                        "rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.config", "rdpbalancer.app"}
 
@@ -25,9 +29,12 @@ def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
     return [n for n in ast.walk(tree) if id(n) not in skipped]
 
 
-def imports(path: Path) -> set[str]:
+def imports(path: Path, *, type_only: bool = True) -> set[str]:
+    """Every rdpbalancer or third-party module `path` imports; `type_only=False` leaves out
+    what is imported under `if TYPE_CHECKING:` (no run-time dependency)."""
     found: set[str] = set()
-    for node in _runtime_nodes(ast.parse(path.read_text())):
+    nodes = ast.walk(ast.parse(path.read_text())) if type_only else _runtime_nodes(ast.parse(path.read_text()))
+    for node in nodes:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -41,7 +48,7 @@ def offending(path: Path, forbidden: set[str]) -> set[str]:
 
 @pytest.mark.parametrize("path", sorted((PACKAGE / "policy").glob("*.py")), ids=lambda p: p.name)
 def test_policy_is_pure(path: Path) -> None:
-    assert not offending(path, FORBIDDEN_IN_POLICY)
+    assert not offending(path, FORBIDDEN_IN_POLICY | SHELL)
 
 
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -68,3 +75,74 @@ def test_ctl_imports_only_the_standard_library() -> None:
     assert not third_party, f"rdpbalancer.ctl loads {sorted(third_party)}"
     ours = {m for m in loaded if m.startswith("rdpbalancer.") and not m.startswith("rdpbalancer.ctl")}
     assert ours <= {"rdpbalancer.runtime"}, ours
+
+
+def unit_of(module: str) -> str:
+    """The package (or top-level module) a module belongs to: rdpbalancer.relay.session -> relay."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "rdpbalancer"
+
+
+def package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        source = rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.name != "__init__.py" else "rdpbalancer"
+        for module in imports(path):
+            if module.startswith("rdpbalancer.") and unit_of(module) != source:
+                graph.setdefault(source, set()).add(unit_of(module))
+    return graph
+
+
+def test_the_package_graph_has_no_cycle() -> None:
+    graph, done, cycles = package_graph(), set(), []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                cycles.append([*path[path.index(nxt):], nxt])
+            elif nxt not in done:
+                visit(nxt, [*path, nxt])
+        done.add(node)
+
+    for node in sorted(graph):
+        visit(node, [node])
+    assert not cycles, cycles
+
+
+# package -> what it must not import, type-only imports included (the layers, bottom up)
+LAYERS = {
+    "proto": {"rdpbalancer"},  # the standard library only (its own modules excepted below)
+    "settings": SHELL - {"rdpbalancer.config"},
+    "netaddr": SHELL,
+    "tasks": SHELL,
+    "ipc": SHELL,
+    "config": {"rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.admin", "rdpbalancer.app",
+               "rdpbalancer.workers", "rdpbalancer.handoff", "rdpbalancer.directory"},
+    "health": {"rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.admin", "rdpbalancer.app",
+               "rdpbalancer.workers", "rdpbalancer.handoff"},
+    "store": {"rdpbalancer.relay", "rdpbalancer.app", "rdpbalancer.config", "rdpbalancer.admin",
+              "rdpbalancer.workers", "rdpbalancer.handoff"},
+    "relay": {"rdpbalancer.admin", "rdpbalancer.app", "rdpbalancer.handoff", "rdpbalancer.workers",
+              "rdpbalancer.operations", "rdpbalancer.cluster", "rdpbalancer.reloader", "rdpbalancer.config",
+              "rdpbalancer.ports", "rdpbalancer.view", "rdpbalancer.metrics"},
+    "workers": {"rdpbalancer.admin", "rdpbalancer.app", "rdpbalancer.handoff", "rdpbalancer.operations",
+                "rdpbalancer.config", "rdpbalancer.ports", "rdpbalancer.view"},
+    "admin": {"rdpbalancer.app", "rdpbalancer.handoff", "rdpbalancer.workers", "rdpbalancer.operations",
+              "rdpbalancer.cluster", "rdpbalancer.view"},  # readers see ports.ReadModel / OperationsPort
+    "metrics": {"rdpbalancer.app", "rdpbalancer.admin", "rdpbalancer.handoff", "rdpbalancer.workers",
+                "rdpbalancer.operations", "rdpbalancer.view"},
+}
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_layer_depends_downwards_only(path: Path) -> None:
+    rel = path.relative_to(PACKAGE)
+    layer = rel.parts[0].removesuffix(".py")
+    forbidden = LAYERS.get(layer, set())
+    own = f"rdpbalancer.{layer}"
+    bad = {m for m in offending(path, forbidden) if m != own and not m.startswith(own + ".")}
+    if layer == "proto":
+        bad |= {m for m in imports(path) if m.split(".")[0] not in sys.stdlib_module_names
+                and not m.startswith("rdpbalancer.proto")}
+    assert not bad, f"{rel} imports {sorted(bad)}"
