@@ -35,11 +35,15 @@ class SessionView(Protocol):
     process, or a worker's relaying session as the primary knows it (workers/primary.py)."""
 
     id: str
-    user: str | None
-    client_addr: tuple[str, int]
     listener: str
     started_wall: float
     worker: int  # 0: this process
+
+    @property
+    def user(self) -> str | None: ...
+
+    @property
+    def client_addr(self) -> tuple[str, int]: ...
 
     @property
     def state(self) -> State: ...

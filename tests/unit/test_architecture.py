@@ -146,3 +146,12 @@ def test_each_layer_depends_downwards_only(path: Path) -> None:
         bad |= {m for m in imports(path) if m.split(".")[0] not in sys.stdlib_module_names
                 and not m.startswith("rdpbalancer.proto")}
     assert not bad, f"{rel} imports {sorted(bad)}"
+
+
+def test_the_session_machine_is_sans_io() -> None:
+    """relay/machine.py decides; the shell (relay/session.py) does. No loop, socket, clock or
+    descriptor in the machine, and nothing of the shell around it."""
+    forbidden = {"asyncio", "socket", "time", "os", "select", "selectors", "uvloop", "rdpbalancer.relay.session",
+                 "rdpbalancer.relay.control", "rdpbalancer.relay.splice", "rdpbalancer.relay.sockets",
+                 "rdpbalancer.tasks"}
+    assert not offending(PACKAGE / "relay" / "machine.py", forbidden)
