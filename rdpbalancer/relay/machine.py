@@ -15,9 +15,11 @@ says how long that attempt may take.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Any
 
 from rdpbalancer.policy.identity import printable, user_key
 from rdpbalancer.policy.limits import Refusal, source_of
@@ -331,34 +333,44 @@ class SessionMachine:
     # -- the one door -----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Command]:
-        match event:
-            case ClientConnected(addr):
-                return self._connected_client(addr)
-            case Admitted(refusal, detail):
-                return self._admitted(refusal, detail)
-            case ClientData(data):
-                return self._client_data(data)
-            case Eof(side):
-                return self._eof_from(side)
-            case Lost(side, error):
-                return self._lost(side, error)
-            case DeadlinePassed():
-                return self._expired()
-            case RouteAnswered():
-                return self._routed(event)
-            case ConnectDone(error):
-                self._connected = error
-                return self._judge()
-            case AttemptDurable():
-                self._durable = event
-                return self._judge()
-            case RelayEnded(_up, _down, reason):
-                self.end_reason = self.end_reason or reason
-                self._gone = {Side.CLIENT, Side.SERVER}
-                return self._finish()
-            case Aborted(reason):
-                return self._aborted(reason)
-        raise TypeError(f"not an event of the session machine: {type(event).__name__}")
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise TypeError(f"not an event of the session machine: {type(event).__name__}")
+        return handler(self, event)
+
+    def _on_client_connected(self, event: ClientConnected) -> list[Command]:
+        return self._connected_client(event.addr)
+
+    def _on_admitted(self, event: Admitted) -> list[Command]:
+        return self._admitted(event.refusal, event.detail)
+
+    def _on_client_data(self, event: ClientData) -> list[Command]:
+        return self._client_data(event.data)
+
+    def _on_eof(self, event: Eof) -> list[Command]:
+        return self._eof_from(event.side)
+
+    def _on_lost(self, event: Lost) -> list[Command]:
+        return self._lost(event.side, event.error)
+
+    def _on_deadline(self, _event: DeadlinePassed) -> list[Command]:
+        return self._expired()
+
+    def _on_connect_done(self, event: ConnectDone) -> list[Command]:
+        self._connected = event.error
+        return self._judge()
+
+    def _on_durable(self, event: AttemptDurable) -> list[Command]:
+        self._durable = event
+        return self._judge()
+
+    def _on_relay_ended(self, event: RelayEnded) -> list[Command]:
+        self.end_reason = self.end_reason or event.reason
+        self._gone = {Side.CLIENT, Side.SERVER}
+        return self._finish()
+
+    def _on_aborted(self, event: Aborted) -> list[Command]:
+        return self._aborted(event.reason)
 
     # -- admission and PROXY -----------------------------------------------------------------------------
 
@@ -596,6 +608,16 @@ class SessionMachine:
         self.end_reason = self.end_reason or reason
         sides = (Side.CLIENT, Side.SERVER) if self.state is State.RELAY else (Side.CLIENT,)
         return self._close(*sides, reset=True)
+
+
+# one dictionary lookup per event (a chain of isinstance checks costs more on every connection)
+_HANDLERS: dict[type, Callable[[SessionMachine, Any], list[Command]]] = {
+    ClientConnected: SessionMachine._on_client_connected, Admitted: SessionMachine._on_admitted,
+    ClientData: SessionMachine._on_client_data, Eof: SessionMachine._on_eof, Lost: SessionMachine._on_lost,
+    DeadlinePassed: SessionMachine._on_deadline, RouteAnswered: SessionMachine._routed,
+    ConnectDone: SessionMachine._on_connect_done, AttemptDurable: SessionMachine._on_durable,
+    RelayEnded: SessionMachine._on_relay_ended, Aborted: SessionMachine._on_aborted,
+}
 
 
 def _trusted(host: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:

@@ -16,6 +16,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
+from typing import Any
 
 from rdpbalancer import tasks
 from rdpbalancer.netaddr import describe_os_error, format_addr
@@ -136,6 +138,7 @@ class Session:
         self._persist: asyncio.Future[Server | None] | None = None  # the current attempt's durable write
         self._connecting: asyncio.Future[None] | None = None  # the connect, or the splice's first send
         self._next: tuple[Server, float] | None = None  # the connect the machine asked for last
+        self._splice_first: bytes | None = None  # a splice relay to start, with these first bytes
 
     # -- what readers see (relay/context.SessionView) ------------------------------------------
 
@@ -218,67 +221,82 @@ class Session:
 
     def _do(self, commands: list[m.Command]) -> None:
         for command in commands:
-            match command:
-                case m.Admit(source):
-                    self._admit(source)
-                case m.Register(deadline_s):
-                    self.ctx.sessions[self.id] = self
-                    self._deadline = asyncio.get_running_loop().call_later(deadline_s, self._handshake_expired)
-                case m.HandshakeDone():
-                    self._out_of_handshake()
-                    self.ctx.observe_handshake(time.monotonic() - self.started)
-                case m.AskRoute(request):
-                    self.ctx.tasks.spawn(self._route(request), name=f"route-{self.id}")
-                case m.Attempt(decision, server):
-                    self._persist = self.ctx.control.attempt(self.id, decision, server)
-                case m.Connect(server, budget_s):
-                    self._next = (server, budget_s)  # the routing task runs it (one task per connection)
-                case m.CancelConnect():
-                    if self._connecting is not None:
-                        self._connecting.cancel()  # an abandoned attempt: stop connecting now
-                case m.AttemptConnected(server):
-                    self.ctx.control.connected(self.id, server)
-                case m.AttemptFailed(server, error):
-                    self._attempt_failed(server, error)
-                case m.AttemptAbandoned(server):
-                    self.ctx.control.abandon(self.id, server)
-                    self._drop_backend()
-                case m.AllFailed(decision):
-                    self.ctx.control.all_failed(self.id, decision)
-                case m.PauseClient():
-                    self._pause_client()
-                case m.StartRelay():
-                    self._start(command)
-                case m.WriteEof(side):
-                    self._write_eof(self.leg(side))
-                case m.Close(side, hard):
-                    self._close(self.leg(side), hard=hard)
-                case m.Refuse(reason, detail):
-                    self._refuse(reason, detail)
-                case m.Reject(count, reason, malformed):
-                    self._reject(count, reason, malformed)
-                case m.CountEmpty():
-                    self._out_of_handshake()
-                    self.ctx.stats.connections["empty"] += 1
-                case m.Finish(relayed, _reason, count):
-                    self._finish(relayed, count)
-                case m.Log(level, message, count):
-                    self._log(level, message, count)
+            _COMMANDS[type(command)](self, command)
+
+    # one method per command (dispatched by type in _COMMANDS, after the class)
+
+    def _c_admit(self, c: m.Admit) -> None:
+        self._admit(c.source)
+
+    def _c_register(self, c: m.Register) -> None:
+        self.ctx.sessions[self.id] = self
+        self._deadline = asyncio.get_running_loop().call_later(c.deadline_s, self._handshake_expired)
+
+    def _c_handshake_done(self, _c: m.HandshakeDone) -> None:
+        self._out_of_handshake()
+        self.ctx.observe_handshake(time.monotonic() - self.started)
+
+    def _c_ask_route(self, c: m.AskRoute) -> None:
+        self.ctx.tasks.spawn(self._route(c.request), name=f"route-{self.id}")
+
+    def _c_attempt(self, c: m.Attempt) -> None:
+        self._persist = self.ctx.control.attempt(self.id, c.decision, c.server)
+
+    def _c_connect(self, c: m.Connect) -> None:
+        self._next = (c.server, c.budget_s)  # the routing task runs it (one task per connection)
+
+    def _c_cancel_connect(self, _c: m.CancelConnect) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()  # an abandoned attempt: stop connecting now
+
+    def _c_attempt_connected(self, c: m.AttemptConnected) -> None:
+        self.ctx.control.connected(self.id, c.server)
+
+    def _c_attempt_failed(self, c: m.AttemptFailed) -> None:
+        self._attempt_failed(c.server, c.error)
+
+    def _c_attempt_abandoned(self, c: m.AttemptAbandoned) -> None:
+        self.ctx.control.abandon(self.id, c.server)
+        self._drop_backend()
+
+    def _c_all_failed(self, c: m.AllFailed) -> None:
+        self.ctx.control.all_failed(self.id, c.decision)
+
+    def _c_pause_client(self, _c: m.PauseClient) -> None:
+        if self.client.transport is not None:
+            self.client.transport.pause_reading()
+
+    def _c_start_relay(self, c: m.StartRelay) -> None:
+        self._start(c)
+
+    def _c_write_eof(self, c: m.WriteEof) -> None:
+        transport = self.leg(c.side).transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
+
+    def _c_close(self, c: m.Close) -> None:
+        self._close(self.leg(c.side), hard=c.reset)
+
+    def _c_refuse(self, c: m.Refuse) -> None:
+        self._refuse(c.reason, c.detail)
+
+    def _c_reject(self, c: m.Reject) -> None:
+        self._reject(c.count, c.reason, c.malformed)
+
+    def _c_count_empty(self, _c: m.CountEmpty) -> None:
+        self._out_of_handshake()
+        self.ctx.stats.connections["empty"] += 1
+
+    def _c_finish(self, c: m.Finish) -> None:
+        self._finish(c.relayed, c.count)
+
+    def _c_log(self, c: m.Log) -> None:
+        self._log(c.level, c.message, c.count)
 
     def _log(self, level: int, message: str, count: str) -> None:
         if count:
             self.ctx.stats.connections[count] += 1
         log.log(level, "session=%s %s", self.id, message)
-
-    def _pause_client(self) -> None:
-        if self.client.transport is not None:
-            self.client.transport.pause_reading()
-
-    @staticmethod
-    def _write_eof(leg: Leg) -> None:
-        transport = leg.transport
-        if transport is not None and not transport.is_closing() and transport.can_write_eof():
-            transport.write_eof()
 
     def _admit(self, source: str) -> None:
         """The limits of [limits] (policy.limits.Admission), by the client's address."""
@@ -338,6 +356,9 @@ class Session:
             server, budget_s = self._next
             self._next = None
             await self._attempt(server, budget_s)
+        if self._splice_first is not None:  # StartRelay with a raw backend socket: no second task
+            first, self._splice_first = self._splice_first, None
+            await self._start_splice(first)
 
     async def _attempt(self, server: Server, budget_s: float) -> None:
         """Connect, then wait until the assignment is durable (before any client byte goes on)."""
@@ -404,7 +425,7 @@ class Session:
     def _start(self, start: m.StartRelay) -> None:
         self._routed(start.decision, start.server)
         if self._backend_sock is not None:
-            self.ctx.tasks.spawn(self._start_splice(start.first), name=f"splice-{self.id}")
+            self._splice_first = start.first  # the routing task hands the sockets over (_route)
         else:
             self._start_copy(start.first, start.resume)
 
@@ -518,6 +539,18 @@ class Session:
                              "bytes_down": self.backend.nbytes, "duration_s": round(duration, 3),
                              "close": self.end_reason}},
         )
+
+
+_COMMANDS: dict[type, Callable[[Session, Any], None]] = {
+    m.Admit: Session._c_admit, m.Register: Session._c_register, m.HandshakeDone: Session._c_handshake_done,
+    m.AskRoute: Session._c_ask_route, m.Attempt: Session._c_attempt, m.Connect: Session._c_connect,
+    m.CancelConnect: Session._c_cancel_connect, m.AttemptConnected: Session._c_attempt_connected,
+    m.AttemptFailed: Session._c_attempt_failed, m.AttemptAbandoned: Session._c_attempt_abandoned,
+    m.AllFailed: Session._c_all_failed, m.PauseClient: Session._c_pause_client,
+    m.StartRelay: Session._c_start_relay, m.WriteEof: Session._c_write_eof, m.Close: Session._c_close,
+    m.Refuse: Session._c_refuse, m.Reject: Session._c_reject, m.CountEmpty: Session._c_count_empty,
+    m.Finish: Session._c_finish, m.Log: Session._c_log,
+}
 
 
 def _route_text(label: str | None) -> str:
