@@ -37,6 +37,7 @@ from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.relay.sockets import unsteer_group
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.reloader import Reloader
+from rdpbalancer.runtime import tune_gc
 from rdpbalancer.store.port import ClusterChannel, StickyStorePort
 from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore
 from rdpbalancer.store.sqlite import SqliteStickyStore
@@ -192,6 +193,7 @@ class Balancer:
                 loop.remove_signal_handler(sig)
             raise
         self._serving = True
+        tune_gc()
         notify(f"READY=1\nSTATUS=listening on {len(self.listeners)} address(es)\nMAINPID={os.getpid()}")
         try:
             await self._stopped.wait()

@@ -25,6 +25,7 @@ from rdpbalancer.relay.context import RelayContext, Stats
 from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
 from rdpbalancer.relay.listener import open_listeners
 from rdpbalancer.relay.splice import PipePool
+from rdpbalancer.runtime import loop_factory, tune_gc
 from rdpbalancer.tasks import TaskSet
 from rdpbalancer.workers.messages import (
     Abandon,
@@ -153,6 +154,7 @@ class Worker:
             loop.add_signal_handler(sig, self.stopped.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)  # reloads come from the primary
         await self._setup_received.wait()
+        tune_gc()
         if not self.stopped.is_set():
             reporter = self.tasks.spawn(self._reporter(), name="report")
             await self.stopped.wait()
@@ -273,7 +275,6 @@ class Worker:
 
 
 def main(index: int, channel_fd: int) -> int:
-    from rdpbalancer.runtime import loop_factory  # noqa: PLC0415
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(Worker(index, channel_fd).run())
