@@ -25,11 +25,13 @@ from rdpbalancer.handoff.messages import HandoffError, RuntimeState
 from rdpbalancer.handoff.new import Takeover, take_over
 from rdpbalancer.handoff.old import Handover
 from rdpbalancer.health.monitor import HealthMonitor
+from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.metrics import Metrics
 from rdpbalancer.netaddr import format_addr
 from rdpbalancer.operations import Operations
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.limits import NewUserBudget
+from rdpbalancer.policy.sessions import SessionDirectory
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.control import LocalControl
@@ -62,9 +64,11 @@ class Balancer:
         self.monitor = HealthMonitor(self.router, list(snapshot.checks))
         self.control = LocalControl(self.router, self.store, self.monitor, time.time)
         self.router.new_users = NewUserBudget(config.limits.new_users_per_source)
+        self.router.sessions = SessionDirectory(strip_domain=config.identity.strip_domain)
+        self.hosts = SessionPoller(self.router.sessions, snapshot.sessions, clock=time.time)
         self.ctx = RelayContext(control=self.control, settings=snapshot.relay)
         self.listeners = ListenerSet(self.ctx)
-        self.ops = Operations(self.router, self.store, self.ctx, snapshot)
+        self.ops = Operations(self.router, self.store, self.ctx, snapshot, self.hosts)
         self.ops.on_reload, self.ops.on_handoff = self._reload, self.start_handoff
         self.monitor.on_shutdown_sessions = self.ops.close_sessions_of
         self.cluster = ClusterSync(channel, self.control, self.ops, self.ctx.tasks) if channel is not None else None
@@ -140,6 +144,7 @@ class Balancer:
 
     def _start_background(self) -> None:
         self.monitor.start()
+        self.hosts.start()
         self._sweeper = self.ctx.tasks.spawn(self._sweep(), name="sticky-sweeper")
         if self.cluster is not None:
             self.cluster.start()
@@ -154,6 +159,7 @@ class Balancer:
         if self.workers is not None:
             await self.workers.stop()  # their sessions end; their last messages are handled here
         await self.monitor.stop()
+        await self.hosts.stop()
         await self.directory.stop()
         await self.admin.stop()
         sessions = list(self.ctx.sessions.values())
@@ -246,6 +252,8 @@ class Balancer:
 
     async def commit(self, snapshot: Snapshot, prepared: object) -> None:
         self._configure(snapshot)
+        if self._serving:  # new sources, intervals, credentials or tokens (re-read by the compile)
+            await self.hosts.restart(snapshot.sessions)
         self.listeners.close_removed(snapshot.listen)
         if self.workers is not None:
             await self.workers.reconfigure()
@@ -323,11 +331,13 @@ class Balancer:
             connections=Counter(s.server.name for s in live if s.server is not None),
             active_users=Counter(s.decision.sticky_key for s in live
                                  if s.decision is not None and s.decision.sticky_key is not None),
+            host_reports=list(self.router.sessions.reports.values()) if self.router.sessions is not None else [],
         )
 
     async def pause_services(self) -> None:
         await self.admin.stop()
         await self.monitor.stop()
+        await self.hosts.stop()
         await self.directory.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -8,6 +8,7 @@ path pays nothing for them; only the three latency histograms are observed as ev
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -22,7 +23,7 @@ from rdpbalancer.ports import ReadModel
 P = "rdpbalancer_"
 # latency buckets in seconds: a LAN connect is ~0.2 ms, a slow WAN client's CR can take seconds
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-ROUTED = ("sticky-hit", "new", "failover", "routing-token", "no-cookie")
+ROUTED = ("sticky-hit", "session", "no-session", "new", "failover", "routing-token", "no-cookie")
 
 
 class Metrics:
@@ -60,6 +61,7 @@ class _StateCollector(Collector):
         yield from self._servers()
         yield from self._sticky()
         yield from self._directory_and_config()
+        yield from self._host_sessions()
 
     def _build(self) -> Iterator[Metric]:
         info = _gauge("build_info", "rdpbalancer version", ["version"])
@@ -174,6 +176,29 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(P + "truncated_cookie_ambiguities",
                                   "Truncated cookies standing for users that route differently",
                                   value=bal.router.ambiguous)
+
+
+    def _host_sessions(self) -> Iterator[Metric]:
+        poller, now = self.bal.hosts, time.time()
+        directory = poller.directory
+        sessions = _gauge("host_sessions", "Sessions the host itself reports (session directory)", ["server", "state"])
+        up = _gauge("session_source_up", "1 while the host's session list is fresh (answered within stale_after)",
+                    ["server"])
+        age = _gauge("session_source_age_seconds", "Age of the host's last session list", ["server"])
+        failures = _counter("session_source_failures", "Failed session queries", ["server"])
+        for source in poller.plan.sources:
+            report = directory.reports.get(source.server)
+            listed = report.sessions if report is not None else ()
+            for state in ("active", "disconnected"):
+                sessions.add_metric([source.server, state], sum(1 for x in listed if x.state == state))
+            up.add_metric([source.server], 1 if directory.fresh(source.server, now) else 0)
+            if (seconds := directory.age(source.server, now)) is not None:
+                age.add_metric([source.server], seconds)
+            stats = poller.stats.get(source.server)
+            failures.add_metric([source.server], stats.failures if stats is not None else 0)
+        yield from (sessions, up, age, failures)
+        yield GaugeMetricFamily(P + "duplicate_sessions", "Users with sessions on more than one host",
+                                value=len(directory.duplicates()))
 
 
 def _tasks_alive() -> int:

@@ -14,8 +14,10 @@ from dataclasses import replace
 
 from rdpbalancer.config.compile import Snapshot
 from rdpbalancer.config.types import MAX_WEIGHT
+from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import AdminState
+from rdpbalancer.policy.sessions import HostReport
 from rdpbalancer.policy.sticky import Change, StickyEntry
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.store.port import StickyStorePort
@@ -38,8 +40,9 @@ def _no_handoff() -> bool:
 
 
 class Operations:
-    def __init__(self, router: Router, store: StickyStorePort, ctx: RelayContext, snapshot: Snapshot) -> None:
-        self.router, self.table, self.store, self.ctx = router, router.table, store, ctx
+    def __init__(self, router: Router, store: StickyStorePort, ctx: RelayContext, snapshot: Snapshot,
+                 hosts: SessionPoller) -> None:
+        self.router, self.table, self.store, self.ctx, self.hosts = router, router.table, store, ctx, hosts
         self.snapshot = snapshot
         self.admin_overrides: dict[str, AdminState] = {}  # set at run time; survive reloads
         self.weight_overrides: dict[str, int] = {}
@@ -51,6 +54,10 @@ class Operations:
     async def reload(self) -> str | None:
         """Re-read the configuration file; None on success, else the error."""
         return await self.on_reload()
+
+    def push_sessions(self, report: HostReport) -> None:
+        """A host's own session list (source = "push"; its token was checked by the API)."""
+        self.hosts.accept(report.server, report)
 
     def start_handoff(self) -> bool:
         """A graceful restart in the background; False when one already started."""

@@ -14,8 +14,10 @@ from rdpbalancer.config.compile import Snapshot
 from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.sync import DirectoryStatus
 from rdpbalancer.health.monitor import HealthMonitor
+from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.model import AdminState
+from rdpbalancer.policy.sessions import HostReport
 from rdpbalancer.policy.sticky import StickyEntry, StickyTable
 from rdpbalancer.relay.context import SessionView, Stats
 from rdpbalancer.store.port import StickyStorePort
@@ -83,6 +85,11 @@ class ReadModel(Protocol):
         """Client addresses the limits hold state for."""
         ...
 
+    @property
+    def hosts(self) -> SessionPoller:
+        """The session directory: every host's sessions, their sources and their health."""
+        ...
+
 
 class OperationsPort(Protocol):
     def set_admin_state(self, server: str, state: AdminState, *, shared: bool = True) -> None: ...
@@ -103,4 +110,8 @@ class OperationsPort(Protocol):
 
     def start_handoff(self) -> bool:
         """Start a graceful restart in the background; False when one already started."""
+        ...
+
+    def push_sessions(self, report: HostReport) -> None:
+        """A host pushed its session list (its token was checked by the caller)."""
         ...

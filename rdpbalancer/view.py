@@ -10,6 +10,7 @@ from rdpbalancer.config.compile import Snapshot
 from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.sync import DirectoryStatus, DirectorySync
 from rdpbalancer.health.monitor import HealthMonitor
+from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.operations import Operations
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.model import AdminState
@@ -88,3 +89,7 @@ class View:
     def tracked_sources(self) -> int:
         budget = self.router.new_users
         return self.ctx.admission.sources() + (budget.sources() if budget is not None else 0)
+
+    @property
+    def hosts(self) -> SessionPoller:
+        return self.ops.hosts

@@ -15,6 +15,9 @@
 #                   their own dockerd, with its own data root and socket)
 #   debootstrap     the image's Debian 12 base, made locally (no container registry is needed)
 #   python3-venv    Debian's own python3 with venv: the README's first command (scripts/install.sh)
+#   tigervnc-standalone-server  Xvnc: real xrdp logons for the session-directory test (tests/e2e)
+#   curl            contrib/xrdp-sessions.sh pushes a host's sessions with it
+#   util-linux      unshare/nsenter: each xrdp host of that test in its own namespaces
 #
 # Idempotent: when every package is installed already, it only says so (pass --force to run
 # apt-get anyway).  Runs as root, or through sudo when that exists.
@@ -24,10 +27,10 @@ PACKAGES=(
     xrdp freerdp2-x11 xvfb coreutils openssl
     samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
     redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2 systemd
-    docker.io debootstrap python3-venv
+    docker.io debootstrap python3-venv tigervnc-standalone-server curl util-linux
 )
 BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc
-          systemd-analyze dockerd debootstrap)
+          systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 

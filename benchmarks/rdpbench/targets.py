@@ -7,10 +7,12 @@ are the whole of what each proxy is told.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,6 +234,54 @@ class Rdpbalancer(Target):
         return [sys.executable, "-m", "rdpbalancer", "run", "-c", str(config_path)]
 
 
+class RdpbalancerDirectory(Rdpbalancer):
+    """rdpb1 with the session directory on: 50 hosts in the pool (the test servers and idle ones
+    with weight 0 that take nobody), each pushing 100 sessions of other users right after the
+    start. Every connection's decision reads the directory; none is found there (C32's users are
+    new), which is the costlier path (bench_directory.py)."""
+
+    HOSTS, SESSIONS = 50, 100
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, workers=1)
+        self.description = (f"rdpbalancer from this checkout, 1 worker, session directory with {self.HOSTS} hosts x "
+                            f"{self.SESSIONS} sessions")
+        self._admin_port = 0
+
+    def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
+        text = super().config(port, backends, opts, db)
+        self._admin_port = int(text.split('[admin]\nlisten = "127.0.0.1:', 1)[1].split('"', 1)[0])
+        idle = ",\n".join(f'  {{ name = "DIR{i:02d}", address = "127.0.0.1:{free_port()}", weight = 0, '
+                           'check = "none" }' for i in range(self.HOSTS - len(backends)))
+        tokens = db.parent / "push-tokens.toml"
+        tokens.write_text("".join(f'{name} = "{self._token(name)}"\n' for name in self._hosts(len(backends))))
+        tokens.chmod(0o600)
+        text = text.replace("\n]\n", f",\n{idle}\n]\n", 1) if idle else text
+        return text + f'\n[sessions]\nsource = "push"\npush_tokens = "{tokens}"\nstale_after = "1h"\n'
+
+    def _hosts(self, real: int) -> list[str]:
+        return server_names(real) + [f"DIR{i:02d}" for i in range(self.HOSTS - real)]
+
+    @staticmethod
+    def _token(name: str) -> str:
+        return f"bench-push-token-{name.lower()}"
+
+    @contextmanager
+    def running(self, cell_dir: Path, backends: list[int], opts: ProxyOptions,
+                db: Path | None = None) -> Iterator[Running]:
+        with super().running(cell_dir, backends, opts, db) as run:
+            for h, name in enumerate(self._hosts(len(backends))):
+                body = json.dumps({"sessions": [{"user": f"dir{h}-{i}", "id": str(i)}
+                                                for i in range(self.SESSIONS)]}).encode()
+                request = urllib.request.Request(f"http://127.0.0.1:{self._admin_port}/api/v1/hosts/{name}/sessions",
+                                                 data=body, method="PUT")
+                request.add_header("Authorization", f"Bearer {self._token(name)}")
+                request.add_header("Content-Type", "application/json")
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    assert response.status == 200
+            yield run
+
+
 ALL_TARGETS: dict[str, Target] = {
     t.name: t for t in (
         Direct(),
@@ -240,6 +290,7 @@ ALL_TARGETS: dict[str, Target] = {
         Rdpbalancer("rdpb1", workers=1),
         Rdpbalancer("rdpb2", workers=2),
         Rdpbalancer("rdpb1-copy", workers=1, relay="copy"),  # opt-in: the asyncio Protocol relay
+        RdpbalancerDirectory("rdpb1-dir"),  # opt-in: the session directory's cost per connection
     )
 }
 DEFAULT_TARGETS = ["direct", "haproxy", "haproxy-splice", "rdpb1", "rdpb2"]

@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from rdpbalancer.admin.inputs import (
     parse_query,
 )
 from rdpbalancer.admin.openapi import OPENAPI
+from rdpbalancer.hosts.report import MAX_REPORT_BYTES, ReportError, parse_report
 from rdpbalancer.metrics import Metrics
 from rdpbalancer.policy.identity import admin_key, name_key
 from rdpbalancer.policy.model import AdminState, RouteRequest
@@ -50,6 +52,7 @@ from rdpbalancer.proto.tokens import msts_target, tsv_collection
 
 log = logging.getLogger("rdpbalancer.admin")
 
+PUSH_PATH = re.compile(r"/api/v1/hosts/[^/]+/sessions")
 MAX_BODY_BYTES = 1024 * 1024  # an import of ~10,000 entries; anything larger is refused with 413
 STATIC = Path(__file__).with_name("static")
 VIEW_KEY: web.AppKey[ReadModel] = web.AppKey("view")
@@ -161,6 +164,8 @@ def _host_name(host: str) -> str:
 
 @web.middleware
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method == "PUT" and PUSH_PATH.fullmatch(request.path):
+        return await handler(request)  # a host's push: its own token, checked by the handler
     mutating = request.method not in ("GET", "HEAD", "OPTIONS")
     public = request.path in ("/healthz", "/api/v1/openapi.json") or request.path.startswith("/static/") \
         or request.path == "/"
@@ -236,6 +241,11 @@ async def healthz(request: web.Request) -> web.Response:
         store_ok = store_ok and store.available is not False
         body["shared_store_up"] = store.available is not False  # Redis away: degraded, still serving
     body["sticky_store_ok"] = store_ok
+    hosts = view.hosts
+    if hosts.plan.sources:  # a stale list degrades nothing (routing falls back to the table): shown, not failed
+        now = time.time()
+        stale = sorted(s.server for s in hosts.plan.sources if not hosts.directory.fresh(s.server, now))
+        body["session_sources"] = {"fresh": len(hosts.plan.sources) - len(stale), "stale": stale}
     body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
     if not store_ok:  # what keepalived's log and an operator's curl should show at once
         body["sticky_store_error"] = store.last_error
@@ -382,6 +392,38 @@ async def get_simple(request: web.Request) -> web.Response:
     return _json(data[what]())
 
 
+async def list_hosts(request: web.Request) -> web.Response:
+    return _json(views.hosts(_view(request)))
+
+
+async def get_host_sessions(request: web.Request) -> web.Response:
+    return _json(views.host_sessions(_view(request), _server_name(request)))
+
+
+async def push_host_sessions(request: web.Request) -> web.Response:
+    """A host's own list (source = "push"), authenticated with that host's token only: a host's
+    token cannot push for another host, nor do anything else in the API."""
+    name = _server_name(request)
+    view = _view(request)
+    source = next((s for s in view.hosts.plan.sources if s.server == name), None)
+    if source is None or source.kind != "push":
+        where = "has no session source" if source is None else f"has a {source.kind} source"
+        raise ApiError(409, f"{name} {where}; pushes are taken only from hosts with source = \"push\"")
+    token = view.snapshot.sessions.push_tokens.get(name)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if token is None or scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), token.encode()):
+        raise ApiError(401, f"missing or wrong token for {name}: send 'Authorization: Bearer <its push token>'")
+    if (request.content_length or 0) > MAX_REPORT_BYTES:
+        raise ApiError(413, f"session list larger than {MAX_REPORT_BYTES} bytes")
+    try:
+        report = parse_report(name, await request.read(), time.time())
+    except ReportError as exc:
+        raise ApiError(400, str(exc)) from None
+    _ops(request).push_sessions(report)
+    return _json({"server": name, "sessions": len(report.sessions)})
+
+
 async def handoff(request: web.Request) -> web.Response:
     """Start handing the listeners to a new process (this API goes away when it takes over;
     the new process's API answers on the same address). 202: started; the outcome is logged."""
@@ -429,5 +471,8 @@ def build_app(view: ReadModel, ops: OperationsPort, exporter: Metrics, auth: Aut
     r.add_post("/api/v1/reload", reload)
     r.add_post("/api/v1/handoff", handoff)
     r.add_get("/api/v1/explain", explain)
+    r.add_get("/api/v1/hosts", list_hosts)
+    r.add_get("/api/v1/hosts/{name}/sessions", get_host_sessions)
+    r.add_put("/api/v1/hosts/{name}/sessions", push_host_sessions)
     r.add_get("/api/v1/{what}", get_simple)
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic import BaseModel
+
 from rdpbalancer import __version__
 from rdpbalancer.admin.inputs import (
     ApiInput,
@@ -16,9 +18,10 @@ from rdpbalancer.admin.inputs import (
     StickyQuery,
     WeightBody,
 )
+from rdpbalancer.hosts.report import ReportIn
 
 
-def _op(summary: str, *, body: type[ApiInput] | None = None, query: type[ApiInput] | None = None,
+def _op(summary: str, *, body: type[BaseModel] | None = None, query: type[ApiInput] | None = None,
         mutating: bool = False, codes: tuple[int, ...] = (200,)) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "responses": {str(c): {"description": "see summary"} for c in codes}}
     if body is not None or query is not None:
@@ -37,7 +40,7 @@ def _op(summary: str, *, body: type[ApiInput] | None = None, query: type[ApiInpu
     return op
 
 
-def _schema(model: type[ApiInput]) -> dict[str, Any]:
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON Schema, inlined (no $defs): what the handler validates is what is described."""
     schema = model.model_json_schema()
     defs = schema.pop("$defs", {})
@@ -63,7 +66,9 @@ def _path_param(name: str) -> dict[str, Any]:
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "rdpbalancer admin API", "version": __version__},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                       "hostToken": {"type": "http", "scheme": "bearer",
+                                                     "description": "the host's own token ([sessions] push_tokens)"}}},
     "paths": {
         "/healthz": {"get": _op("200 when listeners are up and a server can take users, else 503",
                                 codes=(200, 503))},
@@ -100,5 +105,15 @@ OPENAPI: dict[str, Any] = {
         "/api/v1/workers": {"get": _op("the balancer's processes: the primary and its workers ([balancer] workers)")},
         "/api/v1/events": {"get": _op("server health changes, newest first")},
         "/api/v1/pools": {"get": _op("pools and their servers")},
+        "/api/v1/hosts": {"get": _op("session directory: each host's real sessions, the data's age and errors, "
+                                     "duplicates")},
+        "/api/v1/hosts/{name}/sessions": {
+            "parameters": [_path_param("name")],
+            "get": _op("the sessions one host reports", codes=(200, 404)),
+            "put": {**_op("a host pushes its session list ([sessions] source = \"push\"); authenticated with "
+                          "that host's own token from push_tokens, not the admin token", body=ReportIn,
+                          codes=(200, 400, 401, 404, 409, 413)),
+                    "security": [{"hostToken": []}]},
+        },
     },
 }

@@ -113,3 +113,40 @@ def transition(t: Transition) -> dict[str, Any]:
 
 def user_text(key: str | None) -> str:
     return printable(key) if key is not None else "-"
+
+
+def hosts(view: ReadModel) -> dict[str, Any]:
+    """Every server with a session source: what it said, how old that is, and its health."""
+    poller, now = view.hosts, time.time()
+    directory = poller.directory
+    out = []
+    for source in poller.plan.sources:
+        report = directory.reports.get(source.server)
+        stats = poller.stats.get(source.server)
+        sessions = report.sessions if report is not None else ()
+        out.append({
+            "server": source.server,
+            "source": source.kind,
+            "sessions": len(sessions),
+            "active": sum(1 for s in sessions if s.state == "active"),
+            "disconnected": sum(1 for s in sessions if s.state == "disconnected"),
+            "answered_at": report.at if report is not None else None,
+            "age_s": round(age, 1) if (age := directory.age(source.server, now)) is not None else None,
+            "fresh": directory.fresh(source.server, now),
+            "stale_after_s": source.stale_after_s,
+            "deny_new": bool(report.deny_new) if report is not None else False,
+            "last_error": report.error if report is not None else None,
+            "failing_since": stats.failing_since if stats is not None else None,
+            "placed_since_answer": directory.load(source.server) - len(sessions),
+        })
+    duplicates = directory.duplicates()
+    return {"hosts": out, "duplicates": [{"user": u, "servers": list(s)} for u, s in sorted(duplicates.items())]}
+
+
+def host_sessions(view: ReadModel, server: str) -> dict[str, Any]:
+    report = view.hosts.directory.reports.get(server)
+    sessions = report.sessions if report is not None else ()
+    return {"server": server, "answered_at": report.at if report is not None else None,
+            "sessions": [{"user": printable(s.user), "domain": printable(s.domain), "state": str(s.state),
+                          "id": s.id, "logon": s.logon, "disconnected": s.disconnected, "client": s.client}
+                         for s in sessions]}

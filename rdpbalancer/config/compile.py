@@ -9,17 +9,20 @@ from __future__ import annotations
 import math
 import os
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rdpbalancer.config.routing import RouteConfig
 from rdpbalancer.config.schema import Config
+from rdpbalancer.config.sessions import WINDOWS_SMB_PORT, merge
 from rdpbalancer.health.state import CheckSpec
+from rdpbalancer.hosts.spec import HostSource, SessionsPlan, credentials_from_env, read_credentials, read_push_tokens
 from rdpbalancer.netaddr import format_addr
 from rdpbalancer.policy.engine import RoutingPolicy
 from rdpbalancer.policy.identity import user_key
 from rdpbalancer.policy.limits import LimitSettings
 from rdpbalancer.policy.model import AdminState, BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
 from rdpbalancer.policy.rules import Route, TimeRule
+from rdpbalancer.policy.sessions import SessionRules, Trust
 from rdpbalancer.settings import RelaySettings
 
 FDS_PER_CONNECTION = 4  # client and server sockets, plus a splice pipe pair while bytes are in flight
@@ -37,6 +40,7 @@ class Snapshot:
     checks: tuple[CheckSpec, ...]
     admin_states: dict[str, AdminState]
     workers: int = 1  # processes relaying connections ("auto" resolved to the usable cores)
+    sessions: SessionsPlan = field(default_factory=SessionsPlan)  # the session directory's sources
 
 
 def compile_config(config: Config) -> Snapshot:
@@ -49,6 +53,7 @@ def compile_config(config: Config) -> Snapshot:
             members.append(PoolMember(server, sc.weight))
         pools.append(Pool(pool.name, BalanceKind(pool.balance), tuple(members)))
     b = config.balancer
+    sessions = sessions_plan(config, servers)
     policy = RoutingPolicy(
         pools=tuple(pools),
         no_cookie=NoCookiePolicy(b.no_cookie),
@@ -56,6 +61,7 @@ def compile_config(config: Config) -> Snapshot:
         failover_after_s=config.health.failover_after,
         routes=tuple(_route(i, r, config.identity.strip_domain) for i, r in enumerate(config.routes)),
         truncated_length=config.identity.truncated_length,
+        sessions=sessions.rules,
     )
     workers = usable_cores() if b.workers == "auto" else b.workers
     relay = RelaySettings(
@@ -69,7 +75,38 @@ def compile_config(config: Config) -> Snapshot:
         processes=workers,
     )
     listen = tuple((a.host, a.port) for a in b.listen)
-    return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers)
+    return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers,
+                    sessions)
+
+
+def sessions_plan(config: Config, servers: dict[str, Server]) -> SessionsPlan:
+    """Each server's session source (the first pool that names it decides, as for health checks),
+    each pool's directory rules. The secret files are read here, so a reload re-reads them."""
+    section = config.sessions
+    credentials = read_credentials(section.credentials) if section.credentials is not None else credentials_from_env()
+    sources: dict[str, HostSource] = {}
+    rules: dict[str, SessionRules] = {}
+    for pool in config.pools:
+        merged_pool = merge(section, pool.sessions)
+        uses = False
+        for sc in pool.servers:
+            merged = merge(section, pool.sessions, sc.sessions)
+            if merged.source == "none":
+                continue
+            uses = True
+            if sc.name in sources:
+                continue
+            server = servers[sc.name]
+            default_port = WINDOWS_SMB_PORT if merged.source == "windows" else None
+            sources[sc.name] = HostSource(
+                server=sc.name, host=server.host, kind=merged.source, interval_s=merged.interval,
+                timeout_s=merged.timeout, stale_after_s=merged.stale_after, port=merged.port or default_port,
+                command=merged.command,
+                credentials=credentials if merged.source == "windows" else None)
+        if uses:
+            rules[pool.name] = SessionRules(Trust(merged_pool.trust))
+    tokens = read_push_tokens(section.push_tokens, set(servers)) if section.push_tokens is not None else {}
+    return SessionsPlan(tuple(sources.values()), rules, tokens, section.max_parallel)
 
 
 def _per_process(config: Config, processes: int, fd_limit: int | None) -> LimitSettings:

@@ -34,6 +34,14 @@ from rdpbalancer.config.base import ConfigModel
 from rdpbalancer.config.directory import DirectorySection
 from rdpbalancer.config.health import CheckKind, HealthOverride, HealthSection
 from rdpbalancer.config.routing import GroupConfig, Network, RouteConfig
+from rdpbalancer.config.sessions import (
+    POLLED,
+    ServerSessionsOverride,
+    SessionsOverride,
+    SessionsSection,
+    check_merged,
+    merge,
+)
 from rdpbalancer.config.types import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_HANDSHAKE_TIMEOUT_S,
@@ -51,6 +59,7 @@ from rdpbalancer.config.types import (
     _duration_validator,
     _raise_issues,
 )
+from rdpbalancer.hosts.spec import credentials_from_env, read_credentials, read_push_tokens
 
 # --- sections ------------------------------------------------------------------------------
 
@@ -181,6 +190,7 @@ class ServerConfig(ConfigModel):
     weight: StrictInt = Field(default=1, ge=0, le=MAX_WEIGHT)  # 0: keeps its users, takes no new ones
     state: Literal["ready", "drain", "maint"] = "ready"
     check: CheckKind | None = None  # overrides the pool's and [health]'s check for this server
+    sessions: ServerSessionsOverride = ServerSessionsOverride()  # overrides the pool's and [sessions]' source
 
 
 class PoolConfig(ConfigModel):
@@ -190,6 +200,7 @@ class PoolConfig(ConfigModel):
     balance: Literal["leastconn", "leastsessions"] = "leastconn"
     servers: tuple[ServerConfig, ...]
     health: HealthOverride = HealthOverride()
+    sessions: SessionsOverride = SessionsOverride()
 
     @field_validator("servers")
     @classmethod
@@ -231,6 +242,7 @@ class Config(ConfigModel):
     groups: dict[Name, GroupConfig] = {}
     directory: DirectorySection = DirectorySection()
     admin: AdminSection = AdminSection()
+    sessions: SessionsSection = SessionsSection()
 
     _source_path: str = PrivateAttr(default="<unknown>")
 
@@ -261,6 +273,7 @@ class Config(ConfigModel):
             *_inconsistent_servers(self.pools),
             *_route_issues(self),
             *_group_issues(self),
+            *_session_issues(self),
         ])
         return self
 
@@ -323,3 +336,40 @@ def _group_issues(config: Config) -> Iterator[tuple[Loc, str]]:
     for name, group in config.groups.items():
         if group.file is not None and not group.file.is_file():
             yield ("groups", name, "file"), f"no such file: {group.file}"
+
+
+def _session_issues(config: Config) -> Iterator[tuple[Loc, str]]:
+    """Each server's merged source is coherent, and the secrets it needs are there and safe."""
+    section, needs_credentials, pushed = config.sessions, False, set()
+    for p_index, pool in enumerate(config.pools):
+        for s_index, server in enumerate(pool.servers):
+            merged = merge(section, pool.sessions, server.sessions)
+            try:
+                check_merged(merged)
+            except ValueError as exc:
+                yield ("pool", p_index, "servers", s_index, "sessions"), str(exc)
+            needs_credentials |= merged.source in POLLED - {"command"}
+            if merged.source == "push":
+                pushed.add(server.name)
+    if section.credentials is not None:
+        try:
+            read_credentials(section.credentials)
+        except ValueError as exc:
+            yield ("sessions", "credentials"), str(exc)
+    elif needs_credentials and credentials_from_env() is None:
+        yield ("sessions", "credentials"), (
+            'a "windows" source needs the service account: set [sessions] credentials to a 0600 TOML '
+            "file (user, password, domain), or RDPBALANCER_SESSIONS_USER and _PASSWORD in the environment")
+    if pushed and section.push_tokens is None:
+        yield ("sessions", "push_tokens"), (f'{", ".join(sorted(pushed))} push their sessions (source = "push"): '
+                                            "set [sessions] push_tokens to a 0600 file of SERVER = \"token\"")
+    elif section.push_tokens is not None:
+        servers = {s.name for p in config.pools for s in p.servers}
+        try:
+            tokens = read_push_tokens(section.push_tokens, servers)
+        except ValueError as exc:
+            yield ("sessions", "push_tokens"), str(exc)
+        else:
+            missing = sorted(pushed - set(tokens))
+            if missing:
+                yield ("sessions", "push_tokens"), f"{section.push_tokens} has no token for {', '.join(missing)}"

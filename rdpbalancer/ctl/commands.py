@@ -57,9 +57,18 @@ def set_weight(client: ApiClient, args: argparse.Namespace) -> Output:
     return Output(data, views.server_changed(data))
 
 
-def sessions(client: ApiClient, _: argparse.Namespace) -> Output:
+def sessions(client: ApiClient, args: argparse.Namespace) -> Output:
+    host = getattr(args, "host", None)
+    if host is not None:
+        data = client.get(f"/api/v1/hosts/{_segment(host)}/sessions")
+        return Output(data, views.host_sessions(data))
     data = client.get("/api/v1/sessions")
     return Output(data, views.sessions(data))
+
+
+def hosts(client: ApiClient, _: argparse.Namespace) -> Output:
+    data = client.get("/api/v1/hosts")
+    return Output(data, views.hosts(data))
 
 
 def close(client: ApiClient, args: argparse.Namespace) -> Output:

@@ -113,7 +113,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         top.add(state, cmd.set_state, f"set a server to {state}: {meaning}", "SERVER")
     weight = top.add("weight", cmd.set_weight, "set a server's weight in every pool (0 = no new users)", "SERVER")
     weight.add_argument("weight", metavar="N", type=_weight)
-    top.add("sessions", cmd.sessions, "live sessions")
+    listed = top.add("sessions", cmd.sessions, "live sessions through this balancer, or with --host SERVER the "
+                                               "sessions that host reports (session directory)")
+    listed.add_argument("--host", metavar="SERVER", help="the sessions this server itself reports")
+    top.add("hosts", cmd.hosts, "session directory: each host's real sessions, the data's age and errors, "
+                                "users with sessions on several hosts")
     top.add("close", cmd.close, "close a live session", "SESSION_ID")
     top.add("reload", cmd.reload, "reload the configuration file (as SIGHUP does)")
     top.add("handoff", cmd.handoff, "graceful restart: a new process takes the listeners (as SIGUSR2 does)")

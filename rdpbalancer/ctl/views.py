@@ -52,6 +52,26 @@ def sessions(data: dict[str, Any]) -> str:
     return _table(headers, rows, right=(7, 8, 9))
 
 
+def hosts(data: dict[str, Any]) -> str:
+    headers = ["SERVER", "SOURCE", "SESSIONS", "ACTIVE", "DISC", "AGE", "FRESH", "NEW LOGONS", "LAST ERROR"]
+    rows = [[h["server"], h["source"], h["sessions"], h["active"], h["disconnected"],
+             MISSING if h.get("age_s") is None else f"{h['age_s']:.0f}s", "yes" if h["fresh"] else "no",
+             "refused" if h["deny_new"] else "taken", h.get("last_error")] for h in data["hosts"]]
+    text = _table(headers, rows, right=(2, 3, 4, 5))
+    duplicates = data.get("duplicates") or []
+    if duplicates:
+        text += "\n\nusers with sessions on several hosts:\n" + _table(
+            ["USER", "SERVERS"], [[d["user"], ", ".join(d["servers"])] for d in duplicates])
+    return text
+
+
+def host_sessions(data: dict[str, Any]) -> str:
+    headers = ["USER", "DOMAIN", "STATE", "ID", "LOGON", "DISCONNECTED", "CLIENT"]
+    rows = [[s["user"], s.get("domain"), s["state"], s.get("id"), age_since(s.get("logon")),
+             age_since(s.get("disconnected")), s.get("client")] for s in data["sessions"]]
+    return _table(headers, rows)
+
+
 def sticky_entry(entry: dict[str, Any]) -> str:
     return format_pairs([
         ("user", safe(entry["user"])),

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from rdpbalancer.policy.model import AdminState, ServerCondition
+from rdpbalancer.policy.sessions import HostReport
 from rdpbalancer.policy.sticky import Change
 
 Address = tuple[str, int]
@@ -24,6 +25,7 @@ class RuntimeState:
     conditions: dict[str, ServerCondition] = field(default_factory=dict)
     connections: Counter[str] = field(default_factory=Counter)  # server -> sessions still in the old process
     active_users: Counter[str] = field(default_factory=Counter)  # sticky key -> its sessions there
+    host_reports: list[HostReport] = field(default_factory=list)  # the session directory, as it stood
 
 
 # -- old -> new -------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ and the admin API update through `set_health` / `set_admin_state`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 from rdpbalancer.policy.balancing import Balancer, WeightedLeastLoad
 from rdpbalancer.policy.identity import printable, source_ip_key
@@ -35,10 +35,13 @@ from rdpbalancer.policy.model import (
 )
 from rdpbalancer.policy.ports import GroupMembership, NoGroups
 from rdpbalancer.policy.rules import MatchInput, Route, Trace, first_match, parse_ip
+from rdpbalancer.policy.sessions import Evidence, SessionDirectory, SessionRules, Trust, choose
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 
 READY = ServerCondition()
-_BALANCED = frozenset({Reason.NEW, Reason.FAILOVER, Reason.NO_COOKIE})  # decisions a pool's ranking made
+# decisions a pool's ranking made
+_BALANCED = frozenset({Reason.NEW, Reason.FAILOVER, Reason.NO_COOKIE, Reason.NO_SESSION})
+_UNDONE = (Reason.NEW, Reason.FAILOVER, Reason.NO_SESSION)  # assignments forgotten when every connect failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,8 @@ class RoutingPolicy:
     # Evaluated in order; empty means "the first pool serves everyone".
     routes: tuple[Route, ...] = ()
     truncated_length: int = 0  # cookies of exactly this length may be cut login names; 0 = off
+    # pool name -> the session directory's rules there; a pool missing here has no directory
+    sessions: Mapping[str, SessionRules] = field(default_factory=dict)
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)
@@ -74,6 +79,8 @@ class Router:
         # [limits] new_users_per_source: invented user names from one address must not push real
         # users out of the table; None: no budget (the shell sets it)
         self.new_users: NewUserBudget | None = None
+        # the hosts' own session lists (policy/sessions.py); None: no [sessions] source anywhere
+        self.sessions: SessionDirectory | None = None
         self.policy = policy
         self.swap_policy(policy)
 
@@ -81,6 +88,7 @@ class Router:
         """Install a new policy (reload); sessions already relaying keep their decision."""
         self.policy = policy
         self._balancers = {p.name: self._balancers.get(p.name) or WeightedLeastLoad() for p in policy.pools}
+        self._names = {p.name: tuple(m.server.name for m in p.members) for p in policy.pools}
 
     # -- server conditions -----------------------------------------------------------------
 
@@ -117,7 +125,7 @@ class Router:
     def preview(self, request: RouteRequest, now: float, trace: Trace | None = None) -> Decision:
         """Where `request` would go now, changing nothing. With `trace`, every step is recorded."""
         route, ambiguous = self._route(request, now, trace)
-        decision = self._decision(route, request, now)
+        decision = self._decision(route, request, now, trace)
         if decision.reason is Reason.NEW and decision.sticky_key is not None and self.new_users is not None:
             source = source_of(request.client_host)
             if not self.new_users.allows(source, now):
@@ -126,7 +134,7 @@ class Router:
                                            "in a minute ([limits] new_users_per_source)")
         return replace(decision, ambiguous=True) if ambiguous else decision
 
-    def _decision(self, route: Route | None, request: RouteRequest, now: float) -> Decision:
+    def _decision(self, route: Route | None, request: RouteRequest, now: float, trace: Trace | None) -> Decision:
         if route is None:
             return Decision(Reason.DENIED, detail="no route matched")
         if route.deny:
@@ -136,7 +144,7 @@ class Router:
             if token is not None:
                 return token
         assert route.pool is not None
-        decision = self._in_pool(self.policy.pool(route.pool), request, now)
+        decision = self._in_pool(self.policy.pool(route.pool), request, now, trace)
         return replace(decision, route=route.label)
 
     def _route(self, request: RouteRequest, now: float, trace: Trace | None) -> tuple[Route | None, bool]:
@@ -172,43 +180,93 @@ class Router:
                 return True
         return False
 
-    def _in_pool(self, pool: Pool, request: RouteRequest, now: float) -> Decision:
+    def _in_pool(self, pool: Pool, request: RouteRequest, now: float, trace: Trace | None) -> Decision:
         key = request.user_key
         if key is None:
             if self.policy.no_cookie is NoCookiePolicy.REJECT:
                 return Decision(Reason.DENIED, detail="no cookie and no_cookie = reject")
             if self.policy.no_cookie is NoCookiePolicy.BALANCE:
-                return self._balance(pool, None, Reason.NO_COOKIE)
+                return self._balance(pool, None, Reason.NO_COOKIE, now)
             key = source_ip_key(request.client_host)
         entry = self.table.get(key, now)
-        if entry is not None and entry.pool == pool.name:
-            member = pool.member(entry.server)
-            if member is not None:
-                return self._sticky(pool, member, entry, now)
-        # no entry, or one for another pool: the user's groups changed, so the route decides
-        return self._balance(pool, key, Reason.NEW)
+        member = pool.member(entry.server) if entry is not None and entry.pool == pool.name else None
+        sticky = entry if member is not None else None
+        evidence = self._evidence(pool, request.user_key, now)
+        if evidence is not None:
+            if trace is not None:
+                trace.steps.append(("sessions", bool(evidence.found), evidence.text()))
+            by_sessions = self._by_sessions(pool, key, sticky, evidence, now)
+            if by_sessions is not None:
+                return by_sessions
+        if sticky is not None and member is not None:
+            decision = self._sticky(pool, member, sticky, now)
+        else:  # no entry, or one for another pool: the user's groups changed, so the route decides
+            decision = self._balance(pool, key, Reason.NEW, now)
+        if evidence is not None and self.policy.sessions[pool.name].trust is Trust.HINT:
+            decision = replace(decision, detail=f"{decision.detail} [directory, as a hint: {evidence.text()}]")
+        return decision
+
+    # -- the session directory (policy/sessions.py) -------------------------------------------
+
+    def _evidence(self, pool: Pool, user: str | None, now: float) -> Evidence | None:
+        rules = self.policy.sessions.get(pool.name)
+        if rules is None or self.sessions is None or user is None:
+            return None  # no directory here, or no user name to look for (source-IP keys)
+        n = self.policy.truncated_length
+        return self.sessions.evidence((user,), self._names[pool.name], now,
+                                      truncated=user if n and len(user) == n else None)
+
+    def _by_sessions(self, pool: Pool, key: str, sticky: StickyEntry | None, evidence: Evidence,
+                     now: float) -> Decision | None:
+        """The directory's decision where its evidence is enough (trust = "route"), else None."""
+        if self.policy.sessions[pool.name].trust is not Trust.ROUTE:
+            return None
+        found, why = choose(evidence, sticky.server if sticky is not None else None)
+        if found is not None:
+            member = pool.member(found.server)
+            assert member is not None  # evidence covers this pool's servers only
+            name, cond = found.server, self.condition(found.server)
+            if cond.admin is AdminState.MAINT:
+                return self._moved(pool, key, name, f"{why}, but {name} is in maintenance", now)
+            down_for = cond.down_for(now)
+            if not cond.up and down_for >= self.policy.failover_after_s:
+                return self._moved(pool, key, name, f"{why}, but {name} is down for {down_for:.0f}s", now)
+            if not cond.up:
+                why += f" (down for {down_for:.0f}s, held until failover_after)"
+            return Decision(Reason.SESSION, key, pool.name, (member.server,), why)
+        if evidence.complete and sticky is not None:
+            moved = self._balance(pool, key, Reason.NO_SESSION, now)
+            detail = (f"no host of {pool.name} has a session for {printable(key)} ({len(evidence.fresh)} answered); "
+                      f"the entry for {sticky.server} was history; {moved.detail}")
+            return replace(moved, detail=detail, moved_from=sticky.server if moved.candidates else None)
+        return None
+
+    def _moved(self, pool: Pool, key: str, server: str, why: str, now: float) -> Decision:
+        moved = self._balance(pool, key, Reason.FAILOVER, now)
+        return Decision(moved.reason, key, pool.name, moved.candidates, f"{why}; {moved.detail}", moved_from=server)
 
     def _sticky(self, pool: Pool, member: PoolMember, entry: StickyEntry, now: float) -> Decision:
         """A returning user: their session is on `member`, unless it is gone for good."""
         name, cond = member.server.name, self.condition(member.server.name)
         if cond.admin is AdminState.MAINT:
-            return self._failover(pool, entry, f"{name} is in maintenance")
+            return self._failover(pool, entry, f"{name} is in maintenance", now)
         down_for = cond.down_for(now)
         if not cond.up and down_for >= self.policy.failover_after_s:
-            return self._failover(pool, entry, f"{name} down for {down_for:.0f}s")
+            return self._failover(pool, entry, f"{name} down for {down_for:.0f}s", now)
         detail = f"{printable(entry.key)} -> {name}"
         if not cond.up:
             detail += f" (down for {down_for:.0f}s, held until failover_after)"
         return Decision(Reason.STICKY_HIT, entry.key, pool.name, (member.server,), detail)
 
-    def _failover(self, pool: Pool, entry: StickyEntry, why: str) -> Decision:
-        moved = self._balance(pool, entry.key, Reason.FAILOVER)
+    def _failover(self, pool: Pool, entry: StickyEntry, why: str, now: float) -> Decision:
+        moved = self._balance(pool, entry.key, Reason.FAILOVER, now)
         detail = f"{why}; {moved.detail}"
         return Decision(moved.reason, entry.key, pool.name, moved.candidates, detail, moved_from=entry.server)
 
-    def _balance(self, pool: Pool, key: str | None, reason: Reason) -> Decision:
-        usable = [m for m in pool.members if self._takes_new_users(m.server.name)]
-        ranked = self._balancers[pool.name].rank(usable, self._load_function(pool), self._turns[pool.name])
+    def _balance(self, pool: Pool, key: str | None, reason: Reason, now: float) -> Decision:
+        refusing = self._refusing_new_logons(pool, now)
+        usable = [m for m in pool.members if self._takes_new_users(m.server.name) and m.server.name not in refusing]
+        ranked = self._balancers[pool.name].rank(usable, self._load_function(pool, now), self._turns[pool.name])
         if not ranked:
             return Decision(Reason.NO_SERVER, key, pool.name, detail=f"no server of pool {pool.name} can take users")
         attempts = tuple(ranked[: self.policy.max_connect_attempts])
@@ -218,9 +276,20 @@ class Router:
         cond = self.condition(server)
         return cond.up and cond.admin is AdminState.READY
 
-    def _load_function(self, pool: Pool) -> Callable[[str], int]:
+    def _refusing_new_logons(self, pool: Pool, now: float) -> frozenset[str]:
+        """Hosts that say they refuse new logons (Windows "deny new connections"): as with drain."""
+        if pool.name not in self.policy.sessions or self.sessions is None:
+            return frozenset()
+        return self.sessions.split(self._names[pool.name], now).deny_new
+
+    def _load_function(self, pool: Pool, now: float) -> Callable[[str], int]:
         if pool.balance is BalanceKind.LEASTSESSIONS:
-            return self.table.homed
+            sessions, homed = self.sessions, self.table.homed
+            if pool.name not in self.policy.sessions or sessions is None:
+                return homed
+            # a host's real sessions where it answered recently, else the table's guess
+            fresh = sessions.split(self._names[pool.name], now).fresh_set
+            return lambda server: sessions.load(server) if server in fresh else homed(server)
         if self.external:
             return lambda server: self.connections[server] + self.external[server]
         return self.connections.__getitem__
@@ -249,6 +318,8 @@ class Router:
         """Remember that the decision's user now lives on `server` (no-op if not remembered)."""
         if decision.sticky_key is None or decision.pool is None:
             return Change()
+        if self.sessions is not None and decision.reason in _BALANCED:
+            self.sessions.placed(server.name, decision.sticky_key, now)  # its load until it answers again
         current = self.table.get(decision.sticky_key, now)
         if current is not None and current.server == server.name and current.pool == decision.pool:
             return Change()
@@ -257,7 +328,7 @@ class Router:
     def unassign(self, decision: Decision, now: float) -> Change:
         """Every connect failed: undo what `assign` did for this decision (restore a moved user)."""
         key = decision.sticky_key
-        if key is None or decision.pool is None or decision.reason not in (Reason.NEW, Reason.FAILOVER):
+        if key is None or decision.pool is None or decision.reason not in _UNDONE:
             return Change()
         entry = self.table.get(key, now)
         if entry is None or entry.active > 0:

@@ -233,7 +233,7 @@ def make_farm(balancer_loop: LoopThread, tmp_path: Path) -> Iterator[Callable[..
     farms: list[Farm] = []
 
     def make(pools: dict[str, list[str]] | None = None, *, routes: str = STANDARD_ROUTES, health: str = "",
-             admin_port: int = 0) -> Farm:
+             admin_port: int = 0, extra: str = "") -> Farm:
         pools = pools or STANDARD_POOLS
         names = list(dict.fromkeys(n for members in pools.values() for n in members))
         servers = {s.name: s for s in balancer_loop.run(start_farm(*names))}
@@ -241,7 +241,7 @@ def make_farm(balancer_loop: LoopThread, tmp_path: Path) -> Iterator[Callable[..
         token_file.write_text(TOKEN + "\n")
         token_file.chmod(0o600)
         text = dashboard_config(pools, servers, tmp_path / f"sticky{len(farms)}.db", token_file,
-                                admin_port=admin_port, routes=routes, health=health)
+                                admin_port=admin_port, routes=routes, health=health) + extra
         farm = Farm(balancer_loop, Balancer(parse_config(text)), servers)
         farms.append(farm)  # stopped at teardown even if its start fails half-way
         balancer_loop.run(farm.bal.start())

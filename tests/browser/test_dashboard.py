@@ -222,3 +222,30 @@ def test_overview_with_mixed_states(browser: Any, make_farm: Any) -> None:
                 page.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     finally:
         leave(browser)
+
+
+def test_the_session_directory_panel_shows_hosts_ages_errors_and_duplicates(
+        browser: Any, make_farm: Any, tmp_path: Path) -> None:
+    tokens = tmp_path / "push.toml"
+    tokens.write_text("".join(f'{s} = "{s.lower()}-token-0123456789"\n' for s in ("TS01", "TS02", "TS03")))
+    tokens.chmod(0o600)
+    farm = make_farm({"default": ["TS01", "TS02", "TS03"]}, routes="",
+                     extra=f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n')
+    for server in ("TS01", "TS02"):
+        farm.api(f"/api/v1/hosts/{server}/sessions", method="PUT", token=f"{server.lower()}-token-0123456789",
+                 body={"sessions": [{"user": "alice", "state": "disconnected"}, {"user": f"u-{server}"}],
+                       "deny_new": server == "TS02"})
+    page = open_dashboard(browser, farm)
+    try:
+        wait_until(page, lambda d: d.find_element(By.CSS_SELECTOR, "#hosts-panel").is_displayed(), "hosts panel")
+        rows = page.execute_script("""
+            return [...document.querySelectorAll('#hosts tbody tr')].map((tr) => [tr.dataset.host,
+                tr.dataset.fresh, tr.children[1].innerText, tr.children[2].innerText, tr.children[3].innerText]);""")
+        assert [r[:4] for r in rows] == [["TS01", "true", "2", "1 / 1"], ["TS02", "true", "2", "1 / 1"],
+                                         ["TS03", "false", "0", "0 / 0"]]
+        assert rows[2][4] == "never"
+        assert "refuses new logons" in text_of(page, '[data-host="TS02"] .server')
+        assert text_of(page, "#duplicates") == "Sessions on several hosts: alice (TS01, TS02)"
+        assert severe_console_entries(page) == []
+    finally:
+        leave(browser)

@@ -550,3 +550,40 @@ async def test_a_user_placed_by_the_old_process_after_the_takeover_is_known_to_t
         await _stop_pid(new_pid)
         for s in farm:
             await s.stop()
+
+
+async def test_the_session_directory_is_handed_over(tmp_path: Path) -> None:
+    """The hosts' lists the old process holds are evidence in the new one at once, not only after
+    each host's next push: a returning user is routed by their session across the handoff."""
+    farm = await start_farm("TS01", "TS02")
+    port, admin_port = free_port(), free_port()
+    tokens = tmp_path / "push.toml"
+    tokens.write_text('TS01 = "ts01-push-token-0123456789"\nTS02 = "ts02-push-token-0123456789"\n')
+    tokens.chmod(0o600)
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config(farm, tmp_path, port, admin_port)
+                      + f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n')
+    log = tmp_path / "rdpb.log"
+    old = BalancerProcess(config, port, log)
+    old.start()
+    new_pid = None
+    try:
+        assert old.proc is not None
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        async with aiohttp.ClientSession() as http:
+            for server in ("TS01", "TS02"):
+                body = {"sessions": [{"user": "hanna", "state": "disconnected"}] if server == "TS02" else []}
+                async with http.put(f"http://127.0.0.1:{admin_port}/api/v1/hosts/{server}/sessions", json=body,
+                                    headers={"Authorization": f"Bearer {server.lower()}-push-token-0123456789"}) as r:
+                    assert r.status == 200
+        old.proc.send_signal(signal.SIGUSR2)
+        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        hosts = {h["server"]: h for h in (await _api(admin_port, "/api/v1/hosts"))["hosts"]}
+        assert hosts["TS02"]["sessions"] == 1 and hosts["TS02"]["fresh"]
+        assert await where(port, "hanna") == "TS02"
+        assert "reason=session" in log.read_text().split("took over the listeners")[-1]
+    finally:
+        old.stop()
+        await _stop_pid(new_pid)
+        for s in farm:
+            await s.stop()

@@ -15,7 +15,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "rdpbalancer"
 SHELL = {"rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.config", "rdpbalancer.app", "rdpbalancer.admin",
-         "rdpbalancer.workers", "rdpbalancer.handoff", "rdpbalancer.health", "rdpbalancer.directory"}
+         "rdpbalancer.workers", "rdpbalancer.handoff", "rdpbalancer.health", "rdpbalancer.directory",
+         "rdpbalancer.hosts"}
 FORBIDDEN_IN_POLICY = {"asyncio", "pydantic", "sqlite3", "redis", "ldap3", "prometheus_client", "socket", "time",
                        "rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.config", "rdpbalancer.app"}
 
@@ -119,6 +120,8 @@ LAYERS = {
     "ipc": SHELL,
     "config": {"rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.admin", "rdpbalancer.app",
                "rdpbalancer.workers", "rdpbalancer.handoff", "rdpbalancer.directory"},
+    "hosts": {"rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.config", "rdpbalancer.admin", "rdpbalancer.app",
+              "rdpbalancer.workers", "rdpbalancer.handoff", "rdpbalancer.directory"},
     "health": {"rdpbalancer.relay", "rdpbalancer.store", "rdpbalancer.admin", "rdpbalancer.app",
                "rdpbalancer.workers", "rdpbalancer.handoff"},
     "store": {"rdpbalancer.relay", "rdpbalancer.app", "rdpbalancer.config", "rdpbalancer.admin",

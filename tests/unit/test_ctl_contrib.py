@@ -33,6 +33,9 @@ SELECTOR = re.compile(r"\b(rdpbalancer_[a-z0-9_]+)\{([^}]*)\}")
 GROUPING = re.compile(r"\bby \(([^)]*)\)")
 PROMETHEUS_LABELS = {"instance", "job"}  # added by the scrape, not by the balancer
 GROUP = '[groups.Admins]\nmembers = ["alice"]\n'  # gives the directory a data age
+# a session directory with a command source that answers: host sessions, source age and up
+SESSIONS = '[sessions]\nsource = "command"\ninterval = "1s"\ncommand = ["{python}", "-c", "{program}"]\n'
+PROGRAM = "import json; print(json.dumps({'sessions': [{'user': 'alice', 'state': 'disconnected'}]}))"
 
 
 def dashboard() -> dict[str, Any]:
@@ -50,7 +53,8 @@ async def exposition(tmp_path: Path) -> str:
     farm = await start_farm("TS01", "TS02")
     dead = ("TS09", f"127.0.0.1:{free_port()}", 1)
     text = farm_config([*((s.name, s.address, 1) for s in farm), dead], tmp_path / "s.db",
-                       health='check = "rdp"\ninterval = "1s"') + GROUP
+                       health='check = "rdp"\ninterval = "1s"') + GROUP + \
+        SESSIONS.format(python=sys.executable, program=PROGRAM.replace('"', '\\"'))
     config = tmp_path / "c.toml"
     config.write_text(text)
     bal = Balancer(parse_config(text, str(config)))
@@ -70,6 +74,10 @@ async def exposition(tmp_path: Path) -> str:
         await wait_until(lambda: bool(bal.ctx.stats.malformed), timeout_s=5)
         writer.close()
         await wait_until(lambda: all(t.checked and t.last_check for t in bal.monitor.trackers.values()),
+                         timeout_s=10)
+        directory = bal.router.sessions
+        assert directory is not None
+        await wait_until(lambda: len([r for r in directory.reports.values() if r.at]) == 3,
                          timeout_s=10)
         assert await bal.reloader.reload() is None
         return bal.metrics.exposition().decode()

@@ -372,6 +372,26 @@
     $('#events-empty').hidden = shown.length > 0;
   }
 
+  function renderHosts(data) {
+    // the hosts' own session lists ([sessions]); the panel shows only where a source is configured
+    $('#hosts-panel').hidden = data.hosts.length === 0;
+    const table = $('#hosts');
+    const signature = JSON.stringify(data);
+    if (table.dataset.sig === signature) return;
+    table.dataset.sig = signature;
+    table.tBodies[0].replaceChildren(...data.hosts.map((h) => el('tr', {data: {host: h.server, fresh: String(h.fresh)}},
+      el('td', {class: 'server'}, el('span', {class: 'srv-name'}, h.server),
+        h.deny_new ? el('span', {class: 'last-error'}, 'refuses new logons') : null),
+      el('td', {class: 'num'}, String(h.sessions)),
+      el('td', {class: 'num'}, `${h.active} / ${h.disconnected}`),
+      el('td', {class: h.fresh ? 'num' : 'num stale'}, h.age_s === null ? 'never' : `${Math.round(h.age_s)} s`),
+      el('td', {class: 'detail'}, h.last_error || ''))));
+    const dup = $('#duplicates');
+    dup.hidden = data.duplicates.length === 0;
+    setText(dup, data.duplicates.length === 0 ? '' : 'Sessions on several hosts: ' +
+      data.duplicates.map((d) => `${d.user} (${d.servers.join(', ')})`).join('; '));
+  }
+
   // -- polling ---------------------------------------------------------------------------------
 
   let timer = null;
@@ -385,9 +405,10 @@
     if (document.hidden) return;
     inFlight = true;
     try {
-      const [servers, pools, decisions, events, config] = await Promise.all([
+      const [servers, pools, decisions, events, config, hosts] = await Promise.all([
         api('/api/v1/servers'), api('/api/v1/pools'), api('/api/v1/decisions'), api('/api/v1/events'),
-        api('/api/v1/config')]);
+        api('/api/v1/config'), api('/api/v1/hosts')]);
+      renderHosts(hosts);
       renderSummary(servers.servers);
       renderPools(pools.pools, servers.servers);
       renderDecisions(decisions.decisions);

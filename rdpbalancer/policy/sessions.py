@@ -1,0 +1,317 @@
+"""The session directory: which sessions really exist on each host, and the routing rules that
+follow from it. Pure: the hosts' answers come in as `HostReport` values (relay-independent
+sources in rdpbalancer/hosts/ produce them), time comes in as an argument.
+
+The sticky table is a guess about where a user's session is; a host's own list is the fact.
+The rules, each with a reason and its evidence (`explain` shows them):
+
+- **session**: a user with a live session (active or disconnected) on a host of their pool is
+  sent there, whatever the table says; the table is corrected by the assignment.
+- **no-session**: every host of the pool answered within `stale_after` and none has a session
+  for the user: a sticky entry is only history, and the user is balanced as new.
+- **duplicates**: a user with sessions on several hosts goes to the one the table names if it
+  is among them, else to a disconnected session (it waits for this user), else to the newest
+  logon. The duplicates are listed for the admins (API, dashboard, metric).
+- **truncated names**: a cut cookie stands for the users whose name starts with it; if exactly
+  one of them has a session in the pool, that one it is.
+- **host drain**: a host that refuses new logons (where its source can tell) takes no new users.
+- **down hosts**: a session on a host that is down is held like a sticky entry until
+  `failover_after`, then it proves nothing (the host may never come back with it) and the user
+  is placed elsewhere. A host in maintenance is left at once, as with the table.
+- Data older than `stale_after` is no evidence at all: routing for that host falls back to the
+  sticky table, as without a directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from rdpbalancer.policy.identity import name_key, printable
+
+
+class SessionState(StrEnum):
+    ACTIVE = "active"
+    DISCONNECTED = "disconnected"
+
+
+class Trust(StrEnum):
+    ROUTE = "route"  # the directory's evidence routes
+    HINT = "hint"  # shown in explain and the API; routing as without it
+
+
+@dataclass(frozen=True, slots=True)
+class HostSession:
+    """One session as its host reports it. Times are wall-clock seconds, None where unknown."""
+
+    user: str
+    domain: str = ""
+    state: SessionState = SessionState.ACTIVE
+    id: str = ""
+    logon: float | None = None
+    disconnected: float | None = None
+    client: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostReport:
+    """What one host said last. `at`: when it answered (None: never); `error`: why the last query
+    failed (None when the last one worked); `deny_new`: the host refuses new logons."""
+
+    server: str
+    sessions: tuple[HostSession, ...] = ()
+    at: float | None = None
+    error: str | None = None
+    error_at: float | None = None
+    deny_new: bool = False
+
+
+DEFAULT_STALE_AFTER_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    """The directory's settings for one pool (compiled from [sessions] and its override)."""
+
+    trust: Trust = Trust.ROUTE
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    server: str
+    user: str  # the directory's user key (for a truncated cookie: the full name)
+    session: HostSession
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the directory knows about one user in one pool, now."""
+
+    fresh: tuple[str, ...] = ()  # pool servers whose data is recent
+    stale: tuple[str, ...] = ()  # pool servers without recent data (never answered, failing, old)
+    found: tuple[Found, ...] = ()  # the user's sessions on fresh servers of the pool
+    candidates: tuple[str, ...] = ()  # a truncated cookie: the directory users it may stand for
+    pending: tuple[str, ...] = ()  # servers the user was placed on after their last answer
+
+    @property
+    def complete(self) -> bool:
+        """Every host of the pool answered recently, and after the user was last placed on it:
+        the absence of a session is a fact (a user placed a second ago is still logging on)."""
+        return bool(self.fresh) and not self.stale and not self.pending
+
+    def text(self) -> str:
+        if self.found:
+            where = ", ".join(f"{f.server} ({f.session.state}, id {f.session.id or '?'})" for f in self.found)
+            return f"sessions on {where}"
+        known = f"no session; {len(self.fresh)} host(s) answered"
+        if self.stale:
+            known += f", {len(self.stale)} without recent data: {', '.join(self.stale)}"
+        if self.pending:
+            known += f"; placed on {', '.join(self.pending)} since its last answer"
+        return known
+
+
+def session_key(session: HostSession, *, strip_domain: bool) -> str | None:
+    """A host's user as a sticky key: the same rules as the cookie (identity.py), so `CORP\\Alice`
+    on a host and the cookie `alice` meet."""
+    name = f"{session.domain}\\{session.user}" if session.domain else session.user
+    return name_key(name, strip_domain=strip_domain)
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    fresh: tuple[str, ...]
+    fresh_set: frozenset[str]
+    stale: tuple[str, ...]
+    deny_new: frozenset[str]
+
+
+class SessionDirectory:
+    """Every host's last report, indexed by user key. Updated by the sources, read by the router."""
+
+    def __init__(self, *, strip_domain: bool = True) -> None:
+        self.strip_domain = strip_domain
+        self.reports: dict[str, HostReport] = {}
+        self.stale_after: dict[str, float] = {}  # server -> how long its list is evidence (configured)
+        self._users: dict[str, dict[str, HostSession]] = {}  # user key -> server -> session
+        self._keys: dict[str, frozenset[str]] = {}  # server -> the user keys of its sessions
+        self._placed: dict[str, dict[str, float]] = {}  # server -> user key -> when placed there
+        self._placed_on: dict[str, set[str]] = {}  # user key -> servers placed on since their answer
+        # servers -> (their split into fresh, stale and refusing new logons, valid until): a
+        # connection reads it in O(1); any change of a report, or the first report to age, renews it
+        self._splits: dict[tuple[str, ...], tuple[Split, float]] = {}
+
+    # -- updates --------------------------------------------------------------------------------
+
+    def update(self, report: HostReport) -> None:
+        """A host answered: its list replaces what it said before."""
+        old = self.reports.get(report.server)
+        if old is not None and old.at is not None and report.at is not None and report.at < old.at:
+            return  # an answer older than what we have (a slow query overtaken by a push)
+        self._unindex(report.server)
+        self.reports[report.server] = report
+        keys = set()
+        for session in report.sessions:
+            key = session_key(session, strip_domain=self.strip_domain)
+            if key is not None:
+                self._users.setdefault(key, {})[report.server] = session
+                keys.add(key)
+        self._keys[report.server] = frozenset(keys)
+        placed = self._placed.get(report.server)
+        if placed and report.at is not None:
+            kept = {u: t for u, t in placed.items() if t > report.at}
+            for user in placed.keys() - kept.keys():
+                self._unplace(report.server, user)
+            self._placed[report.server] = kept
+        self._splits.clear()
+
+    def failed(self, server: str, error: str, at: float) -> None:
+        """A query failed: what the host said before stays, and ages."""
+        old = self.reports.get(server, HostReport(server))
+        self.reports[server] = HostReport(server, old.sessions, old.at, error, at, old.deny_new)
+        self._splits.clear()
+
+    def forget(self, server: str) -> None:
+        """The server left the configuration."""
+        self._unindex(server)
+        self.reports.pop(server, None)
+        self._keys.pop(server, None)
+        for user in self._placed.pop(server, {}):
+            self._unplace(server, user)
+        self._splits.clear()
+
+    def configure(self, stale_after: dict[str, float]) -> None:
+        self.stale_after = stale_after
+        self._splits.clear()
+
+    def placed(self, server: str, user: str, at: float) -> None:
+        """A new user was placed on `server`: counted as its load until its next answer."""
+        self._placed.setdefault(server, {})[user] = at
+        self._placed_on.setdefault(user, set()).add(server)
+
+    def _unplace(self, server: str, user: str) -> None:
+        servers = self._placed_on.get(user)
+        if servers is not None:
+            servers.discard(server)
+            if not servers:
+                del self._placed_on[user]
+
+    def _unindex(self, server: str) -> None:
+        old = self.reports.get(server)
+        if old is None:
+            return
+        for session in old.sessions:
+            key = session_key(session, strip_domain=self.strip_domain)
+            hosts = self._users.get(key) if key is not None else None
+            if hosts is not None:
+                hosts.pop(server, None)
+                if not hosts:
+                    del self._users[key]  # type: ignore[arg-type]  # key is not None when hosts is
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def fresh(self, server: str, now: float) -> bool:
+        report = self.reports.get(server)
+        stale_after = self.stale_after.get(server, DEFAULT_STALE_AFTER_S)
+        return report is not None and report.at is not None and now - report.at <= stale_after
+
+    def age(self, server: str, now: float) -> float | None:
+        report = self.reports.get(server)
+        return None if report is None or report.at is None else max(0.0, now - report.at)
+
+    def sessions_of(self, user: str) -> Mapping[str, HostSession]:
+        return self._users.get(user, {})
+
+    def users_with_prefix(self, prefix: str) -> list[str]:
+        return sorted(u for u in self._users if u.startswith(prefix))
+
+    def load(self, server: str) -> int:
+        """Real sessions, plus the users placed there since its last answer who are not in it yet."""
+        report = self.reports.get(server)
+        listed = len(report.sessions) if report is not None else 0
+        placed = self._placed.get(server)
+        if not placed:
+            return listed
+        there = self._keys.get(server, frozenset())
+        return listed + sum(1 for user in placed if user not in there)
+
+    def deny_new(self, server: str, now: float) -> bool:
+        report = self.reports.get(server)
+        return report is not None and report.deny_new and self.fresh(server, now)
+
+    def split(self, servers: tuple[str, ...], now: float) -> Split:
+        """`servers` split by what their lists are worth now (cached until one of them changes or ages)."""
+        cached = self._splits.get(servers)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        fresh, stale, deny, until = [], [], set(), float("inf")
+        for server in servers:
+            report = self.reports.get(server)
+            if report is None or report.at is None:
+                stale.append(server)
+                continue
+            ages_at = report.at + self.stale_after.get(server, DEFAULT_STALE_AFTER_S)
+            if now > ages_at:
+                stale.append(server)
+                continue
+            fresh.append(server)
+            until = min(until, ages_at)
+            if report.deny_new:
+                deny.add(server)
+        split = Split(tuple(fresh), frozenset(fresh), tuple(stale), frozenset(deny))
+        self._splits[servers] = (split, until)
+        return split
+
+    def duplicates(self) -> dict[str, tuple[str, ...]]:
+        """Users with sessions on more than one host: user key -> servers."""
+        return {u: tuple(sorted(hosts)) for u, hosts in self._users.items() if len(hosts) > 1}
+
+    def session_count(self) -> int:
+        return sum(len(r.sessions) for r in self.reports.values())
+
+    # -- the evidence for one decision -----------------------------------------------------------------
+
+    def evidence(self, users: Iterable[str], servers: tuple[str, ...], now: float,
+                 *, truncated: str | None = None) -> Evidence:
+        """The sessions of `users` on the fresh ones of `servers`. With `truncated` (a cut cookie),
+        the users are those of the directory whose name starts with it."""
+        split = self.split(servers, now)
+        fresh = split.fresh_set
+        wanted = self.users_with_prefix(truncated) if truncated is not None else list(users)
+        found: tuple[Found, ...] = ()
+        pending: tuple[str, ...] = ()
+        for user in wanted:
+            hosts = self._users.get(user)
+            if hosts:
+                found += tuple(Found(server, user, session) for server, session in sorted(hosts.items())
+                               if server in fresh)
+            placed = self._placed_on.get(user)
+            if placed:
+                pending += tuple(s for s in split.fresh if s in placed)
+        return Evidence(split.fresh, split.stale, found, tuple(wanted) if truncated is not None else (), pending)
+
+
+def choose(evidence: Evidence, sticky_server: str | None) -> tuple[Found | None, str]:
+    """Where a user with sessions goes, and why; None when the evidence names no one host (no
+    session, or a truncated cookie shared by several users with sessions)."""
+    found = evidence.found
+    if not found:
+        return None, ""
+    users = {f.user for f in found}
+    if len(users) > 1:
+        return None, f"{len(users)} users with sessions share this truncated name: {', '.join(sorted(users))}"
+    if len(found) == 1:
+        return found[0], f"session {found[0].session.id or '?'} ({found[0].session.state}) on {found[0].server}"
+    servers = ", ".join(f.server for f in found)
+    for f in found:
+        if f.server == sticky_server:
+            return f, f"duplicate sessions on {servers}; the sticky entry's {f.server}"
+    disconnected = [f for f in found if f.session.state is SessionState.DISCONNECTED]
+    pick = max(disconnected or found, key=lambda f: f.session.logon or 0.0)
+    why = "the disconnected one" if disconnected else "the newest logon"
+    return pick, f"duplicate sessions on {servers}; {why}, on {pick.server}"
+
+
+def describe_user(user: str) -> str:
+    return f'"{printable(user)}"'

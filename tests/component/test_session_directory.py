@@ -1,0 +1,231 @@
+"""The session directory on real sockets: hosts push their lists to the admin API (per-host
+tokens, size limits, bad JSON, going stale), a `command` source runs a real program, and the
+balancer routes by what the hosts said (reason=session / no-session) in front of fake RDP
+servers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from rdpbalancer.app import Balancer
+from rdpbalancer.config import parse_config
+from tests.component.test_ctl import CTL, run_ctl
+from tests.support.balancer import farm_config, running
+from tests.support.fakes import start_farm, where
+
+TOKENS = {"TS01": "ts01-push-token-0123456789", "TS02": "ts02-push-token-0123456789",
+          "TS03": "ts03-push-token-0123456789"}
+
+
+def secret(path: Path, text: str) -> Path:
+    path.write_text(text)
+    os.chmod(path, 0o600)
+    return path
+
+
+def push_config(tmp_path: Path, farm: list, extra: str = "", stale_after: str = "60s") -> str:  # type: ignore[type-arg]
+    tokens = secret(tmp_path / "push.toml", "".join(f'{k} = "{v}"\n' for k, v in TOKENS.items()))
+    sessions = f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\nstale_after = "{stale_after}"\n{extra}'
+    return farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db") + sessions
+
+
+async def push(bal, server: str, doc: object, token: str | None = None, raw: bytes | None = None) -> tuple[int, dict]:  # type: ignore[no-untyped-def,type-arg]
+    url = f"http://127.0.0.1:{bal.admin.port}/api/v1/hosts/{server}/sessions"
+    headers = {"Authorization": f"Bearer {token or TOKENS[server]}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http, http.put(url, data=raw if raw is not None else json.dumps(doc),
+                                                         headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def get(bal, path: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{bal.admin.port}{path}") as resp:
+        return await resp.json()  # type: ignore[no-any-return]
+
+
+def last_reason(bal, user: str) -> str:  # type: ignore[no-untyped-def]
+    return next(d["reason"] for d in reversed(bal.ctx.decisions) if d.get("user") == user)
+
+
+async def test_pushed_sessions_route_a_returning_user_and_correct_the_table(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with running(push_config(tmp_path, farm)) as bal:
+        port = bal.addresses[0][1]
+        await bal.ops.set_sticky("alice", "TS01")  # the table's guess
+        for name in TOKENS:
+            mine = [{"user": "alice", "domain": "CORP", "state": "disconnected", "id": "7"}]
+            sessions = mine if name == "TS03" else []
+            assert (await push(bal, name, {"sessions": sessions}))[0] == 200
+        assert await where(port, "alice") == "TS03"
+        assert last_reason(bal, "alice") == "session"
+        entry = bal.table.get("alice", time.time())
+        assert entry is not None and entry.server == "TS03"  # corrected
+        hosts = await get(bal, "/api/v1/hosts")
+        assert {h["server"]: h["sessions"] for h in hosts["hosts"]} == {"TS01": 0, "TS02": 0, "TS03": 1}
+        # a user with an entry but no session anywhere is balanced anew
+        await bal.ops.set_sticky("bob", "TS02")
+        await where(port, "bob")
+        assert last_reason(bal, "bob") == "no-session"
+    for s in farm:
+        await s.stop()
+
+
+async def test_a_push_needs_the_hosts_own_token(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with running(push_config(tmp_path, farm)) as bal:
+        status, body = await push(bal, "TS01", {"sessions": []}, token=TOKENS["TS02"])
+        assert status == 401 and "TS01" in body["error"]
+        status, body = await push(bal, "TS09", {"sessions": []}, token=TOKENS["TS01"])
+        assert status == 404
+        assert bal.router.sessions is not None and "TS01" not in bal.router.sessions.reports
+        # a host token is no admin token
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{bal.admin.port}/api/v1/servers/TS01/state", json={"state": "maint"},
+                headers={"Authorization": f"Bearer {TOKENS['TS01']}"}) as resp:
+            assert resp.status in (401, 403)
+    for s in farm:
+        await s.stop()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"{not json", "Invalid JSON"),
+    (b'{"sessions": [{"state": "active"}]}', "sessions.0.user: Field required"),
+    (b'{"sessions": [{"user": "a", "state": "asleep"}]}', "sessions.0.state"),
+    (b'{"sessions": [], "extra": 1}', "extra: Extra inputs are not permitted"),
+    (b'{"sessions": [{"user": "a", "logon": "2026-12-02T08:00:00"}]}', "needs its zone"),
+    (b'{}', 'give either "sessions"'),
+    (b'{"quser": "garbage"}', "quser: expected quser's header line"),
+])
+async def test_a_bad_push_is_refused_with_the_field_named_and_changes_nothing(
+        tmp_path: Path, raw: bytes, expected: str) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with running(push_config(tmp_path, farm)) as bal:
+        assert (await push(bal, "TS01", {"sessions": [{"user": "carol"}]}))[0] == 200
+        status, body = await push(bal, "TS01", None, raw=raw)
+        assert status == 400 and expected in body["error"], body
+        assert bal.router.sessions is not None
+        assert [s.user for s in bal.router.sessions.reports["TS01"].sessions] == ["carol"]
+    for s in farm:
+        await s.stop()
+
+
+async def test_a_push_larger_than_the_limit_is_refused(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with running(push_config(tmp_path, farm)) as bal:
+        big = json.dumps({"sessions": [{"user": "u" * 200, "id": str(i)} for i in range(6000)]}).encode()
+        status, body = await push(bal, "TS01", None, raw=io.BytesIO(big))  # type: ignore[arg-type]
+        assert status == 413 and "larger than" in body["error"]
+    for s in farm:
+        await s.stop()
+
+
+async def test_a_host_that_stops_pushing_goes_stale_and_the_table_decides_again(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with running(push_config(tmp_path, farm, stale_after="1s")) as bal:
+        port = bal.addresses[0][1]
+        await bal.ops.set_sticky("dave", "TS01")
+        for name in TOKENS:
+            await push(bal, name, {"sessions": [{"user": "dave"}] if name == "TS02" else []})
+        assert await where(port, "dave") == "TS02"
+        await bal.ops.set_sticky("dave", "TS01")
+        await asyncio.sleep(1.3)  # nobody pushed again: the lists are no evidence now
+        assert await where(port, "dave") == "TS01"
+        assert last_reason(bal, "dave") == "sticky-hit"
+        hosts = await get(bal, "/api/v1/hosts")
+        assert not any(h["fresh"] for h in hosts["hosts"])
+    for s in farm:
+        await s.stop()
+
+
+async def test_a_quser_push_from_a_windows_host(tmp_path: Path) -> None:
+    """The Windows push script sends quser's own text; the balancer parses it (hosts/quser.py)."""
+    farm = await start_farm("TS01", "TS02", "TS03")
+    quser = (" USERNAME              SESSIONNAME        ID  STATE   IDLE TIME  LOGON TIME\n"
+             ">svc-push              rdp-tcp#3           2  Active          .  12/2/2026 8:59 AM\n"
+             " erin                                      3  Disc        1:05  12/2/2026 7:30 AM\n")
+    async with running(push_config(tmp_path, farm)) as bal:
+        for name in TOKENS:
+            doc = {"quser": quser, "deny_new": False} if name == "TS02" else {"sessions": []}
+            assert (await push(bal, name, doc))[0] == 200
+        assert await where(bal.addresses[0][1], "erin") == "TS02"
+        listed = await get(bal, "/api/v1/hosts/TS02/sessions")
+        assert [(s["user"], s["state"], s["id"]) for s in listed["sessions"]] == [
+            ("svc-push", "active", "2"), ("erin", "disconnected", "3")]
+    for s in farm:
+        await s.stop()
+
+
+async def test_a_command_source_runs_a_real_program(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    script = tmp_path / "list.py"
+    script.write_text("import json, sys\n"
+                      "server = sys.argv[1]\n"
+                      "if server == 'TS03': sys.exit('TS03 is unreachable from here')\n"
+                      "print(json.dumps({'sessions': [{'user': 'frank', 'id': '1'}] if server == 'TS01' else []}))\n")
+    extra = f'command = ["{sys.executable}", "{script}", "{{server}}"]\ninterval = "1s"\nstale_after = "5s"\n'
+    cfg = farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db") + \
+        f'[sessions]\nsource = "command"\n{extra}'
+    async with running(cfg) as bal:
+        directory = bal.router.sessions
+        assert directory is not None
+        for _ in range(50):
+            answered = {n for n, r in directory.reports.items() if r.at is not None}
+            if {"TS01", "TS02"} <= answered and "TS03" in directory.reports:
+                break
+            await asyncio.sleep(0.1)
+        assert await where(bal.addresses[0][1], "frank") == "TS01"
+        hosts = {h["server"]: h for h in (await get(bal, "/api/v1/hosts"))["hosts"]}
+        assert hosts["TS03"]["last_error"].endswith("exited with 1: TS03 is unreachable from here")
+        assert hosts["TS03"]["fresh"] is False and hosts["TS01"]["fresh"] is True
+        assert bal.hosts.stats["TS03"].failures >= 1
+    for s in farm:
+        await s.stop()
+
+
+async def test_ctl_hosts_and_sessions_of_a_host(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    async with running(push_config(tmp_path, farm)) as bal:
+        for name in TOKENS:
+            sessions = [{"user": "gina", "state": "disconnected", "id": "4"}] if name != "TS03" else []
+            await push(bal, name, {"sessions": sessions, "deny_new": name == "TS02"})
+        url = f"http://127.0.0.1:{bal.admin.port}"
+        listed = await run_ctl([*CTL, "--url", url, "hosts"], {})
+        assert listed.code == 0, listed.err
+        rows = {line.split()[0]: line.split() for line in listed.out.splitlines()[1:] if line.startswith("TS")}
+        assert rows["TS01"][1:5] == ["push", "1", "0", "1"] and "refused" in rows["TS02"]
+        assert "users with sessions on several hosts" in listed.out and "TS01, TS02" in listed.out
+        one = await run_ctl([*CTL, "--url", url, "sessions", "--host", "TS01"], {})
+        assert one.code == 0 and "gina" in one.out and "disconnected" in one.out, one.out
+    for s in farm:
+        await s.stop()
+
+
+async def test_push_tokens_rotate_on_reload_and_the_directory_keeps_what_it_knows(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02", "TS03")
+    config = tmp_path / "rdpb.toml"
+    config.write_text(push_config(tmp_path, farm))
+    bal = Balancer(parse_config(config.read_text(), str(config)))
+    bal.reloader.status.path = str(config)
+    await bal.start()
+    try:
+        assert (await push(bal, "TS01", {"sessions": [{"user": "ivy"}]}))[0] == 200
+        rotated = {**TOKENS, "TS01": "ts01-rotated-token-0123456789"}
+        secret(tmp_path / "push.toml", "".join(f'{k} = "{v}"\n' for k, v in rotated.items()))
+        assert await bal.reloader.reload() is None
+        assert (await push(bal, "TS01", {"sessions": []}))[0] == 401  # the old token is gone
+        assert bal.router.sessions is not None
+        assert [s.user for s in bal.router.sessions.reports["TS01"].sessions] == ["ivy"]  # kept over the reload
+        assert (await push(bal, "TS01", {"sessions": []}, token=rotated["TS01"]))[0] == 200
+        assert bal.router.sessions.reports["TS01"].sessions == ()
+    finally:
+        await bal.stop()
+        for s in farm:
+            await s.stop()

@@ -1,0 +1,179 @@
+"""The session directory end to end: real xfreerdp, two xrdp hosts with real logons, each in
+its own namespaces (session_hosts.py), pushing their own session lists to the balancer.
+
+alice logs on through the balancer and lands on one host; her client is killed and her session
+stays there, disconnected. The balancer's sticky file is deleted and the balancer restarted:
+it knows nothing. She connects again: reason=session, the same host, and the host reattaches
+her session (the same session id, no second one). Then her session is logged off; with her
+sticky entry still present, her next connection is balanced as reason=no-session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import harness, session_hosts
+from tests.e2e.session_hosts import USERS, SessionHost
+from tests.support.balancer import BalancerProcess, free_port, stored
+
+TOKENS = {"XA": "xa-push-token-0123456789ab", "XB": "xb-push-token-0123456789ab"}
+CLIENT = ("/cert:ignore", "/log-level:INFO", "-clipboard", "/audio-mode:2", "/size:800x600", "/bpp:16",
+          "-themes", "-wallpaper", "/gdi:sw")
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SessionHost]]:
+    session_hosts.require()
+    session_hosts.ensure_users()
+    work = Path(tempfile.mkdtemp(prefix="rdpb-xhosts-", dir="/var/tmp"))  # each host mounts its own /tmp
+    os.chmod(work, 0o755)  # the users' sessions run the host's startwm.sh from it
+    cert, key = harness.make_certificate(work)
+    started: dict[str, SessionHost] = {}
+    try:
+        for name, offset in (("XA", 20), ("XB", 40)):
+            started[name] = session_hosts.start_host(name, work / name, cert, key, offset)
+        yield started
+    finally:
+        for host in started.values():
+            host.stop()
+        if not os.environ.get("RDPB_E2E_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    xvfb = harness.start_xvfb(tmp_path_factory.mktemp("xvfb"))
+    try:
+        yield xvfb.display
+    finally:
+        xvfb.process.stop()
+
+
+def balancer_config(tmp: Path, hosts: dict[str, SessionHost], port: int, admin_port: int) -> Path:
+    tokens = tmp / "push-tokens.toml"
+    tokens.write_text("".join(f'{k} = "{v}"\n' for k, v in TOKENS.items()))
+    os.chmod(tokens, 0o600)
+    rows = ", ".join(f'{{ name = "{n}", address = "{h.address}" }}' for n, h in hosts.items())
+    path = tmp / "rdpb.toml"
+    path.write_text(f"""
+[balancer]
+listen = ["127.0.0.1:{port}"]
+connect_timeout = "5s"
+[sticky]
+path = "{tmp / 'sticky.db'}"
+[health]
+check = "tcp"
+interval = "1s"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[sessions]
+source = "push"
+push_tokens = "{tokens}"
+stale_after = "30s"
+[[pool]]
+name = "xrdp"
+balance = "leastsessions"
+servers = [{rows}]
+""")
+    return path
+
+
+def push_all(hosts: dict[str, SessionHost], admin_port: int, tmp: Path) -> None:
+    """What each host's timer does every 15 s, done now."""
+    for name, host in hosts.items():
+        token = host.workdir / "push.token"  # the host's own disk (its /tmp is its own)
+        token.write_text(TOKENS[name])
+        os.chmod(token, 0o600)
+        host.push(f"http://127.0.0.1:{admin_port}/api/v1/hosts/{name}/sessions", token)
+
+
+def logon(display: str, port: int, user: str, tmp: Path, tag: str) -> harness.ManagedProcess:
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    env = {**os.environ, "DISPLAY": display, "HOME": str(home)}
+    argv = ["xfreerdp", f"/v:127.0.0.1:{port}", f"/u:{user}", f"/p:{USERS[user]}", f"/client-hostname:{tag}",
+            *CLIENT]
+    return harness.ManagedProcess(f"xfreerdp-{tag}", argv, tmp / f"{tag}.log", env=env, cwd=home)
+
+
+def routed_line(log: Path, user: str, after: int) -> str:
+    """The balancer's `routed` line for `user`, among the lines after the first `after`."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        lines = log.read_text(errors="replace").splitlines()[after:]
+        for line in lines:
+            if " routed " in line and f'user="{user}"' in line:
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no routed line for {user} in {log}:\n{harness.tail(log, 40)}")
+
+
+def line_count(log: Path) -> int:
+    return len(log.read_text(errors="replace").splitlines()) if log.exists() else 0
+
+
+def test_a_returning_user_reaches_her_real_session_and_a_logged_off_one_is_balanced_anew(
+        hosts: dict[str, SessionHost], display: str, tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    config = balancer_config(tmp_path, hosts, port, admin_port)
+    log = tmp_path / "balancer.log"
+    bal = BalancerProcess(config, port, log)
+    bal.start()
+    try:
+        push_all(hosts, admin_port, tmp_path)
+        # 1. alice logs on, lands on one host, and her client dies: the session stays, disconnected
+        client = logon(display, port, "alice", tmp_path, "alice-1")
+        first = routed_line(log, "alice", 0)
+        home = re.search(r"server=(\w+)", first).group(1)  # type: ignore[union-attr]
+        other = next(n for n in hosts if n != home)
+        session = session_hosts.wait_session(hosts[home], "alice", "active", timeout=30)
+        session_hosts.kill_client(client)
+        session_hosts.wait_session(hosts[home], "alice", "disconnected")
+        assert not [s for s in hosts[other].sessions() if s["user"] == "alice"]
+        before = hosts[home].sesadmin_list()
+
+        # 2. the balancer forgets everything: its sticky file is deleted, the process restarted
+        bal.stop()
+        (tmp_path / "sticky.db").unlink()
+        for extra in ("sticky.db-wal", "sticky.db-shm"):
+            (tmp_path / extra).unlink(missing_ok=True)
+        bal.start()
+        push_all(hosts, admin_port, tmp_path)
+
+        # 3. alice again: the directory sends her to her session, and the host reattaches it
+        mark = line_count(log)
+        client = logon(display, port, "alice", tmp_path, "alice-2")
+        again = routed_line(log, "alice", mark)
+        assert "reason=session" in again and f"server={home}" in again, again
+        reattached = session_hosts.wait_session(hosts[home], "alice", "active", timeout=30)
+        assert reattached["id"] == session["id"]  # her session, not a new one
+        assert [s["user"] for s in hosts[home].sessions()].count("alice") == 1
+        assert hosts[home].sesadmin_list().count("Session ID") == before.count("Session ID")
+        session_hosts.kill_client(client)
+
+        # 4. her session is logged off on the host; her sticky entry still names it
+        hosts[home].end_session(str(session["id"]))
+        deadline = time.monotonic() + 20
+        while any(s["user"] == "alice" for s in hosts[home].sessions()) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert not any(s["user"] == "alice" for s in hosts[home].sessions())
+        assert stored(tmp_path / "sticky.db").get("alice") == home
+        push_all(hosts, admin_port, tmp_path)
+        mark = line_count(log)
+        client = logon(display, port, "alice", tmp_path, "alice-3")
+        anew = routed_line(log, "alice", mark)
+        assert "reason=no-session" in anew, anew
+        session_hosts.wait_session(hosts[re.search(r"server=(\w+)", anew).group(1)], "alice", "active", 30)  # type: ignore[union-attr]
+        session_hosts.kill_client(client)
+        print("\n".join(["first:   " + first, "session: " + str(session), "again:   " + again,
+                         "sesadmin before/after:\n" + before + hosts[home].sesadmin_list(), "anew:    " + anew]))
+    finally:
+        bal.stop()
