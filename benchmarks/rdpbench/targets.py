@@ -235,28 +235,33 @@ class Rdpbalancer(Target):
 
 
 class RdpbalancerDirectory(Rdpbalancer):
-    """rdpb1 with the session directory on: 50 hosts in the pool (the test servers and idle ones
-    with weight 0 that take nobody), each pushing 100 sessions of other users right after the
-    start. Every connection's decision reads the directory; none is found there (C32's users are
-    new), which is the costlier path (bench_directory.py)."""
+    """rdpb1 with 50 hosts in the pool (the test servers and idle ones with weight 0 that take
+    nobody) and, with `directory`, the session directory on: each host pushes 100 sessions of
+    other users right after the start. Every connection's decision reads the directory; none is
+    found there (C32's users are new), the costlier path (bench_directory.py). rdpb1-50 is the same
+    pool without it: the pair isolates the directory's cost from the pool's size."""
 
     HOSTS, SESSIONS = 50, 100
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, directory: bool) -> None:
         super().__init__(name, workers=1)
-        self.description = (f"rdpbalancer from this checkout, 1 worker, session directory with {self.HOSTS} hosts x "
-                            f"{self.SESSIONS} sessions")
+        self.directory = directory
+        self.description = f"rdpbalancer from this checkout, 1 worker, {self.HOSTS} hosts" + (
+            f", session directory with {self.SESSIONS} sessions each" if directory else ", no session directory")
         self._admin_port = 0
 
     def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
         text = super().config(port, backends, opts, db)
         self._admin_port = int(text.split('[admin]\nlisten = "127.0.0.1:', 1)[1].split('"', 1)[0])
-        idle = ",\n".join(f'  {{ name = "DIR{i:02d}", address = "127.0.0.1:{free_port()}", weight = 0, '
+        # idle hosts: loopback addresses nothing listens on, never connected to (weight 0, no checks)
+        idle = ",\n".join(f'  {{ name = "DIR{i:02d}", address = "127.0.1.{i + 1}:3389", weight = 0, '
                            'check = "none" }' for i in range(self.HOSTS - len(backends)))
         tokens = db.parent / "push-tokens.toml"
         tokens.write_text("".join(f'{name} = "{self._token(name)}"\n' for name in self._hosts(len(backends))))
         tokens.chmod(0o600)
         text = text.replace("\n]\n", f",\n{idle}\n]\n", 1) if idle else text
+        if not self.directory:
+            return text
         return text + f'\n[sessions]\nsource = "push"\npush_tokens = "{tokens}"\nstale_after = "1h"\n'
 
     def _hosts(self, real: int) -> list[str]:
@@ -270,6 +275,10 @@ class RdpbalancerDirectory(Rdpbalancer):
     def running(self, cell_dir: Path, backends: list[int], opts: ProxyOptions,
                 db: Path | None = None) -> Iterator[Running]:
         with super().running(cell_dir, backends, opts, db) as run:
+            if not self.directory:
+                yield run
+                return
+            wait_accepting(self._admin_port, run.proc, START_TIMEOUT_S, run.log)  # the API starts after the listeners
             for h, name in enumerate(self._hosts(len(backends))):
                 body = json.dumps({"sessions": [{"user": f"dir{h}-{i}", "id": str(i)}
                                                 for i in range(self.SESSIONS)]}).encode()
@@ -290,7 +299,8 @@ ALL_TARGETS: dict[str, Target] = {
         Rdpbalancer("rdpb1", workers=1),
         Rdpbalancer("rdpb2", workers=2),
         Rdpbalancer("rdpb1-copy", workers=1, relay="copy"),  # opt-in: the asyncio Protocol relay
-        RdpbalancerDirectory("rdpb1-dir"),  # opt-in: the session directory's cost per connection
+        RdpbalancerDirectory("rdpb1-50", directory=False),  # opt-in: 50 hosts, the baseline of rdpb1-dir
+        RdpbalancerDirectory("rdpb1-dir", directory=True),  # opt-in: the session directory's cost per connection
     )
 }
 DEFAULT_TARGETS = ["direct", "haproxy", "haproxy-splice", "rdpb1", "rdpb2"]

@@ -186,9 +186,20 @@ class SessionDirectory:
         self._splits.clear()
 
     def placed(self, server: str, user: str, at: float) -> None:
-        """A new user was placed on `server`: counted as its load until its next answer."""
-        self._placed.setdefault(server, {})[user] = at
+        """A new user was placed on `server`: counted as its load until its next answer. A host that
+        does not answer again does not make this grow: placements older than its `stale_after`
+        are dropped (by then its list is no evidence, and its load is the table's guess)."""
+        placed = self._placed.setdefault(server, {})
+        placed.pop(user, None)  # re-inserted last: the dict stays in placement order
+        placed[user] = at
         self._placed_on.setdefault(user, set()).add(server)
+        horizon = at - self.stale_after.get(server, DEFAULT_STALE_AFTER_S)
+        while placed:
+            oldest, when = next(iter(placed.items()))
+            if when >= horizon:
+                break
+            del placed[oldest]
+            self._unplace(server, oldest)
 
     def _unplace(self, server: str, user: str) -> None:
         servers = self._placed_on.get(user)

@@ -233,3 +233,13 @@ def test_a_user_placed_since_the_hosts_last_answer_is_not_history_yet() -> None:
     for server in (S1, S2, S3):
         report(r, server, at=NOW + 1)
     assert r.decide(RouteRequest("10.0.0.1", "alice"), NOW + 2).reason is Reason.NO_SESSION
+
+
+def test_placements_on_a_host_that_never_answers_again_do_not_pile_up() -> None:
+    d = SessionDirectory()
+    d.configure({"TS01": 60.0})
+    d.update(HostReport("TS01", (), at=NOW))
+    for i in range(1000):
+        d.placed("TS01", f"u{i}", NOW + i)  # one a second, the host silent
+    assert d.load("TS01") <= 61  # only the last stale_after's worth is kept
+    assert "u0" not in d._placed_on and "u999" in d._placed_on  # the index shrinks too
