@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import os
 import socket
 import struct
 
@@ -59,11 +61,37 @@ async def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int) -> 
     try:
         sock.setblocking(False)
         tune_socket(sock)
-        await loop.sock_connect(sock, address)
+        await _connect(loop, sock, address)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple[str, int]) -> None:
+    """A non-blocking connect to an address literal, then a wait for the socket to be writable.
+    uvloop's sock_connect hands every connect to its resolver threads first, even for an IP
+    literal: a thread hop per connection on the connection-setup path."""
+    err = sock.connect_ex(address)
+    if err == 0:
+        return
+    if err not in (errno.EINPROGRESS, errno.EAGAIN):
+        raise OSError(err, os.strerror(err))
+    done = loop.create_future()
+    fd = sock.fileno()
+    loop.add_writer(fd, _set_done, done)
+    try:
+        await done
+    finally:
+        loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

@@ -151,6 +151,12 @@ class SessionHost:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def script(self) -> str:
+        """The contrib script as the host has it: a copy on its own disk (a checkout under /tmp,
+        as CI's is, is hidden by the host's private /tmp)."""
+        return str(self.workdir / SCRIPT.name)
+
     def ns_pid(self) -> int:
         """The PID (outside) of the namespace's init, to enter it with nsenter."""
         children = Path(f"/proc/{self.init.pid}/task/{self.init.pid}/children").read_text().split()
@@ -164,7 +170,7 @@ class SessionHost:
 
     def sessions(self) -> list[dict[str, object]]:
         """The host's own record: contrib/xrdp-sessions.sh run inside its namespaces."""
-        done = self.run_inside("sh", str(SCRIPT))
+        done = self.run_inside("sh", self.script)
         if done.returncode != 0:
             raise harness.HarnessError(f"{self.name}: xrdp-sessions.sh failed: {done.stderr}")
         return list(json.loads(done.stdout)["sessions"])
@@ -178,7 +184,7 @@ class SessionHost:
         return done.stdout + done.stderr
 
     def push(self, url: str, token_file: Path) -> None:
-        done = self.run_inside("sh", str(SCRIPT), "--push", url, "--token-file", str(token_file))
+        done = self.run_inside("sh", self.script, "--push", url, "--token-file", str(token_file))
         if done.returncode != 0:
             raise harness.HarnessError(f"{self.name}: push failed: {done.stderr}")
 
@@ -215,6 +221,7 @@ def start_host(name: str, workdir: Path, cert: Path, key: Path, display_offset: 
     (workdir / "xrdp.ini").write_text(XRDP_INI.format(port=port, cert=cert, key=key, log=workdir / "xrdp.log",
                                                       sesman_address=address))
     (workdir / "init.sh").write_text(INIT.format(workdir=workdir))
+    shutil.copy(SCRIPT, workdir / SCRIPT.name)
     argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "sh",
             str(workdir / "init.sh")]
     init = harness.ManagedProcess(f"host-{name}", argv, workdir / "init.out")
