@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from rdpbalancer.policy.identity import name_key, printable
+from rdpbalancer.policy.identity import name_key
 
 
 class SessionState(StrEnum):
@@ -247,10 +247,6 @@ class SessionDirectory:
         there = self._keys.get(server, frozenset())
         return listed + sum(1 for user in placed if user not in there)
 
-    def deny_new(self, server: str, now: float) -> bool:
-        report = self.reports.get(server)
-        return report is not None and report.deny_new and self.fresh(server, now)
-
     def split(self, servers: tuple[str, ...], now: float) -> Split:
         """`servers` split by what their lists are worth now (cached until one of them changes or ages)."""
         cached = self._splits.get(servers)
@@ -277,9 +273,6 @@ class SessionDirectory:
     def duplicates(self) -> dict[str, tuple[str, ...]]:
         """Users with sessions on more than one host: user key -> servers."""
         return {u: tuple(sorted(hosts)) for u, hosts in self._users.items() if len(hosts) > 1}
-
-    def session_count(self) -> int:
-        return sum(len(r.sessions) for r in self.reports.values())
 
     # -- the evidence for one decision -----------------------------------------------------------------
 
@@ -322,7 +315,3 @@ def choose(evidence: Evidence, sticky_server: str | None) -> tuple[Found | None,
     pick = max(disconnected or found, key=lambda f: f.session.logon or 0.0)
     why = "the disconnected one" if disconnected else "the newest logon"
     return pick, f"duplicate sessions on {servers}; {why}, on {pick.server}"
-
-
-def describe_user(user: str) -> str:
-    return f'"{printable(user)}"'
