@@ -155,7 +155,7 @@ class Predecessor:
             self.active[key] -= 1
             entry = self.table.session_closed(key, now)
             if entry is not None:
-                self.store.apply_later(self.table.refreshed(entry))
+                self.store.refresh_later(self.table.refreshed(entry))
 
     def _changed(self, change: Change) -> None:
         """The old process wrote it to the same file already: adopted, not written again."""
@@ -178,7 +178,7 @@ class Predecessor:
             for _ in range(count):
                 entry = self.table.session_closed(key, now)
                 if entry is not None:
-                    self.store.apply_later(self.table.refreshed(entry))
+                    self.store.refresh_later(self.table.refreshed(entry))
         self.active.clear()
 
 

@@ -30,6 +30,11 @@ class StickyStore(Protocol):
         """Persist `change` in the background (bookkeeping such as last_used refreshes)."""
         ...
 
+    def refresh_later(self, change: Change) -> None:
+        """Persist a refresh of last_used (`StickyTable.refreshed`): it may be coalesced and
+        written up to a few seconds later, but always before any later change is written."""
+        ...
+
     async def barrier(self) -> None:
         """Returns once every change handed over before it is written (or kept as unsaved)."""
         ...

@@ -179,4 +179,4 @@ class LocalControl:
         if decision.sticky_key is not None:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
             if entry is not None and self.persist_ends:
-                self.store.apply_later(self.router.table.refreshed(entry))
+                self.store.refresh_later(self.router.table.refreshed(entry))

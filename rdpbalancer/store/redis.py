@@ -11,6 +11,11 @@ Redis is never on the path of a refusal: when it does not answer within `timeout
 routes from its own table (and its SQLite copy), remembers what it wrote meanwhile, and replays
 it when Redis is back. Conflict rule on replay: for a user both sides changed, the later
 assignment (`created`) wins; every conflict is logged with both sides.
+
+Refreshes of last_used (`refresh_later`) are coalesced as in the local copy: one write per user
+at most every LAZY_FLUSH_S, dropped when an assignment of the same user is written first (it
+carries a newer last_used). Redis expires entries `ttl` after last_used, so the delay only
+ever postpones an expiry by those seconds.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ from redis.sentinel import Sentinel
 
 from rdpbalancer.policy.sticky import Change, StickyEntry
 from rdpbalancer.store.port import ClusterView
-from rdpbalancer.store.sqlite import SqliteStickyStore
+from rdpbalancer.store.sqlite import LAZY_FLUSH_S, SqliteStickyStore
 from rdpbalancer.tasks import TaskSet
 
 log = logging.getLogger("rdpbalancer.store")
 
 T = TypeVar("T")
 RETRY_S = 1.0  # while Redis is away, try again this often
+REPLAY_ATTEMPTS = 5  # a user another node keeps changing while this one replays: Redis's entry stays
 
 # Every write and delete also stamps the user in the change feed KEYS[2] (a sorted set scored by
 # Redis's clock in ms), which the other nodes pull every second.
@@ -97,6 +103,8 @@ class RedisStickyStore:
         self._client: aioredis.Redis | None = None
         self._retry: asyncio.Task[None] | None = None
         self._tasks = TaskSet()  # background writes and the retry: kept, failures logged
+        self._lazy: dict[str, tuple[StickyEntry, str]] = {}  # refreshes not written yet: (copy, server)
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._sentinels: list[aioredis.Redis] = []  # the Sentinel connections, closed with the store
         self._cursor: float | None = None  # Redis ms: change-feed entries from here on are not pulled yet
 
@@ -142,12 +150,48 @@ class RedisStickyStore:
     async def apply(self, change: Change) -> Sequence[StickyEntry]:
         """Write `change`; returns the entries Redis holds instead of ours (conflicts)."""
         self.local.apply_later(change)
+        self._supersede(change)
         return await self._shared(change)
 
     def apply_later(self, change: Change) -> None:
         self.local.apply_later(change)
+        self._supersede(change)
         if change.put or change.delete:
             self._tasks.spawn(self._shared(change), name="redis-write")
+
+    def refresh_later(self, change: Change) -> None:
+        """A refresh of last_used: coalesced per user, written within LAZY_FLUSH_S."""
+        self.local.refresh_later(change)
+        prior = dict(change.prior)
+        for entry in change.put:
+            copy = StickyEntry(entry.key, entry.pool, entry.server, entry.created, entry.last_used)
+            self._lazy[entry.key] = (copy, prior.get(entry.key, entry.server))
+        if self._lazy and self._lazy_timer is None:
+            try:
+                self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_FLUSH_S, self._flush_lazy)
+            except RuntimeError:  # no loop (start-up, shutdown): written by close()
+                pass
+
+    def _supersede(self, change: Change) -> None:
+        """A change of a user replaces a refresh of that user still waiting."""
+        if self._lazy:
+            for entry in change.put:
+                self._lazy.pop(entry.key, None)
+            for key in change.delete:
+                self._lazy.pop(key, None)
+
+    def _lazy_change(self) -> Change:
+        waiting, self._lazy = self._lazy, {}
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        return Change(put=tuple(e for e, _ in waiting.values()),
+                      prior=tuple((key, server) for key, (_, server) in waiting.items()))
+
+    def _flush_lazy(self) -> None:
+        self._lazy_timer = None
+        if self._lazy:
+            self._tasks.spawn(self._shared(self._lazy_change()), name="redis-refresh")
 
     async def barrier(self) -> None:
         await self.local.barrier()
@@ -168,6 +212,8 @@ class RedisStickyStore:
         return True, _entry(key, fields)
 
     async def close(self) -> None:
+        if self._lazy:
+            await self._shared(self._lazy_change())
         if self._retry is not None:
             self._retry.cancel()
         if self._client is not None:
@@ -225,30 +271,46 @@ class RedisStickyStore:
         replayed = conflicts = 0
         for key, (entry, _prior, _at) in pending.items():  # the later assignment (created) wins
             try:
-                current = _entry(key, await _hgetall(self._client, self._key(key)))
-                if entry is None:
-                    await _awaited(self._client.eval(_CAD, 2, self._key(key), self._feed, "*", key))
-                elif current is None or current.server == entry.server or current.created <= entry.created:
-                    if current is not None and current.server != entry.server:
-                        conflicts += 1
-                        log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
-                                    "and on %s elsewhere at %.0f; %s (the later) is kept",
-                                    key, entry.server, entry.created, current.server, current.created, entry.server)
-                    await _awaited(self._client.eval(_CAS, 2, *self._cas_args(entry, "*")))  # type: ignore[arg-type]
-                else:
-                    conflicts += 1
-                    log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
-                                "and on %s elsewhere at %.0f; %s (the later) is kept",
-                                key, entry.server, entry.created, current.server, current.created, current.server)
-                replayed += 1
-                if self._outbox.get(key) is pending[key]:
-                    del self._outbox[key]  # not changed again meanwhile
+                conflicts += await self._replay_one(key, entry)
             except (redis.RedisError, OSError) as exc:
                 self._down(exc)
                 return
+            replayed += 1
+            if self._outbox.get(key) is pending[key]:
+                del self._outbox[key]  # not changed again meanwhile
         self.conflicts += conflicts
         log.warning("sticky store: Redis %s is back; %d change(s) made meanwhile replayed, %d conflict(s)",
                     self._where(), replayed, conflicts)
+
+    async def _replay_one(self, key: str, entry: StickyEntry | None) -> int:
+        """Write one user kept during the outage; 1 if another node had placed them elsewhere.
+
+        The write is a compare-and-set on what was read: other nodes replay at the same moment,
+        and a read followed by a blind write would let the earlier assignment overwrite the
+        later one. When the set fails, the user is read and decided again."""
+        assert self._client is not None
+        if entry is None:
+            await _awaited(self._client.eval(_CAD, 2, self._key(key), self._feed, "*", key))
+            return 0
+        for _ in range(REPLAY_ATTEMPTS):
+            current = _entry(key, await _hgetall(self._client, self._key(key)))
+            if current is not None and current.server != entry.server and current.created > entry.created:
+                kept = current.server
+            else:
+                expected = "" if current is None else current.server
+                if await _awaited(self._client.eval(_CAS, 2, *self._cas_args(entry, expected))):  # type: ignore[arg-type]
+                    continue  # written by another node since the read: decide again
+                if current is None or current.server == entry.server:
+                    return 0
+                kept = entry.server
+            assert current is not None
+            log.warning("sticky conflict after the Redis outage: user %s was put on %s here at %.0f "
+                        "and on %s elsewhere at %.0f; %s (the later) is kept",
+                        key, entry.server, entry.created, current.server, current.created, kept)
+            return 1
+        log.warning("sticky replay after the Redis outage: user %s changed %d times while being written; "
+                    "Redis's entry is kept", key, REPLAY_ATTEMPTS)
+        return 1
 
     # -- availability ---------------------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ Durability: `apply()` returns once the transaction is committed. With `sync = "f
 survives power loss; with "normal" (WAL) it survives the process being killed, not the machine.
 A failing disk is logged and counted but never stops routing: the in-memory table stays
 authoritative, and the failed change is reported through `last_error`.
+
+Refreshes (`refresh_later`: the new last_used of a user whose session ended) are not worth a
+sync each: they are kept, one per user, and written with the next change or at most
+`LAZY_FLUSH_S` later, always before that next change. A crash loses at most that much of
+last_used, never an assignment.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ log = logging.getLogger("rdpbalancer.store")
 
 MAX_BATCH_CHANGES = 2048  # changes per transaction: bounds one commit's latency under a storm
 RETRY_UNSAVED_S = 5.0  # after a failed write (disk full, read-only file), try again this often
+LAZY_FLUSH_S = 2.0  # a refresh of last_used is on disk at most this long after it was made
 BUSY_TIMEOUT_MS = 5000  # wait for another process's lock (a worker, or a handoff successor)
 
 SCHEMA = """
@@ -95,6 +101,8 @@ class SqliteStickyStore:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watcher: Callable[[Change], None] | None = None
+        self._lazy: dict[str, Row] = {}  # last_used refreshes not handed to the writer yet
+        self._lazy_timer: asyncio.TimerHandle | None = None
 
     # -- start ------------------------------------------------------------------------------
 
@@ -163,11 +171,38 @@ class SqliteStickyStore:
                 self._watcher(change)
             self._enqueue((_rows(change), [*change.delete, *change.dropped], None))
 
-    def _enqueue(self, item: _Item) -> None:
+    def refresh_later(self, change: Change) -> None:
+        """Like `apply_later`, for refreshes of last_used: coalesced per user, and written with
+        the next change or within LAZY_FLUSH_S, whichever comes first (never after it)."""
+        if not change.put:
+            return
+        if self._watcher is not None:
+            self._watcher(change)
+        for row in _rows(change):
+            self._lazy[row[0]] = row
+        if self._loop is None or not self._loop.is_running():
+            self._flush_lazy()  # no loop to wait in (start-up, shutdown)
+        elif self._lazy_timer is None:
+            self._lazy_timer = self._loop.call_later(LAZY_FLUSH_S, self._flush_lazy)
+
+    def _flush_lazy(self) -> None:
+        self._lazy_timer = None
+        self._enqueue(None)
+
+    def _enqueue(self, item: _Item | None) -> None:
         """Changes made in one pass of the event loop go to the writer together: one wake-up of
-        the writer thread (and one handover of the GIL) per pass, not one per change."""
-        self._pending.append(item)
-        if len(self._pending) == 1:
+        the writer thread (and one handover of the GIL) per pass, not one per change.
+        Refreshes waiting go first, so a later change of the same user wins; None: only them."""
+        first = not self._pending
+        if self._lazy:
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
+            self._pending.append((list(self._lazy.values()), [], None))
+            self._lazy = {}
+        if item is not None:
+            self._pending.append(item)
+        if first and self._pending:
             if self._loop is not None and self._loop.is_running():
                 self._loop.call_soon(self._hand_over)
             else:
@@ -181,6 +216,7 @@ class SqliteStickyStore:
     async def close(self) -> None:
         if self._thread is None:
             return
+        self._flush_lazy()
         self._hand_over()
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)

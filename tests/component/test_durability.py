@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+
+from rdpbalancer.policy.sticky import StickyTable
+from rdpbalancer.store.sqlite import LAZY_FLUSH_S, SqliteStickyStore
 
 from tests.support.balancer import BalancerProcess, farm_config, free_port, running, stored, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
@@ -67,3 +71,85 @@ async def test_an_entry_that_expired_in_memory_leaves_the_file_too(tmp_path: Pat
     assert "alice" not in stored(db)
     for s in farm:
         await s.stop()
+
+
+# -- last_used refreshes: coalesced, never ahead of an assignment ---------------------------------
+
+def _last_used(db: Path) -> dict[str, tuple[str, float]]:
+    conn = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
+    try:
+        return {k: (s, u) for k, s, u in conn.execute("SELECT key, server, last_used FROM sticky")}
+    finally:
+        conn.close()
+
+
+async def _store(db: Path) -> SqliteStickyStore:
+    store = SqliteStickyStore(db, sync="full")
+    store.load()
+    store.start(asyncio.get_running_loop())
+    return store
+
+
+async def test_a_refresh_is_written_with_the_next_assignment_and_before_it(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = await _store(db)
+    try:
+        table = StickyTable(ttl_s=3600, max_entries=100)
+        await store.apply(table.assign("alice", "default", "TS01", 100.0))
+        await store.apply(table.assign("bob", "default", "TS01", 100.0))
+        entry = table.session_closed("alice", 200.0)
+        assert entry is not None
+        store.refresh_later(table.refreshed(entry))
+        store.refresh_later(table.refreshed(entry))  # one row per user however many refreshes
+        bob = table.session_closed("bob", 250.0)
+        assert bob is not None
+        store.refresh_later(table.refreshed(bob))
+        assert _last_used(db)["alice"] == ("TS01", 100.0)  # waiting: no sync of its own
+        # bob moves: his durable write carries alice's refresh, and his own older refresh is
+        # written before it, so the move wins
+        await store.apply(table.assign("bob", "default", "TS02", 300.0))
+        assert _last_used(db) == {"alice": ("TS01", 200.0), "bob": ("TS02", 300.0)}
+    finally:
+        await store.close()
+
+
+async def test_a_refresh_alone_reaches_the_disk_within_the_window_or_at_close(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = await _store(db)
+    table = StickyTable(ttl_s=3600, max_entries=100)
+    await store.apply(table.assign("alice", "default", "TS01", 100.0))
+    await store.apply(table.assign("bob", "default", "TS01", 100.0))
+    for key, now in (("alice", 200.0), ("bob", 210.0)):
+        entry = table.session_closed(key, now)
+        assert entry is not None
+        store.refresh_later(table.refreshed(entry))
+    await wait_until(lambda: _last_used(db)["alice"][1] == 200.0, LAZY_FLUSH_S + 5)
+    entry = table.session_closed("alice", 300.0)
+    assert entry is not None
+    store.refresh_later(table.refreshed(entry))
+    await store.close()  # stopping writes what waits
+    assert _last_used(db) == {"alice": ("TS01", 300.0), "bob": ("TS01", 210.0)}
+
+
+async def test_kill_9_after_session_ends_loses_no_assignment(tmp_path: Path) -> None:
+    """Refreshes waiting in memory when the process dies cost last_used, never an assignment:
+    every user comes back to the server they were on."""
+    farm = await start_farm("TS01", "TS02")
+    port = free_port()
+    cfg = tmp_path / "rdpb.toml"
+    db = tmp_path / "sticky.db"
+    cfg.write_text(farm_config([(s.name, s.address, 1) for s in farm], db, listen=f"127.0.0.1:{port}"))
+    proc = BalancerProcess(cfg, port, tmp_path / "balancer.log")
+    await asyncio.to_thread(proc.start)
+    try:
+        placed = {f"u{i}": await where(port, f"u{i}") for i in range(20)}
+        again = {user: await where(port, user) for user in placed}  # returning: refreshes only
+        assert again == placed
+        await asyncio.to_thread(proc.signal, signal.SIGKILL)
+        assert stored(db) == placed
+        await asyncio.to_thread(proc.start)
+        assert {user: await where(port, user) for user in placed} == placed
+    finally:
+        proc.stop()
+        for s in farm:
+            await s.stop()
