@@ -1,6 +1,6 @@
 """Benchmark rdpbalancer against a direct connection and HAProxy, in one interleaved run.
 
-    python benchmarks/run.py [--quick] [--reps N] [--scenarios T1,T8,L100,L1000,C32,M10k,S1M]
+    python benchmarks/run.py [--quick] [--reps N] [--scenarios T1,T8,L100,L1000,C32,C32r,M10k,S1M]
                              [--targets direct,haproxy,haproxy-splice,rdpb1,rdpb2] [--out FILE]
 
 Builds the C load generator and test server, then for each repetition runs every scenario

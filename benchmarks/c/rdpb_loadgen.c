@@ -1,7 +1,8 @@
 /* Benchmark load generator: RDP-shaped clients, single-threaded, epoll.
  *
  * Every connection sends an X.224 Connection Request with its own user cookie
- * (Cookie: mstshash=<prefix><n>) and an RDP_NEG_REQ, waits for the 19-byte Connection Confirm,
+ * (Cookie: mstshash=<prefix><n>; with --users N, n cycles through 0..N-1: returning users)
+ * and an RDP_NEG_REQ, waits for the 19-byte Connection Confirm,
  * then, by --mode:
  *   setup     close at once and open the next one; --conns connections in flight at a time.
  *             Measures connections per second and the setup time (connect() to Confirm).
@@ -50,7 +51,8 @@ static struct {
     uint64_t max_ops, max_bytes;
     int msg_size, burst;
     const char *prefix;
-} opt = {"127.0.0.1", 0, M_SETUP, 1, 1.0, 0, 100000000ull, 1ull << 40, 64, 128, "u"};
+    uint32_t users; /* 0: every connection its own user; else user ids cycle through 0..users-1 */
+} opt = {"127.0.0.1", 0, M_SETUP, 1, 1.0, 0, 100000000ull, 1ull << 40, 64, 128, "u", 0};
 
 static struct {
     int launched, inflight, established, failed, live, died;
@@ -167,7 +169,8 @@ static void launch(void) {
         return;
     }
     set_nodelay(fd);
-    conns[fd] = (struct conn){.state = S_CONNECTING, .id = next_id++, .t0 = now_ns()};
+    uint32_t id = opt.users ? next_id++ % opt.users : next_id++;
+    conns[fd] = (struct conn){.state = S_CONNECTING, .id = id, .t0 = now_ns()};
     st.inflight++;
     if (connect(fd, (struct sockaddr *)&target, sizeof target) != 0 && errno != EINPROGRESS) {
         fail(fd, "connect", errno);
@@ -378,7 +381,7 @@ static enum mode parse_mode(const char *s) {
 static void usage(const char *argv0) {
     fprintf(stderr, "usage: %s --port P --mode setup|bulk|pingpong|idle [--host 127.0.0.1] [--conns N]\n"
                     "  [--duration S] [--timeout S] [--max-ops N] [--max-bytes N] [--msg-size B] [--burst N]\n"
-                    "  [--cookie-prefix STR]\n", argv0);
+                    "  [--cookie-prefix STR] [--users N]\n", argv0);
     exit(2);
 }
 
@@ -398,6 +401,7 @@ static void parse_args(int argc, char **argv) {
         else if (strcmp(key, "--msg-size") == 0) opt.msg_size = atoi(val);
         else if (strcmp(key, "--burst") == 0) opt.burst = atoi(val);
         else if (strcmp(key, "--cookie-prefix") == 0) opt.prefix = val;
+        else if (strcmp(key, "--users") == 0) opt.users = (uint32_t)strtoul(val, NULL, 10);
         else usage(argv[0]);
     }
     if (opt.port <= 0 || opt.conns < 1 || opt.burst < 1 || opt.msg_size < 1 || opt.msg_size > MAX_MSG ||

@@ -28,6 +28,7 @@ PROBE_SOCKETS = 2 * BACKENDS  # M10k: health-check probes (one per server) that 
 SETTLE_TIMEOUT_S = 15.0  # M10k: for the proxy to close or open every session's backend socket
 HOLD_MAX_S = 300.0  # M10k: the load generator lets its sessions go by itself after this
 SETTLE_POLL_S = 0.02
+WARMUP_MAX_S = 30.0  # C32r: the window of the warm-up run (it ends once every user has connected)
 Record = dict[str, Any]
 
 
@@ -60,8 +61,16 @@ def _server(env: CellEnv) -> TestServer:
 def load_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
     size = scenario.size(env.quick)
     with _server(env) as server, target.running(env.cell_dir, server.ports, env.proxy) as proxy:
+        extra = {"users": size.users} if size.users else None
+        if size.users:  # warm-up: every user connects once, so the timed window sees returning users only
+            warm = run_loadgen(loadgen_argv(env.binaries, env.load_cpus, proxy.port, scenario.mode, size.conns,
+                                            WARMUP_MAX_S, env.cookie_prefix, {**(extra or {}), "max-ops": size.users}),
+                               WARMUP_MAX_S)
+            if warm["errors"] or warm["ops"] != size.users:
+                raise BenchError(f"{scenario.name} warm-up: {warm['ops']} of {size.users} users connected "
+                                 f"({warm['first_error'] or 'no error'})")
         argv = loadgen_argv(env.binaries, env.load_cpus, proxy.port, scenario.mode, size.conns, size.duration_s,
-                            env.cookie_prefix)
+                            env.cookie_prefix, extra)
         before = Usage.now(proxy, server)
         result = run_loadgen(argv, size.duration_s)
         used = Usage.now(proxy, server).minus(before)
@@ -102,6 +111,8 @@ class Usage:
         zero = dict.fromkeys(self.cores, (0, 0))
         return {
             "proxy_cpu_pct": 100 * self.proxy_s / wall if has_proxy else None,
+            # setup: the proxy's CPU (user + sys) per connection; it opens none outside the window
+            "proxy_us_per_op": 1e6 * self.proxy_s / result["ops"] if has_proxy and result["ops"] else None,
             "load_cpu_pct": 100 * (loadgen_s + self.server_s) / wall,
             "loadgen_cpu_pct": 100 * loadgen_s / wall,
             "server_cpu_pct": 100 * self.server_s / wall,

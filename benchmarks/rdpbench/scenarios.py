@@ -19,6 +19,7 @@ class Metric:
 class Size:
     conns: int  # connections, sessions, or sticky entries (S1M)
     duration_s: float = 0.0
+    users: int = 0  # setup: 0 every connection a new user; N returning users cycled (each seen before)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Scenario:
 CPU = (Metric("proxy_cpu_pct", "proxy CPU %", False, 0), Metric("proxy_core_busy_pct", "proxy core busy %", False, 0),
        Metric("load_core_busy_pct", "load core busy %", False, 0))
 MS_P50 = Metric("lat_p50_ms", "p50 ms", False, 2)
+US_PER_CONN = Metric("proxy_us_per_op", "proxy CPU us/conn", False, 0)  # user + sys of the proxy process
 MS_P99 = Metric("lat_p99_ms", "p99 ms", False, 2)
 DURATION_S = 3.0  # per timed window: long enough for a stable rate, short enough for 3 reps x 5 targets
 
@@ -55,8 +57,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("L1000", "1000 sessions, 64-byte ping-pong", "load", Metric("ops_per_s", "round trips/s", digits=0),
              (MS_P50, MS_P99, *CPU), Size(1000, DURATION_S), Size(50, QUICK_DURATION_S), mode="pingpong"),
     Scenario("C32", "new connections, 32 concurrent, every one a new user", "load",
-             Metric("ops_per_s", "conns/s", digits=0), (MS_P50, MS_P99, *CPU),
+             Metric("ops_per_s", "conns/s", digits=0), (US_PER_CONN, MS_P50, MS_P99, *CPU),
              Size(32, DURATION_S), Size(8, QUICK_DURATION_S), mode="setup"),
+    Scenario("C32r", "new connections, 32 concurrent, 500 returning users cycled", "load",
+             Metric("ops_per_s", "conns/s", digits=0), (US_PER_CONN, MS_P50, MS_P99, *CPU),
+             Size(32, DURATION_S, users=500), Size(8, QUICK_DURATION_S, users=50), mode="setup"),
     Scenario("M10k", "idle sessions: proxy RSS growth per session", "memory",
              Metric("kib_per_session", "KiB/session", False, 2),
              (Metric("sessions", "sessions", digits=0), Metric("rss_growth_mb", "RSS growth MB", False, 1)),
