@@ -203,12 +203,14 @@ class Rdpbalancer(Target):
 
     kind = "rdpb"
 
-    def __init__(self, name: str, workers: int, relay: str | None = None) -> None:
+    def __init__(self, name: str, workers: int, relay: str | None = None, log_level: str | None = None) -> None:
         self.name = name
         self.workers = workers
         self.relay = relay  # None: the product's default
+        self.log_level = log_level  # None: RDPB_LOG_LEVEL (per-session lines off, as HAProxy's)
         self.description = (f"rdpbalancer from this checkout, {workers} worker{'s' if workers > 1 else ''}"
-                            + (f", relay = {relay}" if relay else ""))
+                            + (f", relay = {relay}" if relay else "")
+                            + (f", log level {log_level} (to a file)" if log_level else ""))
 
     def check(self, workdir: Path) -> str | None:
         """Runs `rdpbalancer check-config` on this target's configuration."""
@@ -227,7 +229,8 @@ class Rdpbalancer(Target):
         extra += [f'relay = "{self.relay}"'] if self.relay else []
         return RDPB_TEMPLATE.format(
             port=port, admin_port=free_port(), db=db, max_entries=STICKY_MAX_ENTRIES, sync=opts.sync,
-            log_level=opts.rdpb_log_level, pool=POOL_NAME, servers=servers, balancer_extra="\n".join(extra),
+            log_level=self.log_level or opts.rdpb_log_level, pool=POOL_NAME, servers=servers,
+            balancer_extra="\n".join(extra),
         )
 
     def argv(self, config_path: Path) -> list[str]:
@@ -298,6 +301,7 @@ ALL_TARGETS: dict[str, Target] = {
         HAProxy("haproxy-splice", splice=True),
         Rdpbalancer("rdpb1", workers=1),
         Rdpbalancer("rdpb2", workers=2),
+        Rdpbalancer("rdpb1-log", workers=1, log_level="info"),
         Rdpbalancer("rdpb1-copy", workers=1, relay="copy"),  # opt-in: the asyncio Protocol relay
         RdpbalancerDirectory("rdpb1-50", directory=False),  # opt-in: 50 hosts, the baseline of rdpb1-dir
         RdpbalancerDirectory("rdpb1-dir", directory=True),  # opt-in: the session directory's cost per connection

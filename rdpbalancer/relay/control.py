@@ -138,6 +138,10 @@ class LocalControl:
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
         change = self.router.assign(decision, server, self.clock())
         self.router.opened(server)
+        if not (change.put or change.delete or change.dropped):  # a returning user: nothing to write
+            durable: asyncio.Future[Server | None] = asyncio.get_running_loop().create_future()
+            durable.set_result(None)
+            return durable
         return tasks.start(self._persist(change, decision, server))
 
     async def _persist(self, change: Change, decision: Decision, server: Server) -> Server | None:

@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rdpbalancer import tasks
+from rdpbalancer import logs, tasks
 from rdpbalancer.netaddr import describe_os_error, format_addr
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay import machine as m
 from rdpbalancer.relay.context import RelayContext, State
 from rdpbalancer.relay.control import ControlUnavailable, SessionInfo
-from rdpbalancer.relay.sockets import connect_raw, peer_host, reset, tune
+from rdpbalancer.relay.sockets import connect_raw, peer_host, reset
 from rdpbalancer.relay.splice import SplicePump
 
 log = logging.getLogger("rdpbalancer.session")
@@ -72,8 +72,8 @@ class Leg(asyncio.Protocol):
         self.writing_paused = False  # our write buffer is over its high-water mark
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # no tune(): the backend socket was tuned when it was created (relay/sockets.connect_raw)
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
-        tune(transport)
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
@@ -136,7 +136,7 @@ class Session:
         self._source: str | None = None  # set once admitted (policy.limits): released at the end
         self._handshaking = False
         self._persist: asyncio.Future[Server | None] | None = None  # the current attempt's durable write
-        self._connecting: asyncio.Future[None] | None = None  # the connect, or the splice's first send
+        self._connecting: asyncio.Future[Any] | None = None  # the connect, or the splice's first send
         self._next: tuple[Server, float] | None = None  # the connect the machine asked for last
         self._splice_first: bytes | None = None  # a splice relay to start, with these first bytes
 
@@ -377,12 +377,24 @@ class Session:
         self._do(self.machine.handle(m.AttemptDurable(winner)))
 
     async def _connect(self, server: Server, budget_s: float) -> str:
-        """"" when connected, else why not (a cancelled connect: the client left)."""
+        """"" when connected, else why not (a cancelled connect: the client left).
+
+        The connect is a future, not a task (relay/sockets.connect_raw), bounded by the budget;
+        the copy relay then wraps the connected socket in a transport."""
         self._backend_sock = None
         started = time.monotonic()
-        self._connecting = tasks.start(self._open(server, budget_s))
+        loop = asyncio.get_running_loop()
+        self._connecting = connecting = connect_raw(loop, server.host, server.port, budget_s)
         try:
-            await self._connecting
+            sock = await connecting
+            if self.ctx.splice is not None:
+                self._backend_sock = sock
+            else:
+                try:
+                    await loop.create_connection(lambda: self.backend, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
         except asyncio.CancelledError:
             if self.machine.state is State.ROUTING:
                 raise  # not ours: the session's own task is cancelled (shutdown)
@@ -397,13 +409,6 @@ class Session:
         if self.backend.closed:
             return "closed by server during connect"
         return ""
-
-    async def _open(self, server: Server, budget_s: float) -> None:
-        async with asyncio.timeout(budget_s):
-            if self.ctx.splice is not None:
-                self._backend_sock = await connect_raw(asyncio.get_running_loop(), server.host, server.port)
-            else:
-                await asyncio.get_running_loop().create_connection(lambda: self.backend, server.host, server.port)
 
     def _attempt_failed(self, server: Server, error: str) -> None:
         self.ctx.control.attempt_failed(self.id, server, error)
@@ -451,12 +456,14 @@ class Session:
         self.client = Leg(self, CLIENT)  # the old leg's connection_lost (from the abort below) is ignored
         self.client.transport, self.client.nbytes = None, len(first_bytes)
         transport.abort()  # closes the transport's fd only: our dup keeps the connection
-        # bounded like a connect, and cut by abort() (shutdown, admin): a server that reads nothing
-        # must not hold the session here forever
-        self._connecting = tasks.start(self._send_first(backend, first_bytes))
         try:
-            async with asyncio.timeout(self.ctx.settings.connect_timeout_s):
-                await self._connecting
+            sent = _send_now(backend, first_bytes)  # a few hundred bytes into an empty buffer: all
+            if sent < len(first_bytes):
+                # bounded like a connect, and cut by abort() (shutdown, admin): a server that reads
+                # nothing must not hold the session here forever
+                self._connecting = tasks.start(self._send_first(backend, first_bytes[sent:]))
+                async with asyncio.timeout(self.ctx.settings.connect_timeout_s):
+                    await self._connecting
         except (OSError, TimeoutError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and not self.machine.end_reason:
                 raise  # not an abort: the session's own task is cancelled
@@ -491,17 +498,16 @@ class Session:
                                                   self.listener, self.started_wall))
         ctx.stats.connections[str(decision.reason)] += 1
         ctx.record_decision(self, str(decision.reason), server.name)
-        moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
-        log.info(
-            "session=%s routed client=%s listener=%s user=%s pool=%s server=%s addr=%s reason=%s route=%s%s",
-            self.id, format_addr(*self.client_addr), self.listener, self.machine.user_text(), decision.pool,
-            server.name, server.address, decision.reason, _route_text(decision.route), moved,
-            extra={"event": {"event": "routed", "session": self.id, "client": format_addr(*self.client_addr),
-                             "listener": self.listener, "user": self.user, "pool": decision.pool,
-                             "server": server.name, "address": server.address,
-                             "reason": str(decision.reason), "route": decision.route,
-                             "moved_from": decision.moved_from}},
-        )
+        if log.isEnabledFor(logging.INFO):
+            client = format_addr(*self.client_addr)
+            moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
+            logs.line(log, logging.INFO,
+                      f"session={self.id} routed client={client} listener={self.listener} "
+                      f"user={self.machine.user_text()} pool={decision.pool} server={server.name} "
+                      f"addr={server.address} reason={decision.reason} route={_route_text(decision.route)}{moved}",
+                      {"event": "routed", "session": self.id, "client": client, "listener": self.listener,
+                       "user": self.user, "pool": decision.pool, "server": server.name, "address": server.address,
+                       "reason": str(decision.reason), "route": decision.route, "moved_from": decision.moved_from})
 
     # -- teardown -----------------------------------------------------------------------------------
 
@@ -529,17 +535,15 @@ class Session:
         ctx.control.finished(self.id, decision, server, self.client.nbytes, self.backend.nbytes)
         ctx.stats.bytes_up += self.client.nbytes
         ctx.stats.bytes_down += self.backend.nbytes
-        duration = time.monotonic() - self.started
-        log.info(
-            "session=%s end client=%s user=%s server=%s bytes_up=%d bytes_down=%d duration=%.3fs close=%s",
-            self.id, format_addr(*self.client_addr), self.machine.user_text(), server.name,
-            self.client.nbytes, self.backend.nbytes, duration, self.end_reason,
-            extra={"event": {"event": "end", "session": self.id, "client": format_addr(*self.client_addr),
-                             "user": self.user, "server": server.name, "bytes_up": self.client.nbytes,
-                             "bytes_down": self.backend.nbytes, "duration_s": round(duration, 3),
-                             "close": self.end_reason}},
-        )
-
+        if log.isEnabledFor(logging.INFO):
+            duration = time.monotonic() - self.started
+            client, up, down = format_addr(*self.client_addr), self.client.nbytes, self.backend.nbytes
+            logs.line(log, logging.INFO,
+                      f"session={self.id} end client={client} user={self.machine.user_text()} server={server.name} "
+                      f"bytes_up={up} bytes_down={down} duration={duration:.3f}s close={self.end_reason}",
+                      {"event": "end", "session": self.id, "client": client, "user": self.user,
+                       "server": server.name, "bytes_up": up, "bytes_down": down,
+                       "duration_s": round(duration, 3), "close": self.end_reason})
 
 _COMMANDS: dict[type, Callable[[Session, Any], None]] = {
     m.Admit: Session._c_admit, m.Register: Session._c_register, m.HandshakeDone: Session._c_handshake_done,
@@ -551,6 +555,14 @@ _COMMANDS: dict[type, Callable[[Session, Any], None]] = {
     m.Refuse: Session._c_refuse, m.Reject: Session._c_reject, m.CountEmpty: Session._c_count_empty,
     m.Finish: Session._c_finish, m.Log: Session._c_log,
 }
+
+
+def _send_now(sock: socket.socket, data: bytes) -> int:
+    """What a non-blocking send takes of `data` at once (0 when the buffer is full)."""
+    try:
+        return sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 def _route_text(label: str | None) -> str:

@@ -10,6 +10,8 @@ import os
 import socket
 import struct
 
+from rdpbalancer import tasks
+
 # Keepalive: notice a peer that vanished (laptop lid closed, NAT state dropped) within about
 # KEEPIDLE + KEEPCNT * KEEPINTVL = 2 minutes, instead of the kernel default of over 2 hours,
 # so dead sessions stop counting as load.
@@ -45,53 +47,80 @@ def tune_socket(sock: socket.socket) -> None:
 _families: dict[str, int] = {}  # host literal -> address family, parsed once per server
 
 
-async def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
-    """A connected non-blocking socket with no transport (for the splice relay)."""
+def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int,
+                timeout_s: float) -> asyncio.Future[socket.socket]:
+    """A connected non-blocking socket with no transport (for the splice relay), as a future:
+    no task and no timeout context per connection. It fails with OSError (the connect's errno)
+    or TimeoutError after `timeout_s`; cancelling it stops the connect. In every outcome but
+    success the socket is closed.
+
+    A non-blocking connect to an address literal, then a wait for the socket to be writable:
+    uvloop's sock_connect hands every connect to its resolver threads first, even for an IP
+    literal (a thread hop per connection on the connection-setup path)."""
     family = _families.get(host)
-    address: tuple[str, int] = (host, port)
     if family is None:
         try:
             family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-            _families[host] = family
-        except ValueError:  # a host name: resolve it each time (off the loop, in the resolver's threads)
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            family, _, _, _, sockaddr = infos[0]
-            address = (str(sockaddr[0]), int(sockaddr[1]))
+        except ValueError:  # a host name: resolved each time, off the loop (the resolver's threads)
+            return tasks.start(_connect_name(loop, host, port, timeout_s))
+        _families[host] = family
+    future: asyncio.Future[socket.socket] = loop.create_future()
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         tune_socket(sock)
-        await _connect(loop, sock, address)
+        err = sock.connect_ex((host, port))
     except BaseException:
         sock.close()
         raise
-    return sock
-
-
-async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, address: tuple[str, int]) -> None:
-    """A non-blocking connect to an address literal, then a wait for the socket to be writable.
-    uvloop's sock_connect hands every connect to its resolver threads first, even for an IP
-    literal: a thread hop per connection on the connection-setup path."""
-    err = sock.connect_ex(address)
     if err == 0:
-        return
-    if err not in (errno.EINPROGRESS, errno.EAGAIN):
-        raise OSError(err, os.strerror(err))
-    done = loop.create_future()
-    fd = sock.fileno()
-    loop.add_writer(fd, _set_done, done)
-    try:
-        await done
-    finally:
-        loop.remove_writer(fd)
-    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-    if err:
-        raise OSError(err, os.strerror(err))
+        future.set_result(sock)
+    elif err not in (errno.EINPROGRESS, errno.EAGAIN):
+        sock.close()
+        future.set_exception(OSError(err, os.strerror(err)))
+    else:
+        _Connecting(loop, sock, future, timeout_s)
+    return future
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class _Connecting:
+    """One connect in progress: the socket's writability, its deadline, and a cancel."""
+
+    __slots__ = ("fd", "future", "loop", "sock", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 future: asyncio.Future[socket.socket], timeout_s: float) -> None:
+        self.loop, self.sock, self.future, self.fd = loop, sock, future, sock.fileno()
+        loop.add_writer(self.fd, self._writable)
+        self.timer = loop.call_later(timeout_s, self._expired)
+        future.add_done_callback(self._done)
+
+    def _writable(self) -> None:
+        if not self.future.done():
+            err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.future.set_exception(OSError(err, os.strerror(err)))
+            else:
+                self.future.set_result(self.sock)
+
+    def _expired(self) -> None:
+        if not self.future.done():
+            self.future.set_exception(TimeoutError())
+
+    def _done(self, future: asyncio.Future[socket.socket]) -> None:
+        self.loop.remove_writer(self.fd)
+        self.timer.cancel()
+        if future.cancelled() or future.exception() is not None:
+            self.sock.close()
+
+
+async def _connect_name(loop: asyncio.AbstractEventLoop, host: str, port: int, timeout_s: float) -> socket.socket:
+    async with asyncio.timeout(timeout_s):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, sockaddr = infos[0]
+        address = str(sockaddr[0])
+        _families[address] = family
+        return await connect_raw(loop, address, int(sockaddr[1]), timeout_s)
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

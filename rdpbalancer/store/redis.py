@@ -167,10 +167,8 @@ class RedisStickyStore:
             copy = StickyEntry(entry.key, entry.pool, entry.server, entry.created, entry.last_used)
             self._lazy[entry.key] = (copy, prior.get(entry.key, entry.server))
         if self._lazy and self._lazy_timer is None:
-            try:
+            with contextlib.suppress(RuntimeError):  # no loop (start-up, shutdown): written by close()
                 self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_FLUSH_S, self._flush_lazy)
-            except RuntimeError:  # no loop (start-up, shutdown): written by close()
-                pass
 
     def _supersede(self, change: Change) -> None:
         """A change of a user replaces a refresh of that user still waiting."""

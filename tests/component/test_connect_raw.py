@@ -1,11 +1,16 @@
-"""The splice relay's backend connect (relay/sockets.connect_raw): a non-blocking connect on real
-loopback sockets, without uvloop's resolver threads, with the errors people read."""
+"""The backend connect (relay/sockets.connect_raw): a non-blocking connect on real loopback
+sockets, without uvloop's resolver threads, as a future with its own deadline and cancel, with
+the errors people read; the socket is closed in every outcome but success."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
 import socket
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,7 +25,7 @@ async def test_it_connects_to_a_listener_on_ipv4_and_ipv6() -> None:
         with socket.socket(family) as listener:
             listener.bind((host, 0))
             listener.listen()
-            sock = await connect_raw(loop, host, listener.getsockname()[1])
+            sock = await connect_raw(loop, host, listener.getsockname()[1], 5)
             try:
                 assert sock.getpeername()[:2] == listener.getsockname()[:2]
                 assert sock.getblocking() is False
@@ -31,5 +36,54 @@ async def test_it_connects_to_a_listener_on_ipv4_and_ipv6() -> None:
 
 async def test_a_refused_connect_says_connection_refused() -> None:
     with pytest.raises(OSError) as info:
-        await connect_raw(asyncio.get_running_loop(), "127.0.0.1", free_port())
+        await connect_raw(asyncio.get_running_loop(), "127.0.0.1", free_port(), 5)
     assert info.value.errno == errno.ECONNREFUSED and describe_os_error(info.value) == "Connection refused"
+
+
+@contextlib.contextmanager
+def _full_listener() -> Iterator[int]:
+    """A listener's port whose accept queue is full: the kernel drops further SYNs (they hang)."""
+    with socket.socket() as listener, contextlib.ExitStack() as fillers:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        for _ in range(4):  # backlog 0 still queues one or two connections
+            filler = fillers.enter_context(socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(listener.getsockname())
+        time.sleep(0.1)
+        yield listener.getsockname()[1]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_a_connect_that_hangs_fails_with_timeout_and_closes_its_socket() -> None:
+    with _full_listener() as port:
+        before = _open_fds()
+        future = connect_raw(asyncio.get_running_loop(), "127.0.0.1", port, 0.3)
+        with pytest.raises(TimeoutError):
+            await future
+        assert _open_fds() == before
+
+
+async def test_cancelling_a_connect_closes_its_socket() -> None:
+    with _full_listener() as port:
+        before = _open_fds()
+        future = connect_raw(asyncio.get_running_loop(), "127.0.0.1", port, 30)
+        await asyncio.sleep(0.05)
+        assert not future.done() and _open_fds() == before + 1
+        future.cancel()
+        await asyncio.sleep(0)
+        assert _open_fds() == before
+
+
+async def test_a_host_name_is_resolved_and_connected() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        sock = await connect_raw(asyncio.get_running_loop(), "localhost", listener.getsockname()[1], 5)
+        try:
+            assert sock.getpeername()[1] == listener.getsockname()[1]
+        finally:
+            sock.close()

@@ -12,7 +12,6 @@ import pytest
 
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.store.sqlite import LAZY_FLUSH_S, SqliteStickyStore
-
 from tests.support.balancer import BalancerProcess, farm_config, free_port, running, stored, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 from tests.support.storm import BURST_USERS, KILL_AFTER_CRS, kill_during_storm
