@@ -268,6 +268,7 @@ class Balancer:
         self.ops.configure(snapshot)
         self.ctx.configure(snapshot.relay)
         self.table.ttl_s, self.table.max_entries = config.sticky.ttl, config.sticky.max_entries
+        self.store.set_commit_window(config.sticky.commit_window)
         self.monitor.update(list(snapshot.checks))
         self.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"
         if self.router.new_users is not None:

@@ -67,7 +67,7 @@ path = "{db}"
 ttl = "8h"
 max_entries = {max_entries}
 sync = "{sync}"
-
+{sticky_extra}
 [log]
 level = "{log_level}"
 
@@ -203,14 +203,17 @@ class Rdpbalancer(Target):
 
     kind = "rdpb"
 
-    def __init__(self, name: str, workers: int, relay: str | None = None, log_level: str | None = None) -> None:
+    def __init__(self, name: str, workers: int, relay: str | None = None, log_level: str | None = None,
+                 commit_window: str | None = None) -> None:
         self.name = name
+        self.commit_window = commit_window  # None: the product's default
         self.workers = workers
         self.relay = relay  # None: the product's default
         self.log_level = log_level  # None: RDPB_LOG_LEVEL (per-session lines off, as HAProxy's)
         self.description = (f"rdpbalancer from this checkout, {workers} worker{'s' if workers > 1 else ''}"
                             + (f", relay = {relay}" if relay else "")
-                            + (f", log level {log_level} (to a file)" if log_level else ""))
+                            + (f", log level {log_level} (to a file)" if log_level else "")
+                            + (f", commit_window = {commit_window}" if commit_window else ""))
 
     def check(self, workdir: Path) -> str | None:
         """Runs `rdpbalancer check-config` on this target's configuration."""
@@ -231,6 +234,7 @@ class Rdpbalancer(Target):
             port=port, admin_port=free_port(), db=db, max_entries=STICKY_MAX_ENTRIES, sync=opts.sync,
             log_level=self.log_level or opts.rdpb_log_level, pool=POOL_NAME, servers=servers,
             balancer_extra="\n".join(extra),
+            sticky_extra=f'commit_window = "{self.commit_window}"' if self.commit_window else "",
         )
 
     def argv(self, config_path: Path) -> list[str]:
@@ -302,6 +306,7 @@ ALL_TARGETS: dict[str, Target] = {
         Rdpbalancer("rdpb1", workers=1),
         Rdpbalancer("rdpb2", workers=2),
         Rdpbalancer("rdpb1-log", workers=1, log_level="info"),
+        Rdpbalancer("rdpb1-cw0", workers=1, commit_window="0ms"),  # group commit without a window
         Rdpbalancer("rdpb1-copy", workers=1, relay="copy"),  # opt-in: the asyncio Protocol relay
         RdpbalancerDirectory("rdpb1-50", directory=False),  # opt-in: 50 hosts, the baseline of rdpb1-dir
         RdpbalancerDirectory("rdpb1-dir", directory=True),  # opt-in: the session directory's cost per connection

@@ -43,6 +43,7 @@ from rdpbalancer.config.sessions import (
     merge,
 )
 from rdpbalancer.config.types import (
+    DEFAULT_COMMIT_WINDOW_S,
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_HANDSHAKE_TIMEOUT_S,
     DEFAULT_RDP_PORT,
@@ -51,6 +52,7 @@ from rdpbalancer.config.types import (
     MAX_HANDSHAKE_TIMEOUT_S,
     MAX_WEIGHT,
     BackendAddressField,
+    CommitWindow,
     ConfigPath,
     ListenerField,
     Loc,
@@ -173,6 +175,9 @@ class StickySection(ConfigModel):
     ttl: PositiveDuration = DEFAULT_STICKY_TTL_S
     max_entries: StrictInt = Field(default=100_000, ge=1)
     sync: Literal["full", "normal"] = "full"
+    # group commit: while new users arrive back to back, their writes wait up to this long to
+    # share one transaction (one sync); a write after a quiet moment goes at once
+    commit_window: CommitWindow = DEFAULT_COMMIT_WINDOW_S
 
 
 class LogSection(ConfigModel):

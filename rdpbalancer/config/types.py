@@ -26,6 +26,7 @@ DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0  # a real client sends its Connection Request 
 MAX_HANDSHAKE_TIMEOUT_S = 300.0  # longer only keeps idle port scanners' sockets open
 DEFAULT_CONNECT_TIMEOUT_S = 4.0  # a LAN server answers in ms; leaves room to retry another one
 DEFAULT_STICKY_TTL_S = 8 * 3600.0  # one working day: users reconnect to their session
+DEFAULT_COMMIT_WINDOW_S = 0.003  # [sticky] commit_window (benchmarks/run.py C32: see the README)
 DEFAULT_STICKY_PATH = "/var/lib/rdpbalancer/sticky.db"
 MAX_WEIGHT = 256  # same range as HAProxy's server weight
 
@@ -161,3 +162,16 @@ def _duration_or_never(value: object) -> float:
 
 # A duration >= 0 or "never" (math.inf), in float seconds.
 DurationOrNever = Annotated[float, BeforeValidator(_duration_or_never)]
+
+COMMIT_WINDOW_MAX_S = 0.05  # a window is added to a new user's first connection: keep it short
+
+
+def _commit_window(value: object) -> float:
+    """A duration >= 0 ("0ms" switches it off), at most COMMIT_WINDOW_MAX_S."""
+    if isinstance(value, str) and parse_duration(value) == 0:
+        return 0.0
+    return _duration_validator(at_most_s=COMMIT_WINDOW_MAX_S)(value)
+
+
+# [sticky] commit_window: "0ms" or a short duration, in float seconds.
+CommitWindow = Annotated[float, BeforeValidator(_commit_window)]

@@ -25,6 +25,10 @@ class StickyStorePort(StickyStore, Protocol):
         """Start writing (after `load`, before the first `apply`)."""
         ...
 
+    def set_commit_window(self, seconds: float) -> None:
+        """[sticky] commit_window (group commit of the local file), at start and on reload."""
+        ...
+
     async def lookup(self, key: str) -> tuple[bool, StickyEntry | None]:
         """(True, the entry or None) when the store is an authority beyond this process and
         answered; (False, None) otherwise: the node's own table decides."""

@@ -159,6 +159,9 @@ class RedisStickyStore:
         if change.put or change.delete:
             self._tasks.spawn(self._shared(change), name="redis-write")
 
+    def set_commit_window(self, seconds: float) -> None:
+        self.local.set_commit_window(seconds)  # Redis writes are pipelined per change as they come
+
     def refresh_later(self, change: Change) -> None:
         """A refresh of last_used: coalesced per user, written within LAZY_FLUSH_S."""
         self.local.refresh_later(change)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rdpbalancer import tasks
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.store.sqlite import LAZY_FLUSH_S, SqliteStickyStore
 from tests.support.balancer import BalancerProcess, farm_config, free_port, running, stored, wait_until
@@ -152,3 +153,43 @@ async def test_kill_9_after_session_ends_loses_no_assignment(tmp_path: Path) -> 
         proc.stop()
         for s in farm:
             await s.stop()
+
+
+# -- group commit window ---------------------------------------------------------------------------
+
+async def test_new_users_back_to_back_share_a_commit_and_a_quiet_write_goes_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = SqliteStickyStore(db, sync="full", commit_window_s=0.05)
+    store.load()
+    store.start(asyncio.get_running_loop())
+    table = StickyTable(ttl_s=3600, max_entries=100)
+    try:
+        await store.apply(table.assign("first", "default", "TS01", 100.0))  # quiet before: at once
+        commits = store.commits
+
+        async def arrive(i: int) -> None:
+            await asyncio.sleep(0.002 * i)  # ten new users, one every 2 ms
+            await store.apply(table.assign(f"u{i}", "default", "TS01", 100.0))
+
+        await asyncio.gather(*(arrive(i) for i in range(10)))
+        assert store.commits - commits <= 2  # one group (two if the first came after the window)
+        assert len(stored(db)) == 11  # and every one was durable when its apply returned
+
+        await asyncio.sleep(0.1)  # quiet for longer than the window
+        write = tasks.start(store.apply(table.assign("late", "default", "TS01", 100.0)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert store._pending == []  # handed to the writer in the same pass, not held for the window
+        await write
+    finally:
+        await store.close()
+
+
+def test_commit_window_is_validated_with_the_bad_value_named() -> None:
+    from rdpbalancer.config.schema import StickySection  # noqa: PLC0415
+
+    assert StickySection().commit_window == 0.003
+    assert StickySection(commit_window="0ms").commit_window == 0.0
+    for bad, said in (("1s", "at most 50ms"), (5, "write the unit"), ("-1ms", "invalid duration")):
+        with pytest.raises(ValueError, match=said):
+            StickySection(commit_window=bad)
