@@ -14,7 +14,7 @@ workers cannot assign one new user to two servers, and leastconn sees every work
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,9 +48,10 @@ class ControlUnavailable(Exception):
 class Control(Protocol):
     """Every method takes the session's id (unique per process) first."""
 
-    def route(self, sid: str, request: RouteRequest) -> Awaitable[Routed]:
+    def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
         """Decide where `request` goes and, with no pause in between, start the attempt on
-        the first candidate (as `attempt` does), so two connections of one new user agree."""
+        the first candidate (as `attempt` does), so two connections of one new user agree.
+        The future is often done already (this process's table decides at once)."""
         ...
 
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
@@ -113,11 +114,17 @@ class LocalControl:
         self.on_relaying: Callable[[str, str | None, float], None] | None = None  # the same, for starts
         self.persist_ends = True  # False after a handoff: the successor writes the table
 
-    async def route(self, sid: str, request: RouteRequest) -> Routed:
+    def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
         if self.store.shared and request.user_key is not None:  # other balancers write it too
-            answered, entry = await self.store.lookup(request.user_key)
-            if answered:
-                self.adopt(request.user_key, entry)
+            return tasks.start(self._route_shared(sid, request, request.user_key))
+        routed: asyncio.Future[Routed] = asyncio.get_running_loop().create_future()
+        routed.set_result(self.decide(sid, request))  # no store to ask: decided at once
+        return routed
+
+    async def _route_shared(self, sid: str, request: RouteRequest, key: str) -> Routed:
+        answered, entry = await self.store.lookup(key)
+        if answered:
+            self.adopt(key, entry)
         return self.decide(sid, request)
 
     def adopt(self, key: str, entry: StickyEntry | None) -> None:

@@ -17,14 +17,14 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from rdpbalancer import logs, tasks
 from rdpbalancer.netaddr import describe_os_error, format_addr
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay import machine as m
 from rdpbalancer.relay.context import RelayContext, State
-from rdpbalancer.relay.control import ControlUnavailable, SessionInfo
+from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset
 from rdpbalancer.relay.splice import SplicePump
 
@@ -32,6 +32,7 @@ log = logging.getLogger("rdpbalancer.session")
 
 REFUSAL_LOG_EVERY_S = 10.0  # a flood is logged once per reason this often, with the count since
 CLIENT, SERVER = m.Side.CLIENT, m.Side.SERVER
+T = TypeVar("T")
 
 
 class _RefusalLog:
@@ -237,13 +238,13 @@ class Session:
         self.ctx.observe_handshake(time.monotonic() - self.started)
 
     def _c_ask_route(self, c: m.AskRoute) -> None:
-        self.ctx.tasks.spawn(self._route(c.request), name=f"route-{self.id}")
+        asyncio.get_running_loop().call_soon(self._begin_route, c.request)
 
     def _c_attempt(self, c: m.Attempt) -> None:
         self._persist = self.ctx.control.attempt(self.id, c.decision, c.server)
 
     def _c_connect(self, c: m.Connect) -> None:
-        self._next = (c.server, c.budget_s)  # the routing task runs it (one task per connection)
+        self._next = (c.server, c.budget_s)  # run once this step's commands are done (_go_on)
 
     def _c_cancel_connect(self, _c: m.CancelConnect) -> None:
         if self._connecting is not None:
@@ -340,75 +341,98 @@ class Session:
 
     # -- routing and attempts ----------------------------------------------------------------------
 
-    async def _route(self, request: RouteRequest) -> None:
-        """Ask where to go, then run the attempts the machine asks for, one after the other."""
+    # Routing, connecting and waiting for durability are callbacks on futures, not a task: a
+    # connection with a known user and a server that answers at once runs from the Connection
+    # Request to the relay in one pass of the event loop, without a Task, a coroutine or a
+    # timeout context of its own. Each step starts only after the machine's commands of the
+    # previous one were all carried out (the route starts in a callback of its own).
+
+    def _begin_route(self, request: RouteRequest) -> None:
+        _when_done(self.ctx.control.route(self.id, request), self._route_answered)
+
+    def _route_answered(self, routing: asyncio.Future[Routed]) -> None:
         try:
-            routed = await self.ctx.control.route(self.id, request)
-        except ControlUnavailable as exc:
-            self._do(self.machine.handle(m.RouteAnswered(None, unavailable=str(exc))))
+            routed = routing.result()
+        except (ControlUnavailable, asyncio.CancelledError) as exc:
+            self._do(self.machine.handle(m.RouteAnswered(None, unavailable=str(exc) or "cancelled")))
             return
         self._persist = routed.first_attempt
         self._do(self.machine.handle(m.RouteAnswered(routed.decision, routed.ambiguous,
                                                      routed.first_attempt is not None, time.monotonic())))
         if self._next is None and self._persist is not None:
-            await self._durable()  # the client left while it was decided: the attempt is given up
-        while self._next is not None:
+            self._await_durable()  # the client left while it was decided: the attempt is given up
+        else:
+            self._go_on()
+
+    def _go_on(self) -> None:
+        """The next step the machine asked for: a connect, or the splice relay's start."""
+        if self._next is not None:
             server, budget_s = self._next
             self._next = None
-            await self._attempt(server, budget_s)
-        if self._splice_first is not None:  # StartRelay with a raw backend socket: no second task
+            self._connect(server, budget_s)
+        elif self._splice_first is not None:  # StartRelay with a raw backend socket
             first, self._splice_first = self._splice_first, None
-            await self._start_splice(first)
+            self._start_splice(first)
 
-    async def _attempt(self, server: Server, budget_s: float) -> None:
-        """Connect, then wait until the assignment is durable (before any client byte goes on)."""
-        self._do(self.machine.handle(m.ConnectDone(await self._connect(server, budget_s))))
-        await self._durable()
-
-    async def _durable(self) -> None:
-        persist, self._persist = self._persist, None
-        if persist is None:
-            return
-        try:
-            winner = await persist
-        except ControlUnavailable as exc:
-            self._do(self.machine.handle(m.AttemptDurable(unavailable=str(exc))))
-            return
-        self._do(self.machine.handle(m.AttemptDurable(winner)))
-
-    async def _connect(self, server: Server, budget_s: float) -> str:
-        """"" when connected, else why not (a cancelled connect: the client left).
-
-        The connect is a future, not a task (relay/sockets.connect_raw), bounded by the budget;
-        the copy relay then wraps the connected socket in a transport."""
+    def _connect(self, server: Server, budget_s: float) -> None:
+        """Connect (relay/sockets.connect_raw, bounded by the budget), then wait until the
+        assignment is durable before any client byte goes on. The copy relay wraps the
+        connected socket in a transport."""
         self._backend_sock = None
         started = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._connecting = connecting = connect_raw(loop, server.host, server.port, budget_s)
+        connecting = connect_raw(asyncio.get_running_loop(), server.host, server.port, budget_s)
+        if self.ctx.splice is None:
+            connecting = tasks.start(self._wrap(connecting))
+        self._connecting = connecting
+        _when_done(connecting, lambda done: self._connected(done, budget_s, started))
+
+    async def _wrap(self, connecting: asyncio.Future[socket.socket]) -> socket.socket:
+        sock = await connecting
         try:
-            sock = await connecting
-            if self.ctx.splice is not None:
-                self._backend_sock = sock
-            else:
-                try:
-                    await loop.create_connection(lambda: self.backend, sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
-        except asyncio.CancelledError:
-            if self.machine.state is State.ROUTING:
-                raise  # not ours: the session's own task is cancelled (shutdown)
+            await asyncio.get_running_loop().create_connection(lambda: self.backend, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _connected(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> None:
+        self._connecting = None
+        self._do(self.machine.handle(m.ConnectDone(self._connect_result(connecting, budget_s, started))))
+        self._await_durable()
+
+    def _connect_result(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> str:
+        """"" when connected, else why not (a cancelled connect: the client left)."""
+        if connecting.cancelled():
             return "client left during connect"
-        except TimeoutError:
+        exc = connecting.exception()
+        if isinstance(exc, TimeoutError):
             return f"connect timeout after {budget_s:.2f}s"
-        except OSError as exc:
+        if isinstance(exc, OSError):
             return describe_os_error(exc)
-        finally:
-            self._connecting = None
+        if exc is not None:
+            raise exc
+        if self.ctx.splice is not None:
+            self._backend_sock = connecting.result()
         self.ctx.observe_connect(time.monotonic() - started)
         if self.backend.closed:
             return "closed by server during connect"
         return ""
+
+    def _await_durable(self) -> None:
+        persist, self._persist = self._persist, None
+        if persist is None:
+            self._go_on()
+        else:
+            _when_done(persist, self._durable)
+
+    def _durable(self, persist: asyncio.Future[Server | None]) -> None:
+        try:
+            winner = persist.result()
+        except (ControlUnavailable, asyncio.CancelledError) as exc:
+            self._do(self.machine.handle(m.AttemptDurable(unavailable=str(exc) or "cancelled")))
+        else:
+            self._do(self.machine.handle(m.AttemptDurable(winner)))
+        self._go_on()
 
     def _attempt_failed(self, server: Server, error: str) -> None:
         self.ctx.control.attempt_failed(self.id, server, error)
@@ -430,7 +454,7 @@ class Session:
     def _start(self, start: m.StartRelay) -> None:
         self._routed(start.decision, start.server)
         if self._backend_sock is not None:
-            self._splice_first = start.first  # the routing task hands the sockets over (_route)
+            self._splice_first = start.first  # the sockets are handed over once this step is done (_go_on)
         else:
             self._start_copy(start.first, start.resume)
 
@@ -447,43 +471,55 @@ class Session:
         if resume and not backend.writing_paused:  # paused for the early bytes: read again, unless the
             client.transport.resume_reading()  # first write filled the server's buffer (pause_writing paused it)
 
-    async def _start_splice(self, first_bytes: bytes) -> None:
+    def _start_splice(self, first_bytes: bytes) -> None:
         """Hand both sockets to a SplicePump: the client's fd is taken over from its transport."""
         assert self._backend_sock is not None and self.client.transport is not None and self.ctx.splice is not None
         backend, self._backend_sock = self._backend_sock, None
         transport = self.client.transport
-        client = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        fd = transport.get_extra_info("socket").fileno()
+        client = socket.socket(backend.family, socket.SOCK_STREAM, 0, os.dup(fd))  # no probing syscalls
         self.client = Leg(self, CLIENT)  # the old leg's connection_lost (from the abort below) is ignored
         self.client.transport, self.client.nbytes = None, len(first_bytes)
         transport.abort()  # closes the transport's fd only: our dup keeps the connection
         try:
             sent = _send_now(backend, first_bytes)  # a few hundred bytes into an empty buffer: all
-            if sent < len(first_bytes):
-                # bounded like a connect, and cut by abort() (shutdown, admin): a server that reads
-                # nothing must not hold the session here forever
-                self._connecting = tasks.start(self._send_first(backend, first_bytes[sent:]))
-                async with asyncio.timeout(self.ctx.settings.connect_timeout_s):
-                    await self._connecting
+        except OSError as exc:
+            self._splice_failed(client, backend, exc)
+            return
+        if sent == len(first_bytes):
+            self._start_pump(client, backend)
+        else:
+            # bounded like a connect, and cut by abort() (shutdown, admin): a server that reads
+            # nothing must not hold the session here forever
+            self._connecting = tasks.start(self._send_rest(client, backend, first_bytes[sent:]))
+
+    async def _send_rest(self, client: socket.socket, backend: socket.socket, rest: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.ctx.settings.connect_timeout_s):
+                await asyncio.get_running_loop().sock_sendall(backend, rest)
         except (OSError, TimeoutError, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and not self.machine.end_reason:
                 raise  # not an abort: the session's own task is cancelled
-            backend.close()
-            client.close()
-            reason = self.machine.end_reason
-            if isinstance(exc, OSError):
-                reason = f"server error: {describe_os_error(exc)}"
-            elif isinstance(exc, TimeoutError):
-                reason = "server error: it did not take the first bytes within connect_timeout"
-            self._do(self.machine.handle(m.RelayEnded(0, 0, reason)))
+            self._splice_failed(client, backend, exc)
             return
         finally:
             self._connecting = None
+        self._start_pump(client, backend)
+
+    def _start_pump(self, client: socket.socket, backend: socket.socket) -> None:
+        assert self.ctx.splice is not None
         self._pump = SplicePump(client, backend, self.ctx.splice, self._splice_done)
         self._pump.start()
 
-    @staticmethod
-    async def _send_first(backend: socket.socket, first_bytes: bytes) -> None:
-        await asyncio.get_running_loop().sock_sendall(backend, first_bytes)
+    def _splice_failed(self, client: socket.socket, backend: socket.socket, exc: BaseException) -> None:
+        backend.close()
+        client.close()
+        reason = self.machine.end_reason
+        if isinstance(exc, OSError):
+            reason = f"server error: {describe_os_error(exc)}"
+        elif isinstance(exc, TimeoutError):
+            reason = "server error: it did not take the first bytes within connect_timeout"
+        self._do(self.machine.handle(m.RelayEnded(0, 0, reason)))
 
     def _splice_done(self, up: int, down: int, reason: str) -> None:
         self.client.nbytes += up
@@ -555,6 +591,14 @@ _COMMANDS: dict[type, Callable[[Session, Any], None]] = {
     m.Refuse: Session._c_refuse, m.Reject: Session._c_reject, m.CountEmpty: Session._c_count_empty,
     m.Finish: Session._c_finish, m.Log: Session._c_log,
 }
+
+
+def _when_done(future: asyncio.Future[T], callback: Callable[[asyncio.Future[T]], None]) -> None:
+    """`callback(future)` now if it is done (no pass of the loop in between), else when it is."""
+    if future.done():
+        callback(future)
+    else:
+        future.add_done_callback(callback)
 
 
 def _send_now(sock: socket.socket, data: bytes) -> int:

@@ -73,13 +73,21 @@ def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int,
     except BaseException:
         sock.close()
         raise
+    if err in (errno.EINPROGRESS, errno.EAGAIN):
+        # A server on this host or a fast LAN has often answered within the first call: asking
+        # again (one syscall) spares registering a writer callback and a deadline timer. 0 or
+        # EISCONN: connected; EALREADY: still in progress; anything else: how it failed.
+        err = sock.connect_ex((host, port))
+        if err == errno.EISCONN:
+            err = 0
+        elif err in (errno.EALREADY, errno.EINPROGRESS):
+            _Connecting(loop, sock, future, timeout_s)
+            return future
     if err == 0:
         future.set_result(sock)
-    elif err not in (errno.EINPROGRESS, errno.EAGAIN):
+    else:
         sock.close()
         future.set_exception(OSError(err, os.strerror(err)))
-    else:
-        _Connecting(loop, sock, future, timeout_s)
     return future
 
 

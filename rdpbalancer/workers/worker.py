@@ -67,18 +67,28 @@ class RemoteControl:
             future.set_exception(ControlUnavailable(self.gone))
         return future
 
-    async def route(self, sid: str, request: RouteRequest) -> Routed:
+    def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
         decided = self._decisions[sid] = self._future()
         durable = self._durable[sid] = self._future()  # the primary starts the first attempt itself
+        routed: asyncio.Future[Routed] = asyncio.get_running_loop().create_future()
         self.channel.send(Route(sid, request))
-        try:
-            decision, ambiguous = await decided
-        finally:
+
+        def answered(decided: asyncio.Future[tuple[Decision, bool]]) -> None:
             self._decisions.pop(sid, None)
-        if not decision.candidates:
-            self._durable.pop(sid, None)
-            return Routed(decision, ambiguous, None)
-        return Routed(decision, ambiguous, durable)
+            if routed.cancelled():
+                return
+            if decided.cancelled() or decided.exception() is not None:
+                routed.set_exception(decided.exception() or ControlUnavailable("cancelled"))
+                return
+            decision, ambiguous = decided.result()
+            if not decision.candidates:
+                self._durable.pop(sid, None)
+                routed.set_result(Routed(decision, ambiguous, None))
+            else:
+                routed.set_result(Routed(decision, ambiguous, durable))
+
+        decided.add_done_callback(answered)
+        return routed
 
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
         durable = self._durable[sid] = self._future()
