@@ -2,7 +2,9 @@
 base units, `_total` for counters).
 
 Most values are read from the running balancer at scrape time (a custom collector), so the relay
-path pays nothing for them; only the three latency histograms are observed as events happen.
+path pays nothing for them. The latency histograms observed per connection (`Latencies`) keep
+their samples in a list that reaches the histogram at the next scrape (or every FOLD_EVERY
+samples): a list append instead of a lock, a bucket search and a few counter updates.
 """
 
 from __future__ import annotations
@@ -23,23 +25,49 @@ from rdpbalancer.ports import ReadModel
 P = "rdpbalancer_"
 # latency buckets in seconds: a LAN connect is ~0.2 ms, a slow WAN client's CR can take seconds
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+FOLD_EVERY = 1024  # samples held before they are folded into the histogram without a scrape
 ROUTED = ("sticky-hit", "session", "no-session", "new", "failover", "routing-token", "no-cookie")
+
+
+class Latencies:
+    """A histogram observed on the connection path: `observe` appends, `fold` (at each scrape,
+    and every FOLD_EVERY samples) hands the samples to the Prometheus histogram."""
+
+    __slots__ = ("histogram", "pending")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self.pending: list[float] = []
+
+    def observe(self, seconds: float) -> None:
+        pending = self.pending
+        pending.append(seconds)
+        if len(pending) >= FOLD_EVERY:
+            self.fold()
+
+    def fold(self) -> None:
+        pending, self.pending = self.pending, []
+        observe = self.histogram.observe
+        for seconds in pending:
+            observe(seconds)
 
 
 class Metrics:
     def __init__(self, view: ReadModel) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.handshake = Histogram(P + "handshake_duration_seconds",
-                                   "Time from accept to a complete Connection Request",
-                                   buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.backend_connect = Histogram(P + "backend_connect_duration_seconds",
-                                         "Time to open a TCP connection to a server (successful attempts)",
-                                         buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.handshake = Latencies(Histogram(P + "handshake_duration_seconds",
+                                             "Time from accept to a complete Connection Request",
+                                             buckets=LATENCY_BUCKETS, registry=self.registry))
+        self.backend_connect = Latencies(Histogram(P + "backend_connect_duration_seconds",
+                                                   "Time to open a TCP connection to a server (successful attempts)",
+                                                   buckets=LATENCY_BUCKETS, registry=self.registry))
         self.health_check = Histogram(P + "health_check_duration_seconds", "Duration of active health checks",
                                       ["check"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(view))
 
     def exposition(self) -> bytes:
+        self.handshake.fold()
+        self.backend_connect.fold()
         return generate_latest(self.registry)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from rdpbalancer.policy.limits import Admission
 from rdpbalancer.policy.model import Decision, Server
 from rdpbalancer.relay.control import Control
+from rdpbalancer.relay.deadlines import Deadlines
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.settings import RelaySettings
 from rdpbalancer.tasks import TaskSet
@@ -94,6 +95,7 @@ class RelayContext:
     observe_handshake: Callable[[float], None] = _ignore  # seconds from accept to a complete CR
     observe_connect: Callable[[float], None] = _ignore  # seconds to connect to a server
     splice: PipePool | None = None  # set: relay with os.splice (Linux); None: the Protocol relay
+    deadlines: Deadlines = field(default_factory=Deadlines)  # the handshake deadlines, one timer for all
     admission: Admission = field(init=False)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     # the whole pid: ids stay unique across worker processes (no two live processes share a pid)

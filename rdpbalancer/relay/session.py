@@ -25,6 +25,7 @@ from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay import machine as m
 from rdpbalancer.relay.context import RelayContext, State
 from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
+from rdpbalancer.relay.deadlines import Deadline, Deadlines
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset
 from rdpbalancer.relay.splice import SplicePump
 
@@ -130,7 +131,7 @@ class Session:
         self.backend = Leg(self, SERVER)
         self.started = time.monotonic()
         self.started_wall = time.time()
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline: Deadline | None = None
         self._backend_early = bytearray()
         self._backend_sock: socket.socket | None = None
         self._pump: SplicePump | None = None
@@ -231,7 +232,7 @@ class Session:
 
     def _c_register(self, c: m.Register) -> None:
         self.ctx.sessions[self.id] = self
-        self._deadline = asyncio.get_running_loop().call_later(c.deadline_s, self._handshake_expired)
+        self._deadline = self.ctx.deadlines.add(c.deadline_s, self._handshake_expired)
 
     def _c_handshake_done(self, _c: m.HandshakeDone) -> None:
         self._out_of_handshake()
@@ -310,7 +311,7 @@ class Session:
 
     def _out_of_handshake(self) -> None:
         if self._deadline is not None:
-            self._deadline.cancel()
+            Deadlines.cancel(self._deadline)
             self._deadline = None
         if self._handshaking:
             self._handshaking = False
