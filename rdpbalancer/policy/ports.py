@@ -5,7 +5,7 @@ Adapters (`rdpbalancer.store.*`) implement these; the policy core never imports 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from rdpbalancer.policy.sticky import Change, StickyEntry
@@ -18,8 +18,9 @@ class StickyStore(Protocol):
         """Every stored entry (called once at start, before the listeners open)."""
         ...
 
-    async def apply(self, change: Change) -> Sequence[StickyEntry]:
-        """Persist `change`; returns once it is durable (the caller forwards bytes after).
+    def apply(self, change: Change) -> Awaitable[Sequence[StickyEntry]]:
+        """Persist `change`; resolves once it is durable (the caller forwards bytes after).
+        A store may answer with an asyncio Future, which callers may chain without a task.
 
         A store shared by several balancers may hold a newer decision for some of the users
         (see `Change.prior`): those entries are returned, and the caller adopts them.

@@ -14,14 +14,14 @@ workers cannot assign one new user to two servers, and leastconn sees every work
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from rdpbalancer import tasks
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
-from rdpbalancer.policy.sticky import Change, StickyEntry
+from rdpbalancer.policy.sticky import StickyEntry
 from rdpbalancer.store.port import StickyStorePort
 
 
@@ -149,11 +149,15 @@ class LocalControl:
             durable: asyncio.Future[Server | None] = asyncio.get_running_loop().create_future()
             durable.set_result(None)
             return durable
-        return tasks.start(self._persist(change, decision, server))
+        writing = self.store.apply(change)
+        if isinstance(writing, asyncio.Future) and not self.store.shared:  # the file: no winner elsewhere
+            return _resolved_none(writing)
+        return tasks.start(self._persist(writing, decision, server))
 
-    async def _persist(self, change: Change, decision: Decision, server: Server) -> Server | None:
+    async def _persist(self, writing: Awaitable[Sequence[StickyEntry]], decision: Decision,
+                       server: Server) -> Server | None:
         """Durable; None, or the server another balancer sharing the table placed the user on."""
-        winners = await self.store.apply(change)
+        winners = await writing
         placed_elsewhere = None
         for entry in winners:
             self.router.table.merge(entry, authoritative=True)
@@ -191,3 +195,21 @@ class LocalControl:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
             if entry is not None and self.persist_ends:
                 self.store.refresh_later(self.router.table.refreshed(entry))
+
+
+def _resolved_none(writing: asyncio.Future[Any]) -> asyncio.Future[Server | None]:
+    """A future that resolves to None when `writing` does (or fails as it does)."""
+    durable: asyncio.Future[Server | None] = asyncio.get_running_loop().create_future()
+
+    def done(writing: asyncio.Future[Any]) -> None:
+        if durable.done():
+            return
+        if writing.cancelled():
+            durable.cancel()
+        elif (exc := writing.exception()) is not None:
+            durable.set_exception(exc)
+        else:
+            durable.set_result(None)
+
+    writing.add_done_callback(done)
+    return durable

@@ -73,7 +73,7 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 Row = tuple[str, str, str, float, float]
 FAILURE_LOG_EVERY_S = 60.0  # while the disk keeps refusing, one error line a minute (the first at once)
-_Item = tuple[list[Row], list[str], "asyncio.Future[None] | None"]
+_Item = tuple[list[Row], list[str], "asyncio.Future[Any] | None"]
 _STOP = object()
 
 
@@ -155,17 +155,18 @@ class SqliteStickyStore:
         them on to the successor: it must not miss a deletion or a late assignment); None: stop."""
         self._watcher = watcher
 
-    async def apply(self, change: Change) -> Sequence[StickyEntry]:
-        """Returns once durable. One file, one writer: there is never a conflict to return."""
+    def apply(self, change: Change) -> asyncio.Future[Sequence[StickyEntry]]:
+        """A future that resolves once durable, to (): one file, one writer, never a conflict.
+        (A future, not a coroutine: the caller chains it without a task of its own.)"""
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[Sequence[StickyEntry]] = self._loop.create_future()
         if not change.put and not change.delete and not change.dropped:
-            return ()
+            future.set_result(())
+            return future
         if self._watcher is not None:
             self._watcher(change)
-        assert self._loop is not None, "start() first"
-        future: asyncio.Future[None] = self._loop.create_future()
         self._enqueue((_rows(change), [*change.delete, *change.dropped], future))
-        await future
-        return ()
+        return future
 
     async def barrier(self) -> None:
         """Returns once every change queued before it is written (or kept as unsaved)."""
@@ -354,7 +355,7 @@ class SqliteStickyStore:
             self._loop.call_soon_threadsafe(_resolve_all, futures)
 
 
-def _resolve_all(futures: list[asyncio.Future[None]]) -> None:
+def _resolve_all(futures: list[asyncio.Future[Any]]) -> None:
     for future in futures:
         if not future.done():
-            future.set_result(None)
+            future.set_result(())  # apply's answer: no conflicting entries

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from rdpbalancer import tasks
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.store.sqlite import LAZY_FLUSH_S, SqliteStickyStore
 from tests.support.balancer import BalancerProcess, farm_config, free_port, running, stored, wait_until
@@ -176,7 +175,7 @@ async def test_new_users_back_to_back_share_a_commit_and_a_quiet_write_goes_at_o
         assert len(stored(db)) == 11  # and every one was durable when its apply returned
 
         await asyncio.sleep(0.1)  # quiet for longer than the window
-        write = tasks.start(store.apply(table.assign("late", "default", "TS01", 100.0)))
+        write = store.apply(table.assign("late", "default", "TS01", 100.0))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert store._pending == []  # handed to the writer in the same pass, not held for the window
