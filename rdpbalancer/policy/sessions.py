@@ -137,7 +137,9 @@ class SessionDirectory:
         self._users: dict[str, dict[str, HostSession]] = {}  # user key -> server -> session
         self._keys: dict[str, frozenset[str]] = {}  # server -> the user keys of its sessions
         self._placed: dict[str, dict[str, float]] = {}  # server -> user key -> when placed there
-        self._placed_on: dict[str, set[str]] = {}  # user key -> servers placed on since their answer
+        # user key -> servers placed on since their answer (a tuple: one server, most often, and
+        # a set would cost 216 bytes for each user placed)
+        self._placed_on: dict[str, tuple[str, ...]] = {}
         # servers -> (their split into fresh, stale and refusing new logons, valid until): a
         # connection reads it in O(1); any change of a report, or the first report to age, renews it
         self._splits: dict[tuple[str, ...], tuple[Split, float]] = {}
@@ -192,7 +194,9 @@ class SessionDirectory:
         placed = self._placed.setdefault(server, {})
         placed.pop(user, None)  # re-inserted last: the dict stays in placement order
         placed[user] = at
-        self._placed_on.setdefault(user, set()).add(server)
+        servers = self._placed_on.get(user, ())
+        if server not in servers:
+            self._placed_on[user] = (*servers, server)
         horizon = at - self.stale_after.get(server, DEFAULT_STALE_AFTER_S)
         while placed:
             oldest, when = next(iter(placed.items()))
@@ -203,9 +207,11 @@ class SessionDirectory:
 
     def _unplace(self, server: str, user: str) -> None:
         servers = self._placed_on.get(user)
-        if servers is not None:
-            servers.discard(server)
-            if not servers:
+        if servers is not None and server in servers:
+            rest = tuple(s for s in servers if s != server)
+            if rest:
+                self._placed_on[user] = rest
+            else:
                 del self._placed_on[user]
 
     def _unindex(self, server: str) -> None:

@@ -43,6 +43,10 @@ class Side(Enum):
     SERVER = "server"
 
 
+NEITHER: frozenset[Side] = frozenset()
+BOTH = frozenset({Side.CLIENT, Side.SERVER})
+
+
 # -- events (what happened) ---------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -306,10 +310,10 @@ class SessionMachine:
         self.decision: Decision | None = None
         self.server: Server | None = None  # the current attempt's, then the relay's
         self.end_reason = ""
-        self._handshake = ClientHandshake()
+        self._handshake: ClientHandshake | None = ClientHandshake()  # dropped once the CR is in
         self._proxy: bytearray | None = None  # a PROXY listener: bytes until the header is complete
         self._cr = b""  # the Connection Request and what came with it
-        self._early = bytearray()
+        self._early = b""  # bytes, not a bytearray: an idle session keeps no buffer of its own
         self._paused = False
         self._deadline = 0.0  # monotonic end of the connect budget
         self._attempt = 0  # index of the current candidate
@@ -317,9 +321,11 @@ class SessionMachine:
         self._connected: str | None = None  # the current connect's result, until both halves are in
         self._durable: AttemptDurable | None = None
         self._client_left = False
-        self._eof: set[Side] = set()
-        self._gone: set[Side] = set()
-        self._closing: set[Side] = set()  # a Close was asked for (the leg's end follows as Lost)
+        # frozensets, starting as the shared empty one: three empty sets would cost 648 bytes for
+        # every idle session, and these change only at its end
+        self._eof: frozenset[Side] = NEITHER
+        self._gone: frozenset[Side] = NEITHER
+        self._closing: frozenset[Side] = NEITHER  # a Close was asked for (the leg's end follows as Lost)
         self._registered = False  # in the registry (once admitted, or at once on a PROXY listener)
         self._finished = False
 
@@ -366,7 +372,7 @@ class SessionMachine:
 
     def _on_relay_ended(self, event: RelayEnded) -> list[Command]:
         self.end_reason = self.end_reason or event.reason
-        self._gone = {Side.CLIENT, Side.SERVER}
+        self._gone = BOTH
         return self._finish()
 
     def _on_aborted(self, event: Aborted) -> list[Command]:
@@ -395,7 +401,7 @@ class SessionMachine:
             self._registered = True
             commands.append(Register(self.settings.handshake_timeout_s))
         if self._early:  # after a PROXY header: the client's own first bytes
-            rest, self._early = bytes(self._early), bytearray()
+            rest, self._early = self._early, b""
             commands += self._feed(rest)
         return commands
 
@@ -426,22 +432,26 @@ class SessionMachine:
         self._proxy = None
         if header.source is not None:  # None: LOCAL/UNKNOWN (the proxy's own check): the proxy it is
             self.addr = header.source
-        self._early = bytearray(buffer[header.length:])  # fed once admitted
+        self._early = bytes(buffer[header.length:])  # fed once admitted
         return [Admit(source_of(self.addr[0]))]
 
     # -- the handshake ---------------------------------------------------------------------------------
 
     def _feed(self, data: bytes) -> list[Command]:
+        handshake = self._handshake
+        if handshake is None:
+            return []  # the Connection Request is in: nothing more to parse
         try:
-            self._handshake.receive_data(data)
-            event = self._handshake.next_event()
+            handshake.receive_data(data)
+            event = handshake.next_event()
         except ProtocolError as exc:
             return self._malformed(exc)
         if not isinstance(event, ConnectionRequestReceived):
             return []
         cr = event.request
         self.state = State.ROUTING  # the client is still read: its leaving is noticed at once
-        self._cr = cr.raw + self._handshake.trailing_data
+        self._cr = cr.raw + handshake.trailing_data
+        self._handshake = None
         key = user_key(cr.cookie, strip_domain=self.settings.strip_domain) if cr.cookie is not None else None
         self.user = key
         request = RouteRequest(client_host=self.addr[0], user_key=key, msts_target=cr.msts_target,
@@ -535,7 +545,7 @@ class SessionMachine:
                 return failed + self._connect(self._deadline - self.settings.connect_timeout_s, started=False)
             return failed + self._all_failed()
         self.state = State.RELAY
-        first, self._early = self._cr + bytes(self._early), bytearray()
+        first, self._early, self._cr = self._cr + self._early, b"", b""
         resume, self._paused = self._paused, False
         return [AttemptConnected(server), StartRelay(self.decision, server, first, resume)]
 
@@ -556,17 +566,17 @@ class SessionMachine:
             if side is Side.CLIENT and self.state is State.HANDSHAKE:
                 return self._feed(b"")  # EOF before a full CR: the parser reports it
             return []
-        self._eof.add(side)
+        self._eof = self._eof | {side}
         other = Side.SERVER if side is Side.CLIENT else Side.CLIENT
         commands: list[Command] = [WriteEof(other)]
-        if self._eof == {Side.CLIENT, Side.SERVER}:
+        if self._eof == BOTH:
             commands += self._close(Side.CLIENT, Side.SERVER)
         return commands
 
     def _close(self, *sides: Side, reset: bool = False) -> list[Command]:
         """Close each side not gone and not closing already (an abort's reset overrides a FIN)."""
         wanted = [side for side in sides if side not in self._gone and (reset or side not in self._closing)]
-        self._closing.update(wanted)
+        self._closing = self._closing.union(wanted)
         return [Close(side, reset=reset) for side in wanted]
 
     def _lost(self, side: Side, error: str | None) -> list[Command]:
@@ -576,7 +586,7 @@ class SessionMachine:
             if self.state is State.ROUTING and self._connected == "":  # connected, not yet durable
                 self._connected = "closed by server during connect"
             return []  # else the backend of a failed or abandoned attempt
-        self._gone.add(side)
+        self._gone = self._gone | {side}
         if not self.end_reason:
             self.end_reason = f"{side.value} closed" if error is None else f"{side.value} error: {error}"
         if self.state is State.RELAY:
@@ -592,7 +602,7 @@ class SessionMachine:
         return self._finish()  # closed by a Reject or a Refuse: it leaves the registry now
 
     def _finish_if_gone(self) -> list[Command]:
-        if self._gone == {Side.CLIENT, Side.SERVER}:
+        if self._gone == BOTH:
             return self._finish()
         return []
 

@@ -132,7 +132,7 @@ class Session:
         self.started = time.monotonic()
         self.started_wall = time.time()
         self._deadline: Deadline | None = None
-        self._backend_early = bytearray()
+        self._backend_early = b""  # what a server says before relaying starts (rare: no buffer kept)
         self._backend_sock: socket.socket | None = None
         self._pump: SplicePump | None = None
         self._source: str | None = None  # set once admitted (policy.limits): released at the end
@@ -448,7 +448,7 @@ class Session:
             self._backend_sock.close()
             self._backend_sock = None
         self.backend = Leg(self, SERVER)
-        self._backend_early.clear()
+        self._backend_early = b""
 
     # -- the relay -------------------------------------------------------------------------------------
 
@@ -467,8 +467,8 @@ class Session:
         backend.transport.write(first_bytes)  # the CR verbatim, then what came after it
         if self._backend_early:
             backend.nbytes += len(self._backend_early)
-            client.transport.write(bytes(self._backend_early))
-            self._backend_early.clear()
+            client.transport.write(self._backend_early)
+            self._backend_early = b""
         if resume and not backend.writing_paused:  # paused for the early bytes: read again, unless the
             client.transport.resume_reading()  # first write filled the server's buffer (pause_writing paused it)
 

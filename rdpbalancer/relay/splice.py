@@ -203,7 +203,6 @@ class SplicePump:
         self.pool = pool
         self.client, self.backend = client, backend
         client_fd, backend_fd = client.fileno(), backend.fileno()
-        self.sockets = {client_fd: client, backend_fd: backend}
         self.up = Direction(self, client_fd, backend_fd, "client", "server")
         self.down = Direction(self, backend_fd, client_fd, "server", "client")
         self.on_done = on_done
@@ -235,7 +234,7 @@ class SplicePump:
 
     def shutdown_write(self, fd: int) -> None:
         with contextlib.suppress(OSError):
-            self.sockets[fd].shutdown(socket.SHUT_WR)
+            (self.client if fd == self.up.src else self.backend).shutdown(socket.SHUT_WR)
 
     def _close(self, reason: str) -> None:
         if self.closed:
