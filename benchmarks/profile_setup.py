@@ -1,6 +1,8 @@
-"""Profile rdpbalancer's connection set-up with py-spy: where a C32 or C32r connection's CPU goes.
+"""Profile rdpbalancer with py-spy under one load scenario: where a C32 or C32r connection's CPU
+goes, or an L1000 message's.
 
-    python benchmarks/profile_setup.py [--scenario C32r] [--seconds 8] [--relay auto] [--log-level warning]
+    python benchmarks/profile_setup.py [--scenario C32r|C32|L1000|L100|T1] [--seconds 8] [--relay auto]
+                                       [--log-level warning]
 
 Starts the C test server, rdpbalancer from this checkout (pinned to CPU 0, the configuration
 of benchmarks/run.py's rdpb1 target) and the load generator (CPU 1). Records the balancer with
@@ -33,7 +35,7 @@ TOP = 30
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="C32r", choices=["C32", "C32r"])
+    ap.add_argument("--scenario", default="C32r", choices=[n for n, sc in SCENARIOS.items() if sc.kind == "load"])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--relay", default="auto", choices=["auto", "copy", "splice"])
     ap.add_argument("--log-level", default="warning")
@@ -61,10 +63,10 @@ def main() -> int:
                                     "--duration", str(int(args.seconds)), "--pid", str(proxy.pid), "-o", str(raw)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(0.5)
-            result = cprogs.run_loadgen(cprogs.loadgen_argv(binaries, [1], proxy.port, "setup", size.conns,
+            result = cprogs.run_loadgen(cprogs.loadgen_argv(binaries, [1], proxy.port, scenario.mode, size.conns,
                                                             args.seconds, "p", extra), args.seconds)
             spy.wait(timeout=args.seconds + 30)
-        print(f"{args.scenario}: {result['ops_per_s']:,.0f} conns/s while profiled")
+        print(f"{args.scenario}: {result['ops_per_s']:,.0f} operations/s while profiled")
         report(raw)
     return 0
 
