@@ -74,7 +74,7 @@ class Leg(asyncio.Protocol):
         self.writing_paused = False  # our write buffer is over its high-water mark
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # no tune(): the backend socket was tuned when it was created (relay/sockets.connect_raw)
+        # the backend socket was tuned when it was created (relay/sockets.connect_raw)
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
@@ -114,7 +114,7 @@ class ClientSide(Leg):
         super().__init__(Session(ctx, listener, self), CLIENT)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # no tune(): accepted sockets inherit TCP_NODELAY and keepalive from the listener (Linux)
+        # accepted sockets inherit TCP_NODELAY and keepalive from the listener (Linux)
         self.transport = transport  # type: ignore[assignment]
         self.session.started_client()
 

@@ -20,13 +20,6 @@ KEEPALIVE_INTERVAL_S = 10
 KEEPALIVE_COUNT = 6
 
 
-def tune(transport: asyncio.BaseTransport) -> None:
-    """TCP_NODELAY (RDP input is small interactive frames) and keepalive."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        tune_socket(sock)
-
-
 def peer_host(transport: asyncio.BaseTransport) -> tuple[str, int]:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
