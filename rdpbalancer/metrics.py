@@ -146,6 +146,9 @@ class _StateCollector(Collector):
         homed = _gauge("server_homed_users", "Unexpired sticky entries pointing at the server", ["server"])
         conns = _gauge("server_connections", "Open and opening connections to the server", ["server"])
         weight = _gauge("server_weight", "Weight of the server in each pool", ["pool", "server"])
+        cap = _gauge("server_max_sessions", "max_sessions of the server in each pool (only where one is set); "
+                     "compare with server_connections (leastconn) or server_homed_users (leastsessions)",
+                     ["pool", "server"])
         for name in bal.snapshot.policy.servers():
             cond = bal.router.condition(name)
             up.add_metric([name], 1 if cond.up else 0)
@@ -156,7 +159,9 @@ class _StateCollector(Collector):
         for pool in bal.router.policy.pools:
             for m in pool.members:
                 weight.add_metric([pool.name, m.server.name], m.weight)
-        yield from (up, state, homed, conns, weight)
+                if m.max_sessions is not None:
+                    cap.add_metric([pool.name, m.server.name], m.max_sessions)
+        yield from (up, state, homed, conns, weight, cap)
 
     def _sticky(self) -> Iterator[Metric]:
         bal, stats = self.bal, self.bal.stats().connections

@@ -50,7 +50,7 @@ def compile_config(config: Config) -> Snapshot:
         members = []
         for sc in pool.servers:
             server = servers.setdefault(sc.name, Server(sc.name, sc.address.host, sc.address.port))
-            members.append(PoolMember(server, sc.weight))
+            members.append(PoolMember(server, sc.weight, sc.max_sessions))
         pools.append(Pool(pool.name, BalanceKind(pool.balance), tuple(members)))
     b = config.balancer
     sessions = sessions_plan(config, servers)

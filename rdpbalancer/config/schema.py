@@ -193,6 +193,9 @@ class ServerConfig(ConfigModel):
     name: Name
     address: BackendAddressField
     weight: StrictInt = Field(default=1, ge=0, le=MAX_WEIGHT)  # 0: keeps its users, takes no new ones
+    # at this load it takes no new users (connections for leastconn, sessions for leastsessions);
+    # its own users still reach it
+    max_sessions: StrictInt | None = Field(default=None, ge=1)
     state: Literal["ready", "drain", "maint"] = "ready"
     check: CheckKind | None = None  # overrides the pool's and [health]'s check for this server
     sessions: ServerSessionsOverride = ServerSessionsOverride()  # overrides the pool's and [sessions]' source

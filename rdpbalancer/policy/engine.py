@@ -66,6 +66,9 @@ class RoutingPolicy:
         return {m.server.name: m.server for p in self.pools for m in p.members}
 
 
+_LOAD_WORD = {BalanceKind.LEASTCONN: "connections", BalanceKind.LEASTSESSIONS: "sessions"}
+
+
 class Router:
     def __init__(self, policy: RoutingPolicy, table: StickyTable) -> None:
         self.table = table
@@ -266,7 +269,17 @@ class Router:
     def _balance(self, pool: Pool, key: str | None, reason: Reason, now: float) -> Decision:
         refusing = self._refusing_new_logons(pool, now)
         usable = [m for m in pool.members if self._takes_new_users(m.server.name) and m.server.name not in refusing]
-        ranked = self._balancers[pool.name].rank(usable, self._load_function(pool, now), self._turns[pool.name])
+        load = self._load_function(pool, now)
+        full = [m for m in usable
+                if m.max_sessions is not None and m.weight > 0 and load(m.server.name) >= m.max_sessions]
+        if full:  # at its cap a server takes no new user (its own users still reach it: not balanced)
+            usable = [m for m in usable if m not in full]
+        ranked = self._balancers[pool.name].rank(usable, load, self._turns[pool.name])
+        if not ranked and full:
+            caps = ", ".join(f"{m.server.name} {load(m.server.name)}/{m.max_sessions}" for m in full)
+            return Decision(Reason.FULL, key, pool.name,
+                            detail=f"every server of pool {pool.name} that takes new users is at its max_sessions "
+                                   f"({caps} {_LOAD_WORD[pool.balance]})")
         if not ranked:
             return Decision(Reason.NO_SERVER, key, pool.name, detail=f"no server of pool {pool.name} can take users")
         attempts = tuple(ranked[: self.policy.max_connect_attempts])

@@ -38,6 +38,7 @@ class Reason(StrEnum):
     NO_SERVER = "no-server"  # nothing in the pool can take the user
     DENIED = "denied"  # policy refuses the connection (no_cookie = "reject", deny routes)
     LIMITED = "limited"  # a new user from a source past [limits] new_users_per_source
+    FULL = "full"  # every server that could take the new user is at its max_sessions
 
 
 class AdminState(StrEnum):
@@ -78,6 +79,7 @@ class Server:
 class PoolMember:
     server: Server
     weight: int  # 0 takes no new users; sticky users still reach it
+    max_sessions: int | None = None  # at this load (the pool's: connections or sessions) it takes no new users
 
 
 @dataclass(frozen=True, slots=True)

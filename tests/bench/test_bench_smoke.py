@@ -19,9 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "benchmarks" / "run.py"
-SCENARIOS = ["T1", "T8", "L100", "L1000", "C32", "M10k", "S1M"]
+SCENARIOS = ["T1", "T8", "L100", "L1000", "C32", "C32r", "M10k", "S1M"]
 TARGETS = ["direct", "haproxy", "haproxy-splice", "rdpb1", "rdpb2"]
-LOAD_SCENARIOS = {"T1", "T8", "L100", "L1000", "C32"}  # a rate that must be above zero
+LOAD_SCENARIOS = {"T1", "T8", "L100", "L1000", "C32", "C32r"}  # a rate that must be above zero
+SETUP_SCENARIOS = {"C32", "C32r"}  # the proxy's CPU per connection is recorded
 NOT_APPLICABLE = {("M10k", "direct"), ("S1M", "direct"), ("S1M", "haproxy"), ("S1M", "haproxy-splice")}
 RUN_TIMEOUT_S = 240  # the quick run takes well under a minute on an idle 2-core machine
 
@@ -42,7 +43,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comp
 
 def _primary(scenario: str, cell: dict[str, Any]) -> float:
     keys = {"T1": "mb_per_s", "T8": "mb_per_s", "L100": "ops_per_s", "L1000": "ops_per_s", "C32": "ops_per_s",
-            "M10k": "kib_per_session", "S1M": "start_s"}
+            "C32r": "ops_per_s", "M10k": "kib_per_session", "S1M": "start_s"}
     value = cell["summary"][keys[scenario]]["median"]
     assert isinstance(value, float | int) and math.isfinite(value), (scenario, value)
     return float(value)
@@ -71,6 +72,8 @@ def test_applicable_cells_have_numbers_and_no_errors(quick_run: tuple[Any, dict[
                 value = _primary(scenario, cell)
                 if scenario in LOAD_SCENARIOS:
                     assert value > 0, (scenario, target)
+                if scenario in SETUP_SCENARIOS and target != "direct":  # direct has no proxy process
+                    assert cell["runs"][0]["proxy_us_per_op"] > 0, (scenario, target)
 
 
 def test_ratios_are_paired_with_the_references(quick_run: tuple[Any, dict[str, Any]]) -> None:
