@@ -55,6 +55,7 @@ async def exposition(tmp_path: Path) -> str:
     text = farm_config([*((s.name, s.address, 1) for s in farm), dead], tmp_path / "s.db",
                        health='check = "rdp"\ninterval = "1s"') + GROUP + \
         SESSIONS.format(python=sys.executable, program=PROGRAM.replace('"', '\\"'))
+    text = text.replace("weight = 1 }", "weight = 1, max_sessions = 100 }", 1)  # a cap on TS01
     config = tmp_path / "c.toml"
     config.write_text(text)
     bal = Balancer(parse_config(text, str(config)))
