@@ -27,8 +27,8 @@ def servers(view: ReadModel) -> list[dict[str, Any]]:
         out.append({
             "name": name,
             "address": server.address,
-            "pools": [{"pool": p.name, "weight": m.weight} for p in policy.pools for m in p.members
-                      if m.server.name == name],
+            "pools": [{"pool": p.name, "weight": m.weight, "max_sessions": m.max_sessions}
+                      for p in policy.pools for m in p.members if m.server.name == name],
             "admin_state": str(cond.admin),
             "admin_state_config": str(view.snapshot.admin_states.get(name, "ready")),
             "admin_state_override": str(view.admin_overrides[name]) if name in view.admin_overrides else None,

@@ -249,3 +249,18 @@ def test_the_session_directory_panel_shows_hosts_ages_errors_and_duplicates(
         assert severe_console_entries(page) == []
     finally:
         leave(browser)
+
+
+def test_a_capped_server_shows_its_usage_against_max_sessions(browser: Any, make_farm: Any) -> None:
+    farm = make_farm({"default": ["TS01", "TS02"]}, routes="", caps={"TS01": 1})
+    page = open_dashboard(browser, farm)
+    try:
+        wait_until(page, lambda d: shown(d, "TS01", "connections") == "0 / 1", "TS01's usage against its cap")
+        assert shown(page, "TS02", "connections") == "0"  # no cap: the plain count
+        assert {farm.open_session(user) for user in ("alice", "bob")} == {"TS01", "TS02"}  # TS01 is full
+        wait_until(page, lambda d: shown(d, "TS01", "connections") == "1 / 1", "TS01 at its cap")
+        cell = page.find_element(By.CSS_SELECTOR, '[data-server="TS01"] .connections')
+        assert "at-cap" in cell.get_attribute("class") and "max_sessions 1" in cell.get_attribute("title")
+        assert severe_console_entries(page) == []
+    finally:
+        leave(browser)

@@ -223,8 +223,10 @@
   }
 
   /** Update a row in place: elements stay, so hover, focus and a click in progress are not disturbed. */
-  function updateServerRow(v, s, pool) {
-    const weight = (s.pools.find((p) => p.pool === pool) || {}).weight;
+  function updateServerRow(v, s, pool, balance) {
+    const member = s.pools.find((p) => p.pool === pool) || {};
+    const weight = member.weight;
+    const cap = member.max_sessions === null || member.max_sessions === undefined ? null : member.max_sessions;
     setText(v.address, s.address);
     setClass(v.row, [s.health === 'down' ? 'row-down' : '', s.admin_state !== 'ready' ? `row-${s.admin_state}` : '']
       .join(' ').trim());
@@ -253,8 +255,13 @@
 
     setText(v.weight, weight === undefined ? '–' : weight);
     setText(v.sessions, s.active_sessions);
-    setText(v.connections, s.connections);
-    setText(v.homed, s.homed_users);
+    // max_sessions: usage against the cap in the column the pool balances on
+    const capped = balance === 'leastsessions' ? v.homed : v.connections;
+    const usage = balance === 'leastsessions' ? s.homed_users : s.connections;
+    setText(v.connections, capped === v.connections && cap !== null ? `${s.connections} / ${cap}` : s.connections);
+    setText(v.homed, capped === v.homed && cap !== null ? `${s.homed_users} / ${cap}` : s.homed_users);
+    capped.classList.toggle('at-cap', cap !== null && usage >= cap);
+    capped.title = cap !== null ? `max_sessions ${cap}: no new users at ${cap}` : '';
     for (const state of STATES) {
       const button = v.buttons[state];
       const current = s.admin_state === state;
@@ -299,7 +306,7 @@
           view.rows.set(name, row);
         }
         if (view.tbody.children[i] !== row.row) view.tbody.insertBefore(row.row, view.tbody.children[i] || null);
-        updateServerRow(row, byName.get(name), pool.name);
+        updateServerRow(row, byName.get(name), pool.name, pool.balance);
       });
     });
     if (!pools.length) container.replaceChildren(el('p', {class: 'empty'}, 'No pool configured.'));
