@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from rdpbalancer.app import Balancer
+from rdpbalancer.config import load_config
+from rdpbalancer.policy.model import Reason, RouteRequest
 from rdpbalancer.proto.builders import build_connection_request
 from tests.support.balancer import farm_config, running
 from tests.support.fakes import rdp_connect, start_farm, was_cut, where
@@ -43,5 +46,30 @@ async def test_a_full_pool_refuses_new_users_as_full_and_keeps_returning_ones(
             assert await where(port, "carol") == held[1].server
             await held[0].close()
     finally:
+        for s in farm:
+            await s.stop()
+
+
+async def test_a_reload_changes_the_cap_and_leaves_live_sessions_alone(tmp_path: Path) -> None:
+    farm = await start_farm("TS01", "TS02")
+    path = tmp_path / "c.toml"
+    text = farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db")
+    path.write_text(text.replace("weight = 1 }", "weight = 1, max_sessions = 1 }"))
+    bal = Balancer(load_config(path))
+    await bal.start()
+    try:
+        port = bal.addresses[0][1]
+        held = [await rdp_connect(port, user) for user in ("alice", "bob")]  # both servers full
+        assert bal.router.decide(RouteRequest("127.0.0.1", "carol"), 0.0).reason is Reason.FULL
+        path.write_text(text.replace("weight = 1 }", "weight = 1, max_sessions = 2 }"))
+        assert await bal.reloader.reload() is None
+        carol = await rdp_connect(port, "carol")  # room again, and the held sessions still flow
+        for client in held:
+            client.writer.write(b"still here")
+            assert await asyncio.wait_for(client.reader.readexactly(10), 5) == b"still here"  # the fake echoes
+        for client in (*held, carol):
+            await client.close()
+    finally:
+        await bal.stop()
         for s in farm:
             await s.stop()
