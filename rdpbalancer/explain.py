@@ -43,7 +43,7 @@ async def explain(config: Config, q: Question) -> str:
     table.load(SqliteStickyStore(config.sticky.path).read_only(), now)
     router = Router(snapshot.policy, table)
     for server, state in snapshot.admin_states.items():
-        router.set_admin_state(server, state)
+        router.set_admin_state(server, state, now)
     for server in q.down:
         router.set_health(server, False, 0.0)
     groups = await _membership(config, router)

@@ -146,6 +146,12 @@ class _StateCollector(Collector):
         homed = _gauge("server_homed_users", "Unexpired sticky entries pointing at the server", ["server"])
         conns = _gauge("server_connections", "Open and opening connections to the server", ["server"])
         weight = _gauge("server_weight", "Weight of the server in each pool", ["pool", "server"])
+        eweight = _gauge("server_effective_weight", "Weight the server has now for new users: its weight, "
+                         "or less while it ramps up after slowstart began", ["pool", "server"])
+        backup = _gauge("server_backup", "1 for a backup server (new users only while no other server of the "
+                        "pool takes them)", ["pool", "server"])
+        on_backup = _gauge("pool_on_backup", "1 while new users of the pool go to its backup servers",
+                           ["pool"])
         cap = _gauge("server_max_sessions", "max_sessions of the server in each pool (only where one is set); "
                      "compare with server_connections (leastconn) or server_homed_users (leastsessions)",
                      ["pool", "server"])
@@ -156,12 +162,18 @@ class _StateCollector(Collector):
                 state.add_metric([name, s], 1 if cond.admin == s else 0)
             homed.add_metric([name], bal.table.homed(name))
             conns.add_metric([name], bal.router.connections[name])
+        now = time.time()
+        shares = {name: ramp[0] for name in bal.router.policy.slowstart
+                  if (ramp := bal.router.ramp(name, now)) is not None}
         for pool in bal.router.policy.pools:
             for m in pool.members:
                 weight.add_metric([pool.name, m.server.name], m.weight)
+                eweight.add_metric([pool.name, m.server.name], round(m.weight * shares.get(m.server.name, 1.0), 3))
+                backup.add_metric([pool.name, m.server.name], 1 if m.backup else 0)
                 if m.max_sessions is not None:
                     cap.add_metric([pool.name, m.server.name], m.max_sessions)
-        yield from (up, state, homed, conns, weight, cap)
+            on_backup.add_metric([pool.name], 1 if bal.router.on_backup(pool, now) else 0)
+        yield from (up, state, homed, conns, weight, eweight, backup, on_backup, cap)
 
     def _sticky(self) -> Iterator[Metric]:
         bal, stats = self.bal, self.bal.stats().connections

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from rdpbalancer.config.compile import Snapshot
+from rdpbalancer.config.durations import format_duration
 from rdpbalancer.config.types import MAX_WEIGHT
 from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.policy.engine import Router, RoutingPolicy
@@ -76,9 +77,20 @@ class Operations:
             self.weight_overrides.pop(name, None)
             self.router.conditions.pop(name, None)
             log.info("server %s removed: its sticky entries are dropped, its live sessions go on", name)
-        self.router.swap_policy(self._with_weights(snapshot.policy))
+        now = self.ctx.clock()
+        ramping = {name for name in self.router.policy.slowstart if self.router.ramp(name, now) is not None}
+        self.router.swap_policy(self._with_weights(snapshot.policy), now)
         for server, state in snapshot.admin_states.items():
-            self.router.set_admin_state(server, self.admin_overrides.get(server, state))
+            self.router.set_admin_state(server, self.admin_overrides.get(server, state), now)
+        for name in self.router.policy.slowstart:
+            if name not in ramping:
+                self._log_ramp(name, now)
+
+    def _log_ramp(self, server: str, now: float) -> None:
+        """Say so when `server` has just begun a slow-start ramp."""
+        if self.router.ramp(server, now) is not None:
+            log.info("server %s takes new users gradually: slow start over %s", server,
+                     format_duration(self.router.policy.slowstart[server]))
 
     def adopt(self, admin_overrides: dict[str, AdminState], weight_overrides: dict[str, int]) -> None:
         """The overrides of the process this one took over from (a handoff)."""
@@ -94,7 +106,8 @@ class Operations:
         if server not in self.snapshot.policy.servers():
             raise KeyError(server)
         self.admin_overrides[server] = state
-        self.router.set_admin_state(server, state)
+        if self.router.set_admin_state(server, state, self.ctx.clock()):
+            self._log_ramp(server, self.ctx.clock())
         log.info("server %s admin state -> %s%s", server, state, "" if shared else " (set through another node)")
         if shared:
             self.share("admin", server, str(state))
@@ -106,7 +119,11 @@ class Operations:
         if not 0 <= weight <= MAX_WEIGHT:
             raise ValueError(f"weight must be 0..{MAX_WEIGHT}")
         self.weight_overrides[server] = weight
-        self.router.swap_policy(self._with_weights(self.snapshot.policy))
+        now = self.ctx.clock()
+        ramping = self.router.ramp(server, now) is not None
+        self.router.swap_policy(self._with_weights(self.snapshot.policy), now)
+        if not ramping:
+            self._log_ramp(server, now)
         log.info("server %s weight -> %d%s", server, weight, "" if shared else " (set through another node)")
         if shared:
             self.share("weight", server, str(weight))

@@ -20,15 +20,24 @@ def servers(view: ReadModel) -> list[dict[str, Any]]:
     policy, router = view.router.policy, view.router  # with run-time weight overrides
     live = Counter(s.server.name for s in view.sessions.values() if s.server is not None and s.relaying)
     out = []
+    now = time.time()
     for name, server in policy.servers().items():
         tracker = view.monitor.trackers.get(name)
         spec = view.monitor.specs.get(name)
         cond = router.condition(name)
+        ramp = router.ramp(name, now)
+        part = ramp[0] if ramp is not None else 1.0
         out.append({
             "name": name,
             "address": server.address,
-            "pools": [{"pool": p.name, "weight": m.weight, "max_sessions": m.max_sessions}
+            "pools": [{"pool": p.name, "weight": m.weight, "effective_weight": round(m.weight * part, 2),
+                       "max_sessions": m.max_sessions, "backup": m.backup}
                       for p in policy.pools for m in p.members if m.server.name == name],
+            # slow start: the window, and while it ramps, the share of its weight and the time left
+            "slowstart": {"window_s": policy.slowstart[name],
+                          "share": round(ramp[0], 3) if ramp is not None else None,
+                          "left_s": round(ramp[1], 1) if ramp is not None else None}
+            if name in policy.slowstart else None,
             "admin_state": str(cond.admin),
             "admin_state_config": str(view.snapshot.admin_states.get(name, "ready")),
             "admin_state_override": str(view.admin_overrides[name]) if name in view.admin_overrides else None,
@@ -43,7 +52,7 @@ def servers(view: ReadModel) -> list[dict[str, Any]]:
             "active_sessions": live[name],
             "connections": router.connections[name],
             "homed_users": view.table.homed(name),
-            "down_for_s": round(cond.down_for(time.time()), 1) if not cond.up else None,
+            "down_for_s": round(cond.down_for(now), 1) if not cond.up else None,
         })
     return out
 

@@ -50,7 +50,7 @@ def compile_config(config: Config) -> Snapshot:
         members = []
         for sc in pool.servers:
             server = servers.setdefault(sc.name, Server(sc.name, sc.address.host, sc.address.port))
-            members.append(PoolMember(server, sc.weight, sc.max_sessions))
+            members.append(PoolMember(server, sc.weight, sc.max_sessions, sc.backup))
         pools.append(Pool(pool.name, BalanceKind(pool.balance), tuple(members)))
     b = config.balancer
     sessions = sessions_plan(config, servers)
@@ -62,6 +62,8 @@ def compile_config(config: Config) -> Snapshot:
         routes=tuple(_route(i, r, config.identity.strip_domain) for i, r in enumerate(config.routes)),
         truncated_length=config.identity.truncated_length,
         sessions=sessions.rules,
+        slowstart=slowstart_windows(config),
+        per_user_connections=config.limits.per_user_connections,
     )
     workers = usable_cores() if b.workers == "auto" else b.workers
     relay = RelaySettings(
@@ -77,6 +79,21 @@ def compile_config(config: Config) -> Snapshot:
     listen = tuple((a.host, a.port) for a in b.listen)
     return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers,
                     sessions)
+
+
+def slowstart_windows(config: Config) -> dict[str, float]:
+    """Each server's slow-start window: its own (set where it is listed), else the first pool's
+    that lists it, else [balancer]'s. A ramp is the host's, as its health is, so one window per
+    server. Servers without a ramp are left out."""
+    own: dict[str, float] = {}
+    pooled: dict[str, float] = {}
+    for pool in config.pools:
+        for sc in pool.servers:
+            if sc.slowstart is not None:
+                own.setdefault(sc.name, sc.slowstart)
+            pooled.setdefault(sc.name, pool.slowstart if pool.slowstart is not None else config.balancer.slowstart)
+    windows = {name: own.get(name, window) for name, window in pooled.items()}
+    return {name: w for name, w in windows.items() if w > 0}
 
 
 def sessions_plan(config: Config, servers: dict[str, Server]) -> SessionsPlan:

@@ -54,6 +54,7 @@ from rdpbalancer.config.types import (
     BackendAddressField,
     CommitWindow,
     ConfigPath,
+    DurationOrOff,
     ListenerField,
     Loc,
     Name,
@@ -90,6 +91,10 @@ class BalancerSection(ConfigModel):
     drain_timeout: PositiveDuration | None = None
     # Proxies allowed to send a PROXY protocol header on listeners with proxy_protocol = true.
     trusted_proxies: tuple[Network, ...] = ()
+    # A server that begins to take new users (up again, out of drain/maint, added by a reload)
+    # gets them gradually: its weight ramps from 5 % to 100 % over this window. "0s": off.
+    # A pool's or a server's own slowstart overrides it.
+    slowstart: DurationOrOff = 0.0
 
     @field_validator("listen")
     @classmethod
@@ -126,6 +131,9 @@ class LimitsSection(ConfigModel):
     per_source_rate: float = Field(default=50.0, gt=0)  # new connections per second per address ...
     per_source_burst: StrictInt = Field(default=200, ge=1)  # ... after a burst of this many
     new_users_per_source: StrictInt = Field(default=300, ge=1)  # new sticky users per address per minute
+    # open connections per user (cookie) key, counted across workers; None: no limit. Off by
+    # default: kiosks and shared service accounts log on many times under one name.
+    per_user_connections: StrictInt | None = Field(default=None, ge=1)
 
 
 class IdentitySection(ConfigModel):
@@ -196,6 +204,9 @@ class ServerConfig(ConfigModel):
     # at this load it takes no new users (connections for leastconn, sessions for leastsessions);
     # its own users still reach it
     max_sessions: StrictInt | None = Field(default=None, ge=1)
+    # a hot spare: takes new users only while no other server of the pool can take them
+    backup: StrictBool = False
+    slowstart: DurationOrOff | None = None  # overrides the pool's and [balancer]'s slowstart
     state: Literal["ready", "drain", "maint"] = "ready"
     check: CheckKind | None = None  # overrides the pool's and [health]'s check for this server
     sessions: ServerSessionsOverride = ServerSessionsOverride()  # overrides the pool's and [sessions]' source
@@ -207,6 +218,7 @@ class PoolConfig(ConfigModel):
     name: Name
     balance: Literal["leastconn", "leastsessions"] = "leastconn"
     servers: tuple[ServerConfig, ...]
+    slowstart: DurationOrOff | None = None  # overrides [balancer] slowstart for this pool's servers
     health: HealthOverride = HealthOverride()
     sessions: SessionsOverride = SessionsOverride()
 

@@ -163,6 +163,17 @@ def _duration_or_never(value: object) -> float:
 # A duration >= 0 or "never" (math.inf), in float seconds.
 DurationOrNever = Annotated[float, BeforeValidator(_duration_or_never)]
 
+
+def _duration_or_off(value: object) -> float:
+    """A duration >= 0: "0s" switches the setting off."""
+    if isinstance(value, str) and parse_duration(value) == 0:
+        return 0.0
+    return _duration_validator()(value)
+
+
+# A duration >= 0 ("0s": off), in float seconds: slowstart.
+DurationOrOff = Annotated[float, BeforeValidator(_duration_or_off)]
+
 COMMIT_WINDOW_MAX_S = 0.05  # a window is added to a new user's first connection: keep it short
 
 

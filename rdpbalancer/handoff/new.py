@@ -26,6 +26,7 @@ from rdpbalancer.handoff.messages import (
 from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.operations import Operations
 from rdpbalancer.policy.engine import Router
+from rdpbalancer.policy.identity import SOURCE_IP_PREFIX
 from rdpbalancer.policy.model import Server
 from rdpbalancer.policy.ports import StickyStore
 from rdpbalancer.policy.sticky import Change
@@ -128,6 +129,7 @@ class Predecessor:
         for key, count in state.active_users.items():
             for _ in range(count):
                 self.table.session_opened(key, now)
+                self._user(key, +1)
             self.active[key] += count
 
     def on_message(self, message: Opened | Closed | Changed) -> None:
@@ -145,6 +147,7 @@ class Predecessor:
         if key is not None:
             self.table.session_opened(key, now)
             self.active[key] += 1
+            self._user(key, +1)
 
     def _closed(self, server: str, key: str | None, now: float) -> None:
         if self.connections[server] <= 0:
@@ -153,9 +156,19 @@ class Predecessor:
         self.router.closed(Server(server, "", 0))
         if key is not None and self.active[key] > 0:
             self.active[key] -= 1
+            self._user(key, -1)
             entry = self.table.session_closed(key, now)
             if entry is not None:
                 self.store.refresh_later(self.table.refreshed(entry))
+
+    def _user(self, key: str, step: int) -> None:
+        """The old process's sessions count for their users' [limits] per_user_connections."""
+        if key.startswith(SOURCE_IP_PREFIX):
+            return
+        if step > 0:
+            self.router.user_opened(key)
+        else:
+            self.router.user_closed(key)
 
     def _changed(self, change: Change) -> None:
         """The old process wrote it to the same file already: adopted, not written again."""
@@ -176,6 +189,7 @@ class Predecessor:
                 self._closed(server, None, now)
         for key, count in list(self.active.items()):
             for _ in range(count):
+                self._user(key, -1)
                 entry = self.table.session_closed(key, now)
                 if entry is not None:
                     self.store.refresh_later(self.table.refreshed(entry))

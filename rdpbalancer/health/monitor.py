@@ -134,4 +134,8 @@ class HealthMonitor:
                         transition.server, cut)
 
     def _apply(self, tracker: HealthTracker) -> None:
-        self.router.set_health(tracker.server, tracker.routable, tracker.since or self.clock())
+        now = tracker.since or self.clock()
+        if self.router.set_health(tracker.server, tracker.routable, now):
+            ramp = self.router.ramp(tracker.server, self.clock())
+            if ramp is not None:
+                log.info("server %s takes new users gradually: slow start, %.0fs left", tracker.server, ramp[1])

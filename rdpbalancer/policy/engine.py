@@ -18,8 +18,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
+from rdpbalancer.policy import slowstart
 from rdpbalancer.policy.balancing import Balancer, WeightedLeastLoad
-from rdpbalancer.policy.identity import printable, source_ip_key
+from rdpbalancer.policy.identity import SOURCE_IP_PREFIX, printable, source_ip_key
 from rdpbalancer.policy.limits import NewUserBudget, source_of
 from rdpbalancer.policy.model import (
     AdminState,
@@ -58,6 +59,10 @@ class RoutingPolicy:
     truncated_length: int = 0  # cookies of exactly this length may be cut login names; 0 = off
     # pool name -> the session directory's rules there; a pool missing here has no directory
     sessions: Mapping[str, SessionRules] = field(default_factory=dict)
+    # server name -> its slow-start window in seconds (policy/slowstart.py); missing: no ramp
+    slowstart: Mapping[str, float] = field(default_factory=dict)
+    # [limits] per_user_connections: open connections one user key may have; None: no limit
+    per_user_connections: int | None = None
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)
@@ -74,6 +79,7 @@ class Router:
         self.table = table
         self.connections: Counter[str] = Counter()  # server name -> open or opening connections
         self.external: Counter[str] = Counter()  # server name -> other balancer nodes' connections
+        self.user_connections: Counter[str] = Counter()  # user key -> open or opening connections
         self.conditions: dict[str, ServerCondition] = {}
         self.membership: GroupMembership = NoGroups()
         self.ambiguous = 0  # truncated cookies whose candidate users would route differently
@@ -87,8 +93,14 @@ class Router:
         self.policy = policy
         self.swap_policy(policy)
 
-    def swap_policy(self, policy: RoutingPolicy) -> None:
-        """Install a new policy (reload); sessions already relaying keep their decision."""
+    def swap_policy(self, policy: RoutingPolicy, now: float | None = None) -> None:
+        """Install a new policy (reload); sessions already relaying keep their decision.
+
+        With `now`, a server that begins to take new users (added, or weighted above 0 again)
+        starts its slow-start ramp, and a ramp under way keeps its progress if the window changed.
+        """
+        if now is not None and policy is not self.policy:
+            self._ramps_across(self.policy, policy, now)
         self.policy = policy
         self._balancers = {p.name: self._balancers.get(p.name) or WeightedLeastLoad() for p in policy.pools}
         self._names = {p.name: tuple(m.server.name for m in p.members) for p in policy.pools}
@@ -98,14 +110,59 @@ class Router:
     def condition(self, server: str) -> ServerCondition:
         return self.conditions.get(server, READY)
 
-    def set_admin_state(self, server: str, state: AdminState) -> None:
+    def set_admin_state(self, server: str, state: AdminState, now: float) -> bool:
+        """The operator's state; True when the server now begins to take new users (a ramp)."""
         current = self.condition(server)
-        self.conditions[server] = ServerCondition(state, current.up, current.down_since)
+        return self._set(server, current, replace(current, admin=state), now)
 
-    def set_health(self, server: str, up: bool, now: float) -> None:
+    def set_health(self, server: str, up: bool, now: float) -> bool:
+        """Health changed at `now`; True when the server now begins to take new users (a ramp)."""
         current = self.condition(server)
-        if current.up != up:
-            self.conditions[server] = ServerCondition(current.admin, up, None if up else now)
+        if current.up == up:
+            return False
+        return self._set(server, current, replace(current, up=up, down_since=None if up else now), now)
+
+    def _set(self, server: str, before: ServerCondition, after: ServerCondition, now: float) -> bool:
+        began = _open_to_new(after) and not _open_to_new(before)
+        if began:
+            after = replace(after, ramp_from=now)
+        elif not _open_to_new(after):
+            after = replace(after, ramp_from=None)  # it ramps again from the start when it returns
+        self.conditions[server] = after
+        return began
+
+    # -- slow start (policy/slowstart.py) ----------------------------------------------------------
+
+    def _ramps_across(self, old: RoutingPolicy, new: RoutingPolicy, now: float) -> None:
+        weighted_before = _weighted(old)
+        for name in _weighted(new) - weighted_before:  # added by this reload, or weighted again
+            cond = self.condition(name)
+            if _open_to_new(cond):
+                self.conditions[name] = replace(cond, ramp_from=now)
+        for name, cond in list(self.conditions.items()):
+            before, after = old.slowstart.get(name, 0.0), new.slowstart.get(name, 0.0)
+            if cond.ramp_from is not None and before != after and name in weighted_before:
+                self.conditions[name] = replace(cond, ramp_from=slowstart.rebase(cond.ramp_from, before, after, now))
+
+    def ramp(self, server: str, now: float) -> tuple[float, float] | None:
+        """(share of its weight, seconds left) while `server` is ramping, else None."""
+        window = self.policy.slowstart.get(server, 0.0)
+        ramp_from = self.condition(server).ramp_from
+        done = slowstart.progress(ramp_from, window, now)
+        if done >= 1.0:
+            return None
+        return slowstart.share(ramp_from, window, now), (1.0 - done) * window
+
+    def _shares(self, pool: Pool, now: float) -> dict[str, float]:
+        """Servers of `pool` that are ramping: name -> the share of their weight they have."""
+        if not self.policy.slowstart:
+            return {}
+        out = {}
+        for m in pool.members:
+            ramp = self.ramp(m.server.name, now)
+            if ramp is not None:
+                out[m.server.name] = ramp[0]
+        return out
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -129,6 +186,13 @@ class Router:
         """Where `request` would go now, changing nothing. With `trace`, every step is recorded."""
         route, ambiguous = self._route(request, now, trace)
         decision = self._decision(route, request, now, trace)
+        limit = self.policy.per_user_connections
+        user = counted_user(decision) if limit is not None and decision.candidates else None
+        if limit is not None and user is not None and self.user_connections[user] >= limit:
+            return Decision(Reason.PER_USER, pool=decision.pool, route=decision.route,
+                            detail=f"user {printable(user)} has {self.user_connections[user]} open connection(s) "
+                                   f"([limits] per_user_connections = {limit}); it would have gone to "
+                                   f"{decision.candidates[0].name} ({decision.reason})")
         if decision.reason is Reason.NEW and decision.sticky_key is not None and self.new_users is not None:
             source = source_of(request.client_host)
             if not self.new_users.allows(source, now):
@@ -274,7 +338,12 @@ class Router:
                 if m.max_sessions is not None and m.weight > 0 and load(m.server.name) >= m.max_sessions]
         if full:  # at its cap a server takes no new user (its own users still reach it: not balanced)
             usable = [m for m in usable if m not in full]
-        ranked = self._balancers[pool.name].rank(usable, load, self._turns[pool.name])
+        shares = self._shares(pool, now)
+        balancer, turn = self._balancers[pool.name], self._turns[pool.name]
+        ranked = balancer.rank([m for m in usable if not m.backup], load, turn, shares)
+        spare = not ranked and any(m.backup for m in usable)
+        if spare:  # hot spares: only while no other server of the pool can take new users
+            ranked = balancer.rank([m for m in usable if m.backup], load, turn, shares)
         if not ranked and full:
             caps = ", ".join(f"{m.server.name} {load(m.server.name)}/{m.max_sessions}" for m in full)
             return Decision(Reason.FULL, key, pool.name,
@@ -283,7 +352,37 @@ class Router:
         if not ranked:
             return Decision(Reason.NO_SERVER, key, pool.name, detail=f"no server of pool {pool.name} can take users")
         attempts = tuple(ranked[: self.policy.max_connect_attempts])
-        return Decision(reason, key, pool.name, attempts, f"{pool.balance} picked {attempts[0].name}")
+        detail = f"{pool.balance} picked {attempts[0].name}"
+        if spare:
+            why = ", ".join(f"{m.server.name} {self._unavailable(m, refusing, full, load)}"
+                            for m in pool.members if not m.backup)
+            detail += f" (backup: no other server of pool {pool.name} takes new users: {why})"
+        if shares:
+            detail += "; slow start: " + ", ".join(f"{name} at {part:.0%} of its weight"
+                                                   for name, part in shares.items())
+        return Decision(reason, key, pool.name, attempts, detail)
+
+    def on_backup(self, pool: Pool, now: float) -> bool:
+        """True when a new user of `pool` would go to one of its backup servers now."""
+        if not any(m.backup for m in pool.members):
+            return False
+        server = self._balance(pool, None, Reason.NEW, now).server
+        member = pool.member(server.name) if server is not None else None
+        return member is not None and member.backup
+
+    def _unavailable(self, member: PoolMember, refusing: frozenset[str], full: list[PoolMember],
+                     load: Callable[[str], int]) -> str:
+        """Why a server takes no new user now, in a word or two (for a backup's explanation)."""
+        name, cond = member.server.name, self.condition(member.server.name)
+        if not cond.up:
+            return "down"
+        if cond.admin is not AdminState.READY:
+            return str(cond.admin)
+        if name in refusing:
+            return "refuses new logons"
+        if member in full:
+            return f"full {load(name)}/{member.max_sessions}"
+        return "weight 0"
 
     def _takes_new_users(self, server: str) -> bool:
         cond = self.condition(server)
@@ -358,5 +457,30 @@ class Router:
         self.connections[server.name] -= 1
         if self.connections[server.name] <= 0:
             del self.connections[server.name]
+
+    def user_opened(self, user: str) -> None:
+        """A connection of `user` opens or starts connecting ([limits] per_user_connections)."""
+        self.user_connections[user] += 1
+
+    def user_closed(self, user: str) -> None:
+        self.user_connections[user] -= 1
+        if self.user_connections[user] <= 0:
+            del self.user_connections[user]
+
+
+def counted_user(decision: Decision) -> str | None:
+    """The user key a connection counts for in [limits] per_user_connections: the user's own
+    key, not an address standing in for a user without a cookie (the per-source limits count those)."""
+    key = decision.sticky_key
+    return None if key is None or key.startswith(SOURCE_IP_PREFIX) else key
+
+
+def _open_to_new(cond: ServerCondition) -> bool:
+    return cond.up and cond.admin is AdminState.READY
+
+
+def _weighted(policy: RoutingPolicy) -> set[str]:
+    """Servers with a weight above 0 in at least one pool: they may take new users."""
+    return {m.server.name for p in policy.pools for m in p.members if m.weight > 0}
 
 

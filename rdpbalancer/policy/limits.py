@@ -31,6 +31,7 @@ class Refusal(StrEnum):
     SOURCE_CONNECTIONS = "per-source-connections"
     SOURCE_RATE = "per-source-rate"
     NEW_USERS = "new-users-per-source"
+    PER_USER = "per-user"  # after the Connection Request: the user's open connections ([limits] per_user_connections)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ class Reason(StrEnum):
     DENIED = "denied"  # policy refuses the connection (no_cookie = "reject", deny routes)
     LIMITED = "limited"  # a new user from a source past [limits] new_users_per_source
     FULL = "full"  # every server that could take the new user is at its max_sessions
+    PER_USER = "per-user"  # the user already has [limits] per_user_connections open connections
 
 
 class AdminState(StrEnum):
@@ -56,6 +57,9 @@ class ServerCondition:
     admin: AdminState = AdminState.READY
     up: bool = True  # False only once health checks (or live traffic) proved it down
     down_since: float | None = None  # wall-clock time it went down
+    # the start of its slow-start ramp (policy/slowstart.py): when it last began taking new users,
+    # moved by a reload that changed the window so the ramp keeps its progress; None: no ramp
+    ramp_from: float | None = None
 
     def down_for(self, now: float) -> float:
         return 0.0 if self.up or self.down_since is None else max(0.0, now - self.down_since)
@@ -80,6 +84,7 @@ class PoolMember:
     server: Server
     weight: int  # 0 takes no new users; sticky users still reach it
     max_sessions: int | None = None  # at this load (the pool's: connections or sessions) it takes no new users
+    backup: bool = False  # a hot spare: new users only while no other server of the pool can take them
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rdpbalancer import tasks
-from rdpbalancer.policy.engine import Router
+from rdpbalancer.policy.engine import Router, counted_user
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.policy.sticky import StickyEntry
 from rdpbalancer.store.port import StickyStorePort
@@ -113,6 +113,7 @@ class LocalControl:
         self.on_finished: Callable[[str, str | None, float], None] | None = None
         self.on_relaying: Callable[[str, str | None, float], None] | None = None  # the same, for starts
         self.persist_ends = True  # False after a handoff: the successor writes the table
+        self._users: dict[str, str] = {}  # sid -> the user its attempt counts for (per_user_connections)
 
     def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
         if self.store.shared and request.user_key is not None:  # other balancers write it too
@@ -145,6 +146,10 @@ class LocalControl:
     def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
         change = self.router.assign(decision, server, self.clock())
         self.router.opened(server)
+        user = counted_user(decision)
+        if user is not None:
+            self._users[sid] = user
+            self.router.user_opened(user)
         if not (change.put or change.delete or change.dropped):  # a returning user: nothing to write
             durable: asyncio.Future[Server | None] = asyncio.get_running_loop().create_future()
             durable.set_result(None)
@@ -168,14 +173,21 @@ class LocalControl:
     def connected(self, sid: str, server: Server) -> None:
         self.events.connect_succeeded(server.name)
 
-    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
+    def _attempt_over(self, sid: str, server: Server) -> None:
+        """What `attempt` counted is undone (the connect failed or was given up, or the session ended)."""
         self.router.closed(server)
+        user = self._users.pop(sid, None)
+        if user is not None:
+            self.router.user_closed(user)
+
+    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
+        self._attempt_over(sid, server)
         self.events.connect_failed(server.name, error)
 
     def abandon(self, sid: str, server: Server) -> None:
         """An attempt given up for no fault of the server (its worker died, or another
         balancer placed the user elsewhere): only its count is undone."""
-        self.router.closed(server)
+        self._attempt_over(sid, server)
 
     def all_failed(self, sid: str, decision: Decision) -> None:
         self.store.apply_later(self.router.unassign(decision, self.clock()))
@@ -190,7 +202,7 @@ class LocalControl:
     def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
         if self.on_finished is not None:
             self.on_finished(server.name, decision.sticky_key, self.clock())
-        self.router.closed(server)
+        self._attempt_over(sid, server)
         if decision.sticky_key is not None:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
             if entry is not None and self.persist_ends:

@@ -492,9 +492,10 @@ class SessionMachine:
         if answer.unavailable is not None or answer.decision is None:
             return self._reject(f"unavailable: {answer.unavailable}", "unavailable")
         decision = self.decision = answer.decision
-        if decision.reason is Reason.LIMITED:
+        if decision.reason is Reason.LIMITED or decision.reason is Reason.PER_USER:
             self.state = State.CLOSED
-            return [Refuse(Refusal.NEW_USERS, f"user {self.user_text()}: {decision.detail}"), *self._finish()]
+            refusal = Refusal.NEW_USERS if decision.reason is Reason.LIMITED else Refusal.PER_USER
+            return [Refuse(refusal, f"user {self.user_text()}: {decision.detail}"), *self._finish()]
         if not answer.attempted:
             return self._reject(f"{decision.reason}: {decision.detail}", str(decision.reason))
         commands: list[Command] = []

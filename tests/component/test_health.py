@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -109,7 +110,7 @@ async def test_drain_admits_sticky_users_and_refuses_new_ones(tmp_path: Path) ->
     async with farm_and_balancer(tmp_path) as (bal, _):
         port = bal.addresses[0][1]
         home = await where(port, "alice")
-        bal.router.set_admin_state(home, AdminState.DRAIN)
+        bal.router.set_admin_state(home, AdminState.DRAIN, time.time())
         assert await where(port, "alice") == home
         landed = {await where(port, f"new{i}") for i in range(8)}
         assert home not in landed
@@ -119,7 +120,7 @@ async def test_maint_admits_nobody(tmp_path: Path) -> None:
     async with farm_and_balancer(tmp_path) as (bal, farm):
         port = bal.addresses[0][1]
         home = await where(port, "alice")
-        bal.router.set_admin_state(home, AdminState.MAINT)
+        bal.router.set_admin_state(home, AdminState.MAINT, time.time())
         assert await where(port, "alice") != home
         landed = {await where(port, f"new{i}") for i in range(8)}
         assert home not in landed

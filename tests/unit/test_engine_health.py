@@ -56,7 +56,7 @@ def test_server_back_up_keeps_its_users() -> None:
 
 def test_drain_admits_sticky_users_and_refuses_new_ones() -> None:
     r = router()
-    r.set_admin_state("A", AdminState.DRAIN)
+    r.set_admin_state("A", AdminState.DRAIN, 0.0)
     assert alice(r, 1.0).server == A
     for i in range(6):
         assert A not in r.decide(RouteRequest("10.0.0.1", f"new{i}"), 1.0).candidates
@@ -64,7 +64,7 @@ def test_drain_admits_sticky_users_and_refuses_new_ones() -> None:
 
 def test_maint_admits_nobody() -> None:
     r = router()
-    r.set_admin_state("A", AdminState.MAINT)
+    r.set_admin_state("A", AdminState.MAINT, 0.0)
     d = alice(r, 1.0)
     assert d.reason is Reason.FAILOVER and d.moved_from == "A" and A not in d.candidates
 
@@ -102,9 +102,9 @@ def test_unassign_restores_a_moved_user_and_forgets_a_new_one() -> None:
 
 def test_routing_token_to_a_drained_server_is_admitted_but_not_maint() -> None:
     r = router()
-    r.set_admin_state("B", AdminState.DRAIN)
+    r.set_admin_state("B", AdminState.DRAIN, 0.0)
     d = r.decide(RouteRequest("10.0.0.1", None, msts_target=("127.0.0.1", 2)), 0.0)
     assert d.reason is Reason.ROUTING_TOKEN and d.server == B
-    r.set_admin_state("B", AdminState.MAINT)
+    r.set_admin_state("B", AdminState.MAINT, 0.0)
     d = r.decide(RouteRequest("10.0.0.1", None, msts_target=("127.0.0.1", 2)), 0.0)
     assert d.reason is not Reason.ROUTING_TOKEN

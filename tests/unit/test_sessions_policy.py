@@ -158,7 +158,7 @@ def test_a_session_on_a_down_host_is_held_until_failover_after_then_proves_nothi
 def test_a_session_on_a_host_in_maintenance_is_left_at_once() -> None:
     r = farm()
     all_answered(r, TS02=(HostSession("alice"),))
-    r.set_admin_state("TS02", AdminState.MAINT)
+    r.set_admin_state("TS02", AdminState.MAINT, 0.0)
     d = r.decide(RouteRequest("10.0.0.1", "alice"), NOW)
     assert d.reason is Reason.FAILOVER and d.moved_from == "TS02" and "in maintenance" in d.detail
 
