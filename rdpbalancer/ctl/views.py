@@ -28,14 +28,21 @@ def _table(headers: Sequence[str], rows: list[list[Any]], right: Sequence[int] =
 
 def servers(data: dict[str, Any]) -> str:
     headers = ["NAME", "POOLS(weights)", "STATE", "HEALTH", "SINCE", "SESSIONS", "HOMED", "CONNS", "LAST ERROR"]
-    rows = [[s["name"], _pools(s["pools"]), s["admin_state"], s["health"], age_since(s.get("health_since")),
+    rows = [[s["name"], _pools(s["pools"]), _state(s), s["health"], age_since(s.get("health_since")),
              s["active_sessions"], s["homed_users"], s["connections"], s.get("last_error")]
             for s in data["servers"]]
     return _table(headers, rows, right=(5, 6, 7))
 
 
+def _state(server: dict[str, Any]) -> str:
+    """The admin state, and the share of its weight while slow start ramps it up."""
+    ramp = server.get("slowstart") or {}
+    share = ramp.get("share")
+    return str(server["admin_state"]) + (f" ramping {round(share * 100)}%" if share is not None else "")
+
+
 def _pools(pools: list[dict[str, Any]]) -> str:
-    return ",".join(f"{p['pool']}({p['weight']})" for p in pools) or MISSING
+    return ",".join(f"{p['pool']}({p['weight']}{' backup' if p.get('backup') else ''})" for p in pools) or MISSING
 
 
 def server_changed(server: dict[str, Any]) -> str:

@@ -88,7 +88,8 @@ async def test_servers_state_and_weight(api: Api) -> None:
     assert status == 200 and s["admin_state"] == "drain" and s["admin_state_override"] == "drain"
     assert {await where(api.port, f"u{i}") for i in range(4)} == {"TS02"}
     status, s = await api.call("POST", "/api/v1/servers/TS01/weight", {"weight": 7})
-    assert status == 200 and s["pools"] == [{"pool": "default", "weight": 7, "max_sessions": None}]
+    assert status == 200 and s["pools"] == [{"pool": "default", "weight": 7, "effective_weight": 7,
+                                                 "max_sessions": None, "backup": False}]
     assert (await api.call("POST", "/api/v1/servers/TS01/state", {"state": "asleep"}))[0] == 400
     assert (await api.call("POST", "/api/v1/servers/TS01/weight", {"weight": 999}))[0] == 400
     assert (await api.call("POST", "/api/v1/servers/TS01/weight", {"weight": "5"}))[0] == 400

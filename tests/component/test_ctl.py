@@ -140,7 +140,8 @@ async def test_drain_ready_maint_and_weight(farm: Farm) -> None:
     assert run.code == 0 and "default(7)" in run.out
     assert farm.bal.ops.weight_overrides == {"TS01": 7}
     run = await farm.ctl("--json", "weight", "TS01", "0")
-    assert run.code == 0 and run.json()["pools"] == [{"pool": "default", "weight": 0, "max_sessions": None}]
+    assert run.code == 0 and run.json()["pools"] == [
+        {"pool": "default", "weight": 0, "effective_weight": 0, "max_sessions": None, "backup": False}]
 
 
 async def test_server_errors(farm: Farm) -> None:

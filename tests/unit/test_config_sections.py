@@ -161,3 +161,45 @@ def test_max_connections_set_is_kept_and_left_out_is_derived(monkeypatch: pytest
     assert compile_config(parse_config(POOLS)).relay.limits.max_connections == 500
     set_ = parse_config("[limits]\nmax_connections = 7000\n" + POOLS)
     assert compile_config(set_).relay.limits.max_connections == 7000
+
+
+FARM = """
+[balancer]
+slowstart = "2m"
+[limits]
+per_user_connections = 5
+[[pool]]
+name = "default"
+slowstart = "30s"
+servers = [
+  { name = "TS01", address = "10.0.0.1" },
+  { name = "TS02", address = "10.0.0.2", slowstart = "0s" },
+  { name = "SPARE", address = "10.0.0.9", backup = true },
+]
+[[pool]]
+name = "sales"
+servers = [{ name = "TS03", address = "10.0.0.3" }, { name = "TS01", address = "10.0.0.1", slowstart = "45s" }]
+"""
+
+
+def test_farm_policies_compile_with_their_precedence() -> None:
+    snap = compile_config(parse_config(FARM))
+    # a server's own slowstart (wherever it is listed), else its first pool's, else [balancer]'s
+    assert snap.policy.slowstart == {"TS01": 45.0, "SPARE": 30.0, "TS03": 120.0}  # TS02: "0s" is off
+    assert snap.policy.per_user_connections == 5
+    backups = {m.server.name: m.backup for p in snap.policy.pools for m in p.members}
+    assert backups == {"TS01": False, "TS02": False, "SPARE": True, "TS03": False}
+
+
+def test_farm_policies_are_off_by_default() -> None:
+    snap = compile_config(parse_config(POOLS))
+    assert snap.policy.slowstart == {} and snap.policy.per_user_connections is None
+
+
+def test_bad_farm_policy_values_name_the_key() -> None:
+    text = errors('[balancer]\nslowstart = 60\n[limits]\nper_user_connections = 0\n'
+                  '[[pool]]\nname = "p"\nslowstart = "soon"\n'
+                  'servers = [{ name = "A", address = "10.0.0.1", backup = "yes" }]\n')
+    assert "balancer.slowstart" in text and 'e.g. "60s"' in text
+    assert "limits.per_user_connections" in text
+    assert "pool[0].slowstart" in text and "pool[0].servers[0].backup" in text

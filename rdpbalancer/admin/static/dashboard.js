@@ -198,6 +198,7 @@
     const span = (cls, text) => el('span', {class: cls}, text);
     const v = {
       name: span('srv-name', name), address: span('address'),
+      backup: span('pill backup', 'backup'), ramp: span('pill ramp'),
       statePill: span('pill admin-state'),
       override: span('override', 'override'),
       healthPill: span('pill health'), since: span('since health-since'),
@@ -214,7 +215,7 @@
       actions.append(button);
     }
     v.row = el('tr', {data: {server: name, pool}},
-      el('td', {class: 'server'}, v.name, v.address),
+      el('td', {class: 'server'}, v.name, v.backup, v.ramp, v.address),
       el('td', {class: 'state'}, v.statePill, v.override),
       el('td', {class: 'health-cell'}, v.healthPill, v.since),
       el('td', {class: 'check-cell'}, v.checkKind, v.checkMeta, v.lastError),
@@ -254,6 +255,14 @@
     v.lastError.hidden = !failing;
 
     setText(v.weight, weight === undefined ? '–' : weight);
+    // hot spare, and slow start: the share of its weight it has while it ramps up
+    v.backup.hidden = !member.backup;
+    v.backup.title = 'backup server: new users only while no other server of the pool takes them';
+    const ramp = s.slowstart && s.slowstart.share !== null ? s.slowstart : null;
+    v.ramp.hidden = !ramp;
+    setText(v.ramp, ramp ? `ramping ${Math.round(ramp.share * 100)}%` : '');
+    v.ramp.title = ramp ? `slow start: ${Math.round(ramp.share * 100)}% of its weight, ` +
+      `full in ${duration(ramp.left_s)} (window ${duration(ramp.window_s)})` : '';
     setText(v.sessions, s.active_sessions);
     // max_sessions: usage against the cap in the column the pool balances on
     const capped = balance === 'leastsessions' ? v.homed : v.connections;
