@@ -352,15 +352,17 @@ class Router:
         if not ranked:
             return Decision(Reason.NO_SERVER, key, pool.name, detail=f"no server of pool {pool.name} can take users")
         attempts = tuple(ranked[: self.policy.max_connect_attempts])
-        detail = f"{pool.balance} picked {attempts[0].name}"
+        notes = []
         if spare:
             why = ", ".join(f"{m.server.name} {self._unavailable(m, refusing, full, load)}"
                             for m in pool.members if not m.backup)
-            detail += f" (backup: no other server of pool {pool.name} takes new users: {why})"
+            notes.append(f"backup: no other server of pool {pool.name} takes new users: {why}")
         if shares:
-            detail += "; slow start: " + ", ".join(f"{name} at {part:.0%} of its weight"
-                                                   for name, part in shares.items())
-        return Decision(reason, key, pool.name, attempts, detail)
+            notes.append("slow start: " + ", ".join(f"{name} at {part:.0%} of its weight"
+                                                    for name, part in shares.items()))
+        note = "; ".join(notes)
+        detail = f"{pool.balance} picked {attempts[0].name}" + (f" ({note})" if note else "")
+        return Decision(reason, key, pool.name, attempts, detail, note=note)
 
     def on_backup(self, pool: Pool, now: float) -> bool:
         """True when a new user of `pool` would go to one of its backup servers now."""

@@ -534,17 +534,20 @@ class Session:
         ctx.control.relaying(self.id, SessionInfo(decision, server, self.user, self.client_addr,
                                                   self.listener, self.started_wall))
         ctx.stats.connections[str(decision.reason)] += 1
-        ctx.record_decision(self, str(decision.reason), server.name)
+        ctx.record_decision(self, str(decision.reason), server.name, decision.note)
         if log.isEnabledFor(logging.INFO):
             client = format_addr(*self.client_addr)
             moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
+            note = f' note="{decision.note}"' if decision.note else ""  # a backup or slow start decided
+            route = _route_text(decision.route)
             logs.line(log, logging.INFO,
                       f"session={self.id} routed client={client} listener={self.listener} "
                       f"user={self.machine.user_text()} pool={decision.pool} server={server.name} "
-                      f"addr={server.address} reason={decision.reason} route={_route_text(decision.route)}{moved}",
+                      f"addr={server.address} reason={decision.reason} route={route}{moved}{note}",
                       {"event": "routed", "session": self.id, "client": client, "listener": self.listener,
                        "user": self.user, "pool": decision.pool, "server": server.name, "address": server.address,
-                       "reason": str(decision.reason), "route": decision.route, "moved_from": decision.moved_from})
+                       "reason": str(decision.reason), "route": decision.route, "moved_from": decision.moved_from,
+                       "note": decision.note or None})
 
     # -- teardown -----------------------------------------------------------------------------------
 

@@ -213,3 +213,30 @@ async def test_a_server_that_resets_at_once_leaves_no_count_behind(tmp_path: Pat
             assert not bal.workers.links[0].attempts
     server.close()
     await server.wait_closed()
+
+
+async def test_the_per_user_limit_is_one_count_across_workers(tmp_path: Path) -> None:
+    """Connections of one user spread by the kernel over both processes are counted in the
+    primary: exactly `per_user_connections` get through, wherever they arrived."""
+    farm = await start_farm("TS01", "TS02")
+    text = two_workers(farm, tmp_path / "s.db").replace("[limits]\n", "[limits]\nper_user_connections = 5\n")
+
+    async def attempt() -> RdpClient | None:
+        try:
+            return await rdp_connect(port, "loop")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None  # refused: closed after the Connection Request
+
+    async with running(text) as bal:
+        port = bal.addresses[0][1]
+        results = await asyncio.gather(*(attempt() for _ in range(40)))
+        through = [c for c in results if c is not None]
+        assert len(through) == 5
+        await wait_until(lambda: sum(by_process(bal).values()) == 5, WAIT_S)
+        await wait_until(lambda: bal.view.stats().refused["per-user"] == 35, WAIT_S)  # the worker's reports too
+        assert bal.router.user_connections["loop"] == 5
+        assert await where(port, "alice") in ("TS01", "TS02")  # another user: untouched
+        await close_all(through)
+        await wait_until(lambda: not bal.router.user_connections, WAIT_S)
+    for s in farm:
+        await s.stop()

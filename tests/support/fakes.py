@@ -55,6 +55,12 @@ class FakeRdpServer:
             self._server.close()
             self._server = None
 
+    async def crash(self) -> None:
+        """A host that reboots: it stops listening and its sessions end (listen_again: back, empty)."""
+        await self.stop_listening()
+        for w in list(self._writers):
+            w.close()
+
     async def listen_again(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
 
