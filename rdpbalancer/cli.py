@@ -179,6 +179,9 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"rdpbalancer: {path}: {exc}", file=sys.stderr)
         return 2
     sys.stdout.write(result.toml)
+    if result.differences:
+        print(f"rdpbalancer: {len(result.differences)} setting(s) translated with a difference in meaning: "
+              "see the comments at the end", file=sys.stderr)
     if result.untranslated:
         print(f"rdpbalancer: {len(result.untranslated)} directive(s) not translated: see the comments at the end",
               file=sys.stderr)

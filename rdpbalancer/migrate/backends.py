@@ -10,12 +10,17 @@ from rdpbalancer.migrate.ledger import Ledger
 from rdpbalancer.migrate.proxies import Proxy
 from rdpbalancer.migrate.servers import ServerLine, ServerOptions, parse_options, parse_server, safe_name
 from rdpbalancer.migrate.stickiness import StickRules, StickTable, read_rules, read_table
-from rdpbalancer.migrate.values import parse_time_ms
+from rdpbalancer.migrate.values import duration, parse_time_ms
 
-_BACKUP = ("backup server: rdpbalancer has no backup role (a backup took users only when every other "
-           "server was down); add it as a normal server, or with weight = 0, if you want it used")
-
-_BACKUP_KEPT = "backup server in HAProxy, but the backend has no other: kept as a normal one"
+_FIRST_BACKUP = ("HAProxy sent new users to the first backup only (no `option allbackups`); rdpbalancer shares "
+                 "them among all the pool's backups by weight: list one backup to keep one at a time")
+_BACKUP_WHEN = ("a backup takes new users only while no other server can, as in HAProxy; in rdpbalancer a server "
+                "at its max_sessions, in drain or at weight 0 counts as one that cannot")
+_MAXCONN = ("HAProxy queued connections beyond maxconn, returning users' too; rdpbalancer refuses a new user "
+            "at the cap (reason=full, nothing queued) and lets a user whose session is there through")
+_SLOWSTART = ("as in HAProxy, the weight ramps after the server comes up or leaves maintenance; rdpbalancer also "
+              "ramps a server added by a reload or raised from weight 0, starts at 5 % of the weight, and a "
+              "ramping server is not preferred for being idle")
 
 
 @dataclass(slots=True)
@@ -28,6 +33,9 @@ class ServerDraft:
     comments: list[str] = field(default_factory=list)
     left_out: bool = False  # written as a comment only
     shutdown_on_down: bool = False  # on-marked-down shutdown-sessions
+    backup: bool = False
+    max_sessions: int | None = None  # from maxconn
+    slowstart: str | None = None  # from slowstart, as an rdpbalancer duration
 
 
 @dataclass(slots=True)
@@ -58,8 +66,10 @@ def translate_backend(proxy: Proxy, ledger: Ledger) -> PoolDraft | str:
     any_check = any(defaults.then(line.options).check for line in lines)
     port = check_port(proxy, ledger)
     health = backend_health(proxy, defaults, any_check, ledger)
+    allbackups = proxy.last("option allbackups")
+    ledger.use(allbackups)
     servers = [_server(line, defaults, health, ledger) for line in lines]
-    _keep_backups_if_all(servers)
+    _backup_notes(lines, servers, defaults, all_backups=allbackups is not None, ledger=ledger)
     comments += _check_port_notes(port, servers)
     balance = _balance(proxy, ledger, comments)
     rules, table = read_rules(proxy, ledger), read_table(proxy, ledger)
@@ -98,8 +108,14 @@ def _server(line: ServerLine, defaults: ServerOptions, health: HealthSettings, l
     if health.check != "none" and not options.check:
         server.check = "none"
     if options.backup:
-        server.left_out = True
-        server.comments.append(_BACKUP)
+        server.backup = True
+    if options.maxconn:  # maxconn 0: no limit
+        server.max_sessions = options.maxconn
+        ledger.differ(line.directive, f"maxconn {options.maxconn}", _MAXCONN)
+        server.comments.append(f"maxconn {options.maxconn} -> max_sessions = {options.maxconn}: {_MAXCONN}")
+    if options.slowstart_ms:
+        server.slowstart = duration(options.slowstart_ms)
+        ledger.differ(line.directive, f"slowstart {server.slowstart}", _SLOWSTART)
     if options.server_id is not None:
         server.comments.append(f"HAProxy id {options.server_id}: a `show table` dump names it server_id="
                                f"{options.server_id}")
@@ -117,12 +133,18 @@ def _own_timing(line: ServerLine, defaults: ServerOptions, ledger: Ledger) -> No
                         part=f"{word} {line.directive.words[line.directive.words.index(word, 3) + 1]}")
 
 
-def _keep_backups_if_all(servers: list[ServerDraft]) -> None:
-    """A pool of backup servers only: HAProxy used them (nothing else was up), so keep them."""
-    if all(server.left_out for server in servers):
-        for server in servers:
-            server.left_out = False
-            server.comments = [_BACKUP_KEPT if comment == _BACKUP else comment for comment in server.comments]
+def _backup_notes(lines: list[ServerLine], servers: list[ServerDraft], defaults: ServerOptions, *,
+                  all_backups: bool, ledger: Ledger) -> None:
+    """What a backup means differently here, said once per backend (on its first backup)."""
+    backups = [(line, server) for line, server in zip(lines, servers, strict=True) if server.backup]
+    if not backups:
+        return
+    line, server = backups[0]
+    ledger.differ(line.directive, "backup", _BACKUP_WHEN)
+    server.comments.append(f"backup = true: {_BACKUP_WHEN}")
+    if len(backups) > 1 and not all_backups:
+        ledger.differ(line.directive, f"backup (and {len(backups) - 1} more)", _FIRST_BACKUP)
+        server.comments.append(_FIRST_BACKUP)
 
 
 def _check_port_notes(port: int | None, servers: list[ServerDraft]) -> list[str]:

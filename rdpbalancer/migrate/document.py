@@ -7,7 +7,7 @@ rdpbalancer behaves differently from HAProxy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rdpbalancer.config.health import DEFAULT_CHECK_TIMEOUT_S
 from rdpbalancer.migrate.backends import PoolDraft, ServerDraft
@@ -45,6 +45,7 @@ class Drafts:
     groups: list[GroupDraft]
     stats_pages: list[StatsPage]
     untranslated: list[Untranslated]
+    differences: list[Untranslated] = field(default_factory=list)  # translated, but meaning something else
 
 
 def build(drafts: Drafts) -> list[Table]:
@@ -55,8 +56,25 @@ def build(drafts: Drafts) -> list[Table]:
     tables += _routes(drafts.frontends)
     tables += [_pool(pool, drafts.pools) for pool in drafts.pools]
     tables += [_admin(page) for page in drafts.stats_pages]
+    tables.append(_differences(drafts.differences))
     tables.append(_untranslated(drafts.untranslated))
     return tables
+
+
+def _differences(entries: list[Untranslated]) -> Table:
+    if not entries:
+        return Table(None, comments=["Every translated setting means what it meant in HAProxy."])
+    by_reason: dict[str, list[Untranslated]] = {}
+    for entry in entries:
+        by_reason.setdefault(entry.reason, []).append(entry)
+    lines = ["Translated, but with a difference in meaning (read each before going live):"]
+    for reason, same in by_reason.items():
+        if len(same) == 1:
+            lines.append(f"different ({_lines([same[0].line])}): {same[0].directive} — {reason}")
+        else:
+            joined = "; ".join(f"{entry.directive} ({_lines([entry.line])})" for entry in same)
+            lines.append(f"different: {joined} — {reason}")
+    return Table(None, comments=lines, hanging="    ")
 
 
 def _header(drafts: Drafts) -> Table:
@@ -144,6 +162,12 @@ def _server(server: ServerDraft) -> Item:
         fields["state"] = server.state
     if server.check is not None:
         fields["check"] = server.check
+    if server.max_sessions is not None:
+        fields["max_sessions"] = server.max_sessions
+    if server.backup:
+        fields["backup"] = True
+    if server.slowstart is not None:
+        fields["slowstart"] = server.slowstart
     comments = list(server.comments)
     if server.check == "none":
         comments.append(f"{server.name}: no `check` in HAProxy, so never checked: check = \"none\"")

@@ -32,6 +32,7 @@ class Ledger:
         self._used: set[int] = set()
         self._skipped: dict[tuple[int, str], Untranslated] = {}
         self._skipped_lines: set[int] = set()
+        self._differences: dict[tuple[int, str], Untranslated] = {}
 
     def use(self, *directives: Directive | None) -> None:
         self._used.update(d.line for d in directives if d is not None)
@@ -44,6 +45,15 @@ class Ledger:
         text = directive.text if part is None else f"{_head(directive)} … {part}"
         self._skipped.setdefault((directive.line, text), Untranslated(directive.line, text, reason))
         self._skipped_lines.add(directive.line)
+
+    def differ(self, directive: Directive, part: str, how: str) -> None:
+        """``part`` of ``directive`` was translated, but rdpbalancer's setting means something else
+        in some case: ``how`` says what (the report lists these apart from the untranslated)."""
+        text = f"{_head(directive)} … {part}"
+        self._differences.setdefault((directive.line, text), Untranslated(directive.line, text, how))
+
+    def differences(self) -> list[Untranslated]:
+        return sorted(self._differences.values(), key=lambda entry: entry.line)
 
     def seen(self, directive: Directive) -> bool:
         return directive.line in self._used or directive.line in self._skipped_lines

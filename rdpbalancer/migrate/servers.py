@@ -19,16 +19,15 @@ MAX_WEIGHT = 256  # HAProxy's and rdpbalancer's upper bound for a server weight
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 _MAX_NAME_LENGTH = 64  # rdpbalancer's limit on pool and server names
 
-_NO_LIMIT = "rdpbalancer has no per-server connection limit"
+_NO_LIMIT = "rdpbalancer has no per-server connection limit other than max_sessions (from maxconn)"
 _TLS = "rdpbalancer relays RDP's own TLS untouched and adds none to the server leg"
 _OBSERVE = "rdpbalancer marks servers up or down from its health checks only"
 _PROXY_PROTOCOL = "rdpbalancer does not send a PROXY protocol header (RDP servers do not read one)"
 _ONE_INTERVAL = "rdpbalancer checks at one interval per pool"
 _RESOLVER = "host names are resolved by the system resolver"
 _OPTION_REASONS = {
-    "maxconn": _NO_LIMIT, "minconn": _NO_LIMIT, "maxqueue": _NO_LIMIT, "pool-max-conn": _NO_LIMIT,
-    "slowstart": 'no slow start: a server coming back takes new users at once (weight = 0 or state = "drain" '
-                 "hold one back)",
+    "minconn": _NO_LIMIT, "maxqueue": "rdpbalancer queues nobody: a new user finds a server or is refused",
+    "pool-max-conn": _NO_LIMIT,
     "send-proxy": _PROXY_PROTOCOL, "send-proxy-v2": _PROXY_PROTOCOL,
     "ssl": _TLS, "verify": _TLS, "sni": _TLS, "crt": _TLS, "ca-file": _TLS, "alpn": _TLS,
     "cookie": "HTTP cookie persistence has no meaning for RDP",
@@ -69,6 +68,8 @@ class ServerOptions:
     check_port: int | None = None
     server_id: int | None = None
     shutdown_on_down: bool | None = None  # on-marked-down shutdown-sessions
+    maxconn: int | None = None  # 0 in HAProxy: no limit
+    slowstart_ms: float | None = None
 
     def then(self, later: ServerOptions) -> ServerOptions:
         """These options overridden by ``later``'s."""
@@ -125,10 +126,11 @@ def _read_value(directive: Directive, word: str, argument: str | None, values: d
         values["shutdown_on_down"] = True
         return True
     readers = {"weight": _weight, "inter": parse_time_ms, "rise": _count, "fall": _count, "port": _count,
-               "id": _count}
+               "id": _count, "maxconn": _count, "slowstart": parse_time_ms}
     if word not in readers or argument is None:
         return False
-    attribute = {"inter": "inter_ms", "port": "check_port", "id": "server_id"}.get(word, word)
+    attribute = {"inter": "inter_ms", "port": "check_port", "id": "server_id",
+                 "slowstart": "slowstart_ms"}.get(word, word)
     with reading(directive):
         values[attribute] = readers[word](argument)
     return True

@@ -7,7 +7,7 @@ stats page, then list every directive no step used, with its reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rdpbalancer.migrate.backends import PoolDraft, reconcile_servers, translate_backend
@@ -29,10 +29,12 @@ _SECTION_REASONS = {
 
 @dataclass(frozen=True, slots=True)
 class Translation:
-    """``toml``: the complete configuration text; ``untranslated``: "line N: directive — reason"."""
+    """``toml``: the complete configuration text; ``untranslated``: "line N: directive — reason";
+    ``differences``: "line N: directive — how", settings translated with a different meaning."""
 
     toml: str
     untranslated: list[str]
+    differences: list[str] = field(default_factory=list)
 
 
 def translate_haproxy(cfg_text: str, *, acl_dir: Path | None = None, source_name: str = "haproxy.cfg") -> Translation:
@@ -51,9 +53,10 @@ def translate_haproxy(cfg_text: str, *, acl_dir: Path | None = None, source_name
     _other_sections(sections, ledger)
     global_log = any(d.key == "log" for s in sections if s.kind == "global" for d in s.directives)
     ledger.settle((d for s in sections for d in s.directives), lambda d: reason_for(d, global_log=global_log))
-    untranslated = ledger.untranslated()
-    drafts = Drafts(source_name, pools, frontends, groups.groups, stats_pages, untranslated)
-    return Translation(render(build(drafts)), [str(entry) for entry in untranslated])
+    untranslated, differences = ledger.untranslated(), ledger.differences()
+    drafts = Drafts(source_name, pools, frontends, groups.groups, stats_pages, untranslated, differences)
+    return Translation(render(build(drafts)), [str(entry) for entry in untranslated],
+                       [str(entry) for entry in differences])
 
 
 def _backends(proxies: list[Proxy], ledger: Ledger) -> tuple[list[PoolDraft], Targets]:

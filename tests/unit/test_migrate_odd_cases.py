@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from rdpbalancer.config import parse_config
+from rdpbalancer.config.compile import compile_config
 from rdpbalancer.migrate import MigrationError, Translation, translate_haproxy
 
 ODD = """\
@@ -116,13 +117,56 @@ def test_disabled_backup_and_unchecked_servers(odd: tuple[Translation, dict[str,
     assert servers == [
         {"name": "a1", "address": "10.2.0.1:3389", "weight": 3},
         {"name": "a2", "address": "10.2.0.2:3389", "weight": 1, "state": "maint"},
-        {"name": "a4", "address": "10.2.0.4:3389", "weight": 1, "check": "none"},
+        {"name": "a3", "address": "10.2.0.3:3389", "weight": 1, "backup": True},
+        {"name": "a4", "address": "10.2.0.4:3389", "weight": 1, "check": "none", "max_sessions": 50},
     ]
-    assert '  # { name = "a3", address = "10.2.0.3:3389", weight = 1 },' in translation.toml
-    assert "rdpbalancer has no backup role" in comments(translation)
+    assert "backup = true: a backup takes new users only while no other server can" in comments(translation)
     assert "3389 assumed" in comments(translation)
-    assert any("server a4 … maxconn 50 — " in u for u in translation.untranslated)
+    assert not any("maxconn 50" in u for u in translation.untranslated)  # translated now ...
+    assert any("server a4 … maxconn 50 — HAProxy queued connections beyond maxconn" in d
+               for d in translation.differences)  # ... with its difference in meaning listed
     assert any("server a4 … send-proxy — " in u for u in translation.untranslated)
+
+
+FARM_POLICIES = """defaults
+    mode tcp
+    default-server slowstart 2m
+
+backend bk_farm
+    balance leastconn
+    server ts1 10.6.0.1:3389 check maxconn 40
+    server ts2 10.6.0.2:3389 check maxconn 0 slowstart 30s
+    server spare1 10.6.0.8:3389 check backup
+    server spare2 10.6.0.9:3389 check backup
+
+backend bk_all
+    option allbackups
+    server x1 10.7.0.1:3389 check
+    server b1 10.7.0.8:3389 check backup
+    server b2 10.7.0.9:3389 check backup
+"""
+
+
+def test_slowstart_backup_and_maxconn_are_translated_and_their_differences_listed() -> None:
+    translation = translate_haproxy(FARM_POLICIES, source_name="farm.cfg")
+    doc = tomllib.loads(translation.toml)
+    assert pool(doc, "bk_farm")["servers"] == [
+        {"name": "ts1", "address": "10.6.0.1:3389", "weight": 1, "max_sessions": 40, "slowstart": "2m"},
+        {"name": "ts2", "address": "10.6.0.2:3389", "weight": 1, "slowstart": "30s"},  # maxconn 0: no limit
+        {"name": "spare1", "address": "10.6.0.8:3389", "weight": 1, "backup": True, "slowstart": "2m"},
+        {"name": "spare2", "address": "10.6.0.9:3389", "weight": 1, "backup": True, "slowstart": "2m"},
+    ]
+    differences = "\n".join(translation.differences)
+    assert "server ts1 … maxconn 40 — HAProxy queued connections beyond maxconn" in differences
+    assert "server ts2 … slowstart 30s — as in HAProxy, the weight ramps" in differences
+    assert "server spare1 … backup — a backup takes new users only while no other server can" in differences
+    assert "server spare1 … backup (and 1 more) — HAProxy sent new users to the first backup only" in differences
+    assert "server b1 … backup (and 1 more)" not in differences  # option allbackups: the same as here
+    assert translation.untranslated == ["line 2: mode tcp — rdpbalancer is always a TCP proxy for RDP"]
+    assert "Translated, but with a difference in meaning" in translation.toml
+    windows = compile_config(parse_config(translation.toml)).policy.slowstart  # a valid configuration
+    assert windows == {"ts1": 120.0, "ts2": 30.0, "spare1": 120.0, "spare2": 120.0,  # default-server slowstart 2m
+                       "x1": 120.0, "b1": 120.0, "b2": 120.0}
 
 
 def test_roundrobin_and_missing_balance_become_leastconn(odd: tuple[Translation, dict[str, Any]]) -> None:
