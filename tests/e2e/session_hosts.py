@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tests.e2e import harness
 
-USERS = {"alice": "Alice-e2e-pw1", "bob": "Bob-e2e-pw1"}
+USERS = {"alice": "Alice-e2e-pw1", "bob": "Bob-e2e-pw1", "carol": "Carol-e2e-pw1"}
 REQUIRED = ("Xvnc", "xrdp", "xrdp-sesman", "xrdp-sesadmin", "unshare", "nsenter", "ss", "curl", "useradd",
             "chpasswd")
 SCRIPT = Path(__file__).resolve().parents[2] / "contrib" / "xrdp-sessions.sh"

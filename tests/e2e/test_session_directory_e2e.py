@@ -57,11 +57,12 @@ def display(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         xvfb.process.stop()
 
 
-def balancer_config(tmp: Path, hosts: dict[str, SessionHost], port: int, admin_port: int) -> Path:
+def balancer_config(tmp: Path, hosts: dict[str, SessionHost], port: int, admin_port: int,
+                    server_extra: str = "") -> Path:
     tokens = tmp / "push-tokens.toml"
     tokens.write_text("".join(f'{k} = "{v}"\n' for k, v in TOKENS.items()))
     os.chmod(tokens, 0o600)
-    rows = ", ".join(f'{{ name = "{n}", address = "{h.address}" }}' for n, h in hosts.items())
+    rows = ", ".join(f'{{ name = "{n}", address = "{h.address}"{server_extra} }}' for n, h in hosts.items())
     path = tmp / "rdpb.toml"
     path.write_text(f"""
 [balancer]
@@ -176,4 +177,89 @@ def test_a_returning_user_reaches_her_real_session_and_a_logged_off_one_is_balan
         print("\n".join(["first:   " + first, "session: " + str(session), "again:   " + again,
                          "sesadmin before/after:\n" + before + hosts[home].sesadmin_list(), "anew:    " + anew]))
     finally:
+        bal.stop()
+
+
+def log_off_everyone(hosts: dict[str, SessionHost]) -> None:
+    """Start from empty hosts: every session (an earlier test's, disconnected) logged off."""
+    for host in hosts.values():
+        for session in host.sessions():
+            host.end_session(str(session["id"]))
+    deadline = time.monotonic() + 20
+    while any(host.sessions() for host in hosts.values()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not any(host.sessions() for host in hosts.values()), {n: h.sessions() for n, h in hosts.items()}
+
+
+def refused_line(log: Path, user: str, after: int) -> str:
+    """The balancer's line turning `user` away, among the lines after the first `after`."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines()[after:]:
+            if f'user="{user}"' in line and " reason=" in line and " routed " not in line and " end " not in line:
+                return line
+        time.sleep(0.2)
+    raise AssertionError(f"no refusal of {user} in {log}:\n{harness.tail(log, 40)}")
+
+
+def test_a_cap_reached_refuses_a_new_user_as_full_and_never_strands_a_session(
+        hosts: dict[str, SessionHost], display: str, tmp_path: Path) -> None:
+    """max_sessions = 1 on both hosts, their real sessions as the load: alice and bob fill them,
+    carol is refused as `full`; alice's disconnected session is reattached although her host is at
+    its cap; once bob logs off, carol gets through."""
+    log_off_everyone(hosts)
+    port, admin_port = free_port(), free_port()
+    config = balancer_config(tmp_path, hosts, port, admin_port, server_extra=", max_sessions = 1")
+    log = tmp_path / "balancer.log"
+    bal = BalancerProcess(config, port, log)
+    bal.start()
+    clients: list[harness.ManagedProcess] = []
+    try:
+        push_all(hosts, admin_port, tmp_path)
+        placed: dict[str, str] = {}
+        sessions: dict[str, dict[str, object]] = {}
+        for user in ("alice", "bob"):  # 1. one user on each host: both at their cap
+            mark = line_count(log)
+            clients.append(logon(display, port, user, tmp_path, f"{user}-cap"))
+            line = routed_line(log, user, mark)
+            placed[user] = re.search(r"server=(\w+)", line).group(1)  # type: ignore[union-attr]
+            sessions[user] = session_hosts.wait_session(hosts[placed[user]], user, "active", timeout=30)
+            push_all(hosts, admin_port, tmp_path)
+        assert sorted(placed.values()) == sorted(hosts), placed
+
+        # 2. carol: every host is full; refused with the usage, not a silent close
+        mark = line_count(log)
+        carol = logon(display, port, "carol", tmp_path, "carol-refused")
+        refused = refused_line(log, "carol", mark)
+        assert "reason=full: every server of pool xrdp that takes new users is at its max_sessions" in refused
+        assert all(f"{name} 1/1" in refused for name in hosts) and "sessions)" in refused, refused
+        carol.stop()
+        assert not any(s["user"] == "carol" for h in hosts.values() for s in h.sessions())
+
+        # 3. alice's client dies; she comes back to her host although it is at its cap
+        session_hosts.kill_client(clients.pop(0))
+        session_hosts.wait_session(hosts[placed["alice"]], "alice", "disconnected")
+        push_all(hosts, admin_port, tmp_path)
+        mark = line_count(log)
+        clients.append(logon(display, port, "alice", tmp_path, "alice-cap-2"))
+        again = routed_line(log, "alice", mark)
+        assert f"server={placed['alice']}" in again and "reason=session" in again, again
+        back = session_hosts.wait_session(hosts[placed["alice"]], "alice", "active", timeout=30)
+        assert back["id"] == sessions["alice"]["id"]  # reattached: her session, not a new one
+
+        # 4. bob logs off: his host is below its cap again, and carol gets in there
+        hosts[placed["bob"]].end_session(str(sessions["bob"]["id"]))
+        deadline = time.monotonic() + 20
+        while any(s["user"] == "bob" for s in hosts[placed["bob"]].sessions()) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        push_all(hosts, admin_port, tmp_path)
+        mark = line_count(log)
+        clients.append(logon(display, port, "carol", tmp_path, "carol-2"))
+        admitted = routed_line(log, "carol", mark)
+        assert f"server={placed['bob']}" in admitted, admitted
+        session_hosts.wait_session(hosts[placed["bob"]], "carol", "active", timeout=30)
+        print("\n".join(["refused: " + refused, "alice:   " + again, "carol:   " + admitted]))
+    finally:
+        for client in clients:
+            session_hosts.kill_client(client)
         bal.stop()
