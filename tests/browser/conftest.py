@@ -127,12 +127,13 @@ def balancer_loop() -> Iterator[LoopThread]:
 
 def dashboard_config(pools: dict[str, list[str]], servers: dict[str, FakeRdpServer], sticky: Path,
                      token_file: Path, *, admin_port: int = 0, routes: str = "", health: str = "",
-                     caps: dict[str, int] | None = None) -> str:
-    caps = caps or {}
+                     caps: dict[str, int] | None = None, options: dict[str, str] | None = None) -> str:
+    caps, options = caps or {}, options or {}
     pool_text = "".join(
         f'\n[[pool]]\nname = "{name}"\nservers = [\n'
         + "".join(f'  {{ name = "{n}", address = "{servers[n].address}"'
-                  + (f", max_sessions = {caps[n]}" if n in caps else "") + " },\n" for n in members) + "]\n"
+                  + (f", max_sessions = {caps[n]}" if n in caps else "")
+                  + (f", {options[n]}" if n in options else "") + " },\n" for n in members) + "]\n"
         for name, members in pools.items())
     return f"""
 [balancer]
@@ -236,7 +237,8 @@ def make_farm(balancer_loop: LoopThread, tmp_path: Path) -> Iterator[Callable[..
     farms: list[Farm] = []
 
     def make(pools: dict[str, list[str]] | None = None, *, routes: str = STANDARD_ROUTES, health: str = "",
-             admin_port: int = 0, extra: str = "", caps: dict[str, int] | None = None) -> Farm:
+             admin_port: int = 0, extra: str = "", caps: dict[str, int] | None = None,
+             options: dict[str, str] | None = None) -> Farm:
         pools = pools or STANDARD_POOLS
         names = list(dict.fromkeys(n for members in pools.values() for n in members))
         servers = {s.name: s for s in balancer_loop.run(start_farm(*names))}
@@ -244,7 +246,8 @@ def make_farm(balancer_loop: LoopThread, tmp_path: Path) -> Iterator[Callable[..
         token_file.write_text(TOKEN + "\n")
         token_file.chmod(0o600)
         text = dashboard_config(pools, servers, tmp_path / f"sticky{len(farms)}.db", token_file,
-                                admin_port=admin_port, routes=routes, health=health, caps=caps) + extra
+                                admin_port=admin_port, routes=routes, health=health, caps=caps,
+                                options=options) + extra
         farm = Farm(balancer_loop, Balancer(parse_config(text)), servers)
         farms.append(farm)  # stopped at teardown even if its start fails half-way
         balancer_loop.run(farm.bal.start())

@@ -251,6 +251,26 @@ def test_the_session_directory_panel_shows_hosts_ages_errors_and_duplicates(
         leave(browser)
 
 
+def test_a_backup_and_a_server_in_slow_start_are_marked(browser: Any, make_farm: Any) -> None:
+    farm = make_farm({"default": ["TS01", "TS02", "SPARE"]}, routes="",
+                     options={"TS02": 'slowstart = "10m"', "SPARE": "backup = true"})
+    page = open_dashboard(browser, farm)
+    try:
+        wait_until(page, lambda d: shown(d, "SPARE", "backup") == "backup", "SPARE marked as a backup")
+        assert not page.find_element(By.CSS_SELECTOR, '[data-server="TS01"] .backup').is_displayed()
+        assert not page.find_element(By.CSS_SELECTOR, '[data-server="TS02"] .ramp').is_displayed()  # at start
+        for state in ("drain", "ready"):  # out of drain: a ramp begins
+            farm.api("/api/v1/servers/TS02/state", method="POST", body={"state": state}, token=farm.token)
+        wait_until(page, lambda d: shown(d, "TS02", "ramp").startswith("ramping "), "TS02 shown ramping")
+        pill = page.find_element(By.CSS_SELECTOR, '[data-server="TS02"] .ramp')
+        assert shown(page, "TS02", "ramp") == "ramping 5%"  # 10 minutes: it stays at the floor for 30 s
+        assert "slow start: 5% of its weight" in pill.get_attribute("title")
+        assert farm.server("TS02")["slowstart"]["share"] == 0.05
+        assert severe_console_entries(page) == []
+    finally:
+        leave(browser)
+
+
 def test_a_capped_server_shows_its_usage_against_max_sessions(browser: Any, make_farm: Any) -> None:
     farm = make_farm({"default": ["TS01", "TS02"]}, routes="", caps={"TS01": 1})
     page = open_dashboard(browser, farm)
