@@ -587,3 +587,39 @@ async def test_the_session_directory_is_handed_over(tmp_path: Path) -> None:
         await _stop_pid(new_pid)
         for s in farm:
             await s.stop()
+
+
+async def test_a_slow_start_ramp_under_way_goes_on_in_the_new_process(tmp_path: Path) -> None:
+    """A server added by a reload ramps; the process that takes over by handoff goes on with the
+    same ramp (a process starting afresh would ramp nobody)."""
+    farm = await start_farm("TS01", "TS02")
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "rdpb.toml"
+    both = _config(farm, tmp_path, port, admin_port).replace("[balancer]\n", '[balancer]\nslowstart = "10m"\n')
+    row = f'  {{ name = "TS02", address = "{farm[1].address}", weight = 1 }}'
+    assert row in both
+    config.write_text(both.replace(row, ""))
+    log = tmp_path / "rdpb.log"
+    old = BalancerProcess(config, port, log)
+    old.start()
+    new_pid = None
+    try:
+        assert old.proc is not None
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        config.write_text(both)  # TS02 is added: it ramps
+        old.proc.send_signal(signal.SIGHUP)
+        await wait_until(lambda: "server TS02 takes new users gradually: slow start over 10m" in log.read_text(),
+                         WAIT_S)
+        before = {s["name"]: s for s in (await _api(admin_port, "/api/v1/servers"))["servers"]}
+        assert before["TS02"]["slowstart"]["share"] == 0.05 and before["TS01"]["slowstart"]["share"] is None
+        old.proc.send_signal(signal.SIGUSR2)
+        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        after = {s["name"]: s for s in (await _api(admin_port, "/api/v1/servers"))["servers"]}
+        ramp = after["TS02"]["slowstart"]
+        assert ramp["share"] == 0.05 and ramp["left_s"] <= before["TS02"]["slowstart"]["left_s"], ramp
+        assert after["TS01"]["slowstart"]["share"] is None
+    finally:
+        old.stop()
+        await _stop_pid(new_pid)
+        for s in farm:
+            await s.stop()

@@ -163,6 +163,14 @@ def test_the_new_user_budget_refuses_after_the_cr() -> None:
         m.Refuse(Refusal.NEW_USERS, 'user "alice": [limits] new_users_per_second reached'), m.Finish(False, "")]
 
 
+def test_the_per_user_limit_refuses_after_the_cr() -> None:
+    s = machine()
+    routing(s)
+    over = Decision(Reason.PER_USER, pool="farm", detail="user alice has 3 open connection(s)")
+    assert s.handle(m.RouteAnswered(over, at=0.0)) == [
+        m.Refuse(Refusal.PER_USER, 'user "alice": user alice has 3 open connection(s)'), m.Finish(False, "")]
+
+
 def test_no_server_is_a_rejection_with_the_reason() -> None:
     s = machine()
     routing(s)
