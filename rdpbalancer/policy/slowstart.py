@@ -9,7 +9,8 @@ session-directory and routing-token users go there at once).
 
 A ramp starts when a server begins to take new users: it comes up after being down, leaves
 drain or maintenance, is added by a reload, or gets a weight above 0 again. A balancer that
-starts does not ramp the servers it finds up: nothing says they were empty.
+starts does not ramp the servers it finds up: nothing says they were empty (a handoff passes
+the ramps under way on, with the rest of each server's condition).
 
 Pure functions of the time they are given; the router keeps when each ramp started.
 """
