@@ -322,6 +322,8 @@ class Session:
         self._out_of_handshake()
         self.ctx.stats.refused[reason] += 1
         refusals.note(reason, format_addr(*self.client_addr), detail)
+        if self.decision is not None:  # refused after routing (a per-user or new-user limit): a decision too
+            self.ctx.record_decision(self, reason, None, detail)
         transport = self.client.transport
         if transport is not None:
             transport.abort()  # nothing to flush, and no TIME_WAIT left behind by a flood

@@ -191,6 +191,9 @@ async def test_the_per_user_limit_refuses_the_next_connection_and_nobody_else(
             assert 'reason=per-user: user "loop": user loop has 2 open connection(s) ' \
                    "([limits] per_user_connections = 2)" in caplog.text
             assert 'rdpbalancer_connections_refused_total{reason="per-user"} 1.0' in bal.metrics.exposition().decode()
+            refusal = next(d for d in bal.ctx.decisions if d["reason"] == "per-user")  # the API's recent decisions
+            assert refusal["user"] == "loop" and refusal["server"] is None
+            assert "per_user_connections" in refusal["detail"]
             assert await where(port, "alice") in ("TS01", "TS02")  # other users: untouched
             await loops[0].close()
             await wait_until(lambda: bal.router.user_connections["loop"] == 1, WAIT_S)

@@ -12,7 +12,7 @@
   const MAX_EVENTS = 50;
   const TOKEN_KEY = 'rdpbalancer.token'; // sessionStorage only: gone when the tab closes
   const REASONS = new Set(['sticky-hit', 'new', 'failover', 'routing-token', 'no-cookie', 'denied', 'no-server',
-    'malformed', 'timeout', 'connect-failed']);
+    'malformed', 'timeout', 'connect-failed', 'session', 'no-session', 'full', 'per-user', 'new-users-per-source']);
   const STATES = ['ready', 'drain', 'maint'];
   const STATE_HELP = {
     ready: 'Ready: takes new users and its sticky users',
