@@ -84,3 +84,24 @@ def test_ages(seconds: float | None, text: str) -> None:
 ])
 def test_byte_counts(n: int | None, text: str) -> None:
     assert format_bytes(n) == text
+
+
+def test_the_servers_view_marks_backups_and_ramps_and_reads_older_balancers() -> None:
+    from rdpbalancer.ctl import views
+
+    def server(name: str, pools: list[dict[str, object]], slowstart: object = None) -> dict[str, object]:
+        return {"name": name, "pools": pools, "admin_state": "ready", "health": "up", "health_since": None,
+                "active_sessions": 0, "homed_users": 0, "connections": 0, "last_error": None,
+                **({"slowstart": slowstart} if slowstart is not None else {})}
+
+    text = views.servers({"servers": [
+        server("TS01", [{"pool": "default", "weight": 1}]),  # an older balancer: no backup, no slowstart
+        server("TS02", [{"pool": "default", "weight": 2, "backup": False}],
+               {"window_s": 60.0, "share": 0.25, "left_s": 45.0}),
+        server("SPARE", [{"pool": "default", "weight": 1, "backup": True}],
+               {"window_s": 60.0, "share": None, "left_s": None}),
+    ]})
+    rows = {line.split()[0]: line for line in text.splitlines()[1:]}
+    assert "default(1)" in rows["TS01"] and " ready " in rows["TS01"]
+    assert "default(2)" in rows["TS02"] and "ready ramping 25%" in rows["TS02"]
+    assert "default(1 backup)" in rows["SPARE"] and "ramping" not in rows["SPARE"]
