@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rdpbalancer.ctl import views
 from rdpbalancer.ctl.table import (
     display_width,
     format_age,
@@ -87,8 +88,6 @@ def test_byte_counts(n: int | None, text: str) -> None:
 
 
 def test_the_servers_view_marks_backups_and_ramps_and_reads_older_balancers() -> None:
-    from rdpbalancer.ctl import views
-
     def server(name: str, pools: list[dict[str, object]], slowstart: object = None) -> dict[str, object]:
         return {"name": name, "pools": pools, "admin_state": "ready", "health": "up", "health_since": None,
                 "active_sessions": 0, "homed_users": 0, "connections": 0, "last_error": None,
