@@ -25,8 +25,7 @@ from rdpbalancer.handoff.messages import (
 )
 from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.operations import Operations
-from rdpbalancer.policy.engine import Router
-from rdpbalancer.policy.identity import SOURCE_IP_PREFIX
+from rdpbalancer.policy.engine import Router, limited_key
 from rdpbalancer.policy.model import Server
 from rdpbalancer.policy.ports import StickyStore
 from rdpbalancer.policy.sticky import Change
@@ -163,12 +162,13 @@ class Predecessor:
 
     def _user(self, key: str, step: int) -> None:
         """The old process's sessions count for their users' [limits] per_user_connections."""
-        if key.startswith(SOURCE_IP_PREFIX):
+        user = limited_key(key)
+        if user is None:
             return
         if step > 0:
-            self.router.user_opened(key)
+            self.router.user_opened(user)
         else:
-            self.router.user_closed(key)
+            self.router.user_closed(user)
 
     def _changed(self, change: Change) -> None:
         """The old process wrote it to the same file already: adopted, not written again."""

@@ -471,9 +471,13 @@ class Router:
 
 
 def counted_user(decision: Decision) -> str | None:
-    """The user key a connection counts for in [limits] per_user_connections: the user's own
-    key, not an address standing in for a user without a cookie (the per-source limits count those)."""
-    key = decision.sticky_key
+    """The user key a connection counts for in [limits] per_user_connections."""
+    return limited_key(decision.sticky_key)
+
+
+def limited_key(key: str | None) -> str | None:
+    """A sticky key as [limits] per_user_connections counts it: a user's own key, not an address
+    standing in for a user without a cookie (the per-source limits count those)."""
     return None if key is None or key.startswith(SOURCE_IP_PREFIX) else key
 
 

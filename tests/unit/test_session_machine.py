@@ -155,20 +155,15 @@ def test_a_limit_refusal_resets_before_any_byte_and_never_registers(refusal: str
     assert play(s, m.ClientData(CR), m.Lost(CLIENT)) == []  # nothing registered, nothing to finish
 
 
-def test_the_new_user_budget_refuses_after_the_cr() -> None:
+@pytest.mark.parametrize(("reason", "refusal", "detail"), [
+    (Reason.LIMITED, Refusal.NEW_USERS, "[limits] new_users_per_second reached"),
+    (Reason.PER_USER, Refusal.PER_USER, "user alice has 3 open connection(s)"),
+], ids=["new-user-budget", "per-user"])
+def test_a_limit_decided_by_the_router_refuses_after_the_cr(reason: Reason, refusal: Refusal, detail: str) -> None:
     s = machine()
     routing(s)
-    limited = Decision(Reason.LIMITED, sticky_key="alice", detail="[limits] new_users_per_second reached")
-    assert s.handle(m.RouteAnswered(limited, at=0.0)) == [
-        m.Refuse(Refusal.NEW_USERS, 'user "alice": [limits] new_users_per_second reached'), m.Finish(False, "")]
-
-
-def test_the_per_user_limit_refuses_after_the_cr() -> None:
-    s = machine()
-    routing(s)
-    over = Decision(Reason.PER_USER, pool="farm", detail="user alice has 3 open connection(s)")
-    assert s.handle(m.RouteAnswered(over, at=0.0)) == [
-        m.Refuse(Refusal.PER_USER, 'user "alice": user alice has 3 open connection(s)'), m.Finish(False, "")]
+    assert s.handle(m.RouteAnswered(Decision(reason, sticky_key="alice", detail=detail), at=0.0)) == [
+        m.Refuse(refusal, f'user "alice": {detail}'), m.Finish(False, "")]
 
 
 def test_no_server_is_a_rejection_with_the_reason() -> None:
