@@ -8,15 +8,18 @@ calls. Relay bytes never pass through here: once relaying, the pumps move them, 
     HANDSHAKE --CR--> ROUTING --connected + durable--> RELAY --both sides gone--> CLOSED
         \\--junk/timeout/EOF/limit--> CLOSED  \\--no server/denied/all attempts failed--> CLOSED
 
-Time is the events' business: `RouteAnswered.at` starts the connect budget, and each `Connect`
-says how long that attempt may take.
+Time is the events' business: the machine never reads a clock. Every event that ends a wait the
+connect budget depends on carries its time (`at`, monotonic seconds, `time.monotonic()` in the
+shell): `RouteAnswered.at` starts the budget of `connect_timeout`, `ConnectDone.at` and
+`AttemptDurable.at` say when an attempt ended, and each `Connect` says how long its attempt may
+take. All the attempts of one connection fit in the budget (see `SessionMachine._connect`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
@@ -31,7 +34,8 @@ from rdpbalancer.proto.proxy import parse_proxy_header
 from rdpbalancer.relay.context import State
 from rdpbalancer.settings import RelaySettings
 
-MIN_ATTEMPT_TIMEOUT_S = 0.25  # never give a connect attempt less than this, even late in the budget
+# never give a connect attempt less than this: a next candidate is not tried once less is left
+MIN_ATTEMPT_TIMEOUT_S = 0.25
 # Client bytes after its Connection Request, held while a server is chosen and reached. The client
 # is still read meanwhile so that its leaving is noticed at once (a paused transport sees no EOF or
 # reset); a client normally waits for the Confirm, so beyond this it is paused until the relay.
@@ -93,24 +97,27 @@ class RouteAnswered:
     decision: Decision | None
     ambiguous: bool = False
     attempted: bool = False
-    at: float = 0.0
     unavailable: str | None = None
+    at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectDone:
-    """The connect of the current attempt finished: "" connected, else why not."""
+    """The connect of the current attempt finished: "" connected, else why not; `at`: when
+    (monotonic seconds, the clock of `RouteAnswered.at`)."""
 
     error: str = ""
+    at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptDurable:
     """The attempt's assignment is durable: None, or where another node placed the user first;
-    `unavailable`: the control plane could not tell."""
+    `unavailable`: the control plane could not tell; `at`: when (as `ConnectDone.at`)."""
 
     winner: Server | None = None
     unavailable: str | None = None
+    at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +196,8 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Connect:
+    """Connect to `server` within `budget_s` (its `ConnectDone` follows, whatever happens)."""
+
     server: Server
     budget_s: float
 
@@ -315,7 +324,7 @@ class SessionMachine:
         self._cr = b""  # the Connection Request and what came with it
         self._early = b""  # bytes, not a bytearray: an idle session keeps no buffer of its own
         self._paused = False
-        self._deadline = 0.0  # monotonic end of the connect budget
+        self._deadline = 0.0  # monotonic end of the connect budget (RouteAnswered.at + connect_timeout)
         self._attempt = 0  # index of the current candidate
         self._followed = False  # another node's winner followed once already
         self._connected: str | None = None  # the current connect's result, until both halves are in
@@ -364,11 +373,11 @@ class SessionMachine:
 
     def _on_connect_done(self, event: ConnectDone) -> list[Command]:
         self._connected = event.error
-        return self._judge()
+        return self._judge(event.at)
 
     def _on_durable(self, event: AttemptDurable) -> list[Command]:
         self._durable = event
-        return self._judge()
+        return self._judge(event.at)
 
     def _on_relay_ended(self, event: RelayEnded) -> list[Command]:
         self.end_reason = self.end_reason or event.reason
@@ -487,7 +496,7 @@ class SessionMachine:
             if answer.decision is not None and answer.attempted and answer.decision.candidates:
                 self.decision, self.server = answer.decision, answer.decision.candidates[0]
                 self._client_left, self._connected = True, "client left before connect"
-                return self._judge()
+                return self._judge(answer.at)
             return []
         if answer.unavailable is not None or answer.decision is None:
             return self._reject(f"unavailable: {answer.unavailable}", "unavailable")
@@ -507,17 +516,27 @@ class SessionMachine:
         return commands + self._connect(answer.at, started=True)
 
     def _connect(self, now: float, *, started: bool) -> list[Command]:
+        """The attempt on candidate `_attempt`, starting at `now` (the time of the event that
+        ended the previous one). It gets an equal share of what is left of the budget for the
+        candidates not yet tried, at least MIN_ATTEMPT_TIMEOUT_S, and never past the budget's
+        end: all the attempts of a connection fit in connect_timeout. A later attempt that would
+        get less than MIN_ATTEMPT_TIMEOUT_S is not started: the budget is spent. The first one
+        (`started`: the control plane began it with its answer, at the start of the budget) gets
+        its share, or all of connect_timeout if that is less than MIN_ATTEMPT_TIMEOUT_S."""
         assert self.decision is not None
         candidates = self.decision.candidates
+        remaining = self._deadline - now
+        if not started and remaining < MIN_ATTEMPT_TIMEOUT_S:
+            return self._all_failed(spent=True)
         server = self.server = candidates[self._attempt]
         self._connected, self._durable = None, None
-        left = len(candidates) - self._attempt
-        budget = max(MIN_ATTEMPT_TIMEOUT_S, (self._deadline - now) / left)
+        budget = min(remaining, max(MIN_ATTEMPT_TIMEOUT_S, remaining / (len(candidates) - self._attempt)))
         commands: list[Command] = [] if started else [Attempt(self.decision, server)]
         return [*commands, Connect(server, budget)]
 
-    def _judge(self) -> list[Command]:
-        """Both halves of an attempt are in (the connect, the durable assignment): what next."""
+    def _judge(self, now: float) -> list[Command]:
+        """Both halves of an attempt are in (the connect, the durable assignment; the later came
+        at `now`): what next."""
         if self._connected is None or self._durable is None:
             return []
         server, durable = self.server, self._durable
@@ -533,7 +552,7 @@ class SessionMachine:
             self._followed, self.decision, self._attempt = True, follow, 0
             return [*commands, Log(logging.INFO, f"user {self.user_text()} was placed on {durable.winner.name} by "
                                                  "another balancer first; following"),
-                    *self._connect(self._deadline - self.settings.connect_timeout_s, started=False)]
+                    *self._connect(now, started=False)]
         outcome = judge_attempt(error=error, client_left=client_left)
         if outcome is AttemptOutcome.ABANDONED:
             self.server = None
@@ -543,20 +562,29 @@ class SessionMachine:
             failed: list[Command] = [AttemptFailed(server, error)]
             if self._attempt + 1 < len(self.decision.candidates):
                 self._attempt += 1
-                return failed + self._connect(self._deadline - self.settings.connect_timeout_s, started=False)
+                return failed + self._connect(now, started=False)
             return failed + self._all_failed()
         self.state = State.RELAY
         first, self._early, self._cr = self._cr + self._early, b"", b""
         resume, self._paused = self._paused, False
         return [AttemptConnected(server), StartRelay(self.decision, server, first, resume)]
 
-    def _all_failed(self) -> list[Command]:
+    def _all_failed(self, *, spent: bool = False) -> list[Command]:
+        """Every candidate failed, or (`spent`) the budget is spent before candidate `_attempt`."""
         assert self.decision is not None
         decision = self.decision
         commands: list[Command] = [AllFailed(decision)]
         if self.state is State.ROUTING:
-            tried = ", ".join(s.name for s in decision.candidates)
-            commands += self._reject(f"connect-failed: {tried} unreachable ({decision.detail})", "connect-failed")
+            names = [s.name for s in decision.candidates]
+            if spent:
+                self.server = None
+                tried, untried = names[:self._attempt], names[self._attempt:]
+                what = (f"{', '.join(tried)} unreachable, " if tried else "") + f"{', '.join(untried)} not tried"
+                reason = (f"connect-failed: connect budget spent (connect_timeout "
+                          f"{self.settings.connect_timeout_s:g}s): {what} ({decision.detail})")
+            else:
+                reason = f"connect-failed: {', '.join(names)} unreachable ({decision.detail})"
+            commands += self._reject(reason, "connect-failed")
         return commands
 
     # -- half-close and teardown -----------------------------------------------------------------------

@@ -348,7 +348,9 @@ class Session:
     # connection with a known user and a server that answers at once runs from the Connection
     # Request to the relay in one pass of the event loop, without a Task, a coroutine or a
     # timeout context of its own. Each step starts only after the machine's commands of the
-    # previous one were all carried out (the route starts in a callback of its own).
+    # previous one were all carried out (the route starts in a callback of its own). The machine
+    # reads no clock: the route's answer, each connect's end and each durable answer carry
+    # time.monotonic() (`at`), the one clock of the connect budget.
 
     def _begin_route(self, request: RouteRequest) -> None:
         _when_done(self.ctx.control.route(self.id, request), self._route_answered)
@@ -357,11 +359,12 @@ class Session:
         try:
             routed = routing.result()
         except (ControlUnavailable, asyncio.CancelledError) as exc:
-            self._do(self.machine.handle(m.RouteAnswered(None, unavailable=str(exc) or "cancelled")))
+            self._do(self.machine.handle(m.RouteAnswered(None, unavailable=str(exc) or "cancelled",
+                                                         at=time.monotonic())))
             return
         self._persist = routed.first_attempt
         self._do(self.machine.handle(m.RouteAnswered(routed.decision, routed.ambiguous,
-                                                     routed.first_attempt is not None, time.monotonic())))
+                                                     routed.first_attempt is not None, at=time.monotonic())))
         if self._next is None and self._persist is not None:
             self._await_durable()  # the client left while it was decided: the attempt is given up
         else:
@@ -400,7 +403,8 @@ class Session:
 
     def _connected(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> None:
         self._connecting = None
-        self._do(self.machine.handle(m.ConnectDone(self._connect_result(connecting, budget_s, started))))
+        error = self._connect_result(connecting, budget_s, started)
+        self._do(self.machine.handle(m.ConnectDone(error, at=time.monotonic())))
         self._await_durable()
 
     def _connect_result(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> str:
@@ -432,9 +436,9 @@ class Session:
         try:
             winner = persist.result()
         except (ControlUnavailable, asyncio.CancelledError) as exc:
-            self._do(self.machine.handle(m.AttemptDurable(unavailable=str(exc) or "cancelled")))
+            self._do(self.machine.handle(m.AttemptDurable(unavailable=str(exc) or "cancelled", at=time.monotonic())))
         else:
-            self._do(self.machine.handle(m.AttemptDurable(winner)))
+            self._do(self.machine.handle(m.AttemptDurable(winner, at=time.monotonic())))
         self._go_on()
 
     def _attempt_failed(self, server: Server, error: str) -> None:

@@ -45,8 +45,8 @@ def test_a_new_user_is_admitted_routed_connected_and_relayed() -> None:
     s = machine()
     routing(s)
     assert s.handle(m.RouteAnswered(NEW, attempted=True, at=100.0)) == [m.Connect(TS01, 2.0)]
-    assert s.handle(m.ConnectDone()) == []  # connected, but not durable yet: nothing goes on
-    assert s.handle(m.AttemptDurable()) == [m.AttemptConnected(TS01), m.StartRelay(NEW, TS01, CR, False)]
+    assert s.handle(m.ConnectDone(at=100.01)) == []  # connected, but not durable yet: nothing goes on
+    assert s.handle(m.AttemptDurable(at=100.02)) == [m.AttemptConnected(TS01), m.StartRelay(NEW, TS01, CR, False)]
     assert s.state is State.RELAY and s.server is TS01 and s.user == "alice"
 
 
@@ -55,7 +55,7 @@ def test_client_bytes_before_the_backend_is_up_follow_the_cr_in_order() -> None:
     routing(s, CR + b"\x03\x00")  # the start of the next PDU came with the CR
     assert play(s, m.ClientData(b"\x00\x08"), m.RouteAnswered(NEW, attempted=True, at=0.0),
                 m.ClientData(b"more")) == [m.Connect(TS01, 2.0)]
-    assert play(s, m.AttemptDurable(), m.ConnectDone()) == [  # durable first, connected second: same
+    assert play(s, m.AttemptDurable(at=0.1), m.ConnectDone(at=0.2)) == [  # durable first, connected second: same
         m.AttemptConnected(TS01), m.StartRelay(NEW, TS01, CR + b"\x03\x00\x00\x08more", False)]
 
 
@@ -65,7 +65,7 @@ def test_a_client_that_sends_too_much_before_the_backend_is_up_is_paused_then_re
     assert s.handle(m.ClientData(b"x" * m.MAX_EARLY_CLIENT_BYTES)) == []
     assert s.handle(m.ClientData(b"y")) == [m.PauseClient()]
     assert s.handle(m.ClientData(b"z")) == []  # paused once; what was in flight is kept
-    commands = play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone(), m.AttemptDurable())
+    commands = play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone(at=0.1), m.AttemptDurable(at=0.1))
     start = commands[-1]
     assert isinstance(start, m.StartRelay) and start.resume
     assert start.first == CR + b"x" * m.MAX_EARLY_CLIENT_BYTES + b"yz"
@@ -77,7 +77,7 @@ def test_the_client_leaving_mid_connect_cancels_it_and_abandons_the_attempt() ->
     s.handle(m.RouteAnswered(NEW, attempted=True, at=0.0))
     assert s.handle(m.Lost(CLIENT)) == [m.CancelConnect(), m.Finish(False, "client closed")]
     # the cancelled connect and the durable write still come in: the attempt is nobody's fault
-    assert play(s, m.ConnectDone("client left during connect"), m.AttemptDurable()) == [
+    assert play(s, m.ConnectDone("client left during connect", at=0.5), m.AttemptDurable(at=0.5)) == [
         m.AttemptAbandoned(TS01)]
     assert s.state is State.CLOSED
 
@@ -87,8 +87,8 @@ def test_an_abort_mid_connect_resets_the_client_and_the_rest_follows_as_a_client
     routing(s)
     s.handle(m.RouteAnswered(NEW, attempted=True, at=0.0))
     assert s.handle(m.Aborted("shutdown")) == [m.Close(CLIENT, reset=True)]  # no backend leg yet
-    assert play(s, m.Lost(CLIENT, "reset by us"), m.ConnectDone("client left during connect"),
-                m.AttemptDurable()) == [m.CancelConnect(), m.Finish(False, "shutdown"), m.AttemptAbandoned(TS01)]
+    assert play(s, m.Lost(CLIENT, "reset by us"), m.ConnectDone("client left during connect", at=0.5),
+                m.AttemptDurable(at=0.5)) == [m.CancelConnect(), m.Finish(False, "shutdown"), m.AttemptAbandoned(TS01)]
 
 
 def test_the_client_leaving_while_the_route_is_decided_gives_the_attempt_up() -> None:
@@ -96,24 +96,24 @@ def test_the_client_leaving_while_the_route_is_decided_gives_the_attempt_up() ->
     routing(s)
     assert s.handle(m.Lost(CLIENT)) == [m.CancelConnect(), m.Finish(False, "client closed")]
     assert s.handle(m.RouteAnswered(NEW, attempted=True, at=0.0)) == []  # no connect for nobody
-    assert s.handle(m.AttemptDurable()) == [m.AttemptAbandoned(TS01)]
+    assert s.handle(m.AttemptDurable(at=0.1)) == [m.AttemptAbandoned(TS01)]
 
 
 def test_a_user_placed_by_another_node_first_is_followed_once() -> None:
     s = machine()
     routing(s)
     s.handle(m.RouteAnswered(NEW, attempted=True, at=10.0))
-    s.handle(m.ConnectDone())
-    commands = s.handle(m.AttemptDurable(winner=TS02))
+    s.handle(m.ConnectDone(at=10.25))
+    commands = s.handle(m.AttemptDurable(winner=TS02, at=10.5))
     followed = Decision(Reason.STICKY_HIT, sticky_key="alice", pool="farm", candidates=(TS02,),
                         detail="placed on TS02 by another node")
     assert commands == [
         m.AttemptAbandoned(TS01),
         m.Log(logging.INFO, 'user "alice" was placed on TS02 by another balancer first; following'),
-        m.Attempt(followed, TS02), m.Connect(TS02, 4.0)]
+        m.Attempt(followed, TS02), m.Connect(TS02, 3.5)]  # what is left of the budget
     # ... and a second disagreement gives up: the table changed again meanwhile
-    s.handle(m.ConnectDone())
-    assert s.handle(m.AttemptDurable(winner=TS01)) == [
+    s.handle(m.ConnectDone(at=10.75))
+    assert s.handle(m.AttemptDurable(winner=TS01, at=11.0)) == [
         m.AttemptAbandoned(TS02), m.AllFailed(followed),
         m.Reject("connect-failed", "connect-failed: TS02 unreachable (placed on TS02 by another node)")]
     assert s.state is State.CLOSED
@@ -123,20 +123,89 @@ def test_all_attempts_failed_tries_each_candidate_then_forgets_the_assignment() 
     s = machine()
     routing(s)
     s.handle(m.RouteAnswered(NEW, attempted=True, at=10.0))
-    assert play(s, m.ConnectDone("connection refused"), m.AttemptDurable()) == [
-        m.AttemptFailed(TS01, "connection refused"), m.Attempt(NEW, TS02), m.Connect(TS02, 4.0)]
+    # refused half a second in: the last candidate gets the rest of the budget, not all of it again
+    assert play(s, m.ConnectDone("connection refused", at=10.5), m.AttemptDurable(at=10.5)) == [
+        m.AttemptFailed(TS01, "connection refused"), m.Attempt(NEW, TS02), m.Connect(TS02, 3.5)]
     reject = m.Reject("connect-failed", "connect-failed: TS01, TS02 unreachable (leastconn)")
-    assert play(s, m.AttemptDurable(), m.ConnectDone("connect timeout after 4.00s")) == [
-        m.AttemptFailed(TS02, "connect timeout after 4.00s"), m.AllFailed(NEW), reject]
+    assert play(s, m.AttemptDurable(at=10.5), m.ConnectDone("connect timeout after 3.50s", at=14.0)) == [
+        m.AttemptFailed(TS02, "connect timeout after 3.50s"), m.AllFailed(NEW), reject]
     # the shell closes the client: its end takes the session out of the registry
     assert s.handle(m.Lost(CLIENT)) == [m.Finish(False, reject.reason)]
+
+
+TS03 = Server("TS03", "127.0.0.1", 3392)
+THREE = Decision(Reason.NEW, sticky_key="alice", pool="farm", candidates=(TS01, TS02, TS03), detail="leastconn")
+
+
+def test_each_attempt_gets_an_equal_share_of_what_is_left_of_the_connect_budget() -> None:
+    """connect_timeout 4 s, three candidates: 4/3 s for the first. Its connect timed out, but the
+    durable write answered only 3 s in (a slow store): the second gets (4 - 3) / 2 = 0.5 s, and
+    the third what is left then. Every attempt ends by 104.0, the budget's end."""
+    s = machine()
+    routing(s)
+    assert s.handle(m.RouteAnswered(THREE, attempted=True, at=100.0)) == [m.Connect(TS01, 4.0 / 3)]
+    assert play(s, m.ConnectDone("connect timeout after 1.33s", at=101.34), m.AttemptDurable(at=103.0)) == [
+        m.AttemptFailed(TS01, "connect timeout after 1.33s"), m.Attempt(THREE, TS02), m.Connect(TS02, 0.5)]
+    assert play(s, m.ConnectDone("connection refused", at=103.25), m.AttemptDurable(at=103.25)) == [
+        m.AttemptFailed(TS02, "connection refused"), m.Attempt(THREE, TS03), m.Connect(TS03, 0.75)]
+
+
+def test_a_late_attempt_gets_at_least_the_minimum_but_never_past_the_budget() -> None:
+    s = machine()
+    routing(s)
+    s.handle(m.RouteAnswered(THREE, attempted=True, at=100.0))
+    # 0.5 s left for two candidates: 0.25 s each would be the minimum anyway
+    assert play(s, m.ConnectDone("connection refused", at=103.5), m.AttemptDurable(at=103.5))[-1] == m.Connect(
+        TS02, m.MIN_ATTEMPT_TIMEOUT_S)
+    # 0.375 s left for one: all of it, not a share of it
+    assert play(s, m.ConnectDone("connection refused", at=103.625), m.AttemptDurable(at=103.625))[-1] == m.Connect(
+        TS03, 0.375)
+
+
+def test_a_next_candidate_is_not_tried_once_the_connect_budget_is_spent() -> None:
+    """Less than MIN_ATTEMPT_TIMEOUT_S left: the connection ends rather than overrun connect_timeout;
+    the client retries, and its next connection has a budget of its own."""
+    s = machine()
+    routing(s)
+    s.handle(m.RouteAnswered(THREE, attempted=True, at=100.0))
+    reject = m.Reject("connect-failed", "connect-failed: connect budget spent (connect_timeout 4s): TS01 unreachable, "
+                                        "TS02, TS03 not tried (leastconn)")
+    assert play(s, m.ConnectDone("connect timeout after 1.33s", at=101.34), m.AttemptDurable(at=103.875)) == [
+        m.AttemptFailed(TS01, "connect timeout after 1.33s"), m.AllFailed(THREE), reject]
+    assert s.state is State.CLOSED and s.server is None
+    assert s.handle(m.Lost(CLIENT)) == [m.Finish(False, reject.reason)]
+
+
+def test_a_connect_timeout_below_the_minimum_is_one_attempt_of_all_of_it() -> None:
+    s = machine(RelaySettings(handshake_timeout_s=5.0, connect_timeout_s=0.1))
+    routing(s)
+    assert s.handle(m.RouteAnswered(NEW, attempted=True, at=0.0)) == [m.Connect(TS01, 0.1)]
+    assert play(s, m.ConnectDone("connection refused", at=0.0), m.AttemptDurable(at=0.0)) == [
+        m.AttemptFailed(TS01, "connection refused"), m.AllFailed(NEW),
+        m.Reject("connect-failed", "connect-failed: connect budget spent (connect_timeout 0.1s): TS01 unreachable, "
+                                   "TS02 not tried (leastconn)")]
+
+
+def test_following_another_node_late_in_the_budget_ends_the_connection_instead() -> None:
+    s = machine()
+    routing(s)
+    s.handle(m.RouteAnswered(NEW, attempted=True, at=10.0))
+    s.handle(m.ConnectDone(at=10.25))
+    followed = Decision(Reason.STICKY_HIT, sticky_key="alice", pool="farm", candidates=(TS02,),
+                        detail="placed on TS02 by another node")
+    assert s.handle(m.AttemptDurable(winner=TS02, at=13.875)) == [
+        m.AttemptAbandoned(TS01),
+        m.Log(logging.INFO, 'user "alice" was placed on TS02 by another balancer first; following'),
+        m.AllFailed(followed),  # a sticky hit: nothing of ours to forget, the entry is the other node's
+        m.Reject("connect-failed", "connect-failed: connect budget spent (connect_timeout 4s): TS02 not tried "
+                                   "(placed on TS02 by another node)")]
 
 
 def test_a_durable_write_that_fails_fails_the_attempt() -> None:
     s = machine()
     routing(s)
     s.handle(m.RouteAnswered(NEW, attempted=True, at=0.0))
-    assert play(s, m.ConnectDone(), m.AttemptDurable(unavailable="redis: timeout"))[0] == m.AttemptFailed(
+    assert play(s, m.ConnectDone(at=0.1), m.AttemptDurable(unavailable="redis: timeout", at=0.5))[0] == m.AttemptFailed(
         TS01, "control plane unavailable: redis: timeout")
 
 
@@ -209,7 +278,7 @@ def test_a_malformed_proxy_header_is_rejected_as_malformed() -> None:
 def relaying(settings: RelaySettings = SETTINGS) -> m.SessionMachine:
     s = machine(settings)
     routing(s)
-    play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone(), m.AttemptDurable())
+    play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone(at=0.01), m.AttemptDurable(at=0.01))
     assert s.relaying
     return s
 
@@ -251,7 +320,7 @@ def test_sessions_accepted_before_a_handoff_are_finished_here() -> None:
     play(s, m.ClientConnected(ADDR), m.Admitted())
     # ... the listener is handed to the successor here; the client sends its CR afterwards
     assert s.handle(m.ClientData(CR)) == [m.HandshakeDone(), m.AskRoute(ALICE)]
-    play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone(), m.AttemptDurable())
+    play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone(at=0.01), m.AttemptDurable(at=0.01))
     assert s.relaying
     assert s.handle(m.Aborted("handoff drain timeout")) == [m.Close(CLIENT, reset=True), m.Close(SERVER, reset=True)]
     assert play(s, m.Lost(CLIENT, "reset"), m.Lost(SERVER, "reset")) == [m.Finish(True, "handoff drain timeout")]
@@ -300,10 +369,11 @@ def test_an_unknown_event_is_an_error_that_names_it() -> None:
 def test_a_server_that_closes_after_connecting_but_before_the_write_is_durable_failed() -> None:
     s = machine()
     routing(s)
-    play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone())
+    play(s, m.RouteAnswered(NEW, attempted=True, at=0.0), m.ConnectDone(at=0.25))
     assert play(s, m.Eof(SERVER), m.Lost(SERVER)) == []  # not relaying: the shell closes the leg
-    assert s.handle(m.AttemptDurable()) == [m.AttemptFailed(TS01, "closed by server during connect"),
-                                            m.Attempt(NEW, TS02), m.Connect(TS02, 4.0)]
+    # the durable answer came a second in: the next candidate gets the 3 s left
+    assert s.handle(m.AttemptDurable(at=1.0)) == [m.AttemptFailed(TS01, "closed by server during connect"),
+                                                  m.Attempt(NEW, TS02), m.Connect(TS02, 3.0)]
 
 
 def test_an_ambiguous_truncated_name_is_logged_and_counted() -> None:
