@@ -10,7 +10,11 @@ one new user at once agree on one server.
 Redis is never on the path of a refusal: when it does not answer within `timeout`, the node
 routes from its own table (and its SQLite copy), remembers what it wrote meanwhile, and replays
 it when Redis is back. Conflict rule on replay: for a user both sides changed, the later
-assignment (`created`) wins; every conflict is logged with both sides.
+assignment (`created`) wins; a deletion is written as it would have been online, only where
+Redis still holds a server this node believed the user on (so an entry another node wrote
+meanwhile stays); every conflict is logged with both sides. Entries this node's table let go of
+by itself (`Change.dropped`: expired, evicted) are never deleted from Redis, online or on replay:
+Redis expires them on its own, `ttl` after the last use any node wrote.
 
 Refreshes of last_used (`refresh_later`) are coalesced as in the local copy: one write per user
 at most every LAZY_FLUSH_S, dropped when an assignment of the same user is written first (it
@@ -68,16 +72,33 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 stamp(KEYS[2], ARGV[7])
 return nil
 """
-# KEYS[1] user, KEYS[2] feed; ARGV expected server ("*" any), user key. Deletes only what this node believed.
+# KEYS[1] user, KEYS[2] feed; ARGV user key, then the expected servers ("*" any). Deletes only
+# what this node believed: online one server, on replay the ones its queued changes believed.
 _CAD = _STAMP + """
-if ARGV[1] == '*' or redis.call('HGET', KEYS[1], 'server') == ARGV[1] then
-  stamp(KEYS[2], ARGV[2])
-  return redis.call('DEL', KEYS[1])
+local cur = redis.call('HGET', KEYS[1], 'server')
+for i = 2, #ARGV do
+  if ARGV[i] == '*' or cur == ARGV[i] then
+    stamp(KEYS[2], ARGV[1])
+    return redis.call('DEL', KEYS[1])
+  end
 end
 return 0
 """
 FEED_SLACK_S = 3600.0  # stamps are kept this long past the ttl
 PULL_BATCH = 5000  # users read from the change feed per heartbeat at most (the rest next time)
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A user's change kept while Redis is away: the latest one, and what Redis may hold for it
+    to land as the queued changes would have landed online, one after the other."""
+
+    entry: StickyEntry | None  # None: deleted
+    # the server this node believed before its first queued change ("" none, "*" any: forced),
+    # then each one a later queued change replaced (its own earlier ones: another node may have
+    # written the same). A deletion is replayed only where Redis holds one of them.
+    priors: tuple[str, ...]
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +120,7 @@ class RedisStickyStore:
         self.last_error: str | None = None
         self.conflicts = 0
         self.failures = 0
-        self._outbox: dict[str, tuple[StickyEntry | None, str, float]] = {}  # key -> (entry|None, prior, at)
+        self._outbox: dict[str, _Queued] = {}  # key -> its change kept while Redis is away
         self._client: aioredis.Redis | None = None
         self._retry: asyncio.Task[None] | None = None
         self._tasks = TaskSet()  # background writes and the retry: kept, failures logged
@@ -239,8 +260,8 @@ class RedisStickyStore:
                     expected = "*" if change.force else prior.get(entry.key, "")
                     pipe.eval(_CAS, 2, *self._cas_args(entry, expected))  # type: ignore[arg-type]  # redis-py types ARGV as str
                 for key in change.delete:
-                    pipe.eval(_CAD, 2, self._key(key), self._feed, "*" if change.force or key not in prior
-                              else prior[key], key)
+                    pipe.eval(_CAD, 2, *self._cad_args(key, ("*" if change.force or key not in prior
+                                                             else prior[key],)))
                 results = await pipe.execute()
         except (redis.RedisError, OSError) as exc:
             self._down(exc)
@@ -258,41 +279,64 @@ class RedisStickyStore:
         return winners
 
     def _keep(self, change: Change, prior: dict[str, str]) -> None:
-        """Redis is away: remember the latest change per user, replayed when it is back."""
+        """Redis is away: remember the latest change per user, replayed when it is back.
+        (`dropped` is not written to Redis, online or later: see the module's docstring.)"""
         now = time.time()
         for entry in change.put:
-            self._outbox[entry.key] = (entry, "*" if change.force else prior.get(entry.key, ""), now)
+            self._queue(entry.key, entry, "*" if change.force else prior.get(entry.key, ""), now)
         for key in change.delete:
-            self._outbox[key] = (None, "*" if change.force or key not in prior else prior[key], now)
+            self._queue(key, None, "*" if change.force or key not in prior else prior[key], now)
+
+    def _queue(self, key: str, entry: StickyEntry | None, prior: str, now: float) -> None:
+        """Coalesce with the change of `key` already kept: the latest change is written, on the
+        condition of the first (what Redis held as this node knew it), or on a server this node
+        wrote since. A forced change in the row makes the rest unconditional, as online."""
+        kept = self._outbox.get(key)
+        if kept is None:
+            priors: tuple[str, ...] = (prior,)
+        elif prior == "*" or "*" in kept.priors:
+            priors = ("*",)
+        else:
+            priors = kept.priors if prior in kept.priors else (*kept.priors, prior)
+        self._outbox[key] = _Queued(entry, priors, now)
 
     async def _replay(self) -> None:
         """Redis is back: write what changed meanwhile; the later assignment wins a conflict."""
         assert self._client is not None
         pending = dict(self._outbox)  # each leaves the outbox once written (unsaved counts the rest)
         replayed = conflicts = 0
-        for key, (entry, _prior, _at) in pending.items():  # the later assignment (created) wins
+        for key, queued in pending.items():  # the later assignment (created) wins
             try:
-                conflicts += await self._replay_one(key, entry)
+                conflicts += await self._replay_one(key, queued)
             except (redis.RedisError, OSError) as exc:
                 self._down(exc)
                 return
             replayed += 1
-            if self._outbox.get(key) is pending[key]:
+            if self._outbox.get(key) is queued:
                 del self._outbox[key]  # not changed again meanwhile
         self.conflicts += conflicts
         log.warning("sticky store: Redis %s is back; %d change(s) made meanwhile replayed, %d conflict(s)",
                     self._where(), replayed, conflicts)
 
-    async def _replay_one(self, key: str, entry: StickyEntry | None) -> int:
+    async def _replay_one(self, key: str, queued: _Queued) -> int:
         """Write one user kept during the outage; 1 if another node had placed them elsewhere.
 
         The write is a compare-and-set on what was read: other nodes replay at the same moment,
         and a read followed by a blind write would let the earlier assignment overwrite the
-        later one. When the set fails, the user is read and decided again."""
+        later one. When the set fails, the user is read and decided again. A deletion is the
+        online one: it deletes only where Redis holds a server this node believed."""
         assert self._client is not None
+        entry = queued.entry
         if entry is None:
-            await _awaited(self._client.eval(_CAD, 2, self._key(key), self._feed, "*", key))
-            return 0
+            if await _awaited(self._client.eval(_CAD, 2, *self._cad_args(key, queued.priors))):
+                return 0
+            current = _entry(key, await _hgetall(self._client, self._key(key)))
+            if current is None:
+                return 0  # gone already: deleted or expired
+            log.warning("sticky conflict after the Redis outage: user %s was deleted here (on %s as this "
+                        "node knew it) and is on %s elsewhere since %.0f; that entry is kept",
+                        key, " or ".join(s or "none" for s in queued.priors), current.server, current.created)
+            return 1
         for _ in range(REPLAY_ATTEMPTS):
             current = _entry(key, await _hgetall(self._client, self._key(key)))
             if current is not None and current.server != entry.server and current.created > entry.created:
@@ -356,6 +400,9 @@ class RedisStickyStore:
     def _cas_args(self, entry: StickyEntry, expected: str) -> tuple[str | float | int, ...]:
         return (self._key(entry.key), self._feed, entry.pool, entry.server, repr(entry.created),
                 repr(entry.last_used), expected, int(self.ttl_s * 1000), entry.key)
+
+    def _cad_args(self, key: str, expected: Sequence[str]) -> tuple[str, ...]:
+        return (self._key(key), self._feed, key, *expected)
 
     def _where(self) -> str:
         s = self.settings
