@@ -10,10 +10,9 @@ import logging
 import os
 import signal
 import socket
-import time
 from collections import Counter
 
-from rdpbalancer import __version__
+from rdpbalancer import __version__, clock
 from rdpbalancer.admin.server import AdminServer
 from rdpbalancer.cluster import ClusterSync
 from rdpbalancer.config.compile import Snapshot, compile_config
@@ -62,10 +61,10 @@ class Balancer:
         self.table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
         self.router = Router(snapshot.policy, self.table)
         self.monitor = HealthMonitor(self.router, list(snapshot.checks))
-        self.control = LocalControl(self.router, self.store, self.monitor, time.time)
+        self.control = LocalControl(self.router, self.store, self.monitor, clock.now)
         self.router.new_users = NewUserBudget(config.limits.new_users_per_source)
         self.router.sessions = SessionDirectory(strip_domain=config.identity.strip_domain)
-        self.hosts = SessionPoller(self.router.sessions, snapshot.sessions, clock=time.time)
+        self.hosts = SessionPoller(self.router.sessions, snapshot.sessions, clock=clock.now)
         self.ctx = RelayContext(control=self.control, settings=snapshot.relay)
         self.listeners = ListenerSet(self.ctx)
         self.ops = Operations(self.router, self.store, self.ctx, snapshot, self.hosts)
@@ -268,6 +267,8 @@ class Balancer:
         self.ops.configure(snapshot)
         self.ctx.configure(snapshot.relay)
         self.table.ttl_s, self.table.max_entries = config.sticky.ttl, config.sticky.max_entries
+        if self.router.sessions is not None:  # the hosts' lists keyed as the cookies are, from now on
+            self.router.sessions.rekey(config.identity.strip_domain)
         self.store.set_commit_window(config.sticky.commit_window)
         self.monitor.update(list(snapshot.checks))
         self.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"
@@ -333,6 +334,7 @@ class Balancer:
             active_users=Counter(s.decision.sticky_key for s in live
                                  if s.decision is not None and s.decision.sticky_key is not None),
             host_reports=list(self.router.sessions.reports.values()) if self.router.sessions is not None else [],
+            clock_offset=clock.PROCESS_CLOCK.offset,
         )
 
     async def pause_services(self) -> None:

@@ -8,10 +8,10 @@ trace of every route. Health is not known offline: every server counts as up, un
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from rdpbalancer import clock
 from rdpbalancer.config.compile import compile_config
 from rdpbalancer.config.schema import Config
 from rdpbalancer.directory.build import build_directory
@@ -38,7 +38,7 @@ class Question:
 
 async def explain(config: Config, q: Question) -> str:
     snapshot = compile_config(config)
-    now = q.at if q.at is not None else time.time()
+    now = q.at if q.at is not None else clock.now()
     table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
     table.load(SqliteStickyStore(config.sticky.path).read_only(), now)
     router = Router(snapshot.policy, table)

@@ -10,7 +10,6 @@ samples): a list append instead of a lock, a bucket search and a few counter upd
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rdpbalancer import __version__
+from rdpbalancer import __version__, clock
 from rdpbalancer.policy.limits import Refusal
 from rdpbalancer.ports import ReadModel
 
@@ -162,7 +161,7 @@ class _StateCollector(Collector):
                 state.add_metric([name, s], 1 if cond.admin == s else 0)
             homed.add_metric([name], bal.table.homed(name))
             conns.add_metric([name], bal.router.connections[name])
-        now = time.time()
+        now = clock.now()
         shares = {name: ramp[0] for name in bal.router.policy.slowstart
                   if (ramp := bal.router.ramp(name, now)) is not None}
         for pool in bal.router.policy.pools:
@@ -221,10 +220,13 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(P + "truncated_cookie_ambiguities",
                                   "Truncated cookies standing for users that route differently",
                                   value=bal.router.ambiguous)
+        yield CounterMetricFamily(P + "session_name_ambiguities",
+                                  "Cookies without a domain that the hosts list under several domains "
+                                  "(the sticky entry stands)", value=bal.router.ambiguous_names)
 
 
     def _host_sessions(self) -> Iterator[Metric]:
-        poller, now = self.bal.hosts, time.time()
+        poller, now = self.bal.hosts, clock.now()
         directory = poller.directory
         sessions = _gauge("host_sessions", "Sessions the host itself reports (session directory)", ["server", "state"])
         up = _gauge("session_source_up", "1 while the host's session list is fresh (answered within stale_after)",

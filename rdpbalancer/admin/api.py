@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rdpbalancer import clock
 from rdpbalancer.admin import views
 from rdpbalancer.admin.inputs import (
     ExplainQuery,
@@ -243,7 +243,7 @@ async def healthz(request: web.Request) -> web.Response:
     body["sticky_store_ok"] = store_ok
     hosts = view.hosts
     if hosts.plan.sources:  # a stale list degrades nothing (routing falls back to the table): shown, not failed
-        now = time.time()
+        now = clock.now()
         stale = sorted(s.server for s in hosts.plan.sources if not hosts.directory.fresh(s.server, now))
         body["session_sources"] = {"fresh": len(hosts.plan.sources) - len(stale), "stale": stale}
     body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
@@ -296,7 +296,7 @@ async def list_sticky(request: web.Request) -> web.Response:
 
 async def get_sticky(request: web.Request) -> web.Response:
     view, key = _view(request), _key(request)
-    entry = view.table.get(key, time.time())
+    entry = view.table.get(key, clock.now())
     if entry is None:
         raise ApiError(404, f"no sticky entry for {key!r}")
     return _json(views.entry(entry))
@@ -363,7 +363,7 @@ async def explain(request: web.Request) -> web.Response:
     req = RouteRequest(query.source, key, msts_target(token), tsv_collection(token), listener)
     trace = Trace()
     router = view.router
-    decision = router.preview(req, time.time(), trace)
+    decision = router.preview(req, clock.now(), trace)
     return _json({
         "user": key, "candidates": list(router.candidate_users(key)),
         "groups": sorted({g for u in router.candidate_users(key) for g in router.membership.groups_of(u)}),
@@ -417,7 +417,7 @@ async def push_host_sessions(request: web.Request) -> web.Response:
     if (request.content_length or 0) > MAX_REPORT_BYTES:
         raise ApiError(413, f"session list larger than {MAX_REPORT_BYTES} bytes")
     try:
-        report = parse_report(name, await request.read(), time.time())
+        report = parse_report(name, await request.read(), clock.now())
     except ReportError as exc:
         raise ApiError(400, str(exc)) from None
     _ops(request).push_sessions(report)

@@ -5,10 +5,10 @@ Kept apart from the HTTP handlers so the dashboard, `ctl` and tests all see one 
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from typing import Any
 
+from rdpbalancer import clock
 from rdpbalancer.health.state import Transition
 from rdpbalancer.policy.identity import printable
 from rdpbalancer.policy.sticky import StickyEntry
@@ -20,7 +20,7 @@ def servers(view: ReadModel) -> list[dict[str, Any]]:
     policy, router = view.router.policy, view.router  # with run-time weight overrides
     live = Counter(s.server.name for s in view.sessions.values() if s.server is not None and s.relaying)
     out = []
-    now = time.time()
+    now = clock.now()
     for name, server in policy.servers().items():
         tracker = view.monitor.trackers.get(name)
         spec = view.monitor.specs.get(name)
@@ -126,7 +126,7 @@ def user_text(key: str | None) -> str:
 
 def hosts(view: ReadModel) -> dict[str, Any]:
     """Every server with a session source: what it said, how old that is, and its health."""
-    poller, now = view.hosts, time.time()
+    poller, now = view.hosts, clock.now()
     directory = poller.directory
     out = []
     for source in poller.plan.sources:

@@ -64,6 +64,7 @@ def compile_config(config: Config) -> Snapshot:
         sessions=sessions.rules,
         slowstart=slowstart_windows(config),
         per_user_connections=config.limits.per_user_connections,
+        shared_table=config.sticky.store == "redis",
     )
     workers = usable_cores() if b.workers == "auto" else b.workers
     relay = RelaySettings(
@@ -121,7 +122,7 @@ def sessions_plan(config: Config, servers: dict[str, Server]) -> SessionsPlan:
                 command=merged.command,
                 credentials=credentials if merged.source == "windows" else None)
         if uses:
-            rules[pool.name] = SessionRules(Trust(merged_pool.trust))
+            rules[pool.name] = SessionRules(Trust(merged_pool.trust), merged_pool.logon_grace)
     tokens = read_push_tokens(section.push_tokens, set(servers)) if section.push_tokens is not None else {}
     return SessionsPlan(tuple(sources.values()), rules, tokens, section.max_parallel)
 

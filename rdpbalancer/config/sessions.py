@@ -17,6 +17,9 @@ Trust = Literal["route", "hint"]
 DEFAULT_SESSIONS_INTERVAL_S = 15.0  # a reconnect within 15 s of a logoff may still see the session
 DEFAULT_SESSIONS_TIMEOUT_S = 5.0  # a LAN host lists its sessions in well under a second
 DEFAULT_STALE_AFTER_S = 60.0  # four missed polls: the host's list is no evidence any more
+# a Windows logon under load takes up to a minute or two before the host lists the user
+# (policy/sessions.py DEFAULT_LOGON_GRACE_S); at most a day, as for other durations of this section
+DEFAULT_LOGON_GRACE_S = 120.0
 DEFAULT_MAX_PARALLEL = 8  # queries under way at once (threads for impacket, subprocesses)
 MAX_PARALLEL = 64
 WINDOWS_SMB_PORT = 445  # MS-TSTS over SMB named pipes
@@ -31,6 +34,9 @@ class SessionsSection(ConfigModel):
     timeout: PositiveDuration = DEFAULT_SESSIONS_TIMEOUT_S
     stale_after: PositiveDuration = DEFAULT_STALE_AFTER_S
     trust: Trust = "route"
+    # a user's missing session overrides her sticky entry only once the entry is this old (a
+    # logon takes time to show in a host's list); changes on reload
+    logon_grace: PositiveDuration = DEFAULT_LOGON_GRACE_S
     # a 0600 TOML file with `user`, `password` and optionally `domain`; without it, the
     # environment's RDPBALANCER_SESSIONS_USER / _PASSWORD / _DOMAIN
     credentials: ConfigPath | None = None
@@ -56,18 +62,21 @@ class SessionsOverride(ConfigModel):
     timeout: PositiveDuration | None = None
     stale_after: PositiveDuration | None = None
     trust: Trust | None = None
+    logon_grace: PositiveDuration | None = None
     command: tuple[str, ...] | None = None
     port: StrictInt | None = Field(default=None, ge=1, le=65535)
 
 
 class ServerSessionsOverride(SessionsOverride):
-    """``sessions = { ... }`` on a server: `trust` is its pool's choice (how a user of the pool is routed)."""
+    """``sessions = { ... }`` on a server: `trust` and `logon_grace` are its pool's choice (how a
+    user of the pool is routed)."""
 
     @model_validator(mode="after")
     def _no_trust(self) -> Self:
-        if self.trust is not None:
-            raise ValueError("trust is set for a whole pool ([sessions] or the pool's sessions = { trust = ... }), "
-                             "not for one server")
+        for key in ("trust", "logon_grace"):
+            if getattr(self, key) is not None:
+                raise ValueError(f"{key} is set for a whole pool ([sessions] or the pool's sessions = "
+                                 f"{{ {key} = ... }}), not for one server")
         return self
 
 
@@ -96,6 +105,7 @@ class ServerSessions:
     timeout: float
     stale_after: float
     trust: str
+    logon_grace: float
     command: tuple[str, ...]
     port: int | None
 

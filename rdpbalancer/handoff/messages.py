@@ -26,6 +26,8 @@ class RuntimeState:
     connections: Counter[str] = field(default_factory=Counter)  # server -> sessions still in the old process
     active_users: Counter[str] = field(default_factory=Counter)  # sticky key -> its sessions there
     host_reports: list[HostReport] = field(default_factory=list)  # the session directory, as it stood
+    # the old process's clock offset (rdpbalancer/clock.py): the times above are on its scale
+    clock_offset: float | None = None
 
 
 # -- old -> new -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Protocol
 
+from rdpbalancer import clock
 from rdpbalancer.config.compile import Snapshot
 from rdpbalancer.handoff.messages import (
     Address,
@@ -230,6 +231,8 @@ async def take_over(takeover: Takeover, host: NewHost) -> None:
             if address not in snapshot.listen:
                 sock.close()  # the old process listened there; the new configuration does not
     state = await takeover.loaded()  # the old process stopped accepting and flushed its writes
+    if state.clock_offset is not None:  # one time scale for the conditions and reports it hands over
+        clock.PROCESS_CLOCK.adopt(state.clock_offset)
     host.ops.adopt(state.admin_overrides, state.weight_overrides)
     servers = snapshot.policy.servers()
     for name, condition in state.conditions.items():

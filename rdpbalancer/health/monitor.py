@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from rdpbalancer import clock
 from rdpbalancer.health.probes import ProbeResult, probe
 from rdpbalancer.health.state import CheckSpec, Health, HealthTracker, Transition, first_delay, next_delay
 from rdpbalancer.policy.engine import Router
@@ -28,7 +28,7 @@ Prober = Callable[[str, str, int, float], Awaitable[ProbeResult]]
 
 class HealthMonitor:
     def __init__(self, router: Router, specs: list[CheckSpec], *, shutdown_sessions_on_down: bool = False,
-                 clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random,
+                 clock: Callable[[], float] = clock.now, rand: Callable[[], float] = random.random,
                  prober: Prober = probe) -> None:
         self.router = router
         self.clock, self.rand, self.prober = clock, rand, prober

@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from rdpbalancer import clock
 from rdpbalancer.hosts.command import query_command
 from rdpbalancer.hosts.spec import HostSource, SessionsPlan
-from rdpbalancer.policy.sessions import HostReport, SessionDirectory
+from rdpbalancer.policy.sessions import DEFAULT_LOGON_GRACE_S, HostReport, SessionDirectory
 from rdpbalancer.tasks import TaskSet
 
 log = logging.getLogger("rdpbalancer.sessions")
@@ -39,7 +40,7 @@ class SourceStats:
 
 
 class SessionPoller:
-    def __init__(self, directory: SessionDirectory, plan: SessionsPlan, *, clock: Callable[[], float] = time.time,
+    def __init__(self, directory: SessionDirectory, plan: SessionsPlan, *, clock: Callable[[], float] = clock.now,
                  windows: Query | None = None) -> None:
         self.directory = directory
         self.plan = plan
@@ -54,7 +55,8 @@ class SessionPoller:
     def configure(self, plan: SessionsPlan) -> None:
         """A new plan (start, reload): the directory's freshness windows, stats for each source."""
         self.plan = plan
-        self.directory.configure({s.server: s.stale_after_s for s in plan.sources})
+        grace = max((r.logon_grace_s for r in plan.rules.values()), default=DEFAULT_LOGON_GRACE_S)
+        self.directory.configure({s.server: s.stale_after_s for s in plan.sources}, grace)
         self.stats = {s.server: self.stats.get(s.server) or SourceStats(s.kind) for s in plan.sources}
         for server in set(self.directory.reports) - {s.server for s in plan.sources}:
             self.directory.forget(server)

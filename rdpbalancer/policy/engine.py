@@ -36,7 +36,15 @@ from rdpbalancer.policy.model import (
 )
 from rdpbalancer.policy.ports import GroupMembership, NoGroups
 from rdpbalancer.policy.rules import MatchInput, Route, Trace, first_match, parse_ip
-from rdpbalancer.policy.sessions import Evidence, SessionDirectory, SessionRules, Trust, choose
+from rdpbalancer.policy.sessions import (
+    OPEN_ELSEWHERE_S,
+    Evidence,
+    SessionDirectory,
+    SessionRules,
+    Trust,
+    choose,
+    history,
+)
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 
 READY = ServerCondition()
@@ -63,6 +71,8 @@ class RoutingPolicy:
     slowstart: Mapping[str, float] = field(default_factory=dict)
     # [limits] per_user_connections: open connections one user key may have; None: no limit
     per_user_connections: int | None = None
+    # the table is shared with other nodes (Redis): their open connections are not counted here
+    shared_table: bool = False
 
     def pool(self, name: str) -> Pool:
         return next(p for p in self.pools if p.name == name)
@@ -83,6 +93,7 @@ class Router:
         self.conditions: dict[str, ServerCondition] = {}
         self.membership: GroupMembership = NoGroups()
         self.ambiguous = 0  # truncated cookies whose candidate users would route differently
+        self.ambiguous_names = 0  # cookies without a domain the hosts list under several domains
         self._balancers: dict[str, Balancer] = {}
         self._turns: Counter[str] = Counter()  # pool -> tie-break turn, advanced by commit only
         # [limits] new_users_per_source: invented user names from one address must not push real
@@ -179,6 +190,8 @@ class Router:
             self._turns[decision.pool] += 1
         if decision.ambiguous:
             self.ambiguous += 1
+        if decision.name_ambiguous:
+            self.ambiguous_names += 1
         if self.new_users is not None and decision.reason is Reason.NEW and decision.sticky_key is not None:
             self.new_users.take(source_of(request.client_host), now)
 
@@ -262,7 +275,7 @@ class Router:
         if evidence is not None:
             if trace is not None:
                 trace.steps.append(("sessions", bool(evidence.found), evidence.text()))
-            by_sessions = self._by_sessions(pool, key, sticky, evidence, now)
+            by_sessions = self._by_sessions(pool, key, sticky, evidence, now, trace=trace)
             if by_sessions is not None:
                 return by_sessions
         if sticky is not None and member is not None:
@@ -271,6 +284,8 @@ class Router:
             decision = self._balance(pool, key, Reason.NEW, now)
         if evidence is not None and self.policy.sessions[pool.name].trust is Trust.HINT:
             decision = replace(decision, detail=f"{decision.detail} [directory, as a hint: {evidence.text()}]")
+        if evidence is not None and evidence.ambiguous:
+            decision = replace(decision, name_ambiguous=True)
         return decision
 
     # -- the session directory (policy/sessions.py) -------------------------------------------
@@ -284,7 +299,7 @@ class Router:
                                       truncated=user if n and len(user) == n else None)
 
     def _by_sessions(self, pool: Pool, key: str, sticky: StickyEntry | None, evidence: Evidence,
-                     now: float) -> Decision | None:
+                     now: float, *, trace: Trace | None = None) -> Decision | None:
         """The directory's decision where its evidence is enough (trust = "route"), else None."""
         if self.policy.sessions[pool.name].trust is not Trust.ROUTE:
             return None
@@ -301,12 +316,27 @@ class Router:
             if not cond.up:
                 why += f" (down for {down_for:.0f}s, held until failover_after)"
             return Decision(Reason.SESSION, key, pool.name, (member.server,), why)
-        if evidence.complete and sticky is not None:
-            moved = self._balance(pool, key, Reason.NO_SESSION, now)
-            detail = (f"no host of {pool.name} has a session for {printable(key)} ({len(evidence.fresh)} answered); "
-                      f"the entry for {sticky.server} was history; {moved.detail}")
-            return replace(moved, detail=detail, moved_from=sticky.server if moved.candidates else None)
-        return None
+        if sticky is None:
+            return None
+        held = self.entry_stands(pool, sticky, evidence, now)
+        if held is not None:
+            if trace is not None:
+                trace.steps.append(("entry stands", True, f"the entry for {sticky.server} stands: {held}"))
+            return None
+        moved = self._balance(pool, key, Reason.NO_SESSION, now)
+        detail = (f"no host of {pool.name} has a session for {printable(key)} ({len(evidence.fresh)} answered "
+                  f"since it was last used, {_ago(now - sticky.last_used)}); the entry for {sticky.server} "
+                  f"was history; {moved.detail}")
+        return replace(moved, detail=detail, moved_from=sticky.server if moved.candidates else None)
+
+    def entry_stands(self, pool: Pool, sticky: StickyEntry, evidence: Evidence, now: float) -> str | None:
+        """Why the directory's evidence does not cover `sticky` (policy/sessions.py `history`), or
+        None when the entry is history."""
+        grace = self.policy.sessions[pool.name].logon_grace_s
+        if self.policy.shared_table:  # an open connection through another node shows as a recent last_used
+            grace = max(grace, OPEN_ELSEWHERE_S)
+        opened = max(sticky.active, self.user_connections[sticky.key])
+        return history(evidence, sticky.last_used, opened, grace, now)
 
     def _moved(self, pool: Pool, key: str, server: str, why: str, now: float) -> Decision:
         moved = self._balance(pool, key, Reason.FAILOVER, now)
@@ -479,6 +509,10 @@ def limited_key(key: str | None) -> str | None:
     """A sticky key as [limits] per_user_connections counts it: a user's own key, not an address
     standing in for a user without a cookie (the per-source limits count those)."""
     return None if key is None or key.startswith(SOURCE_IP_PREFIX) else key
+
+
+def _ago(seconds: float) -> str:
+    return f"{max(0.0, seconds):.0f}s ago"
 
 
 def _open_to_new(cond: ServerCondition) -> bool:

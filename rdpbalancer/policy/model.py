@@ -125,6 +125,8 @@ class Decision:
     moved_from: str | None = None  # FAILOVER: the server the user's entry pointed at
     route: str | None = None  # the label of the route that chose the pool
     ambiguous: bool = False  # a truncated cookie whose candidate users would route differently
+    # a cookie without a domain that the hosts list for several domains (`corp\alice`, `lab\alice`)
+    name_ambiguous: bool = False
     # a farm policy that shaped where a new user went (a backup server, slow start), for the log
     note: str = ""
 

@@ -7,8 +7,13 @@ The rules, each with a reason and its evidence (`explain` shows them):
 
 - **session**: a user with a live session (active or disconnected) on a host of their pool is
   sent there, whatever the table says; the table is corrected by the assignment.
-- **no-session**: every host of the pool answered within `stale_after` and none has a session
-  for the user: a sticky entry is only history, and the user is balanced as new.
+- **no-session**: no host of the pool has a session for the user, and the evidence covers her
+  sticky entry (`history`): every host of the pool answered within `stale_after` and after the
+  entry was last used, that was longer ago than the logon grace, the user has no open or opening
+  connection, and the hosts name users the way the cookie does. Then the entry is only history
+  and the user is balanced as new. Anything short of that keeps the entry: a logon takes seconds
+  to show in a host's list, and a missing session on weak evidence must never send a user away
+  from the one she is logging on to.
 - **duplicates**: a user with sessions on several hosts goes to the one the table names if it
   is among them, else to a disconnected session (it waits for this user), else to the newest
   logon. The duplicates are listed for the admins (API, dashboard, metric).
@@ -28,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from rdpbalancer.policy.identity import name_key
+from rdpbalancer.policy.identity import name_key, strip_domain_part
 
 
 class SessionState(StrEnum):
@@ -68,6 +73,14 @@ class HostReport:
 
 
 DEFAULT_STALE_AFTER_S = 60.0
+# A Windows logon under load (NLA, profile load, group policy) takes up to a minute or two before
+# the host lists the user; until then her missing session proves nothing. Twice the worst we
+# expect: the cost of a longer grace is a user who logged off recently going back to her host.
+DEFAULT_LOGON_GRACE_S = 120.0
+# A connection open through another node sharing the table: its entry's last_used is refreshed at
+# least every 30 s (the sweep) and reaches us within the lazy flush (2 s) and a heartbeat (1 s).
+OPEN_ELSEWHERE_S = 40.0
+MAX_KNOWN_NAMES = 200_000  # user names the hosts have listed, remembered for comparability (LRU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,7 @@ class SessionRules:
     """The directory's settings for one pool (compiled from [sessions] and its override)."""
 
     trust: Trust = Trust.ROUTE
+    logon_grace_s: float = DEFAULT_LOGON_GRACE_S  # a placement proves nothing missing before this
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +106,10 @@ class Evidence:
     stale: tuple[str, ...] = ()  # pool servers without recent data (never answered, failing, old)
     found: tuple[Found, ...] = ()  # the user's sessions on fresh servers of the pool
     candidates: tuple[str, ...] = ()  # a truncated cookie: the directory users it may stand for
-    pending: tuple[str, ...] = ()  # servers the user was placed on after their last answer
-
-    @property
-    def complete(self) -> bool:
-        """Every host of the pool answered recently, and after the user was last placed on it:
-        the absence of a session is a fact (a user placed a second ago is still logging on)."""
-        return bool(self.fresh) and not self.stale and not self.pending
+    pending: tuple[str, ...] = ()  # servers where the user's logon is pending (placed, not listed yet)
+    answered: tuple[float, ...] = ()  # when each of `fresh` last answered (process clock)
+    known_name: bool = True  # a host listed this name once: its absence can be compared
+    ambiguous: tuple[str, ...] = ()  # users with a domain the cookie without one may stand for
 
     def text(self) -> str:
         if self.found:
@@ -108,8 +119,45 @@ class Evidence:
         if self.stale:
             known += f", {len(self.stale)} without recent data: {', '.join(self.stale)}"
         if self.pending:
-            known += f"; placed on {', '.join(self.pending)} since its last answer"
+            known += f"; logon pending on {', '.join(self.pending)} (placed, not listed yet)"
+        if self.ambiguous:
+            known += f"; the name may be any of {', '.join(self.ambiguous)}"
+        elif not self.known_name:
+            known += "; no host listed this name since the balancer started"
         return known
+
+
+def history(evidence: Evidence, placed_at: float, open_connections: int, grace_s: float, now: float) -> str | None:
+    """None when the evidence covers a sticky entry last used at `placed_at`: no host of the pool
+    has a session for the user, and each one had the time to show it. Else why the entry stands.
+
+    The rule, in the order it is checked: every host of the pool answered within `stale_after`;
+    the names compare (a host listed this user name once, and a cookie without a domain stands for
+    one user with a domain at most); the user has no open or opening connection; the entry was
+    last used (placed, connected to, left) longer ago than the logon grace; and every host
+    answered after that."""
+    if not evidence.fresh or evidence.stale:
+        return f"{', '.join(evidence.stale) or 'no host'} without recent data"
+    if evidence.ambiguous:
+        return f"the name may stand for {', '.join(evidence.ambiguous)}"
+    if not evidence.known_name:
+        return "no host listed this name since the balancer started (names may not compare)"
+    if open_connections > 0:
+        return f"{open_connections} open or opening connection(s)"
+    if evidence.pending:
+        return f"logon pending on {', '.join(evidence.pending)}"
+    since = now - placed_at
+    if since < grace_s:
+        return f"last used {max(0.0, since):.0f}s ago, within the logon grace ({grace_s:g}s)"
+    late = [server for server, at in zip(evidence.fresh, evidence.answered, strict=True) if at <= placed_at]
+    if late:
+        return f"{', '.join(late)} did not answer since the entry was last used"
+    return None
+
+
+def bare(key: str) -> str:
+    """A user key without its domain part (`corp\\alice`, `alice@corp` -> `alice`)."""
+    return strip_domain_part(key)
 
 
 def session_key(session: HostSession, *, strip_domain: bool) -> str | None:
@@ -134,7 +182,14 @@ class SessionDirectory:
         self.strip_domain = strip_domain
         self.reports: dict[str, HostReport] = {}
         self.stale_after: dict[str, float] = {}  # server -> how long its list is evidence (configured)
+        self.logon_grace_s = DEFAULT_LOGON_GRACE_S  # the longest of the pools': how long a placement is pending
         self._users: dict[str, dict[str, HostSession]] = {}  # user key -> server -> session
+        # without strip_domain: a bare name -> the keys with a domain listed for it (`alice` ->
+        # {`corp\alice`}), so a cookie without a domain finds a session reported with one
+        self._qualified: dict[str, set[str]] = {}
+        # every name a host listed (and its bare form), least recently listed first: a name never
+        # listed may be spelt otherwise by the hosts (a UPN prefix that is not the account name)
+        self._known: dict[str, None] = {}
         self._keys: dict[str, frozenset[str]] = {}  # server -> the user keys of its sessions
         self._placed: dict[str, dict[str, float]] = {}  # server -> user key -> when placed there
         # user key -> servers placed on since their answer (a tuple: one server, most often, and
@@ -153,19 +208,51 @@ class SessionDirectory:
             return  # an answer older than what we have (a slow query overtaken by a push)
         self._unindex(report.server)
         self.reports[report.server] = report
-        keys = set()
-        for session in report.sessions:
-            key = session_key(session, strip_domain=self.strip_domain)
-            if key is not None:
-                self._users.setdefault(key, {})[report.server] = session
-                keys.add(key)
-        self._keys[report.server] = frozenset(keys)
+        self._index(report)
         placed = self._placed.get(report.server)
-        if placed and report.at is not None:
-            kept = {u: t for u, t in placed.items() if t > report.at}
+        if placed and report.at is not None:  # pending until listed, or the grace passed before this answer
+            there = self._keys[report.server]
+            kept = {u: t for u, t in placed.items()
+                    if not self._listed(u, there) and (t >= report.at or report.at - t < self.logon_grace_s)}
             for user in placed.keys() - kept.keys():
                 self._unplace(report.server, user)
             self._placed[report.server] = kept
+        self._splits.clear()
+
+    def _index(self, report: HostReport) -> None:
+        keys = set()
+        for session in report.sessions:
+            key = session_key(session, strip_domain=self.strip_domain)
+            if key is None:
+                continue
+            self._users.setdefault(key, {})[report.server] = session
+            keys.add(key)
+            name = bare(key)
+            if name != key:
+                self._qualified.setdefault(name, set()).add(key)
+            for known in (key, name):
+                self._known.pop(known, None)
+                self._known[known] = None
+        while len(self._known) > MAX_KNOWN_NAMES:
+            del self._known[next(iter(self._known))]
+        self._keys[report.server] = frozenset(keys)
+
+    def _listed(self, user: str, there: frozenset[str]) -> bool:
+        return user in there or any(key in there for key in self.keys_for(user)[0])
+
+    def rekey(self, strip_domain: bool) -> None:
+        """[identity] strip_domain changed (a reload): the hosts' lists are indexed by the new rule."""
+        if strip_domain == self.strip_domain:
+            return
+        self.strip_domain = strip_domain
+        self._users.clear()
+        self._qualified.clear()
+        self._known.clear()
+        self._keys.clear()
+        self._placed.clear()  # keyed by the old rule; sticky entries carry the placements' times
+        self._placed_on.clear()
+        for report in self.reports.values():
+            self._index(report)
         self._splits.clear()
 
     def failed(self, server: str, error: str, at: float) -> None:
@@ -183,8 +270,9 @@ class SessionDirectory:
             self._unplace(server, user)
         self._splits.clear()
 
-    def configure(self, stale_after: dict[str, float]) -> None:
+    def configure(self, stale_after: dict[str, float], logon_grace_s: float = DEFAULT_LOGON_GRACE_S) -> None:
         self.stale_after = stale_after
+        self.logon_grace_s = logon_grace_s
         self._splits.clear()
 
     def placed(self, server: str, user: str, at: float) -> None:
@@ -197,7 +285,9 @@ class SessionDirectory:
         servers = self._placed_on.get(user, ())
         if server not in servers:
             self._placed_on[user] = (*servers, server)
-        horizon = at - self.stale_after.get(server, DEFAULT_STALE_AFTER_S)
+        # past both, the placement proves nothing either way: the grace passed, or the host's
+        # last answer (before it) is stale
+        horizon = at - max(self.stale_after.get(server, DEFAULT_STALE_AFTER_S), self.logon_grace_s)
         while placed:
             oldest, when = next(iter(placed.items()))
             if when >= horizon:
@@ -221,10 +311,16 @@ class SessionDirectory:
         for session in old.sessions:
             key = session_key(session, strip_domain=self.strip_domain)
             hosts = self._users.get(key) if key is not None else None
-            if hosts is not None:
-                hosts.pop(server, None)
-                if not hosts:
-                    del self._users[key]  # type: ignore[arg-type]  # key is not None when hosts is
+            if key is None or hosts is None:
+                continue
+            hosts.pop(server, None)
+            if not hosts:
+                del self._users[key]
+                qualified = self._qualified.get(bare(key))
+                if qualified is not None:
+                    qualified.discard(key)
+                    if not qualified:
+                        del self._qualified[bare(key)]
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -239,6 +335,28 @@ class SessionDirectory:
 
     def sessions_of(self, user: str) -> Mapping[str, HostSession]:
         return self._users.get(user, {})
+
+    def keys_for(self, user: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The directory keys a cookie's user key stands for, and the ambiguous ones. With
+        strip_domain (the default) both sides are bare names: the key itself. Without it, a
+        cookie without a domain (`alice`) also stands for the one user with a domain listed for
+        that name (`corp\\alice`), and several (`corp\\alice`, `lab\\alice`) are ambiguous;
+        a cookie with a domain also stands for the bare name a host lists without one (xrdp)."""
+        if self.strip_domain:
+            return (user,), ()
+        name = bare(user)
+        if name != user:
+            return ((user, name) if name in self._users else (user,)), ()
+        qualified = self._qualified.get(user)
+        if not qualified:
+            return (user,), ()
+        if len(qualified) > 1:
+            return (user,), tuple(sorted(qualified))
+        return (user, next(iter(qualified))), ()
+
+    def known(self, user: str) -> bool:
+        """A host listed this name (or, for a name with a domain, its bare form) since we started."""
+        return user in self._known or (not self.strip_domain and bare(user) in self._known)
 
     def users_with_prefix(self, prefix: str) -> list[str]:
         return sorted(u for u in self._users if u.startswith(prefix))
@@ -288,18 +406,31 @@ class SessionDirectory:
         the users are those of the directory whose name starts with it."""
         split = self.split(servers, now)
         fresh = split.fresh_set
-        wanted = self.users_with_prefix(truncated) if truncated is not None else list(users)
+        given = list(users)
+        wanted = self.users_with_prefix(truncated) if truncated is not None else given
         found: tuple[Found, ...] = ()
         pending: tuple[str, ...] = ()
+        ambiguous: tuple[str, ...] = ()
         for user in wanted:
-            hosts = self._users.get(user)
-            if hosts:
-                found += tuple(Found(server, user, session) for server, session in sorted(hosts.items())
-                               if server in fresh)
+            keys, unsure = self.keys_for(user) if truncated is None else ((user,), ())
+            ambiguous += unsure
+            for key in keys:
+                hosts = self._users.get(key)
+                if hosts:
+                    found += tuple(Found(server, key, session) for server, session in sorted(hosts.items())
+                                   if server in fresh)
             placed = self._placed_on.get(user)
             if placed:
                 pending += tuple(s for s in split.fresh if s in placed)
-        return Evidence(split.fresh, split.stale, found, tuple(wanted) if truncated is not None else (), pending)
+        answered = tuple(self._answered(server) for server in split.fresh)
+        known = bool(wanted) if truncated is not None else all(self.known(user) for user in given)
+        return Evidence(split.fresh, split.stale, found, tuple(wanted) if truncated is not None else (), pending,
+                        answered, known, ambiguous)
+
+    def _answered(self, server: str) -> float:
+        at = self.reports[server].at
+        assert at is not None  # a fresh server answered
+        return at
 
 
 def choose(evidence: Evidence, sticky_server: str | None) -> tuple[Found | None, str]:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rdpbalancer import clock
 from rdpbalancer.policy.limits import Admission
 from rdpbalancer.policy.model import Decision, Server
 from rdpbalancer.relay.control import Control
@@ -87,7 +88,7 @@ class Stats:
 class RelayContext:
     control: Control  # routing and sticky state: this process's router, or the primary's (workers)
     settings: RelaySettings
-    clock: Callable[[], float] = time.time  # wall clock: sticky times outlive the process
+    clock: Callable[[], float] = clock.now  # reads as the wall clock, steps like the monotonic one
     tasks: TaskSet = field(default_factory=TaskSet)
     stats: Stats = field(default_factory=Stats)
     sessions: dict[str, SessionView] = field(default_factory=dict)  # id -> every connection, for the API

@@ -196,6 +196,10 @@ class LocalControl:
         key = session.decision.sticky_key
         if key is not None:
             self.router.table.session_opened(key, self.clock())
+            if self.store.shared and self.persist_ends:  # other nodes see a recent last_used: a logon under way
+                entry = self.router.table.get(key, self.clock())
+                if entry is not None:
+                    self.store.refresh_later(self.router.table.refreshed(entry))
         if self.on_relaying is not None:
             self.on_relaying(session.server.name, key, self.clock())
 

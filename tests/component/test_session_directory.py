@@ -57,7 +57,7 @@ def last_reason(bal, user: str) -> str:  # type: ignore[no-untyped-def]
 
 async def test_pushed_sessions_route_a_returning_user_and_correct_the_table(tmp_path: Path) -> None:
     farm = await start_farm("TS01", "TS02", "TS03")
-    async with running(push_config(tmp_path, farm)) as bal:
+    async with running(push_config(tmp_path, farm, 'logon_grace = "0.2s"\n')) as bal:
         port = bal.addresses[0][1]
         await bal.ops.set_sticky("alice", "TS01")  # the table's guess
         for name in TOKENS:
@@ -70,8 +70,17 @@ async def test_pushed_sessions_route_a_returning_user_and_correct_the_table(tmp_
         assert entry is not None and entry.server == "TS03"  # corrected
         hosts = await get(bal, "/api/v1/hosts")
         assert {h["server"]: h["sessions"] for h in hosts["hosts"]} == {"TS01": 0, "TS02": 0, "TS03": 1}
-        # a user with an entry but no session anywhere is balanced anew
+        # a user with an entry but no session anywhere is balanced anew, once the evidence covers
+        # the entry: bob logged on and off, the entry is older than the logon grace, every host
+        # answered since
+        assert (await push(bal, "TS02", {"sessions": [{"user": "bob"}]}))[0] == 200
         await bal.ops.set_sticky("bob", "TS02")
+        bob = bal.table.get("bob", bal.clock())
+        assert bob is not None
+        while bal.clock() - bob.last_used <= 0.2:  # logon_grace = "0.2s"
+            await asyncio.sleep(0.05)
+        for name in TOKENS:
+            assert (await push(bal, name, {"sessions": mine if name == "TS03" else []}))[0] == 200
         await where(port, "bob")
         assert last_reason(bal, "bob") == "no-session"
     for s in farm:
