@@ -321,7 +321,9 @@ class Router:
         held = self.entry_stands(pool, sticky, evidence, now)
         if held is not None:
             if trace is not None:
-                trace.steps.append(("entry stands", True, f"the entry for {sticky.server} stands: {held}"))
+                grace = self._grace(pool)
+                trace.steps.append(("entry stands", True, f"the entry for {sticky.server} stands: {held} (last used "
+                                    f"{_ago(now - sticky.last_used)}, logon grace {grace:g}s)"))
             return None
         moved = self._balance(pool, key, Reason.NO_SESSION, now)
         detail = (f"no host of {pool.name} has a session for {printable(key)} ({len(evidence.fresh)} answered "
@@ -332,11 +334,14 @@ class Router:
     def entry_stands(self, pool: Pool, sticky: StickyEntry, evidence: Evidence, now: float) -> str | None:
         """Why the directory's evidence does not cover `sticky` (policy/sessions.py `history`), or
         None when the entry is history."""
+        opened = max(sticky.active, self.user_connections[sticky.key])
+        return history(evidence, sticky.last_used, opened, self._grace(pool), now)
+
+    def _grace(self, pool: Pool) -> float:
         grace = self.policy.sessions[pool.name].logon_grace_s
         if self.policy.shared_table:  # an open connection through another node shows as a recent last_used
             grace = max(grace, OPEN_ELSEWHERE_S)
-        opened = max(sticky.active, self.user_connections[sticky.key])
-        return history(evidence, sticky.last_used, opened, grace, now)
+        return grace
 
     def _moved(self, pool: Pool, key: str, server: str, why: str, now: float) -> Decision:
         moved = self._balance(pool, key, Reason.FAILOVER, now)
