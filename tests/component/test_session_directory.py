@@ -20,7 +20,7 @@ from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
 from tests.component.test_ctl import CTL, run_ctl
 from tests.support.balancer import farm_config, running
-from tests.support.fakes import start_farm, where
+from tests.support.fakes import rdp_connect, start_farm, where
 
 TOKENS = {"TS01": "ts01-push-token-0123456789", "TS02": "ts02-push-token-0123456789",
           "TS03": "ts03-push-token-0123456789"}
@@ -238,3 +238,37 @@ async def test_push_tokens_rotate_on_reload_and_the_directory_keeps_what_it_know
         await bal.stop()
         for s in farm:
             await s.stop()
+
+
+async def test_a_second_connection_during_a_logon_stays_with_it_and_explain_says_why(tmp_path: Path) -> None:
+    """Issue 24, item 1, on real sockets: alice (known to the hosts: she logged on and off before)
+    is placed on a host and her connection stays open; a second later every host pushes a list
+    that does not show her yet. Her second connection goes to the same host, and `ctl explain`
+    shows why her entry stands, with its last use and the logon grace."""
+    farm = await start_farm("TS01", "TS02", "TS03")
+    token_file = secret(tmp_path / "admin.token", "an-admin-token-0123456789\n")
+    config = push_config(tmp_path, farm).replace('[admin]\nlisten = "127.0.0.1:0"\n',
+                                                  f'[admin]\nlisten = "127.0.0.1:0"\ntoken_file = "{token_file}"\n')
+    async with running(config) as bal:
+        port = bal.addresses[0][1]
+        for name in TOKENS:  # she had a session on TS03 once, long gone
+            assert (await push(bal, name, {"sessions": [{"user": "alice"}] if name == "TS03" else []}))[0] == 200
+        for name in TOKENS:
+            assert (await push(bal, name, {"sessions": []}))[0] == 200
+        first = await rdp_connect(port, "alice")
+        try:
+            for name in TOKENS:  # every host answers after the placement: not listed yet
+                assert (await push(bal, name, {"sessions": []}))[0] == 200
+            assert await where(port, "alice") == first.server
+            assert last_reason(bal, "alice") == "sticky-hit"
+            url = f"http://127.0.0.1:{bal.admin.port}"
+            run = await run_ctl([*CTL, "--url", url, "--token-file", str(token_file), "explain", "alice"], {})
+        finally:
+            await first.close()
+        assert run.code == 0, run.err
+        print(run.out)
+        assert f"the entry for {first.server} stands: 1 open or opening connection(s)" in run.out
+        assert "logon grace 120s" in run.out and "logon pending on" in run.out
+        assert "decision: sticky-hit" in run.out
+    for s in farm:
+        await s.stop()
