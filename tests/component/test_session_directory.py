@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from rdpbalancer.app import Balancer
-from rdpbalancer.config import parse_config
+from rdpbalancer.config import load_config, parse_config
 from tests.component.test_ctl import CTL, run_ctl
 from tests.support.balancer import farm_config, running
 from tests.support.fakes import rdp_connect, start_farm, where
@@ -272,3 +272,31 @@ async def test_a_second_connection_during_a_logon_stays_with_it_and_explain_says
         assert "decision: sticky-hit" in run.out
     for s in farm:
         await s.stop()
+
+
+async def test_a_reload_that_changes_strip_domain_rekeys_the_directory(tmp_path: Path) -> None:
+    """Issue 24, item 4: with strip_domain = true the directory holds `CORP\\alice` as `alice`;
+    reloaded with strip_domain = false, a cookie `CORP\\alice` (mstsc sends what was typed) must
+    find her session without a restart."""
+    farm = await start_farm("TS01", "TS02", "TS03")
+    path = tmp_path / "c.toml"
+    base = push_config(tmp_path, farm)
+    path.write_text(base + "[identity]\nstrip_domain = true\n")
+    bal = Balancer(load_config(path))
+    bal.reloader.status.path = str(path)
+    await bal.start()
+    try:
+        port = bal.addresses[0][1]
+        for name in TOKENS:
+            mine = [{"user": "alice", "domain": "CORP", "state": "disconnected", "id": "5"}]
+            assert (await push(bal, name, {"sessions": mine if name == "TS02" else []}))[0] == 200
+        path.write_text(base + "[identity]\nstrip_domain = false\n")
+        assert await bal.reloader.reload() is None
+        assert await where(port, "CORP\\alice") == "TS02"
+        assert last_reason(bal, "corp\\alice") == "session"
+        assert await where(port, "alice") == "TS02"  # without a domain: the one CORP\alice listed
+        assert last_reason(bal, "alice") == "session"
+    finally:
+        await bal.stop()
+        for s in farm:
+            await s.stop()
