@@ -24,12 +24,15 @@ _prefixes = itertools.count()
 
 
 def node_config(farm: list[FakeRdpServer], path: Path, host: str, url: str, prefix: str) -> str:
+    """A node of the cluster. Redis's timeout is long enough for a loaded 2-core machine: a slower
+    answer counts as an outage, and the node would route from its own table. The outages of
+    these tests are a stopped redis-server or a closed link, refused at once."""
     text = farm_config([(s.name, s.address, 1) for s in farm], path, listen=host if ":" in host else f"{host}:0")
     return text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1) + f"""
 [sticky.redis]
 url = "{url}"
 key_prefix = "{prefix}"
-timeout = "300ms"
+timeout = "2s"
 """
 
 
