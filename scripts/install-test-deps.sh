@@ -18,6 +18,7 @@
 #   tigervnc-standalone-server  Xvnc: real xrdp logons for the session-directory test (tests/e2e)
 #   curl            contrib/xrdp-sessions.sh pushes a host's sessions with it
 #   util-linux      unshare/nsenter: each xrdp host of that test in its own namespaces
+#   faketime        libfaketime: the clock-step tests step the balancer's wall clock (tests/component)
 #
 # Idempotent: when every package is installed already, it only says so (pass --force to run
 # apt-get anyway).  Runs as root, or through sudo when that exists.
@@ -27,10 +28,10 @@ PACKAGES=(
     xrdp freerdp2-x11 xvfb coreutils openssl
     samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
     redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2 systemd
-    docker.io debootstrap python3-venv tigervnc-standalone-server curl util-linux
+    docker.io debootstrap python3-venv tigervnc-standalone-server curl util-linux faketime
 )
 BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc
-          systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter)
+          systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter faketime)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
