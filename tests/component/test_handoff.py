@@ -623,3 +623,55 @@ async def test_a_slow_start_ramp_under_way_goes_on_in_the_new_process(tmp_path: 
         await _stop_pid(new_pid)
         for s in farm:
             await s.stop()
+
+
+async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_new_process(tmp_path: Path) -> None:
+    """Issue 24, item 2: the new process has the hosts' lists and the table, not the old one's
+    placements. ines is placed on a host by the old process a moment before the handoff; her
+    logon is under way (not listed yet). Every host answers the new process without her, and the
+    hosts have shown her name before (she logged off from another host earlier): her next
+    connection must still go to the host of her logon, by her entry's own last use."""
+    farm = await start_farm("TS01", "TS02", "TS03")
+    port, admin_port = free_port(), free_port()
+    tokens = tmp_path / "push.toml"
+    tokens.write_text("".join(f'{s.name} = "{s.name.lower()}-push-token-0123456789"\n' for s in farm))
+    tokens.chmod(0o600)
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config(farm, tmp_path, port, admin_port)
+                      + f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n')
+    log = tmp_path / "rdpb.log"
+    old = BalancerProcess(config, port, log)
+    old.start()
+    new_pid = None
+
+    async def push_all(lists: dict[str, list[str]]) -> None:
+        async with aiohttp.ClientSession() as http:
+            for s in farm:
+                body = {"sessions": [{"user": u, "state": "disconnected"} for u in lists.get(s.name, [])]}
+                async with http.put(f"http://127.0.0.1:{admin_port}/api/v1/hosts/{s.name}/sessions", json=body,
+                                    headers={"Authorization": f"Bearer {s.name.lower()}-push-token-0123456789"}) as r:
+                    assert r.status == 200
+
+    try:
+        assert old.proc is not None
+        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await push_all({})
+        home = await where(port, "ines")  # placed; her client goes on with the logon
+        busy = await rdp_connect(port, "olga")  # her home is not the least loaded any more
+        if busy.server != home:
+            await busy.close()
+            busy = await rdp_connect(port, "olga2")
+        old.proc.send_signal(signal.SIGUSR2)
+        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        other = next(s.name for s in farm if s.name != home)
+        await push_all({other: ["ines"]})  # the hosts spelt her name once (an old session, since logged off)
+        await push_all({})  # every host answered the new process after her placement, without her
+        assert await where(port, "ines") == home
+        after = log.read_text().split("took over the listeners")[-1]
+        assert "reason=no-session" not in after, after
+        await busy.close()
+    finally:
+        old.stop()
+        await _stop_pid(new_pid)
+        for s in farm:
+            await s.stop()
