@@ -9,8 +9,11 @@ names the field. Two shapes:
 
     {"quser": "<the text `quser` printed>", "deny_new": false}
 
-The second is what the Windows push script sends: the parsing of `quser` happens here, in
-tested Python, not in PowerShell on every host (quser.py).
+The first is the one to use; the Windows push script sends it, read from the Terminal Services
+API (contrib/windows-push-sessions.ps1), so it does not depend on the host's language. The
+second is for compatibility: `quser`'s text, parsed here (quser.py), reliably in English only
+(the state words of a few other languages are known). Both have the same bounds: MAX_SESSIONS
+sessions, MAX_TEXT characters in a user, domain or id.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ def parse_report(server: str, body: bytes | str, at: float) -> HostReport:
         raise ReportError('give either "sessions" (a list) or "quser" (the text quser printed), not both or neither')
     if doc.quser is not None:
         try:
-            sessions = parse_quser(doc.quser, now=at)
+            sessions = parse_quser(doc.quser, now=at, max_sessions=MAX_SESSIONS, max_text=MAX_TEXT)
         except ValueError as exc:
             raise ReportError(f"quser: {exc}") from None
     else:

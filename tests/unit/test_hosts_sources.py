@@ -11,7 +11,7 @@ import pytest
 from rdpbalancer.config import ConfigError, parse_config
 from rdpbalancer.config.compile import compile_config
 from rdpbalancer.hosts.quser import parse_quser
-from rdpbalancer.hosts.report import ReportError, parse_report
+from rdpbalancer.hosts.report import MAX_SESSIONS, MAX_TEXT, ReportError, parse_report
 from rdpbalancer.hosts.spec import Credentials
 from rdpbalancer.policy.sessions import HostSession, SessionState, Trust
 
@@ -27,8 +27,12 @@ QUSER = """\
 """
 
 
+def quser(text: str) -> tuple[HostSession, ...]:
+    return parse_quser(text, now=NOW, max_sessions=MAX_SESSIONS, max_text=MAX_TEXT)
+
+
 def test_quser_output_gives_users_states_ids_and_times() -> None:
-    sessions = parse_quser(QUSER, now=NOW)
+    sessions = quser(QUSER)
     assert [(s.user, s.domain, s.state, s.id) for s in sessions] == [
         ("user1", "", SessionState.ACTIVE, "1"), ("user2", "", SessionState.ACTIVE, "2"),
         ("user3", "CORP", SessionState.DISCONNECTED, "3")]
@@ -37,12 +41,12 @@ def test_quser_output_gives_users_states_ids_and_times() -> None:
 
 
 def test_quser_without_users_and_garbage() -> None:
-    assert parse_quser("No User exists for *\n", now=NOW) == ()
-    assert parse_quser("", now=NOW) == ()
+    assert quser("No User exists for *\n") == ()
+    assert quser("") == ()
     with pytest.raises(ValueError, match="expected quser's header line"):
-        parse_quser("hello\n", now=NOW)
+        quser("hello\n")
     with pytest.raises(ValueError, match="line 2 is not a session line"):
-        parse_quser(" USERNAME SESSIONNAME ID STATE\n what\n", now=NOW)
+        quser(" USERNAME SESSIONNAME ID STATE\n what\n")
 
 
 def test_a_report_in_json_with_times_in_either_form() -> None:
