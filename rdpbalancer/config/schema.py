@@ -62,7 +62,7 @@ from rdpbalancer.config.types import (
     _duration_validator,
     _raise_issues,
 )
-from rdpbalancer.hosts.spec import credentials_from_env, read_credentials, read_push_tokens
+from rdpbalancer.hosts.spec import admin_token_clash, credentials_from_env, read_credentials, read_push_tokens
 
 # --- sections ------------------------------------------------------------------------------
 
@@ -393,3 +393,6 @@ def _session_issues(config: Config) -> Iterator[tuple[Loc, str]]:
             missing = sorted(pushed - set(tokens))
             if missing:
                 yield ("sessions", "push_tokens"), f"{section.push_tokens} has no token for {', '.join(missing)}"
+            clash = admin_token_clash(tokens, config.admin.token_file)  # read again at every load and reload
+            if clash is not None:
+                yield ("sessions", "push_tokens"), f"{section.push_tokens}: {clash}"

@@ -3,6 +3,7 @@ plain values, and the two secret files' readers, which name the file in every er
 
 from __future__ import annotations
 
+import hmac
 import os
 import stat
 import tomllib
@@ -93,13 +94,33 @@ def credentials_from_env(environ: dict[str, str] | os._Environ[str] = os.environ
 def read_push_tokens(path: Path, servers: set[str]) -> dict[str, str]:
     data = _secret_file(path, 'SERVER = "token", one line per host')
     tokens: dict[str, str] = {}
+    holder: dict[str, str] = {}  # token -> the first server that has it
     for server, token in data.items():
         if server not in servers:
             raise ValueError(f"{path}: {server!r} is not a server of any pool")
         if not isinstance(token, str) or len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(f"{path}: the token of {server} must be a string of at least "
                              f"{MIN_TOKEN_LENGTH} characters")
+        first = holder.setdefault(token.strip(), server)
+        if first != server:
+            raise ValueError(f"{path}: {first} and {server} share one token; each host needs its own "
+                             "(a host's token pushes for that host only)")
         tokens[server] = token
-    if len(set(tokens.values())) < len(tokens):
-        raise ValueError(f"{path}: two hosts share a token; each host needs its own")
     return tokens
+
+
+def admin_token_clash(tokens: dict[str, str], admin_token_file: Path | None) -> str | None:
+    """The fault if a push token is the admin token: that host would have every right of the
+    API. The admin token is read as admin/server.py reads it (the file's text, stripped); a
+    file that cannot be read is the admin server's to report, not this check's."""
+    if admin_token_file is None:
+        return None
+    try:
+        admin = admin_token_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for server, token in tokens.items():
+        if admin and hmac.compare_digest(token.strip().encode(), admin.encode()):
+            return (f"the token of {server} is the admin token ([admin] token_file = {admin_token_file}); "
+                    "a host's push token must differ from it, or the host could do anything the admin can")
+    return None

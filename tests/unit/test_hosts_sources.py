@@ -142,7 +142,7 @@ def test_secret_files_must_be_private_and_well_formed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 16 characters"):
         parse_config(config(tmp_path, f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n'))
     shared = secret(tmp_path / "t2.toml", 'TS01 = "0123456789abcdef0"\nTS02 = "0123456789abcdef0"\n')
-    with pytest.raises(ConfigError, match="share a token"):
+    with pytest.raises(ConfigError, match="TS01 and TS02 share one token"):
         parse_config(config(tmp_path, f'[sessions]\nsource = "push"\npush_tokens = "{shared}"\n'))
     unknown = secret(tmp_path / "t3.toml", 'TS09 = "0123456789abcdef0"\n')
     with pytest.raises(ConfigError, match="'TS09' is not a server"):
