@@ -33,6 +33,17 @@ def _config(farm: list[FakeRdpServer], tmp_path: Path, port: int, admin_port: in
     return text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{admin_port}"')
 
 
+def _push_config(farm: list[FakeRdpServer], tmp_path: Path, port: int, admin_port: int) -> Path:
+    """The config file of a farm whose hosts push their lists, each with the token `ts01-push-token-...`."""
+    tokens = tmp_path / "push.toml"
+    tokens.write_text("".join(f'{s.name} = "{s.name.lower()}-push-token-0123456789"\n' for s in farm))
+    tokens.chmod(0o600)
+    config = tmp_path / "rdpb.toml"
+    config.write_text(_config(farm, tmp_path, port, admin_port)
+                      + f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n')
+    return config
+
+
 async def _api(admin_port: int, path: str) -> dict:  # type: ignore[type-arg]
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{admin_port}{path}") as resp:
         return await resp.json()  # type: ignore[no-any-return]
@@ -557,12 +568,7 @@ async def test_the_session_directory_is_handed_over(tmp_path: Path) -> None:
     each host's next push: a returning user is routed by their session across the handoff."""
     farm = await start_farm("TS01", "TS02")
     port, admin_port = free_port(), free_port()
-    tokens = tmp_path / "push.toml"
-    tokens.write_text('TS01 = "ts01-push-token-0123456789"\nTS02 = "ts02-push-token-0123456789"\n')
-    tokens.chmod(0o600)
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config(farm, tmp_path, port, admin_port)
-                      + f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n')
+    config = _push_config(farm, tmp_path, port, admin_port)
     log = tmp_path / "rdpb.log"
     old = BalancerProcess(config, port, log)
     old.start()
@@ -633,12 +639,7 @@ async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_n
     connection must still go to the host of her logon, by her entry's own last use."""
     farm = await start_farm("TS01", "TS02", "TS03")
     port, admin_port = free_port(), free_port()
-    tokens = tmp_path / "push.toml"
-    tokens.write_text("".join(f'{s.name} = "{s.name.lower()}-push-token-0123456789"\n' for s in farm))
-    tokens.chmod(0o600)
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config(farm, tmp_path, port, admin_port)
-                      + f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n')
+    config = _push_config(farm, tmp_path, port, admin_port)
     log = tmp_path / "rdpb.log"
     old = BalancerProcess(config, port, log)
     old.start()
