@@ -173,6 +173,7 @@ class Split:
     fresh_set: frozenset[str]
     stale: tuple[str, ...]
     deny_new: frozenset[str]
+    answered: tuple[float, ...] = ()  # when each of `fresh` last answered
 
 
 class SessionDirectory:
@@ -377,6 +378,7 @@ class SessionDirectory:
         if cached is not None and now < cached[1]:
             return cached[0]
         fresh, stale, deny, until = [], [], set(), float("inf")
+        answered: list[float] = []
         for server in servers:
             report = self.reports.get(server)
             if report is None or report.at is None:
@@ -387,10 +389,11 @@ class SessionDirectory:
                 stale.append(server)
                 continue
             fresh.append(server)
+            answered.append(report.at)
             until = min(until, ages_at)
             if report.deny_new:
                 deny.add(server)
-        split = Split(tuple(fresh), frozenset(fresh), tuple(stale), frozenset(deny))
+        split = Split(tuple(fresh), frozenset(fresh), tuple(stale), frozenset(deny), tuple(answered))
         self._splits[servers] = (split, until)
         return split
 
@@ -412,7 +415,7 @@ class SessionDirectory:
         pending: tuple[str, ...] = ()
         ambiguous: tuple[str, ...] = ()
         for user in wanted:
-            keys, unsure = self.keys_for(user) if truncated is None else ((user,), ())
+            keys, unsure = ((user,), ()) if self.strip_domain or truncated is not None else self.keys_for(user)
             ambiguous += unsure
             for key in keys:
                 hosts = self._users.get(key)
@@ -422,15 +425,9 @@ class SessionDirectory:
             placed = self._placed_on.get(user)
             if placed:
                 pending += tuple(s for s in split.fresh if s in placed)
-        answered = tuple(self._answered(server) for server in split.fresh)
         known = bool(wanted) if truncated is not None else all(self.known(user) for user in given)
         return Evidence(split.fresh, split.stale, found, tuple(wanted) if truncated is not None else (), pending,
-                        answered, known, ambiguous)
-
-    def _answered(self, server: str) -> float:
-        at = self.reports[server].at
-        assert at is not None  # a fresh server answered
-        return at
+                        split.answered, known, ambiguous)
 
 
 def choose(evidence: Evidence, sticky_server: str | None) -> tuple[Found | None, str]:
