@@ -20,7 +20,14 @@ import pytest
 
 from rdpbalancer.proto import build_connection_request
 from rdpbalancer.store.sqlite import SqliteStickyStore
-from tests.support.balancer import BalancerProcess, farm_config, free_port, process_gone, wait_until
+from tests.support.balancer import (
+    BalancerProcess,
+    farm_config,
+    free_port,
+    process_gone,
+    wait_serving,
+    wait_until,
+)
 from tests.support.fakes import WHO, FakeRdpServer, rdp_connect, read_tpkt, start_farm, where
 
 WAIT_S = 20.0
@@ -85,7 +92,8 @@ async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_l
     if store == "redis":  # the same, with the table in a real redis-server (and a SQLite copy)
         url = request.getfixturevalue("redis_server").url
         text = text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1)
-        text += f'\n[sticky.redis]\nurl = "{url}"\nkey_prefix = "handoff{os.getpid()}:"\n'
+        # Redis's timeout long enough for a loaded 2-core machine (a slower answer is an outage)
+        text += f'\n[sticky.redis]\nurl = "{url}"\nkey_prefix = "handoff{os.getpid()}:"\ntimeout = "2s"\n'
     config.write_text(text)
     old = BalancerProcess(config, port, tmp_path / "rdpb.log")
     old.start()
@@ -93,6 +101,7 @@ async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_l
     try:
         assert old.proc is not None
         old_pid = old.proc.pid
+        await wait_serving(tmp_path / "rdpb.log", WAIT_S)  # it accepts before it serves (and acts on SIGUSR2)
         alice_home = await where(port, "alice")
         streamer = await rdp_connect(port, "streamer")
         stream = Stream(streamer)
@@ -152,9 +161,7 @@ async def _serving(tmp_path: Path) -> AsyncIterator[tuple[BalancerProcess, Path,
     old.start()
     try:
         assert old.proc is not None
-        log = tmp_path / "rdpb.log"
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
-        await asyncio.sleep(0.5)  # "listening on" is logged just before it serves (and takes signals)
+        await wait_serving(tmp_path / "rdpb.log", WAIT_S)
         yield old, config, port, admin_port
     finally:
         old.stop()
@@ -252,8 +259,7 @@ async def test_a_handoff_with_workers_keeps_every_session_and_refuses_no_connect
         assert old.proc is not None
         old_pid = old.proc.pid
         log = tmp_path / "rdpb.log"
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
-        await asyncio.sleep(0.5)
+        await wait_serving(log, WAIT_S)  # its worker too: the primary starts serving once the worker is ready
         old_workers = {w["pid"] for w in (await _api(admin_port, "/api/v1/workers"))["workers"]}
         relayed_by: set[int] = set()
         for i in range(20):  # until both processes relay some (each connection: one or the other)
@@ -371,7 +377,7 @@ async def test_with_workers_connections_accepted_before_the_handoff_are_all_serv
     waiting: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         assert old.proc is not None
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await wait_serving(log, WAIT_S)
         # connections the old *worker* accepted (the kernel spreads them over both processes);
         # those of the primary are closed: its own pending sessions would hide the fault
         for _ in range(40):
@@ -388,7 +394,11 @@ async def test_with_workers_connections_accepted_before_the_handoff_are_all_serv
         old.proc.send_signal(signal.SIGUSR2)
         new_pid = await _wait_serving(admin_port, old.proc.pid, log)
         await wait_until(lambda: "accepts new connections now" in log.read_text(), WAIT_S)
-        await asyncio.sleep(0.5)  # the old primary drains now: an old one that ignored its worker is gone
+        # Not a synchronisation: a faulty old primary (one that ignored its worker's connections)
+        # exits at its drain's first look; this gives it the time to. A correct one stays however
+        # long this lasts (its worker holds connections for the 30 s handshake timeout).
+        await asyncio.sleep(0.5)
+        assert old.proc.poll() is None, "the old primary left while its worker held connections"
         served = 0
         for i, (reader, writer) in enumerate(waiting):  # each must be served by the old worker
             with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, RuntimeError):
@@ -420,7 +430,7 @@ async def test_an_old_process_that_dies_releases_its_sessions_in_the_new_one(tmp
     held = []
     try:
         assert old.proc is not None
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await wait_serving(log, WAIT_S)
         held = [await rdp_connect(port, f"user{i}") for i in range(6)]
         old.proc.send_signal(signal.SIGUSR2)
         new_pid = await _wait_serving(admin_port, old.proc.pid, log)
@@ -473,6 +483,51 @@ def _has_open(pid: int, path: Path) -> bool:
     return False
 
 
+SLICE_S = 0.003  # how long a stepped process runs between two looks at it
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, T stopped, Z zombie, ...); None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return None
+
+
+def _stop(pid: int) -> None:
+    """SIGSTOP, then wait until the process is stopped (kill() only sends the signal)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + WAIT_S
+    while (state := _state(pid)) != "T":
+        assert state not in (None, "Z"), f"pid {pid} exited"
+        assert time.monotonic() < deadline, f"pid {pid} did not stop in {WAIT_S:g}s (state {state})"
+        time.sleep(0.001)
+
+
+def _hold_after_its_read(pid: int, db: Path, log: Path) -> None:
+    """Leave a handoff's new process `pid` stopped after it read the sticky file and before it
+    has built its table from the rows (so before it asks the old process for the listeners).
+    It runs in slices of a few milliseconds and is looked at only while stopped, so no state is
+    missed however loaded the machine: its connection to the file, open, then closed again, and
+    its "entries loaded" line, which it logs once the table is built (the read and the build take
+    a second or so of CPU with the preloaded rows: many slices each)."""
+    seen_open = False
+    deadline = time.monotonic() + 120
+    _stop(pid)
+    for _ in range(200_000):  # bounded; the deadline comes first
+        assert log.read_text().count(" entries loaded") == 1, \
+            "the new process built its table before it could be held (a slice ran through the whole read)"
+        if _has_open(pid, db):
+            seen_open = True
+        elif seen_open:
+            return  # stopped between the two
+        assert time.monotonic() < deadline, f"the new process did not read {db} in 120s"
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(SLICE_S)
+        _stop(pid)
+    raise AssertionError("the new process was not held after its read in 200,000 slices")
+
+
 def _preload(db: Path, count: int, servers: tuple[str, ...]) -> None:
     """A large sticky file, so the new process's load takes a moment."""
     SqliteStickyStore(db).load()  # creates the schema
@@ -487,7 +542,8 @@ def _preload(db: Path, count: int, servers: tuple[str, ...]) -> None:
 async def test_deletions_made_while_the_new_process_loads_stay_deleted(tmp_path: Path) -> None:
     """DELETE alice and a flush of bob's server on the old process while the new one reads the
     table: the rows left the file, yet the new process sent alice to her old server and wrote
-    her back."""
+    her back. The new process is held stopped in that moment (after its read, before it built
+    its table and asked for the listeners) while the old one deletes."""
     farm = await start_farm("TS01", "TS02", "TS03")
     port, admin_port = free_port(), free_port()
     config = tmp_path / "rdpb.toml"
@@ -497,28 +553,29 @@ async def test_deletions_made_while_the_new_process_loads_stay_deleted(tmp_path:
     log = tmp_path / "rdpb.log"
     old = BalancerProcess(config, port, log)
     old.start(timeout_s=60)
-    new_pid = None
+    new_pid = successor = None
     try:
         assert old.proc is not None
-        await wait_until(lambda: " listening on " in log.read_text(), 60)
+        await wait_serving(log, 60)
         old.proc.send_signal(signal.SIGUSR2)
-        await wait_until(lambda: "handoff: new process pid" in log.read_text(), WAIT_S)
+        await wait_until(lambda: "handoff: new process pid" in log.read_text(), WAIT_S, 0.002)
         successor = int(log.read_text().split("handoff: new process pid ", 1)[1].split()[0])
-        # the moment that matters: the new process has read the rows (its connection to the file
-        # opened and closed again) and builds its table from them
-        await wait_until(lambda: _has_open(successor, tmp_path / "s.db"), WAIT_S, interval_s=0.001)
-        await wait_until(lambda: not _has_open(successor, tmp_path / "s.db"), WAIT_S, interval_s=0.001)
+        await asyncio.to_thread(_hold_after_its_read, successor, tmp_path / "s.db", log)
         assert (await _api_call(admin_port, "DELETE", "/api/v1/sticky/alice"))[0] == 200
         status, flushed = await _api_call(admin_port, "POST", "/api/v1/sticky/flush", {"server": "TS02"})
         assert status == 200 and flushed["deleted"] > 0
-        assert "took over the listeners" not in log.read_text(), "too late: the new process already serves"
+        assert "took over the listeners" not in log.read_text(), "the new process serves: it was not held"
+        os.kill(successor, signal.SIGCONT)
         new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        assert new_pid == successor
         assert (await _api_call(admin_port, "GET", "/api/v1/sticky/alice"))[0] == 404
         assert (await _api_call(admin_port, "GET", "/api/v1/sticky/bob"))[0] == 404
         assert (await _api_call(admin_port, "GET", "/api/v1/sticky?server=TS02&limit=0"))[1]["total"] == 0
     finally:
+        if successor is not None and not process_gone(successor):
+            os.kill(successor, signal.SIGCONT)  # held stopped when the test failed meanwhile
         old.stop()
-        await _stop_pid(new_pid)
+        await _stop_pid(successor)
         for s in farm:
             await s.stop()
 
@@ -538,21 +595,26 @@ async def test_a_user_placed_by_the_old_process_after_the_takeover_is_known_to_t
     new_pid = None
     try:
         assert old.proc is not None
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # accepted by the old process
-        await asyncio.sleep(0.2)
+        await wait_serving(log, WAIT_S)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        local_port, old_pid = writer.get_extra_info("sockname")[1], old.proc.pid
+        # accepted by the old process, not merely queued on the socket the new one takes over
+        await wait_until(lambda: _accepted_by(local_port, port) == old_pid, WAIT_S, 0.05,
+                         describe=lambda: f"held by pid {_accepted_by(local_port, port)}, not {old_pid}")
         old.proc.send_signal(signal.SIGUSR2)
         new_pid = await _wait_serving(admin_port, old.proc.pid, log)
         writer.write(build_connection_request(cookie=b"late0"))
         await asyncio.wait_for(reader.read(1024), 10)
         writer.write(WHO)
         placed = (await asyncio.wait_for(reader.readline(), 10)).decode().strip()
-        for _ in range(50):  # the old process tells the new one as it writes
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while True:  # the old process tells the new one as it writes
             status, entry = await _api_call(admin_port, "GET", "/api/v1/sticky/late0")
-            if status == 200:
+            if status == 200 or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.05)
-        assert status == 200 and entry["server"] == placed
+        assert status == 200, f"the new process does not know late0 after {WAIT_S:g}s: {status} {entry}"
+        assert entry["server"] == placed
         # the first session still runs (in the old process): leastconn alone would pick the other server
         assert await where(port, "late0") == placed
         writer.close()
@@ -575,7 +637,7 @@ async def test_the_session_directory_is_handed_over(tmp_path: Path) -> None:
     new_pid = None
     try:
         assert old.proc is not None
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await wait_serving(log, WAIT_S)
         async with aiohttp.ClientSession() as http:
             for server in ("TS01", "TS02"):
                 body = {"sessions": [{"user": "hanna", "state": "disconnected"}] if server == "TS02" else []}
@@ -611,7 +673,7 @@ async def test_a_slow_start_ramp_under_way_goes_on_in_the_new_process(tmp_path: 
     new_pid = None
     try:
         assert old.proc is not None
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await wait_serving(log, WAIT_S)
         config.write_text(both)  # TS02 is added: it ramps
         old.proc.send_signal(signal.SIGHUP)
         await wait_until(lambda: "server TS02 takes new users gradually: slow start over 10m" in log.read_text(),
@@ -655,7 +717,7 @@ async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_n
 
     try:
         assert old.proc is not None
-        await wait_until(lambda: " listening on " in log.read_text(), WAIT_S)
+        await wait_serving(log, WAIT_S)
         await push_all({})
         home = await where(port, "ines")  # placed; her client goes on with the logon
         busy = await rdp_connect(port, "olga")  # her home is not the least loaded any more

@@ -13,7 +13,7 @@ import pytest
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import load_config
 from rdpbalancer.policy.model import AdminState
-from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_until
+from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_serving, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 
 
@@ -109,6 +109,8 @@ def test_sighup_reload_and_sd_notify(tmp_path: Path) -> None:
         proc = BalancerProcess(cfg, port, tmp_path / "b.log", env={"NOTIFY_SOCKET": str(notify_path)})
         proc.start()
         try:
+            # sent once it serves: its signal handlers are in place, SIGHUP reloads (it accepted
+            # connections already, and would have refused a SIGHUP as "received while starting")
             assert sd.recv(4096).decode().startswith("READY=1")
             cfg.write_text(cfg.read_text().replace('"127.0.0.1:9"', '"127.0.0.1:10"'))
             assert proc.proc is not None
@@ -151,7 +153,7 @@ async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int) -> N
     await asyncio.to_thread(proc.start)
     log = tmp_path / "b.log"
     try:
-        await wait_until(lambda: " listening on " in log.read_text(), 15)
+        await wait_serving(log, 15)  # it acts on SIGHUP from this line on
         assert proc.proc is not None
         async with aiohttp.ClientSession() as http:
             for i in range(6):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -103,12 +104,30 @@ class BalancerProcess:
         self.proc = None
 
 
-async def wait_until(predicate, timeout_s: float = 5.0, interval_s: float = 0.01) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(predicate, timeout_s: float = 5.0, interval_s: float = 0.01,  # type: ignore[no-untyped-def]
+                     describe=None) -> None:
+    """Until `predicate()`; TimeoutError after `timeout_s`, saying `describe()` when given."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
+            raise TimeoutError(f"condition not reached in {timeout_s:g}s"
+                               + (f": {describe()}" if describe is not None else ""))
         await asyncio.sleep(interval_s)
+
+
+# The start-up line of a serving process: "rdpbalancer VERSION listening on ADDRESSES; pools: ..."
+# ("stopped listening on", logged when a reload removes an address, does not match).
+SERVING_LINE = re.compile(r"rdpbalancer \S+ listening on ")
+
+
+async def wait_serving(log_path: Path, timeout_s: float = 15.0, count: int = 1) -> None:
+    """Until `count` balancer processes logging to `log_path` serve and act on their signals (2:
+    a handoff's successor too). `Balancer.run()` installs its signal handlers before it starts;
+    `start()` ends with the "listening on" line, and `run()` marks the process serving in the same
+    step of the event loop: from that line on, SIGHUP and SIGUSR2 are acted on (not refused as
+    "received while starting") and SIGTERM stops it."""
+    await wait_until(lambda: len(SERVING_LINE.findall(log_path.read_text())) >= count, timeout_s, 0.02,
+                     describe=lambda: f"no {count} start-up line(s) in {log_path}:\n{log_path.read_text()[-3000:]}")
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
