@@ -307,15 +307,10 @@ class Router:
         if found is not None:
             member = pool.member(found.server)
             assert member is not None  # evidence covers this pool's servers only
-            name, cond = found.server, self.condition(found.server)
-            if cond.admin is AdminState.MAINT:
-                return self._moved(pool, key, name, f"{why}, but {name} is in maintenance", now)
-            down_for = cond.down_for(now)
-            if not cond.up and down_for >= self.policy.failover_after_s:
-                return self._moved(pool, key, name, f"{why}, but {name} is down for {down_for:.0f}s", now)
-            if not cond.up:
-                why += f" (down for {down_for:.0f}s, held until failover_after)"
-            return Decision(Reason.SESSION, key, pool.name, (member.server,), why)
+            gone, note = self._gone(found.server, now)
+            if gone is not None:
+                return self._moved(pool, key, found.server, f"{why}, but {gone}", now)
+            return Decision(Reason.SESSION, key, pool.name, (member.server,), why + note)
         if sticky is None:
             return None
         held = self.entry_stands(pool, sticky, evidence, now)
@@ -343,27 +338,32 @@ class Router:
             grace = max(grace, OPEN_ELSEWHERE_S)
         return grace
 
+    def _gone(self, server: str, now: float) -> tuple[str | None, str]:
+        """The failover rule, written once: why the users whose session is on `server` must leave
+        it (maintenance, or down for failover_after), else None and, while it is down but held, a
+        note saying so. A session on a host that was down that long proves nothing: the host may
+        never come back with it."""
+        cond = self.condition(server)
+        if cond.admin is AdminState.MAINT:
+            return f"{server} is in maintenance", ""
+        if cond.up:
+            return None, ""
+        down_for = cond.down_for(now)
+        if down_for >= self.policy.failover_after_s:
+            return f"{server} down for {down_for:.0f}s", ""
+        return None, f" (down for {down_for:.0f}s, held until failover_after)"
+
     def _moved(self, pool: Pool, key: str, server: str, why: str, now: float) -> Decision:
         moved = self._balance(pool, key, Reason.FAILOVER, now)
         return Decision(moved.reason, key, pool.name, moved.candidates, f"{why}; {moved.detail}", moved_from=server)
 
     def _sticky(self, pool: Pool, member: PoolMember, entry: StickyEntry, now: float) -> Decision:
         """A returning user: their session is on `member`, unless it is gone for good."""
-        name, cond = member.server.name, self.condition(member.server.name)
-        if cond.admin is AdminState.MAINT:
-            return self._failover(pool, entry, f"{name} is in maintenance", now)
-        down_for = cond.down_for(now)
-        if not cond.up and down_for >= self.policy.failover_after_s:
-            return self._failover(pool, entry, f"{name} down for {down_for:.0f}s", now)
-        detail = f"{printable(entry.key)} -> {name}"
-        if not cond.up:
-            detail += f" (down for {down_for:.0f}s, held until failover_after)"
+        gone, note = self._gone(member.server.name, now)
+        if gone is not None:
+            return self._moved(pool, entry.key, entry.server, gone, now)
+        detail = f"{printable(entry.key)} -> {member.server.name}{note}"
         return Decision(Reason.STICKY_HIT, entry.key, pool.name, (member.server,), detail)
-
-    def _failover(self, pool: Pool, entry: StickyEntry, why: str, now: float) -> Decision:
-        moved = self._balance(pool, entry.key, Reason.FAILOVER, now)
-        detail = f"{why}; {moved.detail}"
-        return Decision(moved.reason, entry.key, pool.name, moved.candidates, detail, moved_from=entry.server)
 
     def _balance(self, pool: Pool, key: str | None, reason: Reason, now: float) -> Decision:
         refusing = self._refusing_new_logons(pool, now)
@@ -453,10 +453,7 @@ class Router:
             for member in pool.members:
                 if (member.server.host, member.server.port) != target:
                     continue
-                cond = self.condition(member.server.name)
-                if cond.admin is AdminState.MAINT:
-                    return None
-                if not cond.up and cond.down_for(now) >= self.policy.failover_after_s:
+                if self._gone(member.server.name, now)[0] is not None:
                     return None
                 return Decision(Reason.ROUTING_TOKEN, None, pool.name, (member.server,), "msts token")
         return None
