@@ -20,7 +20,9 @@ from typing import Protocol
 from rdpbalancer.policy.model import PoolMember, Server
 
 
-class Balancer(Protocol):
+class Ranking(Protocol):
+    """How a pool orders its servers for a new user (HAProxy: an algorithm behind the same hooks)."""
+
     def rank(self, members: Sequence[PoolMember], load: Callable[[str], int], turn: int,
              shares: Mapping[str, float] | None = None) -> list[Server]:
         """Servers that may take a new user, best first (weight-0 servers left out). `turn`

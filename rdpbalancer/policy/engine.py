@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from rdpbalancer.policy import slowstart
-from rdpbalancer.policy.balancing import Balancer, WeightedLeastLoad
+from rdpbalancer.policy.balancing import Ranking, WeightedLeastLoad
 from rdpbalancer.policy.identity import SOURCE_IP_PREFIX, printable, source_ip_key
 from rdpbalancer.policy.limits import NewUserBudget, source_of
 from rdpbalancer.policy.model import (
@@ -94,7 +94,7 @@ class Router:
         self.membership: GroupMembership = NoGroups()
         self.ambiguous = 0  # truncated cookies whose candidate users would route differently
         self.ambiguous_names = 0  # cookies without a domain the hosts list under several domains
-        self._balancers: dict[str, Balancer] = {}
+        self._rankings: dict[str, Ranking] = {}
         self._turns: Counter[str] = Counter()  # pool -> tie-break turn, advanced by commit only
         # [limits] new_users_per_source: invented user names from one address must not push real
         # users out of the table; None: no budget (the shell sets it)
@@ -113,7 +113,7 @@ class Router:
         if now is not None and policy is not self.policy:
             self._ramps_across(self.policy, policy, now)
         self.policy = policy
-        self._balancers = {p.name: self._balancers.get(p.name) or WeightedLeastLoad() for p in policy.pools}
+        self._rankings = {p.name: self._rankings.get(p.name) or WeightedLeastLoad() for p in policy.pools}
         self._names = {p.name: tuple(m.server.name for m in p.members) for p in policy.pools}
 
     # -- server conditions -----------------------------------------------------------------
@@ -374,11 +374,11 @@ class Router:
         if full:  # at its cap a server takes no new user (its own users still reach it: not balanced)
             usable = [m for m in usable if m not in full]
         shares = self._shares(pool, now)
-        balancer, turn = self._balancers[pool.name], self._turns[pool.name]
-        ranked = balancer.rank([m for m in usable if not m.backup], load, turn, shares)
+        ranking, turn = self._rankings[pool.name], self._turns[pool.name]
+        ranked = ranking.rank([m for m in usable if not m.backup], load, turn, shares)
         spare = not ranked and any(m.backup for m in usable)
         if spare:  # hot spares: only while no other server of the pool can take new users
-            ranked = balancer.rank([m for m in usable if m.backup], load, turn, shares)
+            ranked = ranking.rank([m for m in usable if m.backup], load, turn, shares)
         if not ranked and full:
             caps = ", ".join(f"{m.server.name} {load(m.server.name)}/{m.max_sessions}" for m in full)
             return Decision(Reason.FULL, key, pool.name,
