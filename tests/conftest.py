@@ -24,3 +24,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+# The tiers that run real services: `python3 -m pytest -m "not real_services"` leaves them out
+# (the quick tier: unit and component); a plain run still runs everything.
+_REAL_SERVICE_DIRS = frozenset({"e2e", "directory", "ha", "install", "browser", "bench"})
+_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            tier = item.path.resolve().relative_to(_TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        if tier in _REAL_SERVICE_DIRS:
+            item.add_marker(pytest.mark.real_services)
