@@ -11,12 +11,12 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from rdpbalancer.netaddr import describe_os_error
 from rdpbalancer.relay.sockets import connect_raw
-from tests.support.balancer import free_port
 
 
 async def test_it_connects_to_a_listener_on_ipv4_and_ipv6() -> None:
@@ -35,8 +35,9 @@ async def test_it_connects_to_a_listener_on_ipv4_and_ipv6() -> None:
 
 
 async def test_a_refused_connect_says_connection_refused() -> None:
-    with pytest.raises(OSError) as info:
-        await connect_raw(asyncio.get_running_loop(), "127.0.0.1", free_port(), 5)
+    with socket.socket() as bound, pytest.raises(OSError) as info:  # bound, not listening: held, and refused
+        bound.bind(("127.0.0.1", 0))
+        await connect_raw(asyncio.get_running_loop(), "127.0.0.1", bound.getsockname()[1], 5)
     assert info.value.errno == errno.ECONNREFUSED and describe_os_error(info.value) == "Connection refused"
 
 
@@ -50,8 +51,22 @@ def _full_listener() -> Iterator[int]:
             filler = fillers.enter_context(socket.socket())
             filler.setblocking(False)
             filler.connect_ex(listener.getsockname())
-        time.sleep(0.1)
-        yield listener.getsockname()[1]
+        port = listener.getsockname()[1]
+        deadline = time.monotonic() + 5.0
+        while _accept_queue(port) < 1:  # with backlog 0, one connection waiting to be accepted fills it
+            assert time.monotonic() < deadline, f"no connection reached the accept queue of port {port}"
+            time.sleep(0.005)
+        yield port
+
+
+def _accept_queue(port: int) -> int:
+    """Connections waiting in the accept queue of the IPv4 listener on `port` (the rx_queue of a
+    LISTEN row in /proc/net/tcp, `ss -ltn`'s Recv-Q)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            return int(fields[4].split(":")[1], 16)
+    return 0
 
 
 def _open_fds() -> int:

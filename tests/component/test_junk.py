@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rdpbalancer.proto import MAX_CONNECTION_REQUEST_BYTES, build_connection_request
-from tests.support.balancer import farm_config, running
+from tests.support.balancer import farm_config, running, wait_until
 from tests.support.fakes import start_farm, where
 
 HANDSHAKE_TIMEOUT_S = 1.0  # farm_config's value
@@ -57,7 +58,8 @@ async def test_client_that_vanishes_mid_handshake(tmp_path: Path) -> None:
             writer.write(CR[:10])
             writer.transport.abort()
         assert await where(port, "alice") == "TS01"
-        await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # the aborted ones end as the balancer reads their resets
+            await wait_until(lambda: len(bal.ctx.sessions) == 0)
         assert len(bal.ctx.sessions) == 0
     await farm[0].stop()
 
@@ -71,7 +73,8 @@ async def test_connect_and_close_is_a_probe_not_malformed(tmp_path: Path) -> Non
             writer.close()
             await writer.wait_closed()
         assert await where(port, "alice") == "TS01"
-        await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):  # until the five empty ones are counted and ended
+            await wait_until(lambda: bal.ctx.stats.connections["empty"] == 5 and len(bal.ctx.sessions) == 0)
         assert bal.ctx.stats.connections["empty"] == 5
         assert sum(bal.ctx.stats.malformed.values()) == 0
         assert len(bal.ctx.sessions) == 0
