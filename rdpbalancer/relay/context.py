@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 import itertools
 import os
 import time
@@ -17,19 +16,14 @@ from rdpbalancer.policy.model import Decision, Server
 from rdpbalancer.relay.control import Control
 from rdpbalancer.relay.deadlines import Deadlines
 from rdpbalancer.relay.splice import PipePool
+from rdpbalancer.relay.vocabulary import State
 from rdpbalancer.settings import RelaySettings
 from rdpbalancer.tasks import TaskSet
 
+# State is re-exported: SessionView's readers (workers/primary.py) import it from here
+__all__ = ["RECENT_DECISIONS", "RelayContext", "SessionView", "State", "Stats"]
+
 RECENT_DECISIONS = 200  # routing outcomes kept for the dashboard
-
-
-class State(enum.Enum):
-    """Where a session is in its life (relay/session.py)."""
-
-    HANDSHAKE = "handshake"
-    ROUTING = "routing"
-    RELAY = "relay"
-    CLOSED = "closed"
 
 
 class SessionView(Protocol):

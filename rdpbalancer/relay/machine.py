@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import Enum
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
@@ -31,7 +29,46 @@ from rdpbalancer.policy.placement import AttemptOutcome, follow_winner, judge_at
 from rdpbalancer.proto import ClientHandshake, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.proto.proxy import parse_proxy_header
-from rdpbalancer.relay.context import State
+from rdpbalancer.relay.vocabulary import (
+    BOTH,
+    NEITHER,
+    Aborted,
+    Admit,
+    Admitted,
+    AllFailed,
+    AskRoute,
+    Attempt,
+    AttemptAbandoned,
+    AttemptConnected,
+    AttemptDurable,
+    AttemptFailed,
+    CancelConnect,
+    ClientConnected,
+    ClientData,
+    Close,
+    Command,
+    Connect,
+    ConnectDone,
+    CountEmpty,
+    DeadlinePassed,
+    Eof,
+    Event,
+    Finish,
+    HandshakeDone,
+    IllegalEvent,
+    Log,
+    Lost,
+    PauseClient,
+    Refuse,
+    Register,
+    Reject,
+    RelayEnded,
+    RouteAnswered,
+    Side,
+    StartRelay,
+    State,
+    WriteEof,
+)
 from rdpbalancer.settings import RelaySettings
 
 # never give a connect attempt less than this: a next candidate is not tried once less is left
@@ -41,254 +78,6 @@ MIN_ATTEMPT_TIMEOUT_S = 0.25
 # reset); a client normally waits for the Confirm, so beyond this it is paused until the relay.
 MAX_EARLY_CLIENT_BYTES = 64 * 1024
 
-
-class Side(Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-NEITHER: frozenset[Side] = frozenset()
-BOTH = frozenset({Side.CLIENT, Side.SERVER})
-
-
-# -- events (what happened) ---------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class ClientConnected:
-    addr: tuple[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Admitted:
-    """The answer to `Admit`: None, or the [limits] refusal and its explanation."""
-
-    refusal: str | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientData:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Eof:
-    side: Side
-
-
-@dataclass(frozen=True, slots=True)
-class Lost:
-    """A leg's connection is gone: closed (error None) or reset/failed."""
-
-    side: Side
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadlinePassed:
-    """The handshake deadline (`ArmDeadline`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RouteAnswered:
-    """The control plane decided; its first attempt is started (`durable` follows), or it could
-    not answer (`unavailable`). `at`: monotonic seconds, the start of the connect budget."""
-
-    decision: Decision | None
-    ambiguous: bool = False
-    attempted: bool = False
-    unavailable: str | None = None
-    at: float = field(kw_only=True)
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectDone:
-    """The connect of the current attempt finished: "" connected, else why not; `at`: when
-    (monotonic seconds, the clock of `RouteAnswered.at`)."""
-
-    error: str = ""
-    at: float = field(kw_only=True)
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptDurable:
-    """The attempt's assignment is durable: None, or where another node placed the user first;
-    `unavailable`: the control plane could not tell; `at`: when (as `ConnectDone.at`)."""
-
-    winner: Server | None = None
-    unavailable: str | None = None
-    at: float = field(kw_only=True)
-
-
-@dataclass(frozen=True, slots=True)
-class RelayEnded:
-    """The splice pump is done (both directions, or a reset): the bytes it moved."""
-
-    up: int
-    down: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Aborted:
-    """Cut it now (shutdown, an operator, on_down = shutdown-sessions)."""
-
-    reason: str
-
-
-# -- commands (what to do) ----------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Admit:
-    """Ask [limits] whether `source` may connect (answer with `Admitted`)."""
-
-    source: str
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """Before any byte of its own: reset the client, count and log the refusal (rate-limited)."""
-
-    reason: str
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class Register:
-    """A session now: into the registry, handshake deadline armed for `deadline_s`."""
-
-    deadline_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeDone:
-    """The Connection Request is complete: deadline off, out of [limits] max_handshakes (the
-    shell does the same at a `Reject`, `CountEmpty` or `Finish`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Close the client (FIN) with a "rejected" line; `count`: the connections counter;
-    `malformed`: also counted as a malformed first packet of that kind."""
-
-    count: str
-    reason: str
-    malformed: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CountEmpty:
-    """Connect-then-close without a byte (a TCP health check): counted, not logged."""
-
-
-@dataclass(frozen=True, slots=True)
-class AskRoute:
-    request: RouteRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """Start the attempt on the next candidate (assignment, count): its `AttemptDurable` follows."""
-
-    decision: Decision
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
-class Connect:
-    """Connect to `server` within `budget_s` (its `ConnectDone` follows, whatever happens)."""
-
-    server: Server
-    budget_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class CancelConnect:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptConnected:
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptFailed:
-    """The server's fault: counted, told to passive health checks, the backend dropped."""
-
-    server: Server
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptAbandoned:
-    """Nobody's fault: only the count is undone, the backend dropped."""
-
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
-class AllFailed:
-    """Every candidate failed: forget an assignment the user never reached."""
-
-    decision: Decision
-
-
-@dataclass(frozen=True, slots=True)
-class PauseClient:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class StartRelay:
-    """Connected and durable: relay. `first`: the CR verbatim and what followed it; `resume`:
-    the client was paused for its early bytes and may be read again."""
-
-    decision: Decision
-    server: Server
-    first: bytes
-    resume: bool
-
-
-@dataclass(frozen=True, slots=True)
-class WriteEof:
-    """Half-close: pass an EOF on to `side`."""
-
-    side: Side
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close `side` (reset: pass a reset on, promptly; else flush, then FIN)."""
-
-    side: Side
-    reset: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    """The session is over: leave the registry and the limits; a relayed one is accounted;
-    `count`: also counted under that result (a client gone during the handshake)."""
-
-    relayed: bool
-    reason: str
-    count: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Log:
-    """A line about this session; `count`: also counted under that connections result."""
-
-    level: int
-    message: str
-    count: str = ""
-
-
-Event = (ClientConnected | Admitted | ClientData | Eof | Lost | DeadlinePassed | RouteAnswered | ConnectDone
-         | AttemptDurable | RelayEnded | Aborted)
-Command = (Admit | Refuse | Register | HandshakeDone | Reject | CountEmpty | AskRoute | Attempt | Connect
-           | CancelConnect | AttemptConnected | AttemptFailed | AttemptAbandoned | AllFailed | PauseClient
-           | StartRelay | WriteEof | Close | Finish | Log)
 
 _REFUSAL_DETAIL = {
     Refusal.MAX_CONNECTIONS: "[limits] max_connections ({limits.max_connections} in this process) reached",
@@ -348,49 +137,26 @@ class SessionMachine:
     # -- the one door -----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Command]:
-        handler = _HANDLERS.get(type(event))
+        """The transition of `event` in the current state (`_TRANSITIONS`); IllegalEvent, the
+        state untouched, if it has none."""
+        kind = type(event)
+        key: object = (kind, event.side) if isinstance(event, Eof | Lost) else kind
+        handler = _TRANSITIONS[self.state].get(key)
         if handler is None:
-            raise TypeError(f"not an event of the session machine: {type(event).__name__}")
+            if kind not in _EVENTS:
+                raise TypeError(f"not an event of the session machine: {kind.__name__}")
+            raise IllegalEvent(self.state, event)
         return handler(self, event)
 
-    def _on_client_connected(self, event: ClientConnected) -> list[Command]:
-        return self._connected_client(event.addr)
+    def _illegal(self, event: Event) -> IllegalEvent:
+        return IllegalEvent(self.state, event)
 
-    def _on_admitted(self, event: Admitted) -> list[Command]:
-        return self._admitted(event.refusal, event.detail)
+    # -- HANDSHAKE: admission, PROXY, the Connection Request ----------------------------------------
 
-    def _on_client_data(self, event: ClientData) -> list[Command]:
-        return self._client_data(event.data)
-
-    def _on_eof(self, event: Eof) -> list[Command]:
-        return self._eof_from(event.side)
-
-    def _on_lost(self, event: Lost) -> list[Command]:
-        return self._lost(event.side, event.error)
-
-    def _on_deadline(self, _event: DeadlinePassed) -> list[Command]:
-        return self._expired()
-
-    def _on_connect_done(self, event: ConnectDone) -> list[Command]:
-        self._connected = event.error
-        return self._judge(event.at)
-
-    def _on_durable(self, event: AttemptDurable) -> list[Command]:
-        self._durable = event
-        return self._judge(event.at)
-
-    def _on_relay_ended(self, event: RelayEnded) -> list[Command]:
-        self.end_reason = self.end_reason or event.reason
-        self._gone = BOTH
-        return self._finish()
-
-    def _on_aborted(self, event: Aborted) -> list[Command]:
-        return self._aborted(event.reason)
-
-    # -- admission and PROXY -----------------------------------------------------------------------------
-
-    def _connected_client(self, addr: tuple[str, int]) -> list[Command]:
-        self.addr = addr
+    def _connected_client(self, event: ClientConnected) -> list[Command]:
+        if self.addr != ("unknown", 0):  # once per connection: the accept
+            raise self._illegal(event)
+        self.addr = addr = event.addr
         if self.listener in self.settings.proxy_listeners:
             if not _trusted(addr[0], self.settings.trusted_proxies):
                 self.state = State.CLOSED
@@ -401,10 +167,11 @@ class SessionMachine:
             return [Register(self.settings.handshake_timeout_s)]
         return [Admit(source_of(addr[0]))]
 
-    def _admitted(self, refusal: str | None, detail: str) -> list[Command]:
-        if refusal is not None:
+    def _admitted(self, event: Admitted) -> list[Command]:
+        if event.refusal is not None:
             self.state = State.CLOSED
-            return [Refuse(refusal, detail), *self._finish()] if self._registered else [Refuse(refusal, detail)]
+            refuse = Refuse(event.refusal, event.detail)
+            return [refuse, *self._finish()] if self._registered else [refuse]
         commands: list[Command] = []
         if not self._registered:
             self._registered = True
@@ -414,18 +181,10 @@ class SessionMachine:
             commands += self._feed(rest)
         return commands
 
-    def _client_data(self, data: bytes) -> list[Command]:
-        if self.state is State.ROUTING:
-            self._early += data  # forwarded after the CR once relaying
-            if len(self._early) > MAX_EARLY_CLIENT_BYTES and not self._paused:
-                self._paused = True
-                return [PauseClient()]
-            return []
-        if self.state is not State.HANDSHAKE:
-            return []
+    def _handshake_data(self, event: ClientData) -> list[Command]:
         if self._proxy is not None:
-            return self._feed_proxy(data)
-        return self._feed(data)
+            return self._feed_proxy(event.data)
+        return self._feed(event.data)
 
     def _feed_proxy(self, data: bytes) -> list[Command]:
         """A trusted proxy's PROXY v1/v2 header, then the client's own bytes."""
@@ -437,26 +196,23 @@ class SessionMachine:
         except ProtocolError as exc:
             return self._malformed(exc)
         if header is None:
-            return []
+            return []  # not complete yet: the handshake deadline bounds the wait
         self._proxy = None
         if header.source is not None:  # None: LOCAL/UNKNOWN (the proxy's own check): the proxy it is
             self.addr = header.source
         self._early = bytes(buffer[header.length:])  # fed once admitted
         return [Admit(source_of(self.addr[0]))]
 
-    # -- the handshake ---------------------------------------------------------------------------------
-
     def _feed(self, data: bytes) -> list[Command]:
         handshake = self._handshake
-        if handshake is None:
-            return []  # the Connection Request is in: nothing more to parse
+        assert handshake is not None  # dropped with the move to ROUTING
         try:
             handshake.receive_data(data)
             event = handshake.next_event()
         except ProtocolError as exc:
             return self._malformed(exc)
         if not isinstance(event, ConnectionRequestReceived):
-            return []
+            return []  # NeedData: the handshake deadline bounds the wait
         cr = event.request
         self.state = State.ROUTING  # the client is still read: its leaving is noticed at once
         self._cr = cr.raw + handshake.trailing_data
@@ -467,6 +223,9 @@ class SessionMachine:
                                collection=cr.collection, listener=self.listener)
         return [HandshakeDone(), AskRoute(request)]
 
+    def _client_eof_in_handshake(self, _event: Eof) -> list[Command]:
+        return self._feed(b"")  # EOF before a full CR: the parser reports it
+
     def _malformed(self, exc: ProtocolError) -> list[Command]:
         self.state = State.CLOSED
         if exc.kind == EOF_KIND:
@@ -476,28 +235,32 @@ class SessionMachine:
             return [CountEmpty()]
         return self._reject(f"malformed: {exc.kind}: {exc}", "malformed", malformed=exc.kind)
 
-    def _expired(self) -> list[Command]:
-        if self.state is not State.HANDSHAKE:
-            return []
+    def _expired(self, _event: DeadlinePassed) -> list[Command]:
         return self._reject("handshake-timeout", "handshake-timeout", malformed="handshake-timeout")
 
+    def _client_gone_in_handshake(self, event: Lost) -> list[Command]:
+        self._gone_reason(event)
+        self.state = State.CLOSED
+        return self._finish(count="client-gone")
+
     def _reject(self, reason: str, count: str, *, malformed: str | None = None) -> list[Command]:
+        """Close the client with a reason; its Lost follows and finishes the session (CLOSED)."""
         self.end_reason = reason
         self.state = State.CLOSED
-        commands: list[Command] = [Reject(count, reason, malformed)]
-        if Side.CLIENT in self._gone:
-            commands += self._finish()
-        return commands
+        return [Reject(count, reason, malformed)]
 
-    # -- routing and attempts --------------------------------------------------------------------------
+    # -- ROUTING: the decision, then the attempts --------------------------------------------------
+
+    def _early_data(self, event: ClientData) -> list[Command]:
+        self._early += event.data  # forwarded after the CR once relaying
+        if len(self._early) > MAX_EARLY_CLIENT_BYTES and not self._paused:
+            self._paused = True
+            return [PauseClient()]
+        return []
 
     def _routed(self, answer: RouteAnswered) -> list[Command]:
-        if self.state is not State.ROUTING:  # the client left while the control plane decided
-            if answer.decision is not None and answer.attempted and answer.decision.candidates:
-                self.decision, self.server = answer.decision, answer.decision.candidates[0]
-                self._client_left, self._connected = True, "client left before connect"
-                return self._judge(answer.at)
-            return []
+        if self.decision is not None:  # one answer per connection
+            raise self._illegal(answer)
         if answer.unavailable is not None or answer.decision is None:
             return self._reject(f"unavailable: {answer.unavailable}", "unavailable")
         decision = self.decision = answer.decision
@@ -534,26 +297,30 @@ class SessionMachine:
         commands: list[Command] = [] if started else [Attempt(self.decision, server)]
         return [*commands, Connect(server, budget)]
 
+    def _connect_done(self, event: ConnectDone) -> list[Command]:
+        if self.server is None or self._connected is not None:  # one per Connect
+            raise self._illegal(event)
+        self._connected = event.error
+        return self._judge(event.at)
+
+    def _attempt_durable(self, event: AttemptDurable) -> list[Command]:
+        if self.server is None or self._durable is not None:  # one per attempt
+            raise self._illegal(event)
+        self._durable = event
+        return self._judge(event.at)
+
     def _judge(self, now: float) -> list[Command]:
         """Both halves of an attempt are in (the connect, the durable assignment; the later came
-        at `now`): what next."""
+        at `now`): what next. Until then, nothing: the other half is on its way."""
         if self._connected is None or self._durable is None:
             return []
         server, durable = self.server, self._durable
         assert server is not None and self.decision is not None
         error = self._connected or (f"control plane unavailable: {durable.unavailable}"
                                     if durable.unavailable is not None else "")
-        client_left = self._client_left or self.state is not State.ROUTING
-        if durable.winner is not None and not client_left:
-            follow = follow_winner(self.decision, durable.winner, self._followed)
-            commands: list[Command] = [AttemptAbandoned(server)]
-            if follow is None:
-                return commands + self._all_failed()
-            self._followed, self.decision, self._attempt = True, follow, 0
-            return [*commands, Log(logging.INFO, f"user {self.user_text()} was placed on {durable.winner.name} by "
-                                                 "another balancer first; following"),
-                    *self._connect(now, started=False)]
-        outcome = judge_attempt(error=error, client_left=client_left)
+        if durable.winner is not None and not self._client_left:
+            return self._follow(server, durable.winner, now)
+        outcome = judge_attempt(error=error, client_left=self._client_left)
         if outcome is AttemptOutcome.ABANDONED:
             self.server = None
             return [AttemptAbandoned(server)]
@@ -569,38 +336,120 @@ class SessionMachine:
         resume, self._paused = self._paused, False
         return [AttemptConnected(server), StartRelay(self.decision, server, first, resume)]
 
+    def _follow(self, server: Server, winner: Server, now: float) -> list[Command]:
+        """Another node placed the user on `winner` first: follow it, once."""
+        assert self.decision is not None
+        follow = follow_winner(self.decision, winner, self._followed)
+        commands: list[Command] = [AttemptAbandoned(server)]
+        if follow is None:
+            return commands + self._all_failed()
+        self._followed, self.decision, self._attempt = True, follow, 0
+        return [*commands, Log(logging.INFO, f"user {self.user_text()} was placed on {winner.name} by "
+                                             "another balancer first; following"),
+                *self._connect(now, started=False)]
+
     def _all_failed(self, *, spent: bool = False) -> list[Command]:
         """Every candidate failed, or (`spent`) the budget is spent before candidate `_attempt`."""
         assert self.decision is not None
         decision = self.decision
-        commands: list[Command] = [AllFailed(decision)]
-        if self.state is State.ROUTING:
-            names = [s.name for s in decision.candidates]
-            if spent:
-                self.server = None
-                tried, untried = names[:self._attempt], names[self._attempt:]
-                what = (f"{', '.join(tried)} unreachable, " if tried else "") + f"{', '.join(untried)} not tried"
-                reason = (f"connect-failed: connect budget spent (connect_timeout "
-                          f"{self.settings.connect_timeout_s:g}s): {what} ({decision.detail})")
-            else:
-                reason = f"connect-failed: {', '.join(names)} unreachable ({decision.detail})"
-            commands += self._reject(reason, "connect-failed")
-        return commands
+        names = [s.name for s in decision.candidates]
+        if spent:
+            self.server = None
+            tried, untried = names[:self._attempt], names[self._attempt:]
+            what = (f"{', '.join(tried)} unreachable, " if tried else "") + f"{', '.join(untried)} not tried"
+            reason = (f"connect-failed: connect budget spent (connect_timeout "
+                      f"{self.settings.connect_timeout_s:g}s): {what} ({decision.detail})")
+        else:
+            reason = f"connect-failed: {', '.join(names)} unreachable ({decision.detail})"
+        return [AllFailed(decision), *self._reject(reason, "connect-failed")]
 
-    # -- half-close and teardown -----------------------------------------------------------------------
+    def _leg_closing(self, _event: Eof) -> list[Command]:
+        """No-op. Outside the relay a leg that sends EOF is closed by the shell (its eof_received
+        answers False); the Lost that follows is the event that counts."""
+        return []
 
-    def _eof_from(self, side: Side) -> list[Command]:
-        """Outside the relay the leg is closed by the shell (its eof_received answers False)."""
-        if self.state is not State.RELAY:
-            if side is Side.CLIENT and self.state is State.HANDSHAKE:
-                return self._feed(b"")  # EOF before a full CR: the parser reports it
-            return []
+    def _client_gone_while_routing(self, event: Lost) -> list[Command]:
+        """Routing notices and gives up: the connect is cancelled; what is under way (the route's
+        answer, the attempt's connect and durable write) still comes back, in CLOSED."""
+        self._gone_reason(event)
+        self.state = State.CLOSED
+        self._client_left = True
+        return [CancelConnect(), *self._finish()]
+
+    def _server_gone_while_routing(self, _event: Lost) -> list[Command]:
+        """The current attempt's backend closed before the relay. Connected but not yet durable:
+        the attempt failed. Before its ConnectDone (the connect finished, its callback had not run
+        yet), the shell's connect sees the closed leg and says so itself: a no-op here."""
+        if self._connected == "":
+            self._connected = "closed by server during connect"
+        return []
+
+    # -- RELAY: half-close and teardown ------------------------------------------------------------
+
+    def _half_close(self, event: Eof) -> list[Command]:
+        side = event.side
         self._eof = self._eof | {side}
-        other = Side.SERVER if side is Side.CLIENT else Side.CLIENT
-        commands: list[Command] = [WriteEof(other)]
+        commands: list[Command] = [WriteEof(_other(side))]
         if self._eof == BOTH:
             commands += self._close(Side.CLIENT, Side.SERVER)
         return commands
+
+    def _lost_in_relay(self, event: Lost) -> list[Command]:
+        side = event.side
+        if side in self._gone:  # a leg ends once
+            raise self._illegal(event)
+        self._gone_reason(event)
+        other = _other(side)
+        commands = self._close(other, reset=event.error is not None and other not in self._closing)
+        return commands + self._finish() if self._gone == BOTH else commands
+
+    def _relay_ended(self, event: RelayEnded) -> list[Command]:
+        self.end_reason = self.end_reason or event.reason
+        self._gone = BOTH
+        return self._finish()
+
+    def _abort_relay(self, event: Aborted) -> list[Command]:
+        self.end_reason = self.end_reason or event.reason
+        return self._close(Side.CLIENT, Side.SERVER, reset=True)
+
+    # -- CLOSED: what is still under way comes back ------------------------------------------------
+
+    def _answered_after_client_left(self, answer: RouteAnswered) -> list[Command]:
+        """The client left while the control plane decided. An attempt it started with its answer
+        is given up (its durable answer follows, then AttemptAbandoned); else a no-op: nothing
+        was started for nobody."""
+        if self.decision is not None or not self._client_left:  # one answer, and only after that
+            raise self._illegal(answer)
+        if answer.decision is not None and answer.attempted and answer.decision.candidates:
+            self.decision, self.server = answer.decision, answer.decision.candidates[0]
+            self._connected = "client left before connect"
+            return self._judge(answer.at)
+        return []
+
+    def _client_gone_after_close(self, event: Lost) -> list[Command]:
+        """A Reject or a Refuse closed the client: its end takes the session out of the registry
+        (nothing to do for a refusal that came before registering)."""
+        if Side.CLIENT in self._gone:
+            raise self._illegal(event)
+        self._gone_reason(event)
+        return self._finish()
+
+    def _given_up_backend_ends(self, event: Eof | Lost) -> list[Command]:
+        """No-op. The backend of an attempt the client left: its connect completed before the
+        cancel took effect, and the leg ends before the attempt's answers are in (AttemptAbandoned
+        follows them, and the shell drops the leg then)."""
+        if not self._client_left or self.server is None:
+            raise self._illegal(event)
+        return []
+
+    # -- any state ---------------------------------------------------------------------------------
+
+    def _abort(self, event: Aborted) -> list[Command]:
+        """Cut it now: reset the client (outside the relay there is no backend leg to pass it on
+        to). Legal in every state: an operator or the shutdown may cut a session at any time, and
+        one that has closed its legs already finds nothing more to do."""
+        self.end_reason = self.end_reason or event.reason
+        return self._close(Side.CLIENT, reset=True)
 
     def _close(self, *sides: Side, reset: bool = False) -> list[Command]:
         """Close each side not gone and not closing already (an abort's reset overrides a FIN)."""
@@ -608,34 +457,14 @@ class SessionMachine:
         self._closing = self._closing.union(wanted)
         return [Close(side, reset=reset) for side in wanted]
 
-    def _lost(self, side: Side, error: str | None) -> list[Command]:
-        if side in self._gone:
-            return []
-        if side is Side.SERVER and self.state is not State.RELAY:
-            if self.state is State.ROUTING and self._connected == "":  # connected, not yet durable
-                self._connected = "closed by server during connect"
-            return []  # else the backend of a failed or abandoned attempt
+    def _gone_reason(self, event: Lost) -> None:
+        side = event.side
         self._gone = self._gone | {side}
         if not self.end_reason:
-            self.end_reason = f"{side.value} closed" if error is None else f"{side.value} error: {error}"
-        if self.state is State.RELAY:
-            other = Side.SERVER if side is Side.CLIENT else Side.CLIENT
-            return self._close(other, reset=error is not None and other not in self._closing) + self._finish_if_gone()
-        if self.state is State.HANDSHAKE:
-            self.state = State.CLOSED
-            return self._finish(count="client-gone")
-        if self.state is State.ROUTING:
-            self.state = State.CLOSED  # routing notices and gives up: the connect is cancelled
-            self._client_left = True
-            return [CancelConnect(), *self._finish()]
-        return self._finish()  # closed by a Reject or a Refuse: it leaves the registry now
-
-    def _finish_if_gone(self) -> list[Command]:
-        if self._gone == BOTH:
-            return self._finish()
-        return []
+            self.end_reason = f"{side.value} closed" if event.error is None else f"{side.value} error: {event.error}"
 
     def _finish(self, count: str = "") -> list[Command]:
+        """Leave the registry, once; a connection refused before it registered never joined it."""
         if self._finished or not self._registered:
             return []
         self._finished = True
@@ -643,20 +472,59 @@ class SessionMachine:
         self.state = State.CLOSED
         return [Finish(relayed, self.end_reason, count)]
 
-    def _aborted(self, reason: str) -> list[Command]:
-        self.end_reason = self.end_reason or reason
-        sides = (Side.CLIENT, Side.SERVER) if self.state is State.RELAY else (Side.CLIENT,)
-        return self._close(*sides, reset=True)
 
+Handler = Callable[[SessionMachine, Any], list[Command]]
+M = SessionMachine
+CLIENT, SERVER = Side.CLIENT, Side.SERVER
 
-# one dictionary lookup per event (a chain of isinstance checks costs more on every connection)
-_HANDLERS: dict[type, Callable[[SessionMachine, Any], list[Command]]] = {
-    ClientConnected: SessionMachine._on_client_connected, Admitted: SessionMachine._on_admitted,
-    ClientData: SessionMachine._on_client_data, Eof: SessionMachine._on_eof, Lost: SessionMachine._on_lost,
-    DeadlinePassed: SessionMachine._on_deadline, RouteAnswered: SessionMachine._routed,
-    ConnectDone: SessionMachine._on_connect_done, AttemptDurable: SessionMachine._on_durable,
-    RelayEnded: SessionMachine._on_relay_ended, Aborted: SessionMachine._on_aborted,
+# The transitions, stated per state (h11's _state.py): state -> event -> its handler, which may
+# move the machine to another state. Eof and Lost are keyed by their side too. An event missing
+# from its state's row raises IllegalEvent: nothing is dropped silently. The no-ops are named, and
+# each says why the shell can send that event then.
+_TRANSITIONS: dict[State, dict[object, Handler]] = {
+    State.HANDSHAKE: {
+        ClientConnected: M._connected_client,
+        Admitted: M._admitted,
+        ClientData: M._handshake_data,
+        (Eof, CLIENT): M._client_eof_in_handshake,
+        (Lost, CLIENT): M._client_gone_in_handshake,
+        DeadlinePassed: M._expired,
+        Aborted: M._abort,
+    },
+    State.ROUTING: {
+        ClientData: M._early_data,
+        RouteAnswered: M._routed,
+        ConnectDone: M._connect_done,
+        AttemptDurable: M._attempt_durable,
+        (Eof, CLIENT): M._leg_closing,
+        (Eof, SERVER): M._leg_closing,
+        (Lost, CLIENT): M._client_gone_while_routing,
+        (Lost, SERVER): M._server_gone_while_routing,
+        Aborted: M._abort,
+    },
+    State.RELAY: {
+        (Eof, CLIENT): M._half_close,
+        (Eof, SERVER): M._half_close,
+        (Lost, CLIENT): M._lost_in_relay,
+        (Lost, SERVER): M._lost_in_relay,
+        RelayEnded: M._relay_ended,
+        Aborted: M._abort_relay,
+    },
+    State.CLOSED: {
+        RouteAnswered: M._answered_after_client_left,
+        ConnectDone: M._connect_done,
+        AttemptDurable: M._attempt_durable,
+        (Lost, CLIENT): M._client_gone_after_close,
+        (Eof, SERVER): M._given_up_backend_ends,
+        (Lost, SERVER): M._given_up_backend_ends,
+        Aborted: M._abort,
+    },
 }
+_EVENTS = frozenset(Event.__args__)
+
+
+def _other(side: Side) -> Side:
+    return SERVER if side is CLIENT else CLIENT
 
 
 def _trusted(host: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:

@@ -22,17 +22,18 @@ from typing import Any, TypeVar
 from rdpbalancer import logs, tasks
 from rdpbalancer.netaddr import describe_os_error, format_addr
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
-from rdpbalancer.relay import machine as m
-from rdpbalancer.relay.context import RelayContext, State
+from rdpbalancer.relay import vocabulary as v
+from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
 from rdpbalancer.relay.deadlines import Deadline, Deadlines
+from rdpbalancer.relay.machine import SessionMachine, refusal_detail
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset
 from rdpbalancer.relay.splice import SplicePump
 
 log = logging.getLogger("rdpbalancer.session")
 
 REFUSAL_LOG_EVERY_S = 10.0  # a flood is logged once per reason this often, with the count since
-CLIENT, SERVER = m.Side.CLIENT, m.Side.SERVER
+CLIENT, SERVER = v.Side.CLIENT, v.Side.SERVER
 T = TypeVar("T")
 
 
@@ -64,7 +65,7 @@ class Leg(asyncio.Protocol):
 
     __slots__ = ("closed", "eof", "nbytes", "peer", "session", "side", "transport", "writing_paused")
 
-    def __init__(self, session: Session, side: m.Side) -> None:
+    def __init__(self, session: Session, side: v.Side) -> None:
         self.session, self.side = session, side
         self.transport: asyncio.Transport | None = None
         self.peer: asyncio.Transport | None = None  # the other leg's transport, while relaying
@@ -87,11 +88,11 @@ class Leg(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
-        return self.session.leg_event(self, m.Eof(self.side))
+        return self.session.leg_event(self, v.Eof(self.side))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.session.leg_event(self, m.Lost(self.side, None if exc is None else str(exc)))
+        self.session.leg_event(self, v.Lost(self.side, None if exc is None else str(exc)))
 
     # Our transport's write buffer is full: stop reading from the other side until it drains.
     def pause_writing(self) -> None:
@@ -126,7 +127,7 @@ class Session:
         self.ctx = ctx
         self.id = ctx.new_session_id()
         self.listener = listener
-        self.machine = m.SessionMachine(ctx.settings, listener)
+        self.machine = SessionMachine(ctx.settings, listener)
         self.client = client
         self.backend = Leg(self, SERVER)
         self.started = time.monotonic()
@@ -141,16 +142,17 @@ class Session:
         self._connecting: asyncio.Future[Any] | None = None  # the connect, or the splice's first send
         self._next: tuple[Server, float] | None = None  # the connect the machine asked for last
         self._splice_first: bytes | None = None  # a splice relay to start, with these first bytes
+        self._cut = False  # aborted for an illegal event (_handle)
 
     # -- what readers see (relay/context.SessionView) ------------------------------------------
 
     @property
-    def state(self) -> State:
+    def state(self) -> v.State:
         return self.machine.state
 
     @property
     def relaying(self) -> bool:
-        return self.machine.state is State.RELAY
+        return self.machine.state is v.State.RELAY
 
     @property
     def client_addr(self) -> tuple[str, int]:
@@ -183,116 +185,134 @@ class Session:
         pump = self._pump
         return self.backend.nbytes + (pump.down.nbytes if pump is not None and not pump.closed else 0)
 
-    def leg(self, side: m.Side) -> Leg:
+    def leg(self, side: v.Side) -> Leg:
         return self.client if side is CLIENT else self.backend
 
     # -- events in -------------------------------------------------------------------------------
 
     def started_client(self) -> None:
         assert self.client.transport is not None
-        self._do(self.machine.handle(m.ClientConnected(peer_host(self.client.transport))))
+        self._handle(v.ClientConnected(peer_host(self.client.transport)))
 
     def early_data(self, leg: Leg, data: bytes) -> None:
         if leg is self.backend:
             self._backend_early += data  # a server speaking before relaying starts: kept, sent later
         else:
-            self._do(self.machine.handle(m.ClientData(data)))
+            self._handle(v.ClientData(data))
 
-    def leg_event(self, leg: Leg, event: m.Eof | m.Lost) -> bool:
+    def leg_event(self, leg: Leg, event: v.Eof | v.Lost) -> bool:
         """An end from a leg; True keeps our half open (half-close, while relaying)."""
         if leg is not self.client and leg is not self.backend:
             return False  # a backend attempt that was abandoned
-        self._do(self.machine.handle(event))
-        return self.machine.state is State.RELAY
+        self._handle(event)
+        return self.machine.state is v.State.RELAY
 
     def _handshake_expired(self) -> None:
         self._deadline = None
-        self._do(self.machine.handle(m.DeadlinePassed()))
+        self._handle(v.DeadlinePassed())
 
     def abort(self, reason: str) -> None:
         """Cut the session now (shutdown, admin action). The machine resets the legs it relays
         through transports; a splice relay (no transports) is cut here, and its end comes back as
         RelayEnded."""
-        self._do(self.machine.handle(m.Aborted(reason)))
+        self._handle(v.Aborted(reason))
         if self._pump is not None:
             self._pump.abort(reason)
-        elif self.machine.state is State.RELAY and self._connecting is not None:  # the splice's first bytes
+        elif self.machine.state is v.State.RELAY and self._connecting is not None:  # the splice's first bytes
             self._connecting.cancel()
+
+    def _handle(self, event: v.Event) -> None:
+        """Every event goes to the machine here, the session's edge. An illegal one (a bug of ours:
+        the shell and the machine disagree about this connection) is logged with the session id and
+        counted, and the session is cut, once: the machine's state is untouched by it, so the abort
+        winds the session down as any other; the process goes on."""
+        try:
+            commands = self.machine.handle(event)
+        except v.IllegalEvent as exc:
+            self.ctx.stats.connections["illegal-event"] += 1
+            log.error("session=%s %s; the session is cut", self.id, exc,
+                      extra={"event": {"event": "illegal-event", "session": self.id, "state": exc.state.value,
+                                       "illegal": type(exc.event).__name__}})
+            if not self._cut:
+                self._cut = True
+                self.abort("illegal event")
+            return
+        self._do(commands)
 
     # -- commands out ---------------------------------------------------------------------------
 
-    def _do(self, commands: list[m.Command]) -> None:
+    def _do(self, commands: list[v.Command]) -> None:
         for command in commands:
             _COMMANDS[type(command)](self, command)
 
     # one method per command (dispatched by type in _COMMANDS, after the class)
 
-    def _c_admit(self, c: m.Admit) -> None:
+    def _c_admit(self, c: v.Admit) -> None:
         self._admit(c.source)
 
-    def _c_register(self, c: m.Register) -> None:
+    def _c_register(self, c: v.Register) -> None:
         self.ctx.sessions[self.id] = self
         self._deadline = self.ctx.deadlines.add(c.deadline_s, self._handshake_expired)
 
-    def _c_handshake_done(self, _c: m.HandshakeDone) -> None:
+    def _c_handshake_done(self, _c: v.HandshakeDone) -> None:
         self._out_of_handshake()
         self.ctx.observe_handshake(time.monotonic() - self.started)
 
-    def _c_ask_route(self, c: m.AskRoute) -> None:
+    def _c_ask_route(self, c: v.AskRoute) -> None:
         asyncio.get_running_loop().call_soon(self._begin_route, c.request)
 
-    def _c_attempt(self, c: m.Attempt) -> None:
+    def _c_attempt(self, c: v.Attempt) -> None:
         self._persist = self.ctx.control.attempt(self.id, c.decision, c.server)
 
-    def _c_connect(self, c: m.Connect) -> None:
+    def _c_connect(self, c: v.Connect) -> None:
         self._next = (c.server, c.budget_s)  # run once this step's commands are done (_go_on)
 
-    def _c_cancel_connect(self, _c: m.CancelConnect) -> None:
+    def _c_cancel_connect(self, _c: v.CancelConnect) -> None:
         if self._connecting is not None:
             self._connecting.cancel()  # an abandoned attempt: stop connecting now
 
-    def _c_attempt_connected(self, c: m.AttemptConnected) -> None:
+    def _c_attempt_connected(self, c: v.AttemptConnected) -> None:
         self.ctx.control.connected(self.id, c.server)
 
-    def _c_attempt_failed(self, c: m.AttemptFailed) -> None:
+    def _c_attempt_failed(self, c: v.AttemptFailed) -> None:
         self._attempt_failed(c.server, c.error)
 
-    def _c_attempt_abandoned(self, c: m.AttemptAbandoned) -> None:
+    def _c_attempt_abandoned(self, c: v.AttemptAbandoned) -> None:
         self.ctx.control.abandon(self.id, c.server)
         self._drop_backend()
 
-    def _c_all_failed(self, c: m.AllFailed) -> None:
+    def _c_all_failed(self, c: v.AllFailed) -> None:
         self.ctx.control.all_failed(self.id, c.decision)
 
-    def _c_pause_client(self, _c: m.PauseClient) -> None:
+    def _c_pause_client(self, _c: v.PauseClient) -> None:
         if self.client.transport is not None:
             self.client.transport.pause_reading()
 
-    def _c_start_relay(self, c: m.StartRelay) -> None:
+    def _c_start_relay(self, c: v.StartRelay) -> None:
         self._start(c)
 
-    def _c_write_eof(self, c: m.WriteEof) -> None:
+    def _c_write_eof(self, c: v.WriteEof) -> None:
         transport = self.leg(c.side).transport
         if transport is not None and not transport.is_closing() and transport.can_write_eof():
             transport.write_eof()
 
-    def _c_close(self, c: m.Close) -> None:
+    def _c_close(self, c: v.Close) -> None:
         self._close(self.leg(c.side), hard=c.reset)
 
-    def _c_refuse(self, c: m.Refuse) -> None:
+    def _c_refuse(self, c: v.Refuse) -> None:
         self._refuse(c.reason, c.detail)
 
-    def _c_reject(self, c: m.Reject) -> None:
+    def _c_reject(self, c: v.Reject) -> None:
         self._reject(c.count, c.reason, c.malformed)
 
-    def _c_count_empty(self, _c: m.CountEmpty) -> None:
+    def _c_count_empty(self, _c: v.CountEmpty) -> None:
         self._out_of_handshake()
         self.ctx.stats.connections["empty"] += 1
 
-    def _c_finish(self, c: m.Finish) -> None:
+    def _c_finish(self, c: v.Finish) -> None:
         self._finish(c.relayed, c.count)
 
-    def _c_log(self, c: m.Log) -> None:
+    def _c_log(self, c: v.Log) -> None:
         self._log(c.level, c.message, c.count)
 
     def _log(self, level: int, message: str, count: str) -> None:
@@ -305,9 +325,9 @@ class Session:
         refusal = self.ctx.admission.admit(source, time.monotonic())
         if refusal is None:
             self._source, self._handshaking = source, True
-            self._do(self.machine.handle(m.Admitted()))
+            self._handle(v.Admitted())
         else:
-            self._do(self.machine.handle(m.Admitted(refusal, m.refusal_detail(refusal, source, self.ctx.settings))))
+            self._handle(v.Admitted(refusal, refusal_detail(refusal, source, self.ctx.settings)))
 
     def _out_of_handshake(self) -> None:
         if self._deadline is not None:
@@ -359,12 +379,11 @@ class Session:
         try:
             routed = routing.result()
         except (ControlUnavailable, asyncio.CancelledError) as exc:
-            self._do(self.machine.handle(m.RouteAnswered(None, unavailable=str(exc) or "cancelled",
-                                                         at=time.monotonic())))
+            self._handle(v.RouteAnswered(None, unavailable=str(exc) or "cancelled", at=time.monotonic()))
             return
         self._persist = routed.first_attempt
-        self._do(self.machine.handle(m.RouteAnswered(routed.decision, routed.ambiguous,
-                                                     routed.first_attempt is not None, at=time.monotonic())))
+        self._handle(v.RouteAnswered(routed.decision, routed.ambiguous, routed.first_attempt is not None,
+                                     at=time.monotonic()))
         if self._next is None and self._persist is not None:
             self._await_durable()  # the client left while it was decided: the attempt is given up
         else:
@@ -404,7 +423,7 @@ class Session:
     def _connected(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> None:
         self._connecting = None
         error = self._connect_result(connecting, budget_s, started)
-        self._do(self.machine.handle(m.ConnectDone(error, at=time.monotonic())))
+        self._handle(v.ConnectDone(error, at=time.monotonic()))
         self._await_durable()
 
     def _connect_result(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> str:
@@ -436,9 +455,9 @@ class Session:
         try:
             winner = persist.result()
         except (ControlUnavailable, asyncio.CancelledError) as exc:
-            self._do(self.machine.handle(m.AttemptDurable(unavailable=str(exc) or "cancelled", at=time.monotonic())))
+            self._handle(v.AttemptDurable(unavailable=str(exc) or "cancelled", at=time.monotonic()))
         else:
-            self._do(self.machine.handle(m.AttemptDurable(winner, at=time.monotonic())))
+            self._handle(v.AttemptDurable(winner, at=time.monotonic()))
         self._go_on()
 
     def _attempt_failed(self, server: Server, error: str) -> None:
@@ -458,7 +477,7 @@ class Session:
 
     # -- the relay -------------------------------------------------------------------------------------
 
-    def _start(self, start: m.StartRelay) -> None:
+    def _start(self, start: v.StartRelay) -> None:
         self._routed(start.decision, start.server)
         if self._backend_sock is not None:
             self._splice_first = start.first  # the sockets are handed over once this step is done (_go_on)
@@ -526,13 +545,13 @@ class Session:
             reason = f"server error: {describe_os_error(exc)}"
         elif isinstance(exc, TimeoutError):
             reason = "server error: it did not take the first bytes within connect_timeout"
-        self._do(self.machine.handle(m.RelayEnded(0, 0, reason)))
+        self._handle(v.RelayEnded(0, 0, reason))
 
     def _splice_done(self, up: int, down: int, reason: str) -> None:
         self.client.nbytes += up
         self.backend.nbytes += down
         self.client.closed = self.backend.closed = True
-        self._do(self.machine.handle(m.RelayEnded(up, down, reason)))
+        self._handle(v.RelayEnded(up, down, reason))
 
     def _routed(self, decision: Decision, server: Server) -> None:
         """Relaying from now on: told, counted, logged (before the first byte is sent)."""
@@ -592,14 +611,14 @@ class Session:
                        "duration_s": round(duration, 3), "close": self.end_reason})
 
 _COMMANDS: dict[type, Callable[[Session, Any], None]] = {
-    m.Admit: Session._c_admit, m.Register: Session._c_register, m.HandshakeDone: Session._c_handshake_done,
-    m.AskRoute: Session._c_ask_route, m.Attempt: Session._c_attempt, m.Connect: Session._c_connect,
-    m.CancelConnect: Session._c_cancel_connect, m.AttemptConnected: Session._c_attempt_connected,
-    m.AttemptFailed: Session._c_attempt_failed, m.AttemptAbandoned: Session._c_attempt_abandoned,
-    m.AllFailed: Session._c_all_failed, m.PauseClient: Session._c_pause_client,
-    m.StartRelay: Session._c_start_relay, m.WriteEof: Session._c_write_eof, m.Close: Session._c_close,
-    m.Refuse: Session._c_refuse, m.Reject: Session._c_reject, m.CountEmpty: Session._c_count_empty,
-    m.Finish: Session._c_finish, m.Log: Session._c_log,
+    v.Admit: Session._c_admit, v.Register: Session._c_register, v.HandshakeDone: Session._c_handshake_done,
+    v.AskRoute: Session._c_ask_route, v.Attempt: Session._c_attempt, v.Connect: Session._c_connect,
+    v.CancelConnect: Session._c_cancel_connect, v.AttemptConnected: Session._c_attempt_connected,
+    v.AttemptFailed: Session._c_attempt_failed, v.AttemptAbandoned: Session._c_attempt_abandoned,
+    v.AllFailed: Session._c_all_failed, v.PauseClient: Session._c_pause_client,
+    v.StartRelay: Session._c_start_relay, v.WriteEof: Session._c_write_eof, v.Close: Session._c_close,
+    v.Refuse: Session._c_refuse, v.Reject: Session._c_reject, v.CountEmpty: Session._c_count_empty,
+    v.Finish: Session._c_finish, v.Log: Session._c_log,
 }
 
 

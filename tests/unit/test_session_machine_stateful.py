@@ -46,11 +46,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from rdpbalancer.policy.model import Decision, Reason, Server
 from rdpbalancer.proto.builders import build_connection_request, build_proxy_v1
-from rdpbalancer.relay import machine as m
-from rdpbalancer.relay.context import State
+from rdpbalancer.relay import vocabulary as v
+from rdpbalancer.relay.machine import MIN_ATTEMPT_TIMEOUT_S, SessionMachine, refusal_detail
+from rdpbalancer.relay.vocabulary import State
 from rdpbalancer.settings import RelaySettings
 
-CLIENT, SERVER = m.Side.CLIENT, m.Side.SERVER
+CLIENT, SERVER = v.Side.CLIENT, v.Side.SERVER
 LISTENER = "0.0.0.0:3389"
 ADDR = ("192.0.2.7", 50123)
 SERVERS = (Server("TS01", "127.0.0.1", 3390), Server("TS02", "127.0.0.1", 3391), Server("TS03", "127.0.0.1", 3392))
@@ -60,7 +61,7 @@ HEADER = build_proxy_v1(("203.0.113.9", 4000), ("192.0.2.1", 3389))
 LOOP_LAG_S = 0.01  # a timeout's callback runs this late at most, in the model
 EPSILON = 1e-9
 # what the machine may still say once the session is finished: the end of an attempt it gave up
-AFTER_FINISH = (m.AttemptAbandoned,)
+AFTER_FINISH = (v.AttemptAbandoned,)
 
 DISRUPTIONS = ("early-data", "junk", "client-eof", "client-lost", "server-eof", "server-lost", "deadline", "abort")
 
@@ -121,10 +122,10 @@ class Books:
     handshaking: bool = False
     register: int = 0
     deadline_armed: bool = False
-    finish: list[m.Finish] = field(default_factory=list)
+    finish: list[v.Finish] = field(default_factory=list)
     ask_route: int = 0
     all_failed: int = 0
-    start_relay: list[m.StartRelay] = field(default_factory=list)
+    start_relay: list[v.StartRelay] = field(default_factory=list)
     attempts: list[AttemptBook] = field(default_factory=list)
     route_candidates: int = 0
     follows: int = 0
@@ -142,7 +143,7 @@ class Shell(RuleBasedStateMachine):
         """A new client connection, on a machine of its own."""
         self.config = config
         trusted = "10.0.0.0/8" if config.listener == "untrusted-proxy" else "192.0.2.0/24"
-        self.session = m.SessionMachine(RelaySettings(
+        self.session = SessionMachine(RelaySettings(
             connect_timeout_s=config.connect_timeout, splice=config.splice,
             proxy_listeners=frozenset({LISTENER}) if config.listener != "plain" else frozenset(),
             trusted_proxies=(ipaddress.ip_network(trusted),)), LISTENER)
@@ -150,7 +151,7 @@ class Shell(RuleBasedStateMachine):
         self.splice, self.any_order, self.calm = config.splice, config.any_order, config.calm
         self.started = self.now
         self.books = Books()
-        self.history: list[tuple[m.Event, list[m.Command]]] = []
+        self.history: list[tuple[v.Event, list[v.Command]]] = []
         proxied = config.listener != "plain"
         self.stream = (HEADER if proxied else b"") + CR + config.trailing  # well-formed bytes not sent yet
         self.header_left = len(HEADER) if proxied else 0  # bytes of its PROXY header not sent yet
@@ -158,7 +159,7 @@ class Shell(RuleBasedStateMachine):
         self.route_pending = False
         self.route_at: float | None = None
         self.connect: PendingConnect | None = None
-        self.connects: list[tuple[float, m.Connect]] = []
+        self.connects: list[tuple[float, v.Connect]] = []
         self.client_eof = self.client_closing = self.client_lost = self.client_detached = False
         self.paused = False
         self.server_open = self.server_eof = self.server_closing = False  # the current attempt's leg
@@ -168,7 +169,7 @@ class Shell(RuleBasedStateMachine):
 
     # -- the shell's side ------------------------------------------------------------------------
 
-    def send(self, event: m.Event) -> None:
+    def send(self, event: v.Event) -> None:
         commands = self.session.handle(event)
         self.history.append((event, commands))
         finished_before = bool(self.books.finish)
@@ -176,65 +177,65 @@ class Shell(RuleBasedStateMachine):
         for command in commands:
             if finished_before:
                 assert isinstance(command, AFTER_FINISH), f"{command} after the session finished"
-            if isinstance(command, m.Attempt) and abandoned:
+            if isinstance(command, v.Attempt) and abandoned:
                 self.books.follows += 1  # given up for another balancer's placement, which is tried
-            abandoned = abandoned or isinstance(command, m.AttemptAbandoned)
+            abandoned = abandoned or isinstance(command, v.AttemptAbandoned)
             self.carry_out(command)
 
-    def carry_out(self, command: m.Command) -> None:
+    def carry_out(self, command: v.Command) -> None:
         books = self.books
-        if isinstance(command, m.Admit):
+        if isinstance(command, v.Admit):
             books.admit += 1
             assert books.admit == 1, "asked to admit twice"
             if self.refusal is None:
                 books.admitted = books.handshaking = True
-                self.send(m.Admitted())
+                self.send(v.Admitted())
             else:
-                self.send(m.Admitted(self.refusal, m.refusal_detail(self.refusal, command.source,
+                self.send(v.Admitted(self.refusal, refusal_detail(self.refusal, command.source,
                                                                     self.session.settings)))
-        elif isinstance(command, m.Register):
+        elif isinstance(command, v.Register):
             books.register += 1
             assert books.register == 1, "registered twice"
             books.deadline_armed = True
-        elif isinstance(command, m.HandshakeDone | m.CountEmpty):
+        elif isinstance(command, v.HandshakeDone | v.CountEmpty):
             self.out_of_handshake()
-        elif isinstance(command, m.Refuse | m.Reject):
+        elif isinstance(command, v.Refuse | v.Reject):
             self.out_of_handshake()
             if not self.client_lost:
                 self.client_closing = True  # reset or closed by the shell: its Lost follows
-        elif isinstance(command, m.AskRoute):
+        elif isinstance(command, v.AskRoute):
             books.ask_route += 1
             assert books.ask_route == 1, "asked to route twice"
             self.route_pending = True
-        elif isinstance(command, m.Attempt):
+        elif isinstance(command, v.Attempt):
             assert self.open_attempt() is None, "an attempt started while another is open"
             assert command.server in command.decision.candidates
             books.attempts.append(AttemptBook(command.server))
-        elif isinstance(command, m.Connect):
+        elif isinstance(command, v.Connect):
             self.connect_asked(command)
-        elif isinstance(command, m.CancelConnect):
+        elif isinstance(command, v.CancelConnect):
             if self.connect is not None:
                 self.connect.cancelled = True
-        elif isinstance(command, m.AttemptConnected | m.AttemptFailed | m.AttemptAbandoned):
+        elif isinstance(command, v.AttemptConnected | v.AttemptFailed | v.AttemptAbandoned):
             self.attempt_ends(command)
-        elif isinstance(command, m.AllFailed):
+        elif isinstance(command, v.AllFailed):
             books.all_failed += 1
             assert books.all_failed == 1, "all failed twice"
             assert self.open_attempt() is None and books.attempts, "all failed with an attempt open, or none made"
             assert books.attempts[-1].outcome in ("failed", "abandoned")
-        elif isinstance(command, m.PauseClient):
+        elif isinstance(command, v.PauseClient):
             assert not self.paused and not books.start_relay, "paused twice, or while relaying"
             self.paused = True
-        elif isinstance(command, m.StartRelay):
+        elif isinstance(command, v.StartRelay):
             self.relay_starts(command)
-        elif isinstance(command, m.WriteEof):
+        elif isinstance(command, v.WriteEof):
             assert books.start_relay, "a half-close passed on outside the relay"
-        elif isinstance(command, m.Close):
+        elif isinstance(command, v.Close):
             self.close(command.side)
-        elif isinstance(command, m.Finish):
+        elif isinstance(command, v.Finish):
             self.finishes(command)
         else:
-            assert isinstance(command, m.Log)
+            assert isinstance(command, v.Log)
 
     def out_of_handshake(self) -> None:
         self.books.deadline_armed = False
@@ -243,7 +244,7 @@ class Shell(RuleBasedStateMachine):
     def open_attempt(self) -> AttemptBook | None:
         return next((a for a in self.books.attempts if a.outcome is None), None)
 
-    def connect_asked(self, command: m.Connect) -> None:
+    def connect_asked(self, command: v.Connect) -> None:
         assert self.connect is None, "asked to connect while a connect is under way"
         attempt = self.open_attempt()
         assert attempt is not None and attempt.server == command.server and not attempt.connect_asked
@@ -252,25 +253,25 @@ class Shell(RuleBasedStateMachine):
         self.connect = PendingConnect(command.server, self.now, command.budget_s)
         self.connects.append((self.now, command))
         ct = self.connect_timeout
-        assert command.budget_s >= min(m.MIN_ATTEMPT_TIMEOUT_S, ct) - EPSILON, f"{command} below the minimum"
+        assert command.budget_s >= min(MIN_ATTEMPT_TIMEOUT_S, ct) - EPSILON, f"{command} below the minimum"
         assert self.now - self.route_at + command.budget_s <= ct + EPSILON, (
             f"{command} at {self.now - self.route_at:.3f}s into a budget of {ct}s ends past it")
 
-    def attempt_ends(self, command: m.AttemptConnected | m.AttemptFailed | m.AttemptAbandoned) -> None:
+    def attempt_ends(self, command: v.AttemptConnected | v.AttemptFailed | v.AttemptAbandoned) -> None:
         attempt = self.open_attempt()
         assert attempt is not None, f"{command} with no attempt open"
         assert attempt.server == command.server, f"{command} for another attempt's server"
         assert attempt.durable, f"{command} before the attempt is durable"
         assert self.connect is None and (not attempt.connect_asked or attempt.connected is not None), (
             f"{command} before its connect ended")
-        if isinstance(command, m.AttemptConnected):
+        if isinstance(command, v.AttemptConnected):
             assert attempt.connected, "connected on a failed connect"
             attempt.outcome = "connected"
         else:
-            attempt.outcome = "failed" if isinstance(command, m.AttemptFailed) else "abandoned"
+            attempt.outcome = "failed" if isinstance(command, v.AttemptFailed) else "abandoned"
             self.server_open = self.server_eof = self.server_closing = False  # the backend is dropped
 
-    def relay_starts(self, command: m.StartRelay) -> None:
+    def relay_starts(self, command: v.StartRelay) -> None:
         books = self.books
         assert not books.start_relay, "relay started twice"
         attempt = books.attempts[-1] if books.attempts else None
@@ -283,14 +284,14 @@ class Shell(RuleBasedStateMachine):
             self.client_detached = True  # the splice pump owns both sockets now
             self.server_open = False
 
-    def close(self, side: m.Side) -> None:
+    def close(self, side: v.Side) -> None:
         if side is CLIENT:
             if not self.client_lost and not self.client_detached:
                 self.client_closing = True
         elif self.server_open:
             self.server_closing = True
 
-    def finishes(self, command: m.Finish) -> None:
+    def finishes(self, command: v.Finish) -> None:
         books = self.books
         assert books.register == 1, "finished without being registered"
         books.finish.append(command)
@@ -328,7 +329,7 @@ class Shell(RuleBasedStateMachine):
 
     def client_connects(self) -> None:
         self.sessions += 1
-        self.send(m.ClientConnected(ADDR))
+        self.send(v.ClientConnected(ADDR))
 
     @rule(data=st.data())
     def step(self, data: st.DataObject) -> None:
@@ -359,7 +360,7 @@ class Shell(RuleBasedStateMachine):
         elif what == "relay-ended":
             self.advance(dt)
             self.relay_ended = True
-            self.send(m.RelayEnded(10, 20, "client closed"))
+            self.send(v.RelayEnded(10, 20, "client closed"))
         elif what in ("client-closed", "server-closed"):
             self.goes(CLIENT if what == "client-closed" else SERVER, None, dt)
         else:
@@ -372,7 +373,7 @@ class Shell(RuleBasedStateMachine):
             self.advance(dt)
             junk = b"GET / HTTP/1.1\r\n\r\n"
             self.sent += junk
-            self.send(m.ClientData(junk))
+            self.send(v.ClientData(junk))
         elif what in ("client-eof", "server-eof"):
             self.half_closes(CLIENT if what == "client-eof" else SERVER, dt)
         elif what in ("client-lost", "server-lost"):
@@ -381,11 +382,11 @@ class Shell(RuleBasedStateMachine):
         elif what == "deadline":
             self.books.deadline_armed = False
             self.now = max(self.now, self.started + self.session.settings.handshake_timeout_s)
-            self.send(m.DeadlinePassed())
+            self.send(v.DeadlinePassed())
         elif what == "abort":
             self.advance(dt)
             self.aborted = True
-            self.send(m.Aborted(data.draw(st.sampled_from(["shutdown", "closed by admin"]), label="reason")))
+            self.send(v.Aborted(data.draw(st.sampled_from(["shutdown", "closed by admin"]), label="reason")))
         else:
             assert what == "time"
             self.advance(dt)  # nothing happens for a while
@@ -446,25 +447,25 @@ class Shell(RuleBasedStateMachine):
         header = min(self.header_left, len(data))  # a PROXY header is not the client's to relay
         self.header_left -= header
         self.sent += data[header:]
-        self.send(m.ClientData(data))
+        self.send(v.ClientData(data))
 
     def route_answered(self, route: tuple[str, int], dt: float) -> None:
         kind, candidates = route
         self.route_pending = False
         at = self.route_at = self.advance(dt)
         if kind == "unavailable":
-            self.send(m.RouteAnswered(None, unavailable="primary gone", at=at))
+            self.send(v.RouteAnswered(None, unavailable="primary gone", at=at))
             return
         if kind in ("new", "sticky", "ambiguous"):
             decision = Decision(Reason.STICKY_HIT if kind == "sticky" else Reason.NEW, sticky_key="alice",
                                 pool="farm", candidates=SERVERS[:candidates], detail="leastconn")
             self.books.attempts.append(AttemptBook(decision.candidates[0]))  # started with the answer
             self.books.route_candidates = candidates
-            self.send(m.RouteAnswered(decision, ambiguous=kind == "ambiguous", attempted=True, at=at))
+            self.send(v.RouteAnswered(decision, ambiguous=kind == "ambiguous", attempted=True, at=at))
             return
         reason = {"no-server": Reason.NO_SERVER, "denied": Reason.DENIED, "limited": Reason.LIMITED,
                   "per-user": Reason.PER_USER}[kind]
-        self.send(m.RouteAnswered(Decision(reason, sticky_key="alice", detail=kind), at=at))
+        self.send(v.RouteAnswered(Decision(reason, sticky_key="alice", detail=kind), at=at))
 
     def connect_ends(self, result: str, dt: float) -> None:
         connect = self.connect
@@ -481,7 +482,7 @@ class Shell(RuleBasedStateMachine):
         attempt.connected = result == ""
         if result == "" and not self.splice:
             self.server_open = True  # the backend's leg: its ends come from now on
-        self.send(m.ConnectDone(result, at=at))
+        self.send(v.ConnectDone(result, at=at))
 
     def durable_answered(self, answer: str, dt: float) -> None:
         attempt = self.open_attempt()
@@ -489,29 +490,29 @@ class Shell(RuleBasedStateMachine):
         attempt.durable = True
         at = self.advance(dt)
         if answer == "unavailable":
-            self.send(m.AttemptDurable(unavailable="redis: timeout", at=at))
+            self.send(v.AttemptDurable(unavailable="redis: timeout", at=at))
         elif answer == "none":
-            self.send(m.AttemptDurable(at=at))
+            self.send(v.AttemptDurable(at=at))
         else:
             winner = ELSEWHERE if answer == "elsewhere" else next(s for s in SERVERS if s != attempt.server)
-            self.send(m.AttemptDurable(winner, at=at))
+            self.send(v.AttemptDurable(winner, at=at))
 
-    def half_closes(self, side: m.Side, dt: float) -> None:
+    def half_closes(self, side: v.Side, dt: float) -> None:
         self.advance(dt)
         closes = not self.books.start_relay  # eof_received answers False outside the relay: it closes
         if side is CLIENT:
             self.client_eof, self.client_closing = True, self.client_closing or closes
         else:
             self.server_eof, self.server_closing = True, self.server_closing or closes
-        self.send(m.Eof(side))
+        self.send(v.Eof(side))
 
-    def goes(self, side: m.Side, error: str | None, dt: float) -> None:
+    def goes(self, side: v.Side, error: str | None, dt: float) -> None:
         self.advance(dt)
         if side is CLIENT:
             self.client_lost, self.client_closing = True, False
         else:
             self.server_open = self.server_eof = self.server_closing = False
-        self.send(m.Lost(side, error))
+        self.send(v.Lost(side, error))
 
     # -- invariants ---------------------------------------------------------------------------------
 
@@ -537,7 +538,7 @@ class Shell(RuleBasedStateMachine):
         if self.closed_at is not None:
             assert state is State.CLOSED, f"{state} after CLOSED"
             for _event, commands in self.history[self.closed_at:]:
-                assert all(isinstance(c, m.Finish | m.AttemptAbandoned | m.Close) for c in commands), (
+                assert all(isinstance(c, v.Finish | v.AttemptAbandoned | v.Close) for c in commands), (
                     f"{commands} once closed")
         elif state is State.CLOSED:
             self.closed_at = len(self.history)
@@ -620,7 +621,7 @@ class Shell(RuleBasedStateMachine):
             self.goes(SERVER, None, 0.01)
         elif self.pump_runs():
             self.relay_ended = True
-            self.send(m.RelayEnded(0, 0, "client closed"))
+            self.send(v.RelayEnded(0, 0, "client closed"))
         else:
             return False
         return True
