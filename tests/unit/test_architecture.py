@@ -151,10 +151,58 @@ def test_each_layer_depends_downwards_only(path: Path) -> None:
     assert not bad, f"{rel} imports {sorted(bad)}"
 
 
-def test_the_session_machine_is_sans_io() -> None:
+@pytest.mark.parametrize("name", ["machine.py", "vocabulary.py"])
+def test_the_session_machine_is_sans_io(name: str) -> None:
     """relay/machine.py decides; the shell (relay/session.py) does. No loop, socket, clock or
-    descriptor in the machine, and nothing of the shell around it."""
+    descriptor in the machine or its vocabulary, and nothing of the shell around them (the whole
+    closure is checked below, by importing them)."""
     forbidden = {"asyncio", "socket", "time", "os", "select", "selectors", "uvloop", "rdpbalancer.relay.session",
                  "rdpbalancer.relay.control", "rdpbalancer.relay.splice", "rdpbalancer.relay.sockets",
-                 "rdpbalancer.tasks"}
-    assert not offending(PACKAGE / "relay" / "machine.py", forbidden)
+                 "rdpbalancer.relay.context", "rdpbalancer.tasks"}
+    assert not offending(PACKAGE / "relay" / name, forbidden)
+
+
+# The pure core's whole import closure, not only its own import lines: what a module loads is what
+# it drags into a worker, a fuzz harness or a test. None of these may be loaded by importing it.
+FORBIDDEN_IN_THE_CLOSURE = frozenset({"asyncio", "socket", "selectors", "ssl", "sqlite3", "redis", "ldap3",
+                                      "prometheus_client", "pydantic", "uvloop", "aiohttp", "subprocess",
+                                      "threading"})
+# Run with -S (no site: its .pth files import threading at start-up, and a third-party import fails
+# outright) and -P: then the bare interpreter loads none of the above. The package root does, though:
+# rdpbalancer/__init__.py reads __version__ with importlib.metadata, which loads email.utils -> socket
+# -> selectors, and zipfile -> threading. Every module of the package pays for that, so those three
+# are excused as long as the root loads them, and no more than them (see the next test).
+LOADED_BY_THE_PACKAGE_ROOT = frozenset({"socket", "selectors", "threading"})
+# what the pure modules may load of the balancer: each other, the settings they are configured with
+PURE = ("rdpbalancer.proto", "rdpbalancer.policy", "rdpbalancer.relay.machine", "rdpbalancer.relay.vocabulary",
+        "rdpbalancer.settings")
+PURE_MODULES = sorted(
+    {"rdpbalancer.relay.machine", "rdpbalancer.relay.vocabulary"}
+    | {f"rdpbalancer.{package}" + ("" if path.name == "__init__.py" else f".{path.stem}")
+       for package in ("proto", "policy") for path in (PACKAGE / package).glob("*.py")})
+
+
+def loaded_by(module: str) -> tuple[set[str], set[str]]:
+    """What a fresh interpreter holds in sys.modules once the package root is imported, and once
+    `module` is imported too."""
+    code = ("import sys, json, rdpbalancer; root = sorted(sys.modules); "
+            f"import {module}; print(json.dumps([root, sorted(sys.modules)]))")
+    out = subprocess.run([sys.executable, "-S", "-P", "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)})
+    root, loaded = json.loads(out.stdout)
+    return set(root), set(loaded)
+
+
+def test_the_package_root_loads_no_more_than_is_excused() -> None:
+    root, _ = loaded_by("rdpbalancer")
+    assert root & FORBIDDEN_IN_THE_CLOSURE <= LOADED_BY_THE_PACKAGE_ROOT, sorted(root & FORBIDDEN_IN_THE_CLOSURE)
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_the_pure_core_is_sans_io_in_its_whole_import_closure(module: str) -> None:
+    root, loaded = loaded_by(module)
+    forbidden = loaded & FORBIDDEN_IN_THE_CLOSURE
+    assert not forbidden - (root & LOADED_BY_THE_PACKAGE_ROOT), f"{module} loads {sorted(forbidden)}"
+    ours = {name for name in loaded if name.startswith("rdpbalancer.")}
+    outside = {name for name in ours if not any(name == p or name.startswith(p + ".") for p in PURE)}
+    assert outside <= {"rdpbalancer.relay"}, f"{module} loads {sorted(outside)}"  # relay/__init__.py is empty
