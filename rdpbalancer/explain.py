@@ -72,12 +72,19 @@ async def _membership(config: Config, router: Router) -> GroupSnapshot | None:
 
 
 def _request(config: Config, q: Question) -> RouteRequest:
-    key = user_key(q.user.encode(), strip_domain=config.identity.strip_domain) if q.user else None
-    token = q.token.encode() if q.token else None
+    listener = q.listener or str(config.balancer.listen[0])
+    return route_request(q.user, q.source, q.token, listener, strip_domain=config.identity.strip_domain)
+
+
+def route_request(user: str | None, source: str, token_text: str | None, listener: str, *,
+                  strip_domain: bool) -> RouteRequest:
+    """The request a client would make: the user as a cookie would give it, a broker token as
+    typed (`msts=...`, `Cookie: msts=...` or `tsv://...`). One rule for `explain` offline and live."""
+    key = user_key(user.encode(), strip_domain=strip_domain) if user else None
+    token = token_text.encode() if token_text else None
     if token is not None and token.startswith(b"msts="):
         token = b"Cookie: " + token
-    listener = q.listener or str(config.balancer.listen[0])
-    return RouteRequest(q.source, key, msts_target(token), tsv_collection(token), listener)
+    return RouteRequest(source, key, msts_target(token), tsv_collection(token), listener)
 
 
 def _report(q: Question, out: Outcome, router: Router) -> str:

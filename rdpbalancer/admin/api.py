@@ -42,13 +42,12 @@ from rdpbalancer.admin.inputs import (
     parse_query,
 )
 from rdpbalancer.admin.openapi import OPENAPI
+from rdpbalancer.explain import route_request
 from rdpbalancer.hosts.report import MAX_REPORT_BYTES, ReportError, parse_report
 from rdpbalancer.metrics import Metrics
-from rdpbalancer.policy.identity import admin_key, name_key
-from rdpbalancer.policy.model import AdminState, RouteRequest
-from rdpbalancer.policy.rules import Trace
+from rdpbalancer.policy.identity import admin_key
+from rdpbalancer.policy.model import AdminState
 from rdpbalancer.ports import OperationsPort, ReadModel
-from rdpbalancer.proto.tokens import msts_target, tsv_collection
 
 log = logging.getLogger("rdpbalancer.admin")
 
@@ -230,25 +229,7 @@ def _server_name(request: web.Request) -> str:
 # -- handlers -------------------------------------------------------------------------------------
 
 async def healthz(request: web.Request) -> web.Response:
-    view = _view(request)
-    listening = bool(view.addresses)
-    up = [s["name"] for s in views.servers(view) if s["health"] != "down" and s["admin_state"] != "maint"]
-    store = view.store
-    store_ok = store.unsaved == 0
-    healthy = listening and bool(up)
-    body: dict[str, Any] = {"listeners": listening, "servers_up": len(up)}
-    if store.shared:
-        store_ok = store_ok and store.available is not False
-        body["shared_store_up"] = store.available is not False  # Redis away: degraded, still serving
-    body["sticky_store_ok"] = store_ok
-    hosts = view.hosts
-    if hosts.plan.sources:  # a stale list degrades nothing (routing falls back to the table): shown, not failed
-        now = clock.now()
-        stale = sorted(s.server for s in hosts.plan.sources if not hosts.directory.fresh(s.server, now))
-        body["session_sources"] = {"fresh": len(hosts.plan.sources) - len(stale), "stale": stale}
-    body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
-    if not store_ok:  # what keepalived's log and an operator's curl should show at once
-        body["sticky_store_error"] = store.last_error
+    body, healthy = views.health(_view(request))
     return _json(body, 200 if healthy else 503)
 
 
@@ -354,23 +335,10 @@ async def reload(request: web.Request) -> web.Response:
 
 async def explain(request: web.Request) -> web.Response:
     view, query = _view(request), _query(request, ExplainQuery)
-    token = query.token.encode() if query.token else None
-    if token is not None and token.startswith(b"msts="):
-        token = b"Cookie: " + token
-    strip = view.snapshot.config.identity.strip_domain
-    key = name_key(query.user, strip_domain=strip) if query.user else None
     listener = query.listener or views.config_status(view)["listen"][0]
-    req = RouteRequest(query.source, key, msts_target(token), tsv_collection(token), listener)
-    trace = Trace()
-    router = view.router
-    decision = router.preview(req, clock.now(), trace)
-    return _json({
-        "user": key, "candidates": list(router.candidate_users(key)),
-        "groups": sorted({g for u in router.candidate_users(key) for g in router.membership.groups_of(u)}),
-        "steps": [{"route": label, "matched": ok, "why": why} for label, ok, why in trace.steps],
-        "decision": {"reason": str(decision.reason), "pool": decision.pool, "detail": decision.detail,
-                     "servers": [s.name for s in decision.candidates], "moved_from": decision.moved_from},
-    })
+    req = route_request(query.user, query.source, query.token, listener,
+                        strip_domain=view.snapshot.config.identity.strip_domain)
+    return _json(views.explain(view, req))
 
 
 async def get_simple(request: web.Request) -> web.Response:

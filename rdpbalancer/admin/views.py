@@ -11,9 +11,49 @@ from typing import Any
 from rdpbalancer import clock
 from rdpbalancer.health.state import Transition
 from rdpbalancer.policy.identity import printable
+from rdpbalancer.policy.model import RouteRequest
+from rdpbalancer.policy.rules import Trace
 from rdpbalancer.policy.sticky import StickyEntry
 from rdpbalancer.ports import ReadModel
 from rdpbalancer.relay.context import SessionView
+
+
+def health(view: ReadModel) -> tuple[dict[str, Any], bool]:
+    """`/healthz`: the verdict (serving: listeners and a server up) and what degrades it."""
+    listening = bool(view.addresses)
+    up = [s["name"] for s in servers(view) if s["health"] != "down" and s["admin_state"] != "maint"]
+    store = view.store
+    store_ok = store.unsaved == 0
+    healthy = listening and bool(up)
+    body: dict[str, Any] = {"listeners": listening, "servers_up": len(up)}
+    if store.shared:
+        store_ok = store_ok and store.available is not False
+        body["shared_store_up"] = store.available is not False  # Redis away: degraded, still serving
+    body["sticky_store_ok"] = store_ok
+    hosts = view.hosts
+    if hosts.plan.sources:  # a stale list degrades nothing (routing falls back to the table): shown, not failed
+        now = clock.now()
+        stale = sorted(s.server for s in hosts.plan.sources if not hosts.directory.fresh(s.server, now))
+        body["session_sources"] = {"fresh": len(hosts.plan.sources) - len(stale), "stale": stale}
+    body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
+    if not store_ok:  # what keepalived's log and an operator's curl should show at once
+        body["sticky_store_error"] = store.last_error
+    return body, healthy
+
+
+def explain(view: ReadModel, request: RouteRequest) -> dict[str, Any]:
+    """Where `request` would go now, with every step (a preview: nothing changes)."""
+    trace = Trace()
+    router = view.router
+    decision = router.preview(request, clock.now(), trace)
+    key = request.user_key
+    return {
+        "user": key, "candidates": list(router.candidate_users(key)),
+        "groups": sorted({g for u in router.candidate_users(key) for g in router.membership.groups_of(u)}),
+        "steps": [{"route": label, "matched": ok, "why": why} for label, ok, why in trace.steps],
+        "decision": {"reason": str(decision.reason), "pool": decision.pool, "detail": decision.detail,
+                     "servers": [s.name for s in decision.candidates], "moved_from": decision.moved_from},
+    }
 
 
 def servers(view: ReadModel) -> list[dict[str, Any]]:
