@@ -37,7 +37,7 @@ from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.relay.sockets import unsteer_group
 from rdpbalancer.relay.splice import PipePool
-from rdpbalancer.reloader import Reloader
+from rdpbalancer.reloader import Prepared, Reloader
 from rdpbalancer.runtime import tune_gc
 from rdpbalancer.store.port import ClusterChannel, StickyStorePort
 from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore
@@ -59,12 +59,12 @@ class Balancer:
         snapshot = compile_config(config)
         self.store, channel = build_store(config)
         self.table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
-        self.router = Router(snapshot.policy, self.table)
+        directory = SessionDirectory(strip_domain=config.identity.strip_domain)
+        self.router = Router(snapshot.policy, self.table, sessions=directory,
+                             new_users=NewUserBudget(config.limits.new_users_per_source))
         self.monitor = HealthMonitor(self.router, list(snapshot.checks))
         self.control = LocalControl(self.router, self.store, self.monitor, clock.now)
-        self.router.new_users = NewUserBudget(config.limits.new_users_per_source)
-        self.router.sessions = SessionDirectory(strip_domain=config.identity.strip_domain)
-        self.hosts = SessionPoller(self.router.sessions, snapshot.sessions, clock=clock.now)
+        self.hosts = SessionPoller(directory, snapshot.sessions, clock=clock.now)
         self.ctx = RelayContext(control=self.control, settings=snapshot.relay)
         self.listeners = ListenerSet(self.ctx)
         self.ops = Operations(self.router, self.store, self.ctx, snapshot, self.hosts)
@@ -242,24 +242,24 @@ class Balancer:
     def handed_over(self) -> bool:
         return self.handover is not None
 
-    async def prepare(self, config: Config, snapshot: Snapshot) -> object:
+    async def prepare(self, config: Config, snapshot: Snapshot) -> Prepared:
         directory = self._reloaded_directory(config)
         if config.admin.enabled:
             self.admin.reload_auth(config.admin)  # before anything changes: may refuse
         await self.listeners.open(snapshot.listen, reuse_port=snapshot.workers > 1)
-        return directory
+        return Prepared(directory)
 
-    async def commit(self, snapshot: Snapshot, prepared: object) -> None:
+    async def commit(self, snapshot: Snapshot, prepared: Prepared) -> None:
         self._configure(snapshot)
         if self._serving:  # new sources, intervals, credentials or tokens (re-read by the compile)
             await self.hosts.restart(snapshot.sessions)
         self.listeners.close_removed(snapshot.listen)
         if self.workers is not None:
             await self.workers.reconfigure()
-        if isinstance(prepared, DirectorySync):
+        if prepared.directory is not None:
             await self.directory.stop()
-            self.directory = self.view.directory = prepared
-            await prepared.start()
+            self.directory = self.view.directory = prepared.directory
+            await prepared.directory.start()
 
     def _configure(self, snapshot: Snapshot) -> None:
         """A configuration's settings into every component (at start, and each reload)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from rdpbalancer.admin.errors import AdminError
@@ -20,12 +21,20 @@ from rdpbalancer.config.restart import ReloadError, check_reloadable
 from rdpbalancer.config.schema import Config
 from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.errors import DirectoryError
+from rdpbalancer.directory.sync import DirectorySync
 from rdpbalancer.relay.listener import ListenError
 from rdpbalancer.systemd import monotonic_usec, notify
 
 log = logging.getLogger("rdpbalancer")
 
 REFUSED = (ConfigError, ListenError, ReloadError, DirectoryError, AdminError)  # the old configuration stays
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a reload made ready before anything changed; its commit installs it."""
+
+    directory: DirectorySync | None = None  # a new group directory, when groups or its settings changed
 
 
 class ReloadTarget(Protocol):
@@ -42,11 +51,11 @@ class ReloadTarget(Protocol):
         """A handoff started: the new process serves, it is the one to reload."""
         ...
 
-    async def prepare(self, config: Config, snapshot: Snapshot) -> object:
+    async def prepare(self, config: Config, snapshot: Snapshot) -> Prepared:
         """Everything that can fail, before anything changes (raises one of REFUSED)."""
         ...
 
-    async def commit(self, snapshot: Snapshot, prepared: object) -> None:
+    async def commit(self, snapshot: Snapshot, prepared: Prepared) -> None:
         """Swap the new configuration in (cannot fail)."""
         ...
 

@@ -85,7 +85,8 @@ _LOAD_WORD = {BalanceKind.LEASTCONN: "connections", BalanceKind.LEASTSESSIONS: "
 
 
 class Router:
-    def __init__(self, policy: RoutingPolicy, table: StickyTable) -> None:
+    def __init__(self, policy: RoutingPolicy, table: StickyTable, *, new_users: NewUserBudget | None = None,
+                 sessions: SessionDirectory | None = None) -> None:
         self.table = table
         self.connections: Counter[str] = Counter()  # server name -> open or opening connections
         self.external: Counter[str] = Counter()  # server name -> other balancer nodes' connections
@@ -97,10 +98,10 @@ class Router:
         self._rankings: dict[str, Ranking] = {}
         self._turns: Counter[str] = Counter()  # pool -> tie-break turn, advanced by commit only
         # [limits] new_users_per_source: invented user names from one address must not push real
-        # users out of the table; None: no budget (the shell sets it)
-        self.new_users: NewUserBudget | None = None
+        # users out of the table; None: no budget
+        self.new_users = new_users
         # the hosts' own session lists (policy/sessions.py); None: no [sessions] source anywhere
-        self.sessions: SessionDirectory | None = None
+        self.sessions = sessions
         self.policy = policy
         self.swap_policy(policy)
 
