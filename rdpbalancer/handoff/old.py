@@ -130,12 +130,10 @@ class Handover:
             self.channel.send(Yours(host.runtime_state()))
             # the successor counts what runs here: the sessions in the state, those that start
             # relaying from now on (they were still connecting), and each end
-            control = host.control
-            control.on_finished, control.on_relaying = self._session_closed, self._session_opened
-            control.persist_ends = False  # ... and is the only writer of the table from now on
+            host.control.successor = self  # ... and is the only writer of the table from now on
             if not await self._wait(self._serving, TAKE_TIMEOUT_S):
                 await self._abandon()
-                control.on_finished, control.on_relaying, control.persist_ends = None, None, True
+                host.control.successor = None
                 await host.resume_services(spare)
                 spare = {}  # the listeners own them again
                 raise HandoffError("the new process failed while taking over (see its log lines); "
@@ -207,10 +205,11 @@ class Handover:
         if self.channel is not None:
             self.channel.send(Changed(change))
 
-    def _session_opened(self, server: str, key: str | None, now: float) -> None:
+    def session_opened(self, server: str, key: str | None, at: float) -> None:
+        """An old session started relaying (it was still connecting when the listeners moved)."""
         if self.channel is not None:
-            self.channel.send(Opened(server, key, now))
+            self.channel.send(Opened(server, key, at))
 
-    def _session_closed(self, server: str, key: str | None, now: float) -> None:
+    def session_closed(self, server: str, key: str | None, at: float) -> None:
         if self.channel is not None:
-            self.channel.send(Closed(server, key, now))
+            self.channel.send(Closed(server, key, at))

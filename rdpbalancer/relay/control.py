@@ -100,6 +100,14 @@ class SessionInfo:
     started_wall: float
 
 
+class SessionWatcher(Protocol):
+    """A handoff's successor process, as the old one's sessions tell it of their starts and ends."""
+
+    def session_opened(self, server: str, key: str | None, at: float) -> None: ...
+
+    def session_closed(self, server: str, key: str | None, at: float) -> None: ...
+
+
 class LocalControl:
     """Control backed by this process's router and store (no `await` between decide and assign)."""
 
@@ -109,10 +117,9 @@ class LocalControl:
         self.store = store
         self.events = events
         self.clock = clock
-        # told of every session end (a handoff passes them on to the successor process)
-        self.on_finished: Callable[[str, str | None, float], None] | None = None
-        self.on_relaying: Callable[[str, str | None, float], None] | None = None  # the same, for starts
-        self.persist_ends = True  # False after a handoff: the successor writes the table
+        # a handoff's successor: told of each session start and end here, and the table's only
+        # writer (this process no longer persists the ends); None while this process serves
+        self.successor: SessionWatcher | None = None
         self._users: dict[str, str] = {}  # sid -> the user its attempt counts for (per_user_connections)
 
     def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
@@ -196,20 +203,20 @@ class LocalControl:
         key = session.decision.sticky_key
         if key is not None:
             self.router.table.session_opened(key, self.clock())
-            if self.store.shared and self.persist_ends:  # other nodes see a recent last_used: a logon under way
+            if self.store.shared and self.successor is None:  # other nodes see a recent last_used: a logon under way
                 entry = self.router.table.get(key, self.clock())
                 if entry is not None:
                     self.store.refresh_later(self.router.table.refreshed(entry))
-        if self.on_relaying is not None:
-            self.on_relaying(session.server.name, key, self.clock())
+        if self.successor is not None:
+            self.successor.session_opened(session.server.name, key, self.clock())
 
     def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
-        if self.on_finished is not None:
-            self.on_finished(server.name, decision.sticky_key, self.clock())
+        if self.successor is not None:
+            self.successor.session_closed(server.name, decision.sticky_key, self.clock())
         self._attempt_over(sid, server)
         if decision.sticky_key is not None:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
-            if entry is not None and self.persist_ends:
+            if entry is not None and self.successor is None:
                 self.store.refresh_later(self.router.table.refreshed(entry))
 
 
