@@ -11,8 +11,9 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -65,6 +66,60 @@ async def _serving_pid(admin_port: int) -> int | None:
 
 
 
+@dataclass
+class Farm:
+    """Fake servers and the old process of a handoff, serving (and acting on its signals)."""
+
+    farm: list[FakeRdpServer]
+    config: Path
+    log: Path
+    old: BalancerProcess
+    port: int  # the RDP listener's, read from the old process's start-up line (a handoff keeps it)
+    admin_port: int
+    new_pid: int | None = None  # the successor, stopped at the end (set it once known)
+
+    @property
+    def old_pid(self) -> int:
+        assert self.old.proc is not None
+        return self.old.proc.pid
+
+    async def successor_serves(self) -> int:
+        """Until the admin API answers from another process than the old one: its pid (new_pid)."""
+        self.new_pid = await _wait_serving(self.admin_port, self.old_pid, self.log)
+        return self.new_pid
+
+
+@asynccontextmanager
+async def _handoff_farm(tmp_path: Path, *servers: str,
+                        config: Callable[[list[FakeRdpServer], int], str | Path] | None = None,
+                        timeout_s: float = WAIT_S) -> AsyncIterator[Farm]:
+    """`servers` (fake), and an old process on `config(farm, admin_port)` (the text of the config, or
+    the path it was written to; default `_config`) listening on 127.0.0.1:0, once it serves. At the
+    end: the old process, the successor (`new_pid`) and the servers are stopped."""
+    farm = await start_farm(*servers)
+    admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
+    path, log = tmp_path / "rdpb.toml", tmp_path / "rdpb.log"
+    text = (config or (lambda farm, admin_port: _config(farm, tmp_path, 0, admin_port)))(farm, admin_port)
+    if isinstance(text, Path):
+        path = text
+    else:
+        path.write_text(text)
+    old = BalancerProcess(path, 0, log)
+    handoff = None
+    try:
+        old.start(timeout_s)
+        assert old.proc is not None
+        await wait_serving(log, timeout_s)  # it accepts before it serves (and acts on SIGUSR2)
+        handoff = Farm(farm, path, log, old, old.port, admin_port)
+        yield handoff
+    finally:
+        old.stop()
+        if handoff is not None:
+            await _stop_pid(handoff.new_pid)
+        for s in farm:
+            await s.stop()
+
+
 class Stream:
     """Numbered chunks through one session, each checked as it comes back (echo)."""
 
@@ -85,23 +140,18 @@ class Stream:
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_last(
         tmp_path: Path, store: str, request: pytest.FixtureRequest) -> None:
-    farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    text = _config(farm, tmp_path, port, admin_port)
-    if store == "redis":  # the same, with the table in a real redis-server (and a SQLite copy)
-        url = request.getfixturevalue("redis_server").url
-        text = text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1)
-        # Redis's timeout long enough for a loaded 2-core machine (a slower answer is an outage)
-        text += f'\n[sticky.redis]\nurl = "{url}"\nkey_prefix = "handoff{os.getpid()}:"\ntimeout = "2s"\n'
-    config.write_text(text)
-    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
-    old.start()
-    new_pid = None
-    try:
+    def config(farm: list[FakeRdpServer], admin_port: int) -> str:
+        text = _config(farm, tmp_path, 0, admin_port)
+        if store == "redis":  # the same, with the table in a real redis-server (and a SQLite copy)
+            url = request.getfixturevalue("redis_server").url
+            text = text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1)
+            # Redis's timeout long enough for a loaded 2-core machine (a slower answer is an outage)
+            text += f'\n[sticky.redis]\nurl = "{url}"\nkey_prefix = "handoff{os.getpid()}:"\ntimeout = "2s"\n'
+        return text
+
+    async with _handoff_farm(tmp_path, "TS01", "TS02", config=config) as h:
+        old, port, admin_port, old_pid = h.old, h.port, h.admin_port, h.old_pid
         assert old.proc is not None
-        old_pid = old.proc.pid
-        await wait_serving(tmp_path / "rdpb.log", WAIT_S)  # it accepts before it serves (and acts on SIGUSR2)
         alice_home = await where(port, "alice")
         streamer = await rdp_connect(port, "streamer")
         stream = Stream(streamer)
@@ -118,7 +168,7 @@ async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_l
         while not await new_process_serves():
             assert asyncio.get_running_loop().time() < deadline, (tmp_path / "rdpb.log").read_text()[-3000:]
             await asyncio.sleep(0.05)
-        new_pid = await _serving_pid(admin_port)
+        new_pid = h.new_pid = await _serving_pid(admin_port)
         assert new_pid is not None
         checked_at_takeover = stream.checked
         # the new process routes: alice goes home, a new user is placed, all accepted by it
@@ -141,37 +191,13 @@ async def test_sessions_survive_a_handoff_and_the_old_process_leaves_after_the_l
         servers = {s["name"]: s for s in (await _api(admin_port, "/api/v1/servers"))["servers"]}
         assert sum(s["connections"] for s in servers.values()) == 0
         assert await where(port, "alice") == alice_home
-    finally:
-        old.stop()
-        if new_pid is not None and not process_gone(new_pid):
-            os.kill(new_pid, signal.SIGTERM)
-            await wait_until(lambda: process_gone(new_pid), WAIT_S)
-        for s in farm:
-            await s.stop()
-
-
-@asynccontextmanager
-async def _serving(tmp_path: Path) -> AsyncIterator[tuple[BalancerProcess, Path, int, int]]:
-    """One server and an old process that serves (and takes signals); (process, config, ports)."""
-    farm = await start_farm("TS01")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config(farm, tmp_path, port, admin_port))
-    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
-    old.start()
-    try:
-        assert old.proc is not None
-        await wait_serving(tmp_path / "rdpb.log", WAIT_S)
-        yield old, config, port, admin_port
-    finally:
-        old.stop()
-        await farm[0].stop()
 
 
 async def test_a_successor_that_cannot_start_leaves_the_old_process_serving(tmp_path: Path) -> None:
-    async with _serving(tmp_path) as (old, config, port, admin_port):
+    async with _handoff_farm(tmp_path, "TS01") as h:
+        old, config, port, admin_port = h.old, h.config, h.port, h.admin_port
         assert old.proc is not None
-        log = tmp_path / "rdpb.log"
+        log = h.log
         config.write_text(config.read_text() + "\n[nonsense]\n")
         old.proc.send_signal(signal.SIGUSR2)
         await wait_until(lambda: "handoff failed" in log.read_text(), WAIT_S)
@@ -181,9 +207,10 @@ async def test_a_successor_that_cannot_start_leaves_the_old_process_serving(tmp_
 
 
 async def test_a_successor_that_dies_while_taking_over_hands_the_listeners_back(tmp_path: Path) -> None:
-    async with _serving(tmp_path) as (old, config, port, admin_port):
+    async with _handoff_farm(tmp_path, "TS01") as h:
+        old, config, port, admin_port = h.old, h.config, h.port, h.admin_port
         assert old.proc is not None
-        log = tmp_path / "rdpb.log"
+        log = h.log
         held = await rdp_connect(port, "held")
         with socket.socket() as taken:  # the successor loads fine, then cannot open its admin port
             taken.bind(("127.0.0.1", 0))
@@ -202,7 +229,8 @@ async def test_a_successor_that_dies_while_taking_over_hands_the_listeners_back(
 
 async def test_no_connection_is_refused_across_a_handoff(tmp_path: Path) -> None:
     """Clients connect back to back while the listeners change process: every one is served."""
-    async with _serving(tmp_path) as (old, _config_path, port, admin_port):
+    async with _handoff_farm(tmp_path, "TS01") as h:
+        old, port, admin_port = h.old, h.port, h.admin_port
         assert old.proc is not None
         old_pid = old.proc.pid
         outcomes: list[str] = []
@@ -246,85 +274,78 @@ async def test_a_handoff_with_workers_keeps_every_session_and_refuses_no_connect
     """workers = 2 on both sides: sessions relayed by the old primary and by its worker keep
     streaming, clients connecting back to back meanwhile are all served, and the new process
     runs its own worker."""
-    farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config(farm, tmp_path, port, admin_port).replace("[balancer]\n", "[balancer]\nworkers = 2\n", 1))
-    old = BalancerProcess(config, port, tmp_path / "rdpb.log")
-    old.start()
     new_pids: list[int] = []
     streams: list[Stream] = []
     running: list[asyncio.Future[None]] = []
-    try:
+    async with _handoff_farm(tmp_path, "TS01", "TS02", config=lambda farm, admin_port:
+            _config(farm, tmp_path, 0, admin_port).replace("[balancer]\n", "[balancer]\nworkers = 2\n", 1)) as h:
+        # serving: its worker too (the primary starts serving once the worker is ready)
+        old, port, admin_port, old_pid, log = h.old, h.port, h.admin_port, h.old_pid, h.log
         assert old.proc is not None
-        old_pid = old.proc.pid
-        log = tmp_path / "rdpb.log"
-        await wait_serving(log, WAIT_S)  # its worker too: the primary starts serving once the worker is ready
-        old_workers = {w["pid"] for w in (await _api(admin_port, "/api/v1/workers"))["workers"]}
-        relayed_by: set[int] = set()
-        for i in range(20):  # until both processes relay some (each connection: one or the other)
-            stream = Stream(await rdp_connect(port, f"streamer{i}"))
-            streams.append(stream)
-            running.append(asyncio.ensure_future(stream.run()))
-            await wait_until(lambda stream=stream: stream.checked > 5, WAIT_S)  # type: ignore[misc]
-            relayed_by = {s["worker"] for s in (await _api(admin_port, "/api/v1/sessions"))["sessions"]}
-            if relayed_by == {0, 1} and i >= 3:
-                break
-        assert relayed_by == {0, 1}, "no session went through the worker in 20 tries"
+        try:
+            old_workers = {w["pid"] for w in (await _api(admin_port, "/api/v1/workers"))["workers"]}
+            relayed_by: set[int] = set()
+            for i in range(20):  # until both processes relay some (each connection: one or the other)
+                stream = Stream(await rdp_connect(port, f"streamer{i}"))
+                streams.append(stream)
+                running.append(asyncio.ensure_future(stream.run()))
+                await wait_until(lambda stream=stream: stream.checked > 5, WAIT_S)  # type: ignore[misc]
+                relayed_by = {s["worker"] for s in (await _api(admin_port, "/api/v1/sessions"))["sessions"]}
+                if relayed_by == {0, 1} and i >= 3:
+                    break
+            assert relayed_by == {0, 1}, "no session went through the worker in 20 tries"
 
-        outcomes: list[str] = []
-        probing = True
+            outcomes: list[str] = []
+            probing = True
 
-        async def probe() -> None:
-            i = 0
-            while probing and i < 5000:
-                i += 1
-                try:
-                    outcomes.append(await where(port, "prober"))
-                except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                    outcomes.append(f"failed: {exc!r}")
-                await asyncio.sleep(0.005)
+            async def probe() -> None:
+                i = 0
+                while probing and i < 5000:
+                    i += 1
+                    try:
+                        outcomes.append(await where(port, "prober"))
+                    except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                        outcomes.append(f"failed: {exc!r}")
+                    await asyncio.sleep(0.005)
 
-        probers = [asyncio.ensure_future(probe()) for _ in range(PROBERS)]
-        await wait_until(lambda: len(outcomes) > 10, WAIT_S)
-        old.proc.send_signal(signal.SIGUSR2)
-        deadline = asyncio.get_running_loop().time() + WAIT_S
-        while await _serving_pid(admin_port) in (None, old_pid):
-            assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
-            await asyncio.sleep(0.05)
-        workers = (await _api(admin_port, "/api/v1/workers"))["workers"]
-        new_pids.extend(w["pid"] for w in workers)
-        assert len(workers) == 2 and all(w["alive"] for w in workers) and not set(new_pids) & old_workers, workers
-        at_takeover = [s.checked for s in streams]
-        taken_over = len(outcomes)
-        await wait_until(lambda: len(outcomes) > taken_over + 30, WAIT_S)
-        await wait_until(lambda: all(s.checked > c + 30 for s, c in zip(streams, at_takeover, strict=True)), WAIT_S)
-        probing = False
-        await asyncio.gather(*probers)
-        failed = [o for o in outcomes if o.startswith("failed")]
-        assert not failed, f"{len(failed)} of {len(outcomes)} connections failed across the handoff: {failed[:3]}"
-        assert "cannot steer" not in log.read_text()
-        assert len(set(outcomes)) == 1  # "prober" stayed on one server, through both generations
-        for stream in streams:
-            stream.running = False
-        await asyncio.gather(*running)
-        for stream in streams:
-            await stream.client.close()
-        assert await asyncio.to_thread(old.proc.wait, WAIT_S) == 0  # after its (and its worker's) last session
-        old.proc = None
-        await wait_until(lambda: all(process_gone(p) for p in old_workers), WAIT_S)
-        servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
-        sessions = (await _api(admin_port, "/api/v1/sessions"))["sessions"]
-        assert sum(s["connections"] for s in servers) == 0, (servers, sessions)
-    finally:
-        for task in running:
-            task.cancel()
-        old.stop()
-        if new_pids and not process_gone(new_pids[0]):
-            os.kill(new_pids[0], signal.SIGTERM)  # the new primary; its worker exits with it
+            probers = [asyncio.ensure_future(probe()) for _ in range(PROBERS)]
+            await wait_until(lambda: len(outcomes) > 10, WAIT_S)
+            old.proc.send_signal(signal.SIGUSR2)
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            while await _serving_pid(admin_port) in (None, old_pid):
+                assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+                await asyncio.sleep(0.05)
+            workers = (await _api(admin_port, "/api/v1/workers"))["workers"]
+            new_pids.extend(w["pid"] for w in workers)
+            h.new_pid = new_pids[0]  # the new primary; its worker exits with it
+            assert len(workers) == 2 and all(w["alive"] for w in workers) and not set(new_pids) & old_workers, workers
+            at_takeover = [s.checked for s in streams]
+            taken_over = len(outcomes)
+            await wait_until(lambda: len(outcomes) > taken_over + 30, WAIT_S)
+            await wait_until(lambda: all(s.checked > c + 30 for s, c in zip(streams, at_takeover, strict=True)), WAIT_S)
+            probing = False
+            await asyncio.gather(*probers)
+            failed = [o for o in outcomes if o.startswith("failed")]
+            assert not failed, f"{len(failed)} of {len(outcomes)} connections failed across the handoff: {failed[:3]}"
+            assert "cannot steer" not in log.read_text()
+            assert len(set(outcomes)) == 1  # "prober" stayed on one server, through both generations
+            for stream in streams:
+                stream.running = False
+            await asyncio.gather(*running)
+            for stream in streams:
+                await stream.client.close()
+            assert await asyncio.to_thread(old.proc.wait, WAIT_S) == 0  # after its (and its worker's) last session
+            old.proc = None
+            await wait_until(lambda: all(process_gone(p) for p in old_workers), WAIT_S)
+            servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
+            sessions = (await _api(admin_port, "/api/v1/sessions"))["sessions"]
+            assert sum(s["connections"] for s in servers) == 0, (servers, sessions)
+        finally:
+            for task in running:
+                task.cancel()
+            old.stop()
+            await _stop_pid(h.new_pid)
             await wait_until(lambda: all(process_gone(p) for p in new_pids), WAIT_S)
-        for s in farm:
-            await s.stop()
 
 
 # -- regressions: what an old process accepted, routed or changed reaches the new one ---------------
@@ -365,97 +386,77 @@ def _config_with_token(farm: list[FakeRdpServer], tmp_path: Path, port: int, adm
 async def test_with_workers_connections_accepted_before_the_handoff_are_all_served(tmp_path: Path) -> None:
     """workers = 2, nothing relaying: clients connected to the old processes send their CR only
     after SIGUSR2. They were all cut (the old primary saw no session and exited at once)."""
-    farm = await start_farm("TS01")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config_with_token(farm, tmp_path, port, admin_port, "workers = 2\n").replace(
-        'handshake_timeout = "1s"', 'handshake_timeout = "30s"'))
-    log = tmp_path / "rdpb.log"
-    old = BalancerProcess(config, port, log)
-    old.start()
-    new_pid = None
     waiting: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    try:
+    async with _handoff_farm(tmp_path, "TS01", config=lambda farm, admin_port:
+            _config_with_token(farm, tmp_path, 0, admin_port, "workers = 2\n").replace(
+                'handshake_timeout = "1s"', 'handshake_timeout = "30s"')) as h:
+        old, port, log = h.old, h.port, h.log
         assert old.proc is not None
-        await wait_serving(log, WAIT_S)
-        # connections the old *worker* accepted (the kernel spreads them over both processes);
-        # those of the primary are closed: its own pending sessions would hide the fault
-        for _ in range(40):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            local_port = writer.get_extra_info("sockname")[1]
-            await wait_until(lambda lp=local_port: _accepted_by(lp, port) is not None, WAIT_S)  # type: ignore[misc]
-            if _accepted_by(local_port, port) == old.proc.pid:
-                writer.transport.abort()
-            else:
-                waiting.append((reader, writer))
-            if len(waiting) == 4:
-                break
-        assert len(waiting) == 4, "the kernel gave the worker no connection in 40"
-        old.proc.send_signal(signal.SIGUSR2)
-        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
-        await wait_until(lambda: "accepts new connections now" in log.read_text(), WAIT_S)
-        # Not a synchronisation: a faulty old primary (one that ignored its worker's connections)
-        # exits at its drain's first look; this gives it the time to. A correct one stays however
-        # long this lasts (its worker holds connections for the 30 s handshake timeout).
-        await asyncio.sleep(0.5)
-        assert old.proc.poll() is None, "the old primary left while its worker held connections"
-        served = 0
-        for i, (reader, writer) in enumerate(waiting):  # each must be served by the old worker
-            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, RuntimeError):
-                writer.write(build_connection_request(cookie=f"early{i}".encode()))
-                await asyncio.wait_for(read_tpkt(reader), 10)  # the Connection Confirm
-                writer.write(b"still there?")
-                served += await asyncio.wait_for(reader.readexactly(12), 10) == b"still there?"
-        assert served == len(waiting), f"only {served} of {len(waiting)} accepted connections were served"
-    finally:
-        for _reader, writer in waiting:
-            writer.close()
-        old.stop()
-        await _stop_pid(new_pid)
-        for s in farm:
-            await s.stop()
+        try:
+            # connections the old *worker* accepted (the kernel spreads them over both processes);
+            # those of the primary are closed: its own pending sessions would hide the fault
+            for _ in range(40):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                local_port = writer.get_extra_info("sockname")[1]
+                await wait_until(lambda lp=local_port: _accepted_by(lp, port) is not None, WAIT_S)  # type: ignore[misc]
+                if _accepted_by(local_port, port) == old.proc.pid:
+                    writer.transport.abort()
+                else:
+                    waiting.append((reader, writer))
+                if len(waiting) == 4:
+                    break
+            assert len(waiting) == 4, "the kernel gave the worker no connection in 40"
+            old.proc.send_signal(signal.SIGUSR2)
+            await h.successor_serves()
+            await wait_until(lambda: "accepts new connections now" in log.read_text(), WAIT_S)
+            # Not a synchronisation: a faulty old primary (one that ignored its worker's connections)
+            # exits at its drain's first look; this gives it the time to. A correct one stays however
+            # long this lasts (its worker holds connections for the 30 s handshake timeout).
+            await asyncio.sleep(0.5)
+            assert old.proc.poll() is None, "the old primary left while its worker held connections"
+            served = 0
+            for i, (reader, writer) in enumerate(waiting):  # each must be served by the old worker
+                with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, RuntimeError):
+                    writer.write(build_connection_request(cookie=f"early{i}".encode()))
+                    await asyncio.wait_for(read_tpkt(reader), 10)  # the Connection Confirm
+                    writer.write(b"still there?")
+                    served += await asyncio.wait_for(reader.readexactly(12), 10) == b"still there?"
+            assert served == len(waiting), f"only {served} of {len(waiting)} accepted connections were served"
+        finally:
+            for _reader, writer in waiting:
+                writer.close()
 
 
 async def test_an_old_process_that_dies_releases_its_sessions_in_the_new_one(tmp_path: Path) -> None:
     """kill -9 of the draining old process: its sessions are gone, so the new process's
     connection counts and the users' active marks must drop (they stayed up for good)."""
-    farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config_with_token(farm, tmp_path, port, admin_port))
-    log = tmp_path / "rdpb.log"
-    old = BalancerProcess(config, port, log)
-    old.start()
-    new_pid = None
     held = []
-    try:
+    async with _handoff_farm(tmp_path, "TS01", "TS02", config=lambda farm, admin_port:
+            _config_with_token(farm, tmp_path, 0, admin_port)) as h:
+        old, port, admin_port = h.old, h.port, h.admin_port
         assert old.proc is not None
-        await wait_serving(log, WAIT_S)
-        held = [await rdp_connect(port, f"user{i}") for i in range(6)]
-        old.proc.send_signal(signal.SIGUSR2)
-        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
-        servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
-        assert sum(s["connections"] for s in servers) == 6  # counted while the old process relays them
-        old.proc.send_signal(signal.SIGKILL)
-        old.proc.wait(10)
-        old.proc = None
-
-        async def released() -> bool:
+        try:
+            held = [await rdp_connect(port, f"user{i}") for i in range(6)]
+            old.proc.send_signal(signal.SIGUSR2)
+            await h.successor_serves()
             servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
-            return sum(s["connections"] for s in servers) == 0
-        deadline = asyncio.get_running_loop().time() + WAIT_S
-        while not await released():
-            assert asyncio.get_running_loop().time() < deadline, "the dead process's sessions are still counted"
-            await asyncio.sleep(0.05)
-        status, entry = await _api_call(admin_port, "GET", "/api/v1/sticky/user0")
-        assert status == 200 and entry["active_sessions"] == 0
-    finally:
-        for client in held:
-            client.writer.transport.abort()
-        old.stop()
-        await _stop_pid(new_pid)
-        for s in farm:
-            await s.stop()
+            assert sum(s["connections"] for s in servers) == 6  # counted while the old process relays them
+            old.proc.send_signal(signal.SIGKILL)
+            old.proc.wait(10)
+            old.proc = None
+
+            async def released() -> bool:
+                servers = (await _api(admin_port, "/api/v1/servers"))["servers"]
+                return sum(s["connections"] for s in servers) == 0
+            deadline = asyncio.get_running_loop().time() + WAIT_S
+            while not await released():
+                assert asyncio.get_running_loop().time() < deadline, "the dead process's sessions are still counted"
+                await asyncio.sleep(0.05)
+            status, entry = await _api_call(admin_port, "GET", "/api/v1/sticky/user0")
+            assert status == 200 and entry["active_sessions"] == 0
+        finally:
+            for client in held:
+                client.writer.transport.abort()
 
 
 def _accepted_by(client_port: int, server_port: int) -> int | None:
@@ -544,65 +545,49 @@ async def test_deletions_made_while_the_new_process_loads_stay_deleted(tmp_path:
     table: the rows left the file, yet the new process sent alice to her old server and wrote
     her back. The new process is held stopped in that moment (after its read, before it built
     its table and asked for the listeners) while the old one deletes."""
-    farm = await start_farm("TS01", "TS02", "TS03")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config_with_token(farm, tmp_path, port, admin_port).replace(
-        "[sticky]\n", "[sticky]\nmax_entries = 1000000\n", 1))
     _preload(tmp_path / "s.db", 300_000, ("TS02", "TS03"))
-    log = tmp_path / "rdpb.log"
-    old = BalancerProcess(config, port, log)
-    old.start(timeout_s=60)
-    new_pid = successor = None
-    try:
+    successor: int | None = None
+    async with _handoff_farm(tmp_path, "TS01", "TS02", "TS03", config=lambda farm, admin_port:
+            _config_with_token(farm, tmp_path, 0, admin_port).replace(
+                "[sticky]\n", "[sticky]\nmax_entries = 1000000\n", 1), timeout_s=60) as h:
+        old, admin_port, log = h.old, h.admin_port, h.log
         assert old.proc is not None
-        await wait_serving(log, 60)
-        old.proc.send_signal(signal.SIGUSR2)
-        await wait_until(lambda: "handoff: new process pid" in log.read_text(), WAIT_S, 0.002)
-        successor = int(log.read_text().split("handoff: new process pid ", 1)[1].split()[0])
-        await asyncio.to_thread(_hold_after_its_read, successor, tmp_path / "s.db", log)
-        assert (await _api_call(admin_port, "DELETE", "/api/v1/sticky/alice"))[0] == 200
-        status, flushed = await _api_call(admin_port, "POST", "/api/v1/sticky/flush", {"server": "TS02"})
-        assert status == 200 and flushed["deleted"] > 0
-        assert "took over the listeners" not in log.read_text(), "the new process serves: it was not held"
-        os.kill(successor, signal.SIGCONT)
-        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
-        assert new_pid == successor
-        assert (await _api_call(admin_port, "GET", "/api/v1/sticky/alice"))[0] == 404
-        assert (await _api_call(admin_port, "GET", "/api/v1/sticky/bob"))[0] == 404
-        assert (await _api_call(admin_port, "GET", "/api/v1/sticky?server=TS02&limit=0"))[1]["total"] == 0
-    finally:
-        if successor is not None and not process_gone(successor):
-            os.kill(successor, signal.SIGCONT)  # held stopped when the test failed meanwhile
-        old.stop()
-        await _stop_pid(successor)
-        for s in farm:
-            await s.stop()
+        try:
+            old.proc.send_signal(signal.SIGUSR2)
+            await wait_until(lambda: "handoff: new process pid" in log.read_text(), WAIT_S, 0.002)
+            successor = h.new_pid = int(log.read_text().split("handoff: new process pid ", 1)[1].split()[0])
+            await asyncio.to_thread(_hold_after_its_read, successor, tmp_path / "s.db", log)
+            assert (await _api_call(admin_port, "DELETE", "/api/v1/sticky/alice"))[0] == 200
+            status, flushed = await _api_call(admin_port, "POST", "/api/v1/sticky/flush", {"server": "TS02"})
+            assert status == 200 and flushed["deleted"] > 0
+            assert "took over the listeners" not in log.read_text(), "the new process serves: it was not held"
+            os.kill(successor, signal.SIGCONT)
+            new_pid = await h.successor_serves()
+            assert new_pid == successor
+            assert (await _api_call(admin_port, "GET", "/api/v1/sticky/alice"))[0] == 404
+            assert (await _api_call(admin_port, "GET", "/api/v1/sticky/bob"))[0] == 404
+            assert (await _api_call(admin_port, "GET", "/api/v1/sticky?server=TS02&limit=0"))[1]["total"] == 0
+        finally:
+            if successor is not None and not process_gone(successor):
+                os.kill(successor, signal.SIGCONT)  # held stopped when the test failed meanwhile
 
 
 async def test_a_user_placed_by_the_old_process_after_the_takeover_is_known_to_the_new_one(tmp_path: Path) -> None:
     """A connection accepted by the old process sends its CR after the handoff: the old process
     places the new user. The new process answered 404 for them, and their next connection
     landed elsewhere, starting a second session."""
-    farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    config.write_text(_config_with_token(farm, tmp_path, port, admin_port).replace(
-        'handshake_timeout = "1s"', 'handshake_timeout = "30s"'))
-    log = tmp_path / "rdpb.log"
-    old = BalancerProcess(config, port, log)
-    old.start()
-    new_pid = None
-    try:
+    async with _handoff_farm(tmp_path, "TS01", "TS02", config=lambda farm, admin_port:
+            _config_with_token(farm, tmp_path, 0, admin_port).replace(
+                'handshake_timeout = "1s"', 'handshake_timeout = "30s"')) as h:
+        old, port, admin_port = h.old, h.port, h.admin_port
         assert old.proc is not None
-        await wait_serving(log, WAIT_S)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         local_port, old_pid = writer.get_extra_info("sockname")[1], old.proc.pid
         # accepted by the old process, not merely queued on the socket the new one takes over
         await wait_until(lambda: _accepted_by(local_port, port) == old_pid, WAIT_S, 0.05,
                          describe=lambda: f"held by pid {_accepted_by(local_port, port)}, not {old_pid}")
         old.proc.send_signal(signal.SIGUSR2)
-        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        await h.successor_serves()
         writer.write(build_connection_request(cookie=b"late0"))
         await asyncio.wait_for(reader.read(1024), 10)
         writer.write(WHO)
@@ -618,26 +603,15 @@ async def test_a_user_placed_by_the_old_process_after_the_takeover_is_known_to_t
         # the first session still runs (in the old process): leastconn alone would pick the other server
         assert await where(port, "late0") == placed
         writer.close()
-    finally:
-        old.stop()
-        await _stop_pid(new_pid)
-        for s in farm:
-            await s.stop()
 
 
 async def test_the_session_directory_is_handed_over(tmp_path: Path) -> None:
     """The hosts' lists the old process holds are evidence in the new one at once, not only after
     each host's next push: a returning user is routed by their session across the handoff."""
-    farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
-    config = _push_config(farm, tmp_path, port, admin_port)
-    log = tmp_path / "rdpb.log"
-    old = BalancerProcess(config, port, log)
-    old.start()
-    new_pid = None
-    try:
+    async with _handoff_farm(tmp_path, "TS01", "TS02", config=lambda farm, admin_port:
+            _push_config(farm, tmp_path, 0, admin_port)) as h:
+        old, port, admin_port, log = h.old, h.port, h.admin_port, h.log
         assert old.proc is not None
-        await wait_serving(log, WAIT_S)
         async with aiohttp.ClientSession() as http:
             for server in ("TS01", "TS02"):
                 body = {"sessions": [{"user": "hanna", "state": "disconnected"}] if server == "TS02" else []}
@@ -645,35 +619,28 @@ async def test_the_session_directory_is_handed_over(tmp_path: Path) -> None:
                                     headers={"Authorization": f"Bearer {server.lower()}-push-token-0123456789"}) as r:
                     assert r.status == 200
         old.proc.send_signal(signal.SIGUSR2)
-        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        await h.successor_serves()
         hosts = {h["server"]: h for h in (await _api(admin_port, "/api/v1/hosts"))["hosts"]}
         assert hosts["TS02"]["sessions"] == 1 and hosts["TS02"]["fresh"]
         assert await where(port, "hanna") == "TS02"
         assert "reason=session" in log.read_text().split("took over the listeners")[-1]
-    finally:
-        old.stop()
-        await _stop_pid(new_pid)
-        for s in farm:
-            await s.stop()
 
 
 async def test_a_slow_start_ramp_under_way_goes_on_in_the_new_process(tmp_path: Path) -> None:
     """A server added by a reload ramps; the process that takes over by handoff goes on with the
     same ramp (a process starting afresh would ramp nobody)."""
-    farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
-    config = tmp_path / "rdpb.toml"
-    both = _config(farm, tmp_path, port, admin_port).replace("[balancer]\n", '[balancer]\nslowstart = "10m"\n')
-    row = f'  {{ name = "TS02", address = "{farm[1].address}", weight = 1 }}'
-    assert row in both
-    config.write_text(both.replace(row, ""))
-    log = tmp_path / "rdpb.log"
-    old = BalancerProcess(config, port, log)
-    old.start()
-    new_pid = None
-    try:
+    both = ""
+
+    def without_ts02(farm: list[FakeRdpServer], admin_port: int) -> str:
+        nonlocal both
+        both = _config(farm, tmp_path, 0, admin_port).replace("[balancer]\n", '[balancer]\nslowstart = "10m"\n')
+        row = f'  {{ name = "TS02", address = "{farm[1].address}", weight = 1 }}'
+        assert row in both
+        return both.replace(row, "")
+
+    async with _handoff_farm(tmp_path, "TS01", "TS02", config=without_ts02) as h:
+        old, config, admin_port, log = h.old, h.config, h.admin_port, h.log
         assert old.proc is not None
-        await wait_serving(log, WAIT_S)
         config.write_text(both)  # TS02 is added: it ramps
         old.proc.send_signal(signal.SIGHUP)
         await wait_until(lambda: "server TS02 takes new users gradually: slow start over 10m" in log.read_text(),
@@ -681,16 +648,11 @@ async def test_a_slow_start_ramp_under_way_goes_on_in_the_new_process(tmp_path: 
         before = {s["name"]: s for s in (await _api(admin_port, "/api/v1/servers"))["servers"]}
         assert before["TS02"]["slowstart"]["share"] == 0.05 and before["TS01"]["slowstart"]["share"] is None
         old.proc.send_signal(signal.SIGUSR2)
-        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        await h.successor_serves()
         after = {s["name"]: s for s in (await _api(admin_port, "/api/v1/servers"))["servers"]}
         ramp = after["TS02"]["slowstart"]
         assert ramp["share"] == 0.05 and ramp["left_s"] <= before["TS02"]["slowstart"]["left_s"], ramp
         assert after["TS01"]["slowstart"]["share"] is None
-    finally:
-        old.stop()
-        await _stop_pid(new_pid)
-        for s in farm:
-            await s.stop()
 
 
 async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_new_process(tmp_path: Path) -> None:
@@ -699,13 +661,6 @@ async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_n
     logon is under way (not listed yet). Every host answers the new process without her, and the
     hosts have shown her name before (she logged off from another host earlier): her next
     connection must still go to the host of her logon, by her entry's own last use."""
-    farm = await start_farm("TS01", "TS02", "TS03")
-    port, admin_port = free_port(), free_port()
-    config = _push_config(farm, tmp_path, port, admin_port)
-    log = tmp_path / "rdpb.log"
-    old = BalancerProcess(config, port, log)
-    old.start()
-    new_pid = None
 
     async def push_all(lists: dict[str, list[str]]) -> None:
         async with aiohttp.ClientSession() as http:
@@ -715,9 +670,10 @@ async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_n
                                     headers={"Authorization": f"Bearer {s.name.lower()}-push-token-0123456789"}) as r:
                     assert r.status == 200
 
-    try:
+    async with _handoff_farm(tmp_path, "TS01", "TS02", "TS03", config=lambda farm, admin_port:
+            _push_config(farm, tmp_path, 0, admin_port)) as h:
+        old, port, admin_port, log, farm = h.old, h.port, h.admin_port, h.log, h.farm
         assert old.proc is not None
-        await wait_serving(log, WAIT_S)
         await push_all({})
         home = await where(port, "ines")  # placed; her client goes on with the logon
         busy = await rdp_connect(port, "olga")  # her home is not the least loaded any more
@@ -725,7 +681,7 @@ async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_n
             await busy.close()
             busy = await rdp_connect(port, "olga2")
         old.proc.send_signal(signal.SIGUSR2)
-        new_pid = await _wait_serving(admin_port, old.proc.pid, log)
+        await h.successor_serves()
         other = next(s.name for s in farm if s.name != home)
         await push_all({other: ["ines"]})  # the hosts spelt her name once (an old session, since logged off)
         await push_all({})  # every host answered the new process after her placement, without her
@@ -733,8 +689,5 @@ async def test_a_user_placed_just_before_a_handoff_stays_with_her_logon_in_the_n
         after = log.read_text().split("took over the listeners")[-1]
         assert "reason=no-session" not in after, after
         await busy.close()
-    finally:
-        old.stop()
-        await _stop_pid(new_pid)
-        for s in farm:
-            await s.stop()
+
+

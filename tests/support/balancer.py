@@ -73,7 +73,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class BalancerProcess:
-    """`python -m rdpbalancer run -c FILE` as a child process, stopped by PID only."""
+    """`python -m rdpbalancer run -c FILE` as a child process, stopped by PID only.
+
+    `port` 0: the config listens on port 0 and each `start()` reads the port the child took from
+    its start-up line (nothing reserved beforehand, so nothing another process can take meanwhile);
+    `start()` then returns once the child serves, not merely accepts."""
 
     def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None,
                  host: str = "127.0.0.1", program: list[str] | None = None, cwd: Path | None = None) -> None:
@@ -82,15 +86,20 @@ class BalancerProcess:
         self.program = program or [sys.executable, "-m", "rdpbalancer"]  # or an installed `rdpbalancer`
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        self.port_from_log = port == 0
 
     def start(self, timeout_s: float = 15.0) -> None:
         log = self.log_path.open("ab")
+        logged_before = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             [*self.program, "run", "-c", str(self.config_path)], cwd=self.cwd,
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
-        wait_for_listener(self.proc, (self.host, self.port), self.log_path, timeout_s)
+        if self.port_from_log:
+            self.port = wait_for_listen_line(self.proc, self.log_path, logged_before, timeout_s)
+        else:
+            wait_for_listener(self.proc, (self.host, self.port), self.log_path, timeout_s)
 
     def signal(self, sig: signal.Signals) -> int:
         assert self.proc is not None
@@ -153,6 +162,26 @@ def wait_for_listener(proc: subprocess.Popen[bytes], address: tuple[str, int], l
                 return
         time.sleep(0.02)
     raise TimeoutError(f"{proc.args[0]} did not listen on {address}:\n{log_path.read_text()[-4000:]}")
+
+
+# "rdpbalancer VERSION listening on 127.0.0.1:PORT, [::1]:PORT; pools: ...": the first address's port
+LISTEN_PORT = re.compile(r"rdpbalancer \S+ listening on \S*?:(\d+)[,;]")
+
+
+def wait_for_listen_line(proc: subprocess.Popen[bytes], log_path: Path, offset: int, timeout_s: float) -> int:
+    """The port of the first listener `proc` logs in its start-up line, written after `offset` in
+    its log; its log in the error when it exits or does not serve in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            found = LISTEN_PORT.search(log.read().decode(errors="replace"))
+        if found:
+            return int(found.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.02)
+    raise TimeoutError(f"{proc.args[0]} logged no start-up line in {timeout_s:g}s:\n{log_path.read_text()[-4000:]}")
 
 
 def process_gone(pid: int) -> bool:
