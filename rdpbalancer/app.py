@@ -30,7 +30,7 @@ from rdpbalancer.netaddr import format_addr
 from rdpbalancer.operations import Operations
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.limits import NewUserBudget
-from rdpbalancer.policy.sessions import SessionDirectory
+from rdpbalancer.policy.session_index import SessionDirectory
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.control import LocalControl

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from rdpbalancer import clock
 from rdpbalancer.hosts.command import query_command
 from rdpbalancer.hosts.spec import HostSource, SessionsPlan
-from rdpbalancer.policy.sessions import DEFAULT_LOGON_GRACE_S, HostReport, SessionDirectory
+from rdpbalancer.policy.session_index import SessionDirectory
+from rdpbalancer.policy.sessions import DEFAULT_LOGON_GRACE_S, HostReport
 from rdpbalancer.tasks import TaskSet
 
 log = logging.getLogger("rdpbalancer.sessions")

@@ -36,10 +36,10 @@ from rdpbalancer.policy.model import (
 )
 from rdpbalancer.policy.ports import GroupMembership, NoGroups
 from rdpbalancer.policy.rules import MatchInput, Route, Trace, first_match, parse_ip
+from rdpbalancer.policy.session_index import SessionDirectory
 from rdpbalancer.policy.sessions import (
     OPEN_ELSEWHERE_S,
     Evidence,
-    SessionDirectory,
     SessionRules,
     Trust,
     choose,

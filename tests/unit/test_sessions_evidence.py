@@ -8,7 +8,8 @@ from rdpbalancer.clock import ProcessClock
 from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import BalanceKind, Decision, Pool, PoolMember, Reason, RouteRequest, Server
 from rdpbalancer.policy.rules import Trace
-from rdpbalancer.policy.sessions import HostReport, HostSession, SessionDirectory, SessionRules, SessionState, Trust
+from rdpbalancer.policy.session_index import SessionDirectory
+from rdpbalancer.policy.sessions import HostReport, HostSession, SessionRules, SessionState, Trust
 from rdpbalancer.policy.sticky import StickyEntry, StickyTable
 
 S1, S2, S3 = (Server(f"TS0{i}", "127.0.0.1", 3390 + i) for i in (1, 2, 3))

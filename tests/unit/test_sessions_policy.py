@@ -7,10 +7,10 @@ from __future__ import annotations
 from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import AdminState, BalanceKind, Pool, PoolMember, Reason, RouteRequest, Server
 from rdpbalancer.policy.rules import Trace
+from rdpbalancer.policy.session_index import SessionDirectory
 from rdpbalancer.policy.sessions import (
     HostReport,
     HostSession,
-    SessionDirectory,
     SessionRules,
     SessionState,
     Trust,

@@ -23,7 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from rdpbalancer.clock import ProcessClock
 from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import BalanceKind, Decision, Pool, PoolMember, RouteRequest, Server
-from rdpbalancer.policy.sessions import HostReport, HostSession, SessionDirectory, SessionRules, SessionState, Trust
+from rdpbalancer.policy.session_index import SessionDirectory
+from rdpbalancer.policy.sessions import HostReport, HostSession, SessionRules, SessionState, Trust
 from rdpbalancer.policy.sticky import StickyEntry, StickyTable
 
 SERVERS = tuple(Server(f"TS0{i}", "127.0.0.1", 3390 + i) for i in (1, 2, 3))
