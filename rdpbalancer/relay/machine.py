@@ -13,6 +13,11 @@ connect budget depends on carries its time (`at`, monotonic seconds, `time.monot
 shell): `RouteAnswered.at` starts the budget of `connect_timeout`, `ConnectDone.at` and
 `AttemptDurable.at` say when an attempt ended, and each `Connect` says how long its attempt may
 take. All the attempts of one connection fit in the budget (see `SessionMachine._connect`).
+
+The vocabulary (events, commands, `State`, `IllegalEvent`) is relay/vocabulary.py; this module is
+the transitions, stated per state in one table (`_TRANSITIONS`, h11's `_state.py`). An event that
+has no transition in the state it arrives in raises IllegalEvent: none is dropped silently. The
+events the shell can send when there is nothing to do are named no-ops, each saying why.
 """
 
 from __future__ import annotations
@@ -137,8 +142,10 @@ class SessionMachine:
     # -- the one door -----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Command]:
-        """The transition of `event` in the current state (`_TRANSITIONS`); IllegalEvent, the
-        state untouched, if it has none."""
+        """The transition of `event` in the current state (`_TRANSITIONS`). IllegalEvent, the
+        machine untouched, if it has none, or if its handler finds it impossible by the machine's
+        own record (a second route answer, a leg that ends twice): each raises before it changes
+        anything."""
         kind = type(event)
         key: object = (kind, event.side) if isinstance(event, Eof | Lost) else kind
         handler = _TRANSITIONS[self.state].get(key)
@@ -154,8 +161,6 @@ class SessionMachine:
     # -- HANDSHAKE: admission, PROXY, the Connection Request ----------------------------------------
 
     def _connected_client(self, event: ClientConnected) -> list[Command]:
-        if self.addr != ("unknown", 0):  # once per connection: the accept
-            raise self._illegal(event)
         self.addr = addr = event.addr
         if self.listener in self.settings.proxy_listeners:
             if not _trusted(addr[0], self.settings.trusted_proxies):

@@ -32,7 +32,9 @@ and its books checked too.
   `Reject`, `Refuse`, an EOF outside the relay) is reported `Lost` later.
 
 Every event that ends a wait carries the model's clock, which never passes a pending connect's
-budget (its timeout would have fired)."""
+budget (its timeout would have fired). Everything the shell can send must have a transition in the
+state it arrives in: an IllegalEvent fails the run, so this model is what the machine's table
+(relay/machine.py `_TRANSITIONS`) is checked against, its explicit no-ops included."""
 
 from __future__ import annotations
 
