@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from rdpbalancer import __version__
-from tests.support.balancer import BalancerProcess, farm_config, free_port
+from tests.support.balancer import BalancerProcess, farm_config
 from tests.support.fakes import start_farm, where
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,14 +78,12 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_json_logs_share_the_session_id_between_routed_and_end(tmp_path: Path) -> None:
     async def scenario() -> None:
         farm = await start_farm("A")
-        port = free_port()
         cfg = tmp_path / "c.toml"
-        cfg.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{port}",
-                                   extra='[log]\nformat = "json"\n'))
-        proc = BalancerProcess(cfg, port, tmp_path / "b.log")
+        cfg.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", extra='[log]\nformat = "json"\n'))
+        proc = BalancerProcess(cfg, 0, tmp_path / "b.log")  # the port it took, from its start-up line
         await asyncio.to_thread(proc.start)
         try:
-            assert await where(port, 'al"ice') == "A"
+            assert await where(proc.port, 'al"ice') == "A"
             await asyncio.sleep(0.1)
         finally:
             await asyncio.to_thread(proc.signal, signal.SIGTERM)

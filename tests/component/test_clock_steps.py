@@ -167,9 +167,9 @@ async def stepped_balancer(tmp_path: Path, farm: list[FakeRdpServer], *, health:
     try:
         assert FAKETIME_LIB.is_file(), f"{FAKETIME_LIB} is missing: install the Debian package faketime " \
                                        "(scripts/install-test-deps.sh)"
-        port, admin_port = free_port(), free_port()
+        admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
         token = secret(tmp_path / "admin.token", ADMIN_TOKEN + "\n")
-        text = farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db", listen=f"127.0.0.1:{port}",
+        text = farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db",
                            extra=f'token_file = "{token}"\n', health=health, balancer_extra=balancer_extra)
         text = text.replace('[admin]\nlisten = "127.0.0.1:0"', f'[admin]\nlisten = "127.0.0.1:{admin_port}"')
         if sessions:
@@ -178,11 +178,11 @@ async def stepped_balancer(tmp_path: Path, farm: list[FakeRdpServer], *, health:
         config = tmp_path / "rdpb.toml"
         config.write_text(text)
         clock = SteppedClock(tmp_path / "faketime")
-        proc = BalancerProcess(config, port, tmp_path / "rdpb.log", env=clock.env)
+        proc = BalancerProcess(config, 0, tmp_path / "rdpb.log", env=clock.env)  # the port: from its log
         proc.start()
         await wait_for_api(admin_port)
         async with aiohttp.ClientSession() as http:
-            yield Run(proc, port, admin_port, tmp_path / "rdpb.log", clock, http)
+            yield Run(proc, proc.port, admin_port, tmp_path / "rdpb.log", clock, http)
     finally:
         if proc is not None:
             proc.stop()

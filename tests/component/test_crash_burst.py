@@ -83,17 +83,17 @@ async def test_kill_9_mid_burst_of_10000_users_loses_no_assignment(tmp_path: Pat
     rng = random.Random(seed)
     threshold = rng.randint(*KILL_BETWEEN_CRS)
     farm = await start_farm("TS01", "TS02", "TS03")
-    port, admin_port = free_port(), free_port()
+    admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
     db = tmp_path / "sticky.db"
-    text = farm_config([(s.name, s.address, 1) for s in farm], db, listen=f"127.0.0.1:{port}")
+    text = farm_config([(s.name, s.address, 1) for s in farm], db)
     text = text.replace('sync = "normal"\n', "")  # the default: full
     text = text.replace('[admin]\nlisten = "127.0.0.1:0"', f'[admin]\nlisten = "127.0.0.1:{admin_port}"')
     cfg = tmp_path / "rdpb.toml"
     cfg.write_text(text)
-    proc = BalancerProcess(cfg, port, tmp_path / "balancer.log")
+    proc = BalancerProcess(cfg, 0, tmp_path / "balancer.log")  # on port 0: each start's port from its log
     try:
         await asyncio.to_thread(proc.start)
-        burst = Burst(port, [f"burst{i:05d}" for i in range(BURST_USERS)])
+        burst = Burst(proc.port, [f"burst{i:05d}" for i in range(BURST_USERS)])
         started = time.monotonic()
         async with asyncio.timeout(BURST_TIMEOUT_S):
             at_kill, _ = await asyncio.gather(kill_when(proc, farm, threshold, burst), burst.run())
@@ -111,7 +111,7 @@ async def test_kill_9_mid_burst_of_10000_users_loses_no_assignment(tmp_path: Pat
         assert not lost, f"{len(lost)} users lost or moved by kill -9 ({context}): {list(lost.items())[:5]}"
         assert stored(db) == after, "the restarted table and the file differ"
         sample = rng.sample(sorted(before), SPOT_CHECK_USERS)
-        assert {u: await where(port, u) for u in sample} == {u: before[u] for u in sample}
+        assert {u: await where(proc.port, u) for u in sample} == {u: before[u] for u in sample}
         print(f"\n{context}; {len(after)} in the restarted table (restart {restart_s:.1f}s)")
     finally:
         proc.stop()

@@ -21,7 +21,7 @@ import pytest
 
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
-from tests.support.balancer import farm_config, free_port, wait_until
+from tests.support.balancer import farm_config, refused_port, wait_until
 from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,11 +81,13 @@ async def run_ctl(argv: list[str], env: dict[str, str], stdin: bytes | None = No
 
 @pytest.fixture
 async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
+    stack = contextlib.ExitStack()  # TS09's port, held (refusing) until the end
     servers = await start_farm("TS01", "TS02", "TS08")
     token_file = tmp_path / "admin.token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    dead = ("TS09", f"127.0.0.1:{free_port()}", 1)  # nothing listens there: health goes down
+    dead_port = stack.enter_context(refused_port())
+    dead = ("TS09", f"127.0.0.1:{dead_port}", 1)  # nothing listens there: health goes down
     text = farm_config([*((s.name, s.address, 1) for s in servers), dead], tmp_path / "sticky.db",
                        health=HEALTH, extra=f'token_file = "{token_file}"\n')
     config = tmp_path / "balancer.toml"
@@ -102,6 +104,7 @@ async def farm(tmp_path: Path) -> AsyncIterator[Farm]:
         await bal.stop()
         for s in servers:
             await s.stop()
+        stack.close()
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -336,10 +339,11 @@ async def test_config_file_gives_url_and_token(farm: Farm) -> None:
 async def test_environment_gives_url_and_token_and_flags_win(farm: Farm) -> None:
     env = {"RDPBALANCER_URL": farm.url, "RDPBALANCER_TOKEN": TOKEN}
     assert (await farm.ctl("maint", "TS02", env=env)).code == 0
-    unreachable = f"http://127.0.0.1:{free_port()}"
-    beaten = await farm.ctl("-c", str(farm.config), "servers", env={"RDPBALANCER_URL": unreachable})
-    assert beaten.code == 1 and f"cannot reach {unreachable}: connection refused" in beaten.err  # env > config
-    flag = await farm.ctl("--url", farm.url, "servers", env={"RDPBALANCER_URL": unreachable})
+    with refused_port() as port:
+        unreachable = f"http://127.0.0.1:{port}"
+        beaten = await farm.ctl("-c", str(farm.config), "servers", env={"RDPBALANCER_URL": unreachable})
+        assert beaten.code == 1 and f"cannot reach {unreachable}: connection refused" in beaten.err  # env > config
+        flag = await farm.ctl("--url", farm.url, "servers", env={"RDPBALANCER_URL": unreachable})
     assert flag.code == 0  # flag > env
     wrong_file = farm.tmp / "wrong.token"
     wrong_file.write_text("not-the-token-at-all\n")
@@ -363,12 +367,13 @@ async def test_wrong_or_missing_token(farm: Farm) -> None:
 
 
 async def test_unreachable_and_bad_urls() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    run = await run_ctl([*CTL, "--url", url, "servers"], {})
-    assert (run.code, run.out) == (1, "")
-    assert run.err.strip() == f"rdpbalancer ctl: cannot reach {url}: connection refused"
-    default = await run_ctl([*CTL, "--timeout", "2", "servers"], {"RDPBALANCER_URL": url.removeprefix("http://")})
-    assert default.code == 1 and f"cannot reach {url}" in default.err  # scheme added
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        run = await run_ctl([*CTL, "--url", url, "servers"], {})
+        assert (run.code, run.out) == (1, "")
+        assert run.err.strip() == f"rdpbalancer ctl: cannot reach {url}: connection refused"
+        default = await run_ctl([*CTL, "--timeout", "2", "servers"], {"RDPBALANCER_URL": url.removeprefix("http://")})
+        assert default.code == 1 and f"cannot reach {url}" in default.err  # scheme added
     bad = await run_ctl([*CTL, "--url", "ftp://127.0.0.1", "servers"], {})
     assert bad.code == 2 and "invalid URL" in bad.err
     broken = await run_ctl([*CTL, "-c", "/nonexistent/balancer.toml", "servers"], {})

@@ -93,7 +93,6 @@ def open_for_writing(pid: int, mountpoint: Path) -> list[str]:
 @dataclass
 class Running:
     proc: BalancerProcess
-    port: int
     admin_port: int
     db: Path
     log: Path
@@ -126,7 +125,7 @@ class Running:
         return time.monotonic() - start
 
     async def route(self, users: list[str]) -> dict[str, str]:
-        return {u: await where(self.port, u) for u in users}
+        return {u: await where(self.proc.port, u) for u in users}  # the port each start took
 
     async def restart(self, sig: signal.Signals) -> None:
         await asyncio.to_thread(self.proc.signal, sig)
@@ -136,17 +135,17 @@ class Running:
 @asynccontextmanager
 async def balancer_on(disk: Path, workdir: Path) -> AsyncIterator[Running]:
     farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
+    admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
     db, log = disk / "sticky.db", workdir / "balancer.log"
-    text = farm_config([(s.name, s.address, 1) for s in farm], db, listen=f"127.0.0.1:{port}")
+    text = farm_config([(s.name, s.address, 1) for s in farm], db)
     text = text.replace('sync = "normal"', 'sync = "full"')  # the default
     text = text.replace('[admin]\nlisten = "127.0.0.1:0"', f'[admin]\nlisten = "127.0.0.1:{admin_port}"')
     cfg = workdir / "rdpb.toml"
     cfg.write_text(text)
-    proc = BalancerProcess(cfg, port, log)
+    proc = BalancerProcess(cfg, 0, log)  # on port 0: each start's port is read from its start-up line
     try:
         await asyncio.to_thread(proc.start)
-        yield Running(proc, port, admin_port, db, log, farm)
+        yield Running(proc, admin_port, db, log, farm)
     finally:
         proc.stop()  # before the unmount: the process holds the file
         for s in farm:

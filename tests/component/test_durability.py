@@ -12,7 +12,7 @@ import pytest
 
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.store.sqlite import LAZY_FLUSH_S, SqliteStickyStore
-from tests.support.balancer import BalancerProcess, farm_config, free_port, running, stored, wait_until
+from tests.support.balancer import BalancerProcess, farm_config, running, stored, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 from tests.support.storm import BURST_USERS, KILL_AFTER_CRS, kill_during_storm
 
@@ -28,19 +28,19 @@ async def test_kill_9_during_a_burst_loses_no_assignment(tmp_path: Path) -> None
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 async def test_restart_keeps_users_and_open_sessions_count(tmp_path: Path, sig: signal.Signals) -> None:
     farm = await start_farm("TS01", "TS02")
-    port = free_port()
     cfg = tmp_path / "rdpb.toml"
-    cfg.write_text(farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "sticky.db",
-                               listen=f"127.0.0.1:{port}"))
-    proc = BalancerProcess(cfg, port, tmp_path / "balancer.log")
+    cfg.write_text(farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "sticky.db"))
+    proc = BalancerProcess(cfg, 0, tmp_path / "balancer.log")  # the port each start took, from its log
     await asyncio.to_thread(proc.start)
     try:
+        port = proc.port
         held = await rdp_connect(port, "alice")  # alice stays connected across the restart
         bob = await where(port, "bob")
         code = await asyncio.to_thread(proc.signal, sig)
         assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
         await held.close()
         await asyncio.to_thread(proc.start)
+        port = proc.port
         assert await where(port, "alice") == held.server
         assert await where(port, "bob") == bob
     finally:
@@ -134,20 +134,20 @@ async def test_kill_9_after_session_ends_loses_no_assignment(tmp_path: Path) -> 
     """Refreshes waiting in memory when the process dies cost last_used, never an assignment:
     every user comes back to the server they were on."""
     farm = await start_farm("TS01", "TS02")
-    port = free_port()
     cfg = tmp_path / "rdpb.toml"
     db = tmp_path / "sticky.db"
-    cfg.write_text(farm_config([(s.name, s.address, 1) for s in farm], db, listen=f"127.0.0.1:{port}"))
-    proc = BalancerProcess(cfg, port, tmp_path / "balancer.log")
+    cfg.write_text(farm_config([(s.name, s.address, 1) for s in farm], db))
+    proc = BalancerProcess(cfg, 0, tmp_path / "balancer.log")  # the port each start took, from its log
     await asyncio.to_thread(proc.start)
     try:
+        port = proc.port
         placed = {f"u{i}": await where(port, f"u{i}") for i in range(20)}
         again = {user: await where(port, user) for user in placed}  # returning: refreshes only
         assert again == placed
         await asyncio.to_thread(proc.signal, signal.SIGKILL)
         assert stored(db) == placed
         await asyncio.to_thread(proc.start)
-        assert {user: await where(port, user) for user in placed} == placed
+        assert {user: await where(proc.port, user) for user in placed} == placed
     finally:
         proc.stop()
         for s in farm:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.balancer import free_port, running
+from tests.support.balancer import running
 from tests.support.fakes import FakeRdpServer, start_farm, where
 from tests.support.haproxy import haproxy_in_front
 
@@ -45,8 +45,8 @@ pool = "near"
 
 async def test_clients_behind_a_real_haproxy_are_seen_and_routed_by_their_own_address(tmp_path: Path) -> None:
     farm = await start_farm("TS01", "TS02")
-    port = free_port()
-    async with running(config(farm, tmp_path, port, "127.0.0.1/32")) as bal:
+    async with running(config(farm, tmp_path, 0, "127.0.0.1/32")) as bal:
+        port = bal.addresses[0][1]
         with haproxy_in_front(tmp_path, port) as (v1, v2):
             for proxy_port in (v1, v2):
                 assert await where(proxy_port, f"near{proxy_port}", local_host="127.0.0.5") == "TS01"
@@ -60,8 +60,8 @@ async def test_clients_behind_a_real_haproxy_are_seen_and_routed_by_their_own_ad
 
 async def test_a_real_haproxy_that_is_not_trusted_gets_nothing_through(tmp_path: Path) -> None:
     farm = await start_farm("TS01", "TS02")
-    port = free_port()
-    async with running(config(farm, tmp_path, port, "127.0.0.99/32")) as bal:
+    async with running(config(farm, tmp_path, 0, "127.0.0.99/32")) as bal:
+        port = bal.addresses[0][1]
         with haproxy_in_front(tmp_path, port) as (v1, _v2):
             with pytest.raises((ConnectionError, OSError, EOFError)):
                 await where(v1, "spoofed", local_host="127.0.0.6")

@@ -6,7 +6,7 @@ import asyncio
 import signal
 from pathlib import Path
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port
+from tests.support.balancer import BalancerProcess, farm_config
 from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, where
 
 BURST_USERS = 400
@@ -43,21 +43,20 @@ async def kill_during_storm(workdir: Path) -> tuple[dict[str, str], dict[str, st
     """(user -> server before the SIGKILL, user -> server after the restart) for every user that
     reached a server before the kill."""
     farm = await start_farm("TS01", "TS02", "TS03")
-    port = free_port()
     cfg = workdir / "rdpb.toml"
-    text = farm_config([(s.name, s.address, 1) for s in farm], workdir / "sticky.db", listen=f"127.0.0.1:{port}")
+    text = farm_config([(s.name, s.address, 1) for s in farm], workdir / "sticky.db")
     cfg.write_text(text.replace('sync = "normal"', 'sync = "full"'))
-    proc = BalancerProcess(cfg, port, workdir / "balancer.log")
+    proc = BalancerProcess(cfg, 0, workdir / "balancer.log")  # the port each start took, from its log
     try:
         await asyncio.to_thread(proc.start)
-        storm = asyncio.create_task(burst(port, [f"storm{i:04d}" for i in range(BURST_USERS)]))
+        storm = asyncio.create_task(burst(proc.port, [f"storm{i:04d}" for i in range(BURST_USERS)]))
         while sum(len(s.cookies) for s in farm) < KILL_AFTER_CRS:
             await asyncio.sleep(0.005)
         await asyncio.to_thread(proc.signal, signal.SIGKILL)
         await storm
         before = assignments(farm)
         await asyncio.to_thread(proc.start)
-        return before, {u: await where(port, u) for u in before}
+        return before, {u: await where(proc.port, u) for u in before}
     finally:
         proc.stop()
         for s in farm:
