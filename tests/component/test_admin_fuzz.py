@@ -26,14 +26,13 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     token = tmp / "admin.token"
     token.write_text(TOKEN)
     token.chmod(0o600)
-    port, admin_port = free_port(), free_port()
-    text = farm_config([("TS01", "127.0.0.1:1", 1), ("TS02", "127.0.0.1:2", 2)], tmp / "s.db",
-                       listen=f"127.0.0.1:{port}")
+    admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
+    text = farm_config([("TS01", "127.0.0.1:1", 1), ("TS02", "127.0.0.1:2", 2)], tmp / "s.db")
     text = text.replace('[admin]\nlisten = "127.0.0.1:0"\n',
                         f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken_file = "{token}"\n')
     config = tmp / "rdpb.toml"
     config.write_text(text)
-    proc = BalancerProcess(config, port, tmp / "rdpb.log")
+    proc = BalancerProcess(config, 0, tmp / "rdpb.log")  # on port 0: its start-up line says which
     proc.start()
     assert proc.proc is not None
     wait_for_listener(proc.proc, ("127.0.0.1", admin_port), tmp / "rdpb.log", 15)
