@@ -13,6 +13,7 @@ from typing import TypeVar
 import pytest
 
 from tests.e2e import harness
+from tests.support.balancer import refused_port
 
 pytestmark = pytest.mark.e2e
 
@@ -52,8 +53,8 @@ def test_harness_selftest(
 def test_harness_reports_a_client_that_reaches_no_server(
     run_client: RunClient, hostname: Callable[[str], str]
 ) -> None:
-    closed_port = harness.free_port()
-    with pytest.raises(harness.ClientConnectError, match="reached no xrdp server"):
+    with refused_port(harness.LOCALHOST) as closed_port, \
+            pytest.raises(harness.ClientConnectError, match="reached no xrdp server"):
         run_client(harness.LOCALHOST, closed_port, "nobody", PASSWORD, hostname("refused"), timeout=10.0)
 
 

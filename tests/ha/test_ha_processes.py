@@ -59,11 +59,11 @@ def is_(expected: Any) -> Callable[[Any], bool]:
 async def test_kill_9_of_a_node_the_other_serves_everyone_and_its_sessions_leave_the_counts(
         tmp_path: Path, redis_server: RedisServer) -> None:
     farm = await start_farm("TS01", "TS02", "TS03")
-    one_port = free_port("127.0.0.2")
     config = tmp_path / "one.toml"
-    config.write_text(node_config(farm, tmp_path / "one.db", f"127.0.0.2:{one_port}", redis_server.url, "kill9:"))
-    one = BalancerProcess(config, one_port, tmp_path / "one.log", host="127.0.0.2")
+    config.write_text(node_config(farm, tmp_path / "one.db", "127.0.0.2:0", redis_server.url, "kill9:"))
+    one = BalancerProcess(config, 0, tmp_path / "one.log", host="127.0.0.2")  # its port: from its start-up line
     one.start()
+    one_port = one.port
     two = Balancer(parse_config(node_config(farm, tmp_path / "two.db", "127.0.0.3:0", redis_server.url, "kill9:")))
     await two.start()
     try:
@@ -165,12 +165,12 @@ async def test_a_node_with_workers_reads_redis_before_routing_in_every_process(
     accepts the connection: a worker's connections skipped the Redis read (15 of 48 went to the
     old server)."""
     farm = await start_farm("TS01", "TS02")
-    one_port = free_port("127.0.0.2")
     config = tmp_path / "one.toml"
-    text = node_config(farm, tmp_path / "one.db", f"127.0.0.2:{one_port}", redis_server.url, "workers:")
+    text = node_config(farm, tmp_path / "one.db", "127.0.0.2:0", redis_server.url, "workers:")
     config.write_text(text.replace("[balancer]\n", "[balancer]\nworkers = 2\n", 1))
-    one = BalancerProcess(config, one_port, tmp_path / "one.log", host="127.0.0.2")
+    one = BalancerProcess(config, 0, tmp_path / "one.log", host="127.0.0.2")  # its port: from its start-up line
     one.start()
+    one_port = one.port
     two = Balancer(parse_config(node_config(farm, tmp_path / "two.db", "127.0.0.3:0", redis_server.url, "workers:")))
     await two.start()
     try:
