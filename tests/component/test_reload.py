@@ -78,12 +78,13 @@ async def test_runtime_admin_state_survives_reload(tmp_path: Path) -> None:
 
 async def test_reload_adds_and_removes_listeners(tmp_path: Path) -> None:
     farm = await start_farm("A")
-    p1, p2 = free_port(), free_port()
+    p2 = free_port()  # the address the reload adds: written in the config before the balancer binds it
     path = tmp_path / "c.toml"
-    path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{p1}"))
+    path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db"))
     bal = Balancer(load_config(path))
     await bal.start()
     try:
+        p1 = bal.addresses[0][1]
         live = await rdp_connect(p1, "alice")
         path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{p2}"))
         assert await bal.reloader.reload() is None
@@ -103,10 +104,10 @@ def test_sighup_reload_and_sd_notify(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
         sd.bind(str(notify_path))
         sd.settimeout(15)
-        port = free_port()
         cfg = tmp_path / "c.toml"
-        cfg.write_text(farm_config([("A", "127.0.0.1:9", 1)], tmp_path / "s.db", listen=f"127.0.0.1:{port}"))
-        proc = BalancerProcess(cfg, port, tmp_path / "b.log", env={"NOTIFY_SOCKET": str(notify_path)})
+        cfg.write_text(farm_config([("A", "127.0.0.1:9", 1)], tmp_path / "s.db"))
+        # on port 0: start() reads the port from the start-up line
+        proc = BalancerProcess(cfg, 0, tmp_path / "b.log", env={"NOTIFY_SOCKET": str(notify_path)})
         proc.start()
         try:
             # sent once it serves: its signal handlers are in place, SIGHUP reloads (it accepted
@@ -133,7 +134,8 @@ async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int) -> N
     address was sometimes bound twice and one listener stayed open after its removal; with
     workers one reload waited 10 s for a confirmation that another reload had taken."""
     farm = await start_farm("A")
-    port, extra, admin_port = free_port(), free_port(), free_port()
+    port = 0  # the first listener's: read from the start-up line
+    extra, admin_port = free_port(), free_port()  # written in the config before the balancer binds them
     path = tmp_path / "c.toml"
 
     def write(*listen: int) -> None:
@@ -149,7 +151,7 @@ async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int) -> N
     token.chmod(0o600)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     write()
-    proc = BalancerProcess(path, port, tmp_path / "b.log")
+    proc = BalancerProcess(path, 0, tmp_path / "b.log")
     await asyncio.to_thread(proc.start)
     log = tmp_path / "b.log"
     try:
