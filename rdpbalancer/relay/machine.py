@@ -22,7 +22,6 @@ events the shell can send when there is nothing to do are named no-ops, each say
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
@@ -36,7 +35,9 @@ from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.proto.proxy import parse_proxy_header
 from rdpbalancer.relay.vocabulary import (
     BOTH,
+    INFO,
     NEITHER,
+    WARNING,
     Aborted,
     Admit,
     Admitted,
@@ -277,7 +278,7 @@ class SessionMachine:
             return self._reject(f"{decision.reason}: {decision.detail}", str(decision.reason))
         commands: list[Command] = []
         if answer.ambiguous:
-            commands.append(Log(logging.WARNING, f"user {self.user_text()} is a truncated name shared by users "
+            commands.append(Log(WARNING, f"user {self.user_text()} is a truncated name shared by users "
                                                  f"routed differently; {decision.route} applied", "ambiguous"))
         self._deadline = answer.at + self.settings.connect_timeout_s
         self._attempt = 0
@@ -349,7 +350,7 @@ class SessionMachine:
         if follow is None:
             return commands + self._all_failed()
         self._followed, self.decision, self._attempt = True, follow, 0
-        return [*commands, Log(logging.INFO, f"user {self.user_text()} was placed on {winner.name} by "
+        return [*commands, Log(INFO, f"user {self.user_text()} was placed on {winner.name} by "
                                              "another balancer first; following"),
                 *self._connect(now, started=False)]
 

@@ -259,12 +259,17 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    """A line about this session; `count`: also counted under that connections result."""
+    """A line about this session; `count`: also counted under that connections result. `level`:
+    a `logging` level number (INFO, WARNING below: the same values, without importing logging,
+    which loads threading into the sans-IO core)."""
 
     level: int
     message: str
     count: str = ""
 
+
+INFO = 20  # logging.INFO
+WARNING = 30  # logging.WARNING
 
 Event = (ClientConnected | Admitted | ClientData | Eof | Lost | DeadlinePassed | RouteAnswered | ConnectDone
          | AttemptDurable | RelayEnded | Aborted)

@@ -168,11 +168,11 @@ FORBIDDEN_IN_THE_CLOSURE = frozenset({"asyncio", "socket", "selectors", "ssl", "
                                       "prometheus_client", "pydantic", "uvloop", "aiohttp", "subprocess",
                                       "threading"})
 # Run with -S (no site: its .pth files import threading at start-up, and a third-party import fails
-# outright) and -P: then the bare interpreter loads none of the above. The package root does, though:
-# rdpbalancer/__init__.py reads __version__ with importlib.metadata, which loads email.utils -> socket
-# -> selectors, and zipfile -> threading. Every module of the package pays for that, so those three
-# are excused as long as the root loads them, and no more than them (see the next test).
-LOADED_BY_THE_PACKAGE_ROOT = frozenset({"socket", "selectors", "threading"})
+# outright) and -P: then the bare interpreter loads none of the above, and neither does the package
+# root (rdpbalancer/__init__.py reads __version__ with importlib.metadata only when it is asked for:
+# that loads socket, selectors and threading). `logging` loads threading too: the machine's Log
+# commands carry the level numbers, not the logging module.
+LOADED_BY_THE_PACKAGE_ROOT: frozenset[str] = frozenset()
 # what the pure modules may load of the balancer: each other, the settings they are configured with
 PURE = ("rdpbalancer.proto", "rdpbalancer.policy", "rdpbalancer.relay.machine", "rdpbalancer.relay.vocabulary",
         "rdpbalancer.settings")
