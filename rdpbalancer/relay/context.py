@@ -20,9 +20,6 @@ from rdpbalancer.relay.vocabulary import State
 from rdpbalancer.settings import RelaySettings
 from rdpbalancer.tasks import TaskSet
 
-# State is re-exported: SessionView's readers (workers/primary.py) import it from here
-__all__ = ["RECENT_DECISIONS", "RelayContext", "SessionView", "State", "Stats"]
-
 RECENT_DECISIONS = 200  # routing outcomes kept for the dashboard
 
 

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
-from rdpbalancer.relay.context import SessionView, State, Stats
+from rdpbalancer.relay.context import SessionView, Stats
 from rdpbalancer.relay.control import LocalControl, SessionInfo
+from rdpbalancer.relay.vocabulary import State
 from rdpbalancer.runtime import own_command
 from rdpbalancer.tasks import TaskSet
 from rdpbalancer.workers.messages import (
