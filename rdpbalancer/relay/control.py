@@ -81,6 +81,18 @@ class Control(Protocol):
         ...
 
 
+def durable_outcome(durable: asyncio.Future[Server | None]) -> tuple[Server | None, str | None]:
+    """What a done `attempt` future says, the same for this process's sessions and a worker's:
+    (the server another balancer placed the user on, or None; why the control plane could not
+    tell, or None). A write that failed is not durable: it is "unavailable", never a success."""
+    if durable.cancelled():
+        return None, "cancelled"
+    exc = durable.exception()
+    if exc is not None:
+        return None, str(exc) or type(exc).__name__
+    return durable.result(), None
+
+
 @dataclass(frozen=True, slots=True)
 class Routed:
     decision: Decision

@@ -24,7 +24,7 @@ from rdpbalancer.netaddr import describe_os_error, format_addr
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay import vocabulary as v
 from rdpbalancer.relay.context import RelayContext
-from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
+from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo, durable_outcome
 from rdpbalancer.relay.deadlines import Deadline, Deadlines
 from rdpbalancer.relay.machine import SessionMachine, refusal_detail
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset
@@ -452,12 +452,8 @@ class Session:
             _when_done(persist, self._durable)
 
     def _durable(self, persist: asyncio.Future[Server | None]) -> None:
-        try:
-            winner = persist.result()
-        except (ControlUnavailable, asyncio.CancelledError) as exc:
-            self._handle(v.AttemptDurable(unavailable=str(exc) or "cancelled", at=time.monotonic()))
-        else:
-            self._handle(v.AttemptDurable(winner, at=time.monotonic()))
+        winner, unavailable = durable_outcome(persist)
+        self._handle(v.AttemptDurable(winner, unavailable, at=time.monotonic()))
         self._go_on()
 
     def _attempt_failed(self, server: Server, error: str) -> None:

@@ -42,10 +42,13 @@ class Decided:
 
 @dataclass(frozen=True, slots=True)
 class Durable:
-    """The attempt's assignment is durable; `reassigned`: another node placed the user there."""
+    """The attempt's assignment is durable; `reassigned`: another node placed the user there;
+    `unavailable`: it is not, and why (relay/control.py `durable_outcome`, as for the primary's
+    own sessions)."""
 
     sid: str
     reassigned: Server | None = None
+    unavailable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

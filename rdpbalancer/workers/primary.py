@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import SessionView, Stats
-from rdpbalancer.relay.control import LocalControl, SessionInfo
+from rdpbalancer.relay.control import LocalControl, SessionInfo, durable_outcome
 from rdpbalancer.relay.vocabulary import State
 from rdpbalancer.runtime import own_command
 from rdpbalancer.tasks import TaskSet
@@ -348,7 +348,7 @@ class WorkerPool:
 
     def track(self, link: WorkerLink, sid: str, server: Server, durable: asyncio.Future[Server | None]) -> None:
         link.attempts[sid] = server
-        durable.add_done_callback(lambda f: link.send(Durable(sid, _outcome(f))))
+        durable.add_done_callback(lambda f: link.send(Durable(sid, *durable_outcome(f))))
 
     def relaying(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
         link.attempts.pop(sid, None)
@@ -375,11 +375,6 @@ class WorkerPool:
             if session is not None:
                 session.bytes_up, session.bytes_down = up, down
         self.decisions.extend(report.decisions)
-
-
-def _outcome(future: asyncio.Future[Server | None]) -> Server | None:
-    """None: durable; a Server: another balancer placed the user there."""
-    return None if future.cancelled() or future.exception() is not None else future.result()
 
 
 class WorkerError(Exception):

@@ -123,9 +123,14 @@ class RemoteControl:
         if future is not None and not future.done():
             future.set_result((decision, ambiguous))
 
-    def durable(self, sid: str, reassigned: Server | None = None) -> None:
+    def durable(self, sid: str, reassigned: Server | None = None, unavailable: str | None = None) -> None:
         future = self._durable.get(sid)
-        if future is not None and not future.done():
+        if future is None or future.done():
+            return
+        if unavailable is not None:
+            future.set_exception(ControlUnavailable(unavailable))
+            future.exception()  # a session that already left never awaits it: no warning
+        else:
             future.set_result(reassigned)
 
     def lost(self, why: str) -> None:
@@ -209,8 +214,8 @@ class Worker:
         match message:
             case Decided(sid, decision, ambiguous):
                 self.control.decided(sid, decision, ambiguous)
-            case Durable(sid, reassigned):
-                self.control.durable(sid, reassigned)
+            case Durable(sid, reassigned, unavailable):
+                self.control.durable(sid, reassigned, unavailable)
             case Abort(sid, reason):
                 session = self.ctx.sessions.get(sid) if self.ctx is not None else None
                 if session is not None:
