@@ -138,10 +138,8 @@ class Session:
         self._pump: SplicePump | None = None
         self._source: str | None = None  # set once admitted (policy.limits): released at the end
         self._handshaking = False
-        self._persist: asyncio.Future[Server | None] | None = None  # the current attempt's durable write
-        self._connecting: asyncio.Future[Any] | None = None  # the connect, or the splice's first send
-        self._next: tuple[Server, float] | None = None  # the connect the machine asked for last
-        self._splice_first: bytes | None = None  # a splice relay to start, with these first bytes
+        self._connecting: asyncio.Future[Any] | None = None  # the connect under way (CancelConnect stops it)
+        self._sending: asyncio.Task[None] | None = None  # a splice relay's first bytes, still going out
         self._cut = False  # aborted for an illegal event (_handle)
 
     # -- what readers see (relay/context.SessionView) ------------------------------------------
@@ -218,8 +216,8 @@ class Session:
         self._handle(v.Aborted(reason))
         if self._pump is not None:
             self._pump.abort(reason)
-        elif self.machine.state is v.State.RELAY and self._connecting is not None:  # the splice's first bytes
-            self._connecting.cancel()
+        elif self._sending is not None:
+            self._sending.cancel()
 
     def _handle(self, event: v.Event) -> None:
         """Every event goes to the machine here, the session's edge. An illegal one (a bug of ours:
@@ -242,6 +240,11 @@ class Session:
     # -- commands out ---------------------------------------------------------------------------
 
     def _do(self, commands: list[v.Command]) -> None:
+        """Each command, in order, carried out before the next; nothing is left for later. A
+        command whose answer can come at once (`Admit`, a `Connect` that connected or failed in
+        its first call, a `StartRelay` whose splice relay failed at its first send) is the last
+        of its batch (tests/unit/test_session_machine_stateful.py checks it), so its answer,
+        handled then and there, always follows every command before it."""
         for command in commands:
             _COMMANDS[type(command)](self, command)
 
@@ -262,10 +265,11 @@ class Session:
         asyncio.get_running_loop().call_soon(self._begin_route, c.request)
 
     def _c_attempt(self, c: v.Attempt) -> None:
-        self._persist = self.ctx.control.attempt(self.id, c.decision, c.server)
+        # its answer comes in a later pass of the loop, after the Connect that follows this command
+        self.ctx.control.attempt(self.id, c.decision, c.server).add_done_callback(self._durable)
 
     def _c_connect(self, c: v.Connect) -> None:
-        self._next = (c.server, c.budget_s)  # run once this step's commands are done (_go_on)
+        self._connect(c.server, c.budget_s)
 
     def _c_cancel_connect(self, _c: v.CancelConnect) -> None:
         if self._connecting is not None:
@@ -289,7 +293,11 @@ class Session:
             self.client.transport.pause_reading()
 
     def _c_start_relay(self, c: v.StartRelay) -> None:
-        self._start(c)
+        self._routed(c.decision, c.server)
+        if self._backend_sock is not None:
+            self._start_splice(c.first)
+        else:
+            self._start_copy(c.first, c.resume)
 
     def _c_write_eof(self, c: v.WriteEof) -> None:
         transport = self.leg(c.side).transport
@@ -367,10 +375,12 @@ class Session:
     # Routing, connecting and waiting for durability are callbacks on futures, not a task: a
     # connection with a known user and a server that answers at once runs from the Connection
     # Request to the relay in one pass of the event loop, without a Task, a coroutine or a
-    # timeout context of its own. Each step starts only after the machine's commands of the
-    # previous one were all carried out (the route starts in a callback of its own). The machine
-    # reads no clock: the route's answer, each connect's end and each durable answer carry
-    # time.monotonic() (`at`), the one clock of the connect budget.
+    # timeout context of its own. Every operation the machine starts answers with its event:
+    # the route with RouteAnswered, each connect with ConnectDone, each attempt (the route's
+    # first, each Attempt) with AttemptDurable, in whichever order they end; the machine waits
+    # for what it needs. The route starts in a callback of its own. The machine reads no clock:
+    # the route's answer, each connect's end and each durable answer carry time.monotonic()
+    # (`at`), the one clock of the connect budget.
 
     def _begin_route(self, request: RouteRequest) -> None:
         _when_done(self.ctx.control.route(self.id, request), self._route_answered)
@@ -381,27 +391,14 @@ class Session:
         except (ControlUnavailable, asyncio.CancelledError) as exc:
             self._handle(v.RouteAnswered(None, unavailable=str(exc) or "cancelled", at=time.monotonic()))
             return
-        self._persist = routed.first_attempt
-        self._handle(v.RouteAnswered(routed.decision, routed.ambiguous, routed.first_attempt is not None,
-                                     at=time.monotonic()))
-        if self._next is None and self._persist is not None:
-            self._await_durable()  # the client left while it was decided: the attempt is given up
-        else:
-            self._go_on()
-
-    def _go_on(self) -> None:
-        """The next step the machine asked for: a connect, or the splice relay's start."""
-        if self._next is not None:
-            server, budget_s = self._next
-            self._next = None
-            self._connect(server, budget_s)
-        elif self._splice_first is not None:  # StartRelay with a raw backend socket
-            first, self._splice_first = self._splice_first, None
-            self._start_splice(first)
+        attempt = routed.first_attempt
+        self._handle(v.RouteAnswered(routed.decision, routed.ambiguous, attempt is not None, at=time.monotonic()))
+        if attempt is not None:  # started by the control plane with its answer: its AttemptDurable follows
+            _when_done(attempt, self._durable)
 
     def _connect(self, server: Server, budget_s: float) -> None:
-        """Connect (relay/sockets.connect_raw, bounded by the budget), then wait until the
-        assignment is durable before any client byte goes on. The copy relay wraps the
+        """Connect (relay/sockets.connect_raw, bounded by the budget); its ConnectDone follows,
+        whatever happens (at once if the first call settled it). The copy relay wraps the
         connected socket in a transport."""
         self._backend_sock = None
         started = time.monotonic()
@@ -424,7 +421,6 @@ class Session:
         self._connecting = None
         error = self._connect_result(connecting, budget_s, started)
         self._handle(v.ConnectDone(error, at=time.monotonic()))
-        self._await_durable()
 
     def _connect_result(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> str:
         """"" when connected, else why not (a cancelled connect: the client left)."""
@@ -444,17 +440,9 @@ class Session:
             return "closed by server during connect"
         return ""
 
-    def _await_durable(self) -> None:
-        persist, self._persist = self._persist, None
-        if persist is None:
-            self._go_on()
-        else:
-            _when_done(persist, self._durable)
-
     def _durable(self, persist: asyncio.Future[Server | None]) -> None:
         winner, unavailable = durable_outcome(persist)
         self._handle(v.AttemptDurable(winner, unavailable, at=time.monotonic()))
-        self._go_on()
 
     def _attempt_failed(self, server: Server, error: str) -> None:
         self.ctx.control.attempt_failed(self.id, server, error)
@@ -472,13 +460,6 @@ class Session:
         self._backend_early = b""
 
     # -- the relay -------------------------------------------------------------------------------------
-
-    def _start(self, start: v.StartRelay) -> None:
-        self._routed(start.decision, start.server)
-        if self._backend_sock is not None:
-            self._splice_first = start.first  # the sockets are handed over once this step is done (_go_on)
-        else:
-            self._start_copy(start.first, start.resume)
 
     def _start_copy(self, first_bytes: bytes, resume: bool) -> None:
         client, backend = self.client, self.backend
@@ -513,7 +494,7 @@ class Session:
         else:
             # bounded like a connect, and cut by abort() (shutdown, admin): a server that reads
             # nothing must not hold the session here forever
-            self._connecting = tasks.start(self._send_rest(client, backend, first_bytes[sent:]))
+            self._sending = tasks.start(self._send_rest(client, backend, first_bytes[sent:]))
 
     async def _send_rest(self, client: socket.socket, backend: socket.socket, rest: bytes) -> None:
         try:
@@ -525,7 +506,7 @@ class Session:
             self._splice_failed(client, backend, exc)
             return
         finally:
-            self._connecting = None
+            self._sending = None
         self._start_pump(client, backend)
 
     def _start_pump(self, client: socket.socket, backend: socket.socket) -> None:

@@ -73,8 +73,9 @@ class DeadlinePassed:
 
 @dataclass(frozen=True, slots=True)
 class RouteAnswered:
-    """The control plane decided; its first attempt is started (`durable` follows), or it could
-    not answer (`unavailable`). `at`: monotonic seconds, the start of the connect budget."""
+    """The control plane decided; its first attempt is started (`attempted`: its AttemptDurable
+    follows, as an `Attempt`'s does), or it could not answer (`unavailable`). `at`: monotonic
+    seconds, the start of the connect budget."""
 
     decision: Decision | None
     ambiguous: bool = False

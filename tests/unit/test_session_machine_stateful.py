@@ -14,9 +14,8 @@ and its books checked too.
   has none);
 - `ConnectDone` comes once for each `Connect`, no later than its budget (the connect's own
   timeout) and with "client left during connect" once it was cancelled (`CancelConnect`);
-- `AttemptDurable` comes once for each attempt (the route's first one, each `Attempt`); the
-  shell asks for it only after the attempt's `ConnectDone` (`Session._await_durable`), but the
-  machine promises either order, so some sessions send it before;
+- `AttemptDurable` comes once for each attempt (the route's first one, each `Attempt`), before
+  or after the attempt's `ConnectDone`: the shell hands on whichever ends first;
 - client data only while the client's transport reads: not once it sent EOF, was closed or
   paused (`PauseClient`), and never while relaying (the legs forward it then); junk only
   during the handshake;
@@ -64,6 +63,9 @@ LOOP_LAG_S = 0.01  # a timeout's callback runs this late at most, in the model
 EPSILON = 1e-9
 # what the machine may still say once the session is finished: the end of an attempt it gave up
 AFTER_FINISH = (v.AttemptAbandoned,)
+# commands the shell may see answered at once, inside the command (relay/session.Session._do): each
+# must end its batch, so that its answer follows every command before it
+ANSWERED_AT_ONCE = (v.Admit, v.Connect, v.StartRelay)
 
 DISRUPTIONS = ("early-data", "junk", "client-eof", "client-lost", "server-eof", "server-lost", "deadline", "abort")
 
@@ -174,6 +176,8 @@ class Shell(RuleBasedStateMachine):
     def send(self, event: v.Event) -> None:
         commands = self.session.handle(event)
         self.history.append((event, commands))
+        assert not any(isinstance(c, ANSWERED_AT_ONCE) for c in commands[:-1]), (
+            f"{commands}: a command answered at once is not the last of its batch")
         finished_before = bool(self.books.finish)
         abandoned = False
         for command in commands:
