@@ -132,6 +132,8 @@ class Router:
         current = self.condition(server)
         if current.up == up:
             return False
+        if up and self.sessions is not None:  # back from down: its old list may be from before a restart
+            self.sessions.outdated(server, now)
         return self._set(server, current, replace(current, up=up, down_since=None if up else now), now)
 
     def _set(self, server: str, before: ServerCondition, after: ServerCondition, now: float) -> bool:
@@ -309,6 +311,8 @@ class Router:
             member = pool.member(found.server)
             assert member is not None  # evidence covers this pool's servers only
             gone, note = self._gone(found.server, now)
+            if gone is not None and sticky is not None and sticky.server != found.server:
+                return None  # a session on a host gone for good proves nothing: her entry, placed since, decides
             if gone is not None:
                 return self._moved(pool, key, found.server, f"{why}, but {gone}", now)
             return Decision(Reason.SESSION, key, pool.name, (member.server,), why + note)

@@ -64,6 +64,9 @@ class SessionDirectory:
         # servers -> (their split into fresh, stale and refusing new logons, valid until): a
         # connection reads it in O(1); any change of a report, or the first report to age, renews it
         self._splits: dict[tuple[str, ...], tuple[Split, float]] = {}
+        # server -> lists received before this are no evidence (the host was down since: it may
+        # have restarted without the sessions it listed)
+        self._valid_from: dict[str, float] = {}
 
     # -- updates --------------------------------------------------------------------------------
 
@@ -121,6 +124,12 @@ class SessionDirectory:
             self._index(report)
         self._splits.clear()
 
+    def outdated(self, server: str, at: float) -> None:
+        """`server` was down and is back: what it said before `at` is no evidence until it
+        answers again (routing for it falls back to the sticky table meanwhile)."""
+        self._valid_from[server] = at
+        self._splits.clear()
+
     def failed(self, server: str, error: str, at: float) -> None:
         """A query failed: what the host said before stays, and ages."""
         old = self.reports.get(server, HostReport(server))
@@ -129,6 +138,7 @@ class SessionDirectory:
 
     def forget(self, server: str) -> None:
         """The server left the configuration."""
+        self._valid_from.pop(server, None)
         self._unindex(server)
         self.reports.pop(server, None)
         self._keys.pop(server, None)
@@ -250,7 +260,7 @@ class SessionDirectory:
                 stale.append(server)
                 continue
             ages_at = report.at + self.stale_after.get(server, DEFAULT_STALE_AFTER_S)
-            if now > ages_at:
+            if now > ages_at or report.at < self._valid_from.get(server, report.at):
                 stale.append(server)
                 continue
             fresh.append(server)

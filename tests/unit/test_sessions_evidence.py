@@ -238,3 +238,32 @@ def test_down_for_and_failover_after_follow_the_process_clock_through_a_step() -
     clocks.advance(4)
     d = decide(r, "alice", clock.now())
     assert d.reason is Reason.FAILOVER and d.moved_from == "TS01"
+
+
+# -- found by the stateful property test (test_sessions_stateful.py) -------------------------------
+
+def test_a_session_on_a_host_down_for_good_does_not_pull_her_second_connection_elsewhere() -> None:
+    """Her session's host is down past failover_after: her first connection is placed anew; her
+    second one, during that logon, follows her entry, not another failover."""
+    r = farm()
+    r.policy = RoutingPolicy(r.policy.pools, failover_after_s=60.0, sessions=r.policy.sessions)
+    answer(r, NOW - 5, TS03=(HostSession("alice"),))
+    r.set_health("TS03", False, NOW - 61)
+    first = connect(r, "alice", NOW)
+    assert first.reason is Reason.FAILOVER and first.moved_from == "TS03"
+    second = decide(r, "alice", NOW)
+    assert (second.reason, second.server) == (Reason.STICKY_HIT, first.server)
+
+
+def test_a_host_back_from_down_is_no_evidence_until_it_answers_again() -> None:
+    """A host that was down may have restarted without the sessions its last list named."""
+    r = farm()
+    answer(r, NOW - 30, TS03=(HostSession("alice"),))
+    r.table.assign("alice", "farm", "TS02", NOW - 10)  # placed anew while TS03 was down
+    r.set_health("TS03", False, NOW - 20)
+    r.set_health("TS03", True, NOW - 1)
+    d = decide(r, "alice", NOW)
+    assert (d.reason, d.server) == (Reason.STICKY_HIT, S2)
+    assert r.sessions is not None
+    r.sessions.update(HostReport("TS03", (HostSession("alice"),), at=NOW))  # it answers again: evidence
+    assert decide(r, "alice", NOW + 1).reason is Reason.SESSION
