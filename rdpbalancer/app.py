@@ -1,43 +1,45 @@
 """Composition root: builds and wires everything; start, stop and signal order. The business is
-elsewhere: operator actions (operations.py), reload (reloader.py, config/restart.py), cluster
-sync (cluster.py), graceful restart (handoff/), what readers see (view.py, ports.py)."""
+elsewhere: operator actions (operations.py), reload and the settings of every part (reloader.py,
+config/restart.py), cluster sync (cluster.py), the background work (background.py), graceful
+restart (handoff/, its host handoff/host.py), what readers see (view.py, ports.py, metrics.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
-import socket
-from collections import Counter
+import time
 
 from rdpbalancer import __version__, clock
 from rdpbalancer.admin.server import AdminServer
+from rdpbalancer.background import Background
 from rdpbalancer.cluster import ClusterSync
 from rdpbalancer.config.compile import Snapshot, compile_config
 from rdpbalancer.config.schema import Config
-from rdpbalancer.directory.build import build_directory
-from rdpbalancer.directory.model import GroupSnapshot
+from rdpbalancer.config.status import ConfigStatus
+from rdpbalancer.directory.build import Groups
 from rdpbalancer.directory.sync import DirectorySync
-from rdpbalancer.handoff.messages import HandoffError, RuntimeState
+from rdpbalancer.handoff.host import HandoffHost
 from rdpbalancer.handoff.new import Takeover, take_over
 from rdpbalancer.handoff.old import Handover
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.hosts.poller import SessionPoller
-from rdpbalancer.metrics import Metrics
+from rdpbalancer.metrics import Histograms, Metrics
 from rdpbalancer.netaddr import format_addr
-from rdpbalancer.operations import Operations
+from rdpbalancer.operations import Operations, close_sessions_of
+from rdpbalancer.parts import Parts
 from rdpbalancer.policy.engine import Router
 from rdpbalancer.policy.limits import NewUserBudget
 from rdpbalancer.policy.session_index import SessionDirectory
 from rdpbalancer.policy.sticky import StickyTable
-from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.context import RelayContext, SessionView
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.relay.sockets import unsteer_group
-from rdpbalancer.relay.splice import PipePool
-from rdpbalancer.reloader import Prepared, Reloader
+from rdpbalancer.reloader import Reloader, configure
 from rdpbalancer.runtime import tune_gc
 from rdpbalancer.store.port import ClusterChannel, StickyStorePort
 from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore
@@ -48,8 +50,6 @@ from rdpbalancer.workers.messages import WorkerSetup
 from rdpbalancer.workers.primary import WorkerPool
 
 log = logging.getLogger("rdpbalancer")
-
-SWEEP_INTERVAL_S = 30.0  # expire entries and refresh open sessions' last_used this often
 
 
 class Balancer:
@@ -62,30 +62,36 @@ class Balancer:
         directory = SessionDirectory(strip_domain=config.identity.strip_domain)
         self.router = Router(snapshot.policy, self.table, sessions=directory,
                              new_users=NewUserBudget(config.limits.new_users_per_source))
-        self.monitor = HealthMonitor(self.router, list(snapshot.checks))
+        histograms = Histograms()  # observed by the relays and the health checks, exported by the metrics
+        sessions: dict[str, SessionView] = {}  # every connection, by id (the relay context's registry)
+        self.monitor = HealthMonitor(self.router, list(snapshot.checks), on_check=histograms.health_checked,
+                                     on_shutdown_sessions=functools.partial(close_sessions_of, sessions))
         self.control = LocalControl(self.router, self.store, self.monitor, clock.now)
         self.hosts = SessionPoller(directory, snapshot.sessions, clock=clock.now)
-        self.ctx = RelayContext(control=self.control, settings=snapshot.relay)
+        self.ctx = RelayContext(control=self.control, settings=snapshot.relay, sessions=sessions,
+                                observe_handshake=histograms.handshake.observe,
+                                observe_connect=histograms.backend_connect.observe)
         self.listeners = ListenerSet(self.ctx)
         self.ops = Operations(self.router, self.store, self.ctx, snapshot, self.hosts)
-        self.ops.on_reload, self.ops.on_handoff = self._reload, self.start_handoff
-        self.monitor.on_shutdown_sessions = self.ops.close_sessions_of
-        self.cluster = ClusterSync(channel, self.control, self.ops, self.ctx.tasks) if channel is not None else None
-        self.reloader = Reloader(self, config.source_path)
-        self.directory = build_directory(config, self._groups_updated)
-        self.view = View(self.ops, self.monitor, self.ctx, self.control, reloader=self.reloader,
-                         listeners=self.listeners, directory=self.directory)
-        self.workers: WorkerPool | None = None  # worker processes ([balancer] workers > 1)
-        self.handover: Handover | None = None  # set once a handoff to a new process started
-        self._sweeper: asyncio.Task[None] | None = None
-        self._serving = False  # run(): set once started (signals other than stop wait for it)
-        self.metrics = Metrics(self.view)
-        self.ctx.observe_handshake = self.metrics.handshake.observe
-        self.ctx.observe_connect = self.metrics.backend_connect.observe
-        self.monitor.on_check = lambda kind, result: self.metrics.health_check.labels(kind).observe(result.latency_s)
+        self.groups = Groups(config, self.router)
+        self.workers = WorkerPool(snapshot.workers, self.control, self.ctx.sessions, self.ctx.decisions,
+                                  self._worker_setup) if snapshot.workers > 1 else None
+        status = ConfigStatus(config.source_path, time.time())
+        self.view = View(self.ops, self.monitor, self.ctx, self.control, config_status=status,
+                         listeners=self.listeners, groups=self.groups, workers=self.workers)
+        self.metrics = Metrics(self.view, histograms)
         self.admin = AdminServer(self.view, self.ops, self.metrics, snapshot.config.admin)
+        parts = Parts(self.router, self.store, self.monitor, self.control, self.hosts, self.ctx, self.listeners,
+                      self.ops, self.groups, self.admin, self.workers)
+        self._serving = asyncio.Event()  # run(): set once started (signals other than stop wait for it)
         self._stopped = asyncio.Event()
-        self._configure(snapshot)
+        self.reloader = Reloader(parts, status, self._serving)
+        self.cluster = ClusterSync(channel, self.control, self.ops, self.ctx.tasks) if channel is not None else None
+        self.background = Background(parts, self.cluster)
+        self.handoff = HandoffHost(parts, self.reloader, self.background, self._stopped)
+        # the whole process's actions, for the admin API (a cycle: both act on the parts, ops among them)
+        self.ops.on_reload, self.ops.on_handoff = self.reloader.reload, self.handoff.start
+        configure(parts, snapshot)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -95,8 +101,19 @@ class Balancer:
     def addresses(self) -> list[Address]:
         return self.listeners.addresses
 
+    @property
+    def directory(self) -> DirectorySync:
+        return self.groups.current
+
+    @property
+    def handover(self) -> Handover | None:
+        return self.handoff.handover
+
     def clock(self) -> float:
         return self.ctx.clock()
+
+    def start_handoff(self) -> bool:
+        return self.handoff.start()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -112,17 +129,15 @@ class Balancer:
         await self.store.apply(cleanup)
         log.info("sticky table %s: %d entries loaded, %d expired dropped",
                  self.store.path, len(self.table), len(cleanup.dropped))
-        await self.directory.start()  # cache first; one LDAP try, bounded by its timeouts
+        await self.groups.start()  # cache first; one LDAP try, bounded by its timeouts
         try:
             if takeover is None:
                 await self.listeners.open(self.snapshot.listen, reuse_port=self.snapshot.workers > 1)
             else:
-                await take_over(takeover, self)
+                await take_over(takeover, self.handoff)
             if self.snapshot.config.admin.enabled:
                 await self.admin.start()
-            if self.snapshot.workers > 1:
-                self.workers = self.view.workers = WorkerPool(self.snapshot.workers, self.control, self.ctx.sessions,
-                                                              self.ctx.decisions, self._worker_setup)
+            if self.workers is not None:
                 await self.workers.start()
             if takeover is not None:
                 await self.listeners.start_serving()
@@ -133,25 +148,13 @@ class Balancer:
         except BaseException:
             self.listeners.close()
             await self.admin.stop()
-            await self.directory.stop()
+            await self.groups.stop()
             await self.store.close()
             raise
-        self._start_background()
+        self.background.start()
         log.info("rdpbalancer %s listening on %s; pools: %s", __version__,
                  ", ".join(format_addr(h, p) for h, p in self.addresses),
                  ", ".join(f"{p.name}({len(p.members)} servers)" for p in self.snapshot.policy.pools))
-
-    def _start_background(self) -> None:
-        self.monitor.start()
-        self.hosts.start()
-        self._sweeper = self.ctx.tasks.spawn(self._sweep(), name="sticky-sweeper")
-        if self.cluster is not None:
-            self.cluster.start()
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_INTERVAL_S)
-            self.store.apply_later(self.table.sweep(self.clock()))
 
     async def stop(self) -> None:
         self.listeners.close()
@@ -159,7 +162,7 @@ class Balancer:
             await self.workers.stop()  # their sessions end; their last messages are handled here
         await self.monitor.stop()
         await self.hosts.stop()
-        await self.directory.stop()
+        await self.groups.stop()
         await self.admin.stop()
         sessions = list(self.ctx.sessions.values())
         for session in sessions:
@@ -197,7 +200,7 @@ class Balancer:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             raise
-        self._serving = True
+        self._serving.set()
         tune_gc()
         notify(f"READY=1\nSTATUS=listening on {len(self.listeners)} address(es)\nMAINPID={os.getpid()}")
         try:
@@ -216,7 +219,7 @@ class Balancer:
         if self._refused_while_starting(sig):
             return
         log.info("%s received, handing over to a new process", sig.name)
-        self.start_handoff()
+        self.handoff.start()
 
     def _on_reload_signal(self, sig: signal.Signals) -> None:
         if self._refused_while_starting(sig):
@@ -225,140 +228,13 @@ class Balancer:
         self.ctx.tasks.spawn(self.reloader.reload(), name="reload")
 
     def _refused_while_starting(self, sig: signal.Signals) -> bool:
-        if not self._serving:
+        if not self._serving.is_set():
             log.warning("%s received while starting: ignored (send it again once started)", sig.name)
-        return not self._serving
-
-    # -- reload (the Reloader's target) ----------------------------------------------------------
-
-    async def _reload(self) -> str | None:
-        return await self.reloader.reload()
-
-    @property
-    def admin_port(self) -> int | None:
-        return self.admin.port
-
-    @property
-    def handed_over(self) -> bool:
-        return self.handover is not None
-
-    async def prepare(self, config: Config, snapshot: Snapshot) -> Prepared:
-        directory = self._reloaded_directory(config)
-        if config.admin.enabled:
-            self.admin.reload_auth(config.admin)  # before anything changes: may refuse
-        await self.listeners.open(snapshot.listen, reuse_port=snapshot.workers > 1)
-        return Prepared(directory)
-
-    async def commit(self, snapshot: Snapshot, prepared: Prepared) -> None:
-        self._configure(snapshot)
-        if self._serving:  # new sources, intervals, credentials or tokens (re-read by the compile)
-            await self.hosts.restart(snapshot.sessions)
-        self.listeners.close_removed(snapshot.listen)
-        if self.workers is not None:
-            await self.workers.reconfigure()
-        if prepared.directory is not None:
-            await self.directory.stop()
-            self.directory = self.view.directory = prepared.directory
-            await prepared.directory.start()
-
-    def _configure(self, snapshot: Snapshot) -> None:
-        """A configuration's settings into every component (at start, and each reload)."""
-        config = snapshot.config
-        self.ops.configure(snapshot)
-        self.ctx.configure(snapshot.relay)
-        self.table.ttl_s, self.table.max_entries = config.sticky.ttl, config.sticky.max_entries
-        if self.router.sessions is not None:  # the hosts' lists keyed as the cookies are, from now on
-            self.router.sessions.rekey(config.identity.strip_domain)
-        self.store.set_commit_window(config.sticky.commit_window)
-        self.monitor.update(list(snapshot.checks))
-        self.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"
-        if self.router.new_users is not None:
-            self.router.new_users.per_minute = config.limits.new_users_per_source
-        if snapshot.relay.splice:
-            self.ctx.splice = self.ctx.splice or PipePool(processes=snapshot.relay.processes)
-        else:
-            self.ctx.splice = None  # new sessions copy; running splice sessions keep their pump
-        logging.getLogger().setLevel(config.log.level.upper())
-
-    def _reloaded_directory(self, config: Config) -> DirectorySync | None:
-        """A new DirectorySync when groups or the directory changed, else None (keep the old)."""
-        old = self.snapshot.config
-        if (old.groups, old.directory, old.sticky.path) == (config.groups, config.directory, config.sticky.path):
-            return None
-        return build_directory(config, self._groups_updated)
-
-    def _groups_updated(self, snapshot: GroupSnapshot) -> None:
-        self.router.membership = snapshot
+        return not self._serving.is_set()
 
     def _worker_setup(self) -> WorkerSetup:
         log_config = self.snapshot.config.log
         return WorkerSetup(self.snapshot.relay, self.listeners.worker_listen(), log_config.level, log_config.format)
-
-    # -- handoff (the Handover's host) ---------------------------------------------------------------
-
-    def start_handoff(self) -> bool:
-        """Hand the listeners to a new process in the background; False if one already started."""
-        if self.handover is not None:
-            return False
-        self.handover = Handover(self)
-        self.ctx.tasks.spawn(self._handoff(self.handover), name="handoff")
-        return True
-
-    async def _handoff(self, handover: Handover) -> None:
-        try:
-            async with self.reloader.lock:  # no reload opens listeners while they change hands
-                await handover.run()
-        except HandoffError as exc:
-            self.handover = None
-            log.error("handoff failed: %s", exc)
-            return
-        await handover.drain_then_exit()
-
-    @property
-    def config_path(self) -> str:
-        return self.reloader.status.path
-
-    @property
-    def drain_timeout(self) -> float | None:
-        return self.snapshot.config.balancer.drain_timeout
-
-    def session_count(self) -> int:
-        return len(self.ctx.sessions)
-
-    def runtime_state(self) -> RuntimeState:
-        live = [s for s in self.ctx.sessions.values() if s.relaying and s.server is not None]
-        return RuntimeState(
-            admin_overrides=dict(self.ops.admin_overrides), weight_overrides=dict(self.ops.weight_overrides),
-            conditions=dict(self.router.conditions),
-            connections=Counter(s.server.name for s in live if s.server is not None),
-            active_users=Counter(s.decision.sticky_key for s in live
-                                 if s.decision is not None and s.decision.sticky_key is not None),
-            host_reports=list(self.router.sessions.reports.values()) if self.router.sessions is not None else [],
-            clock_offset=clock.PROCESS_CLOCK.offset,
-        )
-
-    async def pause_services(self) -> None:
-        await self.admin.stop()
-        await self.monitor.stop()
-        await self.hosts.stop()
-        await self.directory.stop()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self.cluster is not None:
-            self.cluster.stop()  # it leaves: the new process counts our sessions itself
-
-    async def resume_services(self, spare: dict[Address, socket.socket]) -> None:
-        self.listeners.servers = {}
-        await self.listeners.open(self.snapshot.listen, reuse_port=self.snapshot.workers > 1, inherited=spare)
-        if self.workers is not None:
-            for sock in spare.values():
-                unsteer_group(sock)
-            await self.workers.resume()
-        if self.snapshot.config.admin.enabled:
-            await self.admin.start()
-        await self.directory.start()
-        self._start_background()
-        log.warning("handoff: accepting again on %s", ", ".join(format_addr(h, p) for h, p in self.addresses))
 
 
 def build_store(config: Config) -> tuple[StickyStorePort, ClusterChannel | None]:

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from rdpbalancer import __version__, clock
+from rdpbalancer.health.probes import ProbeResult
 from rdpbalancer.policy.limits import Refusal
 from rdpbalancer.ports import ReadModel
 
@@ -51,8 +52,11 @@ class Latencies:
             observe(seconds)
 
 
-class Metrics:
-    def __init__(self, view: ReadModel) -> None:
+class Histograms:
+    """The histograms observed as things happen (connections, health checks): made before the
+    components that observe them; `Metrics` exports them with the state read at scrape time."""
+
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.handshake = Latencies(Histogram(P + "handshake_duration_seconds",
                                              "Time from accept to a complete Connection Request",
@@ -62,11 +66,20 @@ class Metrics:
                                                    buckets=LATENCY_BUCKETS, registry=self.registry))
         self.health_check = Histogram(P + "health_check_duration_seconds", "Duration of active health checks",
                                       ["check"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def health_checked(self, kind: str, result: ProbeResult) -> None:
+        self.health_check.labels(kind).observe(result.latency_s)
+
+
+class Metrics:
+    def __init__(self, view: ReadModel, histograms: Histograms) -> None:
+        self.histograms = histograms
+        self.registry = histograms.registry
         self.registry.register(_StateCollector(view))
 
     def exposition(self) -> bytes:
-        self.handshake.fold()
-        self.backend_connect.fold()
+        self.histograms.handshake.fold()
+        self.histograms.backend_connect.fold()
         return generate_latest(self.registry)
 
 

@@ -9,7 +9,7 @@ the cluster sync and a handoff all act through it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 
 from rdpbalancer.config.compile import Snapshot
@@ -20,7 +20,7 @@ from rdpbalancer.policy.engine import Router, RoutingPolicy
 from rdpbalancer.policy.model import AdminState
 from rdpbalancer.policy.sessions import HostReport
 from rdpbalancer.policy.sticky import Change, StickyEntry
-from rdpbalancer.relay.context import RelayContext
+from rdpbalancer.relay.context import RelayContext, SessionView
 from rdpbalancer.store.port import StickyStorePort
 
 log = logging.getLogger("rdpbalancer")
@@ -140,10 +140,7 @@ class Operations:
 
     def close_sessions_of(self, server: str) -> int:
         """Cut every live session relayed to `server` (admin action, on_down = shutdown-sessions)."""
-        victims = [s for s in self.ctx.sessions.values() if s.server is not None and s.server.name == server]
-        for session in victims:
-            session.abort(f"server {server} shut down")
-        return len(victims)
+        return close_sessions_of(self.ctx.sessions, server)
 
     def close_session(self, session_id: str) -> bool:
         session = self.ctx.sessions.get(session_id)
@@ -180,3 +177,12 @@ class Operations:
         change = self.table.delete_server(server)
         await self.store.apply(replace(change, force=True))
         return len(change.delete)
+
+
+def close_sessions_of(sessions: Mapping[str, SessionView], server: str) -> int:
+    """Cut every live session relayed to `server`; how many. The health monitor gets it with the
+    sessions bound (it is made before the relay context and this module's Operations)."""
+    victims = [s for s in sessions.values() if s.server is not None and s.server.name == server]
+    for session in victims:
+        session.abort(f"server {server} shut down")
+    return len(victims)

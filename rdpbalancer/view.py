@@ -8,7 +8,8 @@ from typing import Any
 
 from rdpbalancer.config.compile import Snapshot
 from rdpbalancer.config.status import ConfigStatus
-from rdpbalancer.directory.sync import DirectoryStatus, DirectorySync
+from rdpbalancer.directory.build import Groups
+from rdpbalancer.directory.sync import DirectoryStatus
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.operations import Operations
@@ -18,20 +19,16 @@ from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.relay.context import RelayContext, SessionView, Stats
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import Address, ListenerSet
-from rdpbalancer.reloader import Reloader
 from rdpbalancer.store.port import StickyStorePort
 from rdpbalancer.workers.primary import WorkerPool
 
 
 class View:
-    """The composition root keeps `directory` and `workers` current (a reload may replace the
-    directory; workers start after the listeners)."""
-
     def __init__(self, ops: Operations, monitor: HealthMonitor, ctx: RelayContext, control: LocalControl, *,
-                 reloader: Reloader, listeners: ListenerSet, directory: DirectorySync) -> None:
+                 config_status: ConfigStatus, listeners: ListenerSet, groups: Groups,
+                 workers: WorkerPool | None) -> None:
         self.ops, self.monitor, self.ctx, self.control = ops, monitor, ctx, control
-        self.reloader, self.listeners, self.directory = reloader, listeners, directory
-        self.workers: WorkerPool | None = None
+        self.config_status, self.listeners, self.groups, self.workers = config_status, listeners, groups, workers
 
     @property
     def snapshot(self) -> Snapshot:
@@ -62,15 +59,11 @@ class View:
         return self.ops.admin_overrides
 
     @property
-    def config_status(self) -> ConfigStatus:
-        return self.reloader.status
-
-    @property
     def addresses(self) -> list[Address]:
         return self.listeners.addresses
 
     def directory_status(self) -> DirectoryStatus:
-        return self.directory.status()
+        return self.groups.status()
 
     def stats(self) -> Stats:
         if self.workers is None:

@@ -11,9 +11,42 @@ from rdpbalancer.config.schema import Config
 from rdpbalancer.directory.errors import DirectoryError
 from rdpbalancer.directory.ldap import LdapDirectory, LdapSettings
 from rdpbalancer.directory.model import GroupSnapshot, member_keys
-from rdpbalancer.directory.sync import DirectorySync
+from rdpbalancer.directory.sync import DirectoryStatus, DirectorySync
+from rdpbalancer.policy.engine import Router
 
 GROUPS_CACHE_NAME = "groups-cache.json"
+
+
+class Groups:
+    """The running group directory, feeding the router's membership. A reload that changes the
+    groups or their sources builds a new one beside it (which may fail) and swaps it in."""
+
+    def __init__(self, config: Config, router: Router) -> None:
+        self.router = router
+        self.current = build_directory(config, self._updated)
+
+    def rebuilt(self, old: Config, new: Config) -> DirectorySync | None:
+        """A new DirectorySync when groups or the directory changed, else None (keep the old)."""
+        if (old.groups, old.directory, old.sticky.path) == (new.groups, new.directory, new.sticky.path):
+            return None
+        return build_directory(new, self._updated)
+
+    async def replace(self, new: DirectorySync) -> None:
+        await self.current.stop()
+        self.current = new
+        await new.start()
+
+    async def start(self) -> None:
+        await self.current.start()
+
+    async def stop(self) -> None:
+        await self.current.stop()
+
+    def status(self) -> DirectoryStatus:
+        return self.current.status()
+
+    def _updated(self, snapshot: GroupSnapshot) -> None:
+        self.router.membership = snapshot
 
 
 def build_directory(config: Config, on_update: Callable[[GroupSnapshot], None]) -> DirectorySync:

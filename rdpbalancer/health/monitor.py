@@ -28,13 +28,15 @@ Prober = Callable[[str, str, int, float], Awaitable[ProbeResult]]
 
 class HealthMonitor:
     def __init__(self, router: Router, specs: list[CheckSpec], *, shutdown_sessions_on_down: bool = False,
+                 on_shutdown_sessions: Callable[[str], int] = lambda _server: 0,
+                 on_check: Callable[[str, ProbeResult], None] = lambda _kind, _result: None,
                  clock: Callable[[], float] = clock.now, rand: Callable[[], float] = random.random,
                  prober: Prober = probe) -> None:
         self.router = router
         self.clock, self.rand, self.prober = clock, rand, prober
         self.shutdown_sessions_on_down = shutdown_sessions_on_down
-        self.on_shutdown_sessions: Callable[[str], int] = lambda _server: 0
-        self.on_check: Callable[[str, ProbeResult], None] = lambda _kind, _result: None
+        self.on_shutdown_sessions = on_shutdown_sessions  # cuts a server's live sessions; how many
+        self.on_check = on_check  # (check kind, result) of every active check: the metrics observe it
         self.trackers: dict[str, HealthTracker] = {}
         self.specs: dict[str, CheckSpec] = {}
         self.history: deque[Transition] = deque(maxlen=HISTORY_LENGTH)
