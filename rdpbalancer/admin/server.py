@@ -84,6 +84,9 @@ class AdminServer:
         server = cast("asyncio.Server | None", site._server)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
+            host = section.listen.host  # the port taken (the config's may be 0): tests read it here
+            logging.getLogger("rdpbalancer.admin").info(
+                "admin API on http://%s:%d", f"[{host}]" if ":" in host else host, self.port)
         if section.unix_socket is not None:
             await self._unix(section.unix_socket)
 

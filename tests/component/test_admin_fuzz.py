@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_for_listener
+from tests.support.balancer import BalancerProcess, farm_config
 
 TOKEN = "fuzz-token-0123456789abcdefghij"
 EXAMPLES_PER_OPERATION = 40  # bounded: about 30 s for the whole API
@@ -26,18 +26,14 @@ def admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     token = tmp / "admin.token"
     token.write_text(TOKEN)
     token.chmod(0o600)
-    admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
-    text = farm_config([("TS01", "127.0.0.1:1", 1), ("TS02", "127.0.0.1:2", 2)], tmp / "s.db")
-    text = text.replace('[admin]\nlisten = "127.0.0.1:0"\n',
-                        f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken_file = "{token}"\n')
+    text = farm_config([("TS01", "127.0.0.1:1", 1), ("TS02", "127.0.0.1:2", 2)], tmp / "s.db",
+                       extra=f'token_file = "{token}"\n')  # [admin] listens on port 0
     config = tmp / "rdpb.toml"
     config.write_text(text)
-    proc = BalancerProcess(config, 0, tmp / "rdpb.log")  # on port 0: its start-up line says which
-    proc.start()
-    assert proc.proc is not None
-    wait_for_listener(proc.proc, ("127.0.0.1", admin_port), tmp / "rdpb.log", 15)
+    proc = BalancerProcess(config, 0, tmp / "rdpb.log")  # on port 0: its log says which ports it took
+    proc.start()  # returns after the start-up line, which the admin API's line precedes
     try:
-        yield f"http://127.0.0.1:{admin_port}"
+        yield f"http://127.0.0.1:{proc.admin_port}"
     finally:
         proc.stop()
         log = (tmp / "rdpb.log").read_text()

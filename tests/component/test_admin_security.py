@@ -31,7 +31,7 @@ from rdpbalancer.admin.server import AdminError
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
 from rdpbalancer.relay.listener import ListenError
-from tests.support.balancer import farm_config, free_port, wait_until
+from tests.support.balancer import farm_config, wait_until
 from tests.support.fakes import FakeRdpServer, RdpClient, rdp_connect, start_farm, was_cut, where
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,17 +288,24 @@ async def test_a_token_file_others_can_read_stops_the_start(tmp_path: Path, mode
     token_file.write_text(TOKEN)
     token_file.chmod(mode)
     farm = await start_farm("TS01")
-    port = free_port()
-    text = farm_config([("TS01", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{port}",
-                       extra=f'token_file = "{token_file}"\n')
+    text = farm_config([("TS01", farm[0].address, 1)], tmp_path / "s.db", extra=f'token_file = "{token_file}"\n')
     try:
         bal = Balancer(parse_config(text))
+        opened: list[int] = []  # the port the RDP listener took (port 0), read as it opens
+        open_listeners = bal.listeners.open
+
+        async def open_and_note(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            await open_listeners(*args, **kwargs)
+            opened.extend(port for _host, port in bal.listeners.addresses)
+
+        bal.listeners.open = open_and_note  # type: ignore[method-assign]
         with pytest.raises(AdminError) as refused:
             await bal.start()
         assert str(token_file) in str(refused.value) and f"{mode:04o}" in str(refused.value)
         assert f"chmod 600 {token_file}" in str(refused.value)
+        assert opened, "the RDP listener did not open before the admin API"
         with pytest.raises(ConnectionRefusedError):  # the RDP listener did not stay open
-            await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.open_connection("127.0.0.1", opened[0])
     finally:
         await farm[0].stop()
 

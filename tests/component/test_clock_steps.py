@@ -30,7 +30,7 @@ import pytest
 
 from tests.component.test_health import FAST_CHECKS, refused
 from tests.component.test_session_directory import TOKENS, secret
-from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_for_api
+from tests.support.balancer import BalancerProcess, farm_config
 from tests.support.fakes import FakeRdpServer, start_farm, where
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -167,22 +167,20 @@ async def stepped_balancer(tmp_path: Path, farm: list[FakeRdpServer], *, health:
     try:
         assert FAKETIME_LIB.is_file(), f"{FAKETIME_LIB} is missing: install the Debian package faketime " \
                                        "(scripts/install-test-deps.sh)"
-        admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
         token = secret(tmp_path / "admin.token", ADMIN_TOKEN + "\n")
         text = farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "s.db",
                            extra=f'token_file = "{token}"\n', health=health, balancer_extra=balancer_extra)
-        text = text.replace('[admin]\nlisten = "127.0.0.1:0"', f'[admin]\nlisten = "127.0.0.1:{admin_port}"')
         if sessions:
             tokens = secret(tmp_path / "push.toml", "".join(f'{k} = "{v}"\n' for k, v in TOKENS.items()))
             text += f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n{sessions}'
         config = tmp_path / "rdpb.toml"
         config.write_text(text)
         clock = SteppedClock(tmp_path / "faketime")
-        proc = BalancerProcess(config, 0, tmp_path / "rdpb.log", env=clock.env)  # the port: from its log
-        proc.start()
-        await wait_for_api(admin_port)
+        proc = BalancerProcess(config, 0, tmp_path / "rdpb.log", env=clock.env)  # the ports: from its log
+        proc.start()  # its admin API listens before its start-up line
+        assert proc.admin_port is not None
         async with aiohttp.ClientSession() as http:
-            yield Run(proc, proc.port, admin_port, tmp_path / "rdpb.log", clock, http)
+            yield Run(proc, proc.port, proc.admin_port, tmp_path / "rdpb.log", clock, http)
     finally:
         if proc is not None:
             proc.stop()

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port, stored
+from tests.support.balancer import BalancerProcess, farm_config, stored
 from tests.support.fakes import FakeRdpServer, start_farm, where
 
 DISK_SIZE = "1m"  # room for the sticky file, its WAL and shm; small enough to fill in a moment
@@ -93,10 +93,14 @@ def open_for_writing(pid: int, mountpoint: Path) -> list[str]:
 @dataclass
 class Running:
     proc: BalancerProcess
-    admin_port: int
     db: Path
     log: Path
     farm: list[FakeRdpServer]
+
+    @property
+    def admin_port(self) -> int:
+        assert self.proc.admin_port is not None
+        return self.proc.admin_port  # on port 0 too: each start's is read from its log
 
     async def get(self, path: str) -> tuple[int, Any]:
         url = f"http://127.0.0.1:{self.admin_port}{path}"
@@ -135,17 +139,15 @@ class Running:
 @asynccontextmanager
 async def balancer_on(disk: Path, workdir: Path) -> AsyncIterator[Running]:
     farm = await start_farm("TS01", "TS02")
-    admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
     db, log = disk / "sticky.db", workdir / "balancer.log"
     text = farm_config([(s.name, s.address, 1) for s in farm], db)
     text = text.replace('sync = "normal"', 'sync = "full"')  # the default
-    text = text.replace('[admin]\nlisten = "127.0.0.1:0"', f'[admin]\nlisten = "127.0.0.1:{admin_port}"')
     cfg = workdir / "rdpb.toml"
     cfg.write_text(text)
     proc = BalancerProcess(cfg, 0, log)  # on port 0: each start's port is read from its start-up line
     try:
         await asyncio.to_thread(proc.start)
-        yield Running(proc, admin_port, db, log, farm)
+        yield Running(proc, db, log, farm)
     finally:
         proc.stop()  # before the unmount: the process holds the file
         for s in farm:

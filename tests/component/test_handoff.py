@@ -24,8 +24,8 @@ from rdpbalancer.store.sqlite import SqliteStickyStore
 from tests.support.balancer import (
     BalancerProcess,
     farm_config,
-    free_port,
     process_gone,
+    reserved_port,
     wait_serving,
     wait_until,
 )
@@ -97,27 +97,29 @@ async def _handoff_farm(tmp_path: Path, *servers: str,
     the path it was written to; default `_config`) listening on 127.0.0.1:0, once it serves. At the
     end: the old process, the successor (`new_pid`) and the servers are stopped."""
     farm = await start_farm(*servers)
-    admin_port = free_port()  # the admin API's address is not logged: reserved beforehand
-    path, log = tmp_path / "rdpb.toml", tmp_path / "rdpb.log"
-    text = (config or (lambda farm, admin_port: _config(farm, tmp_path, 0, admin_port)))(farm, admin_port)
-    if isinstance(text, Path):
-        path = text
-    else:
-        path.write_text(text)
-    old = BalancerProcess(path, 0, log)
-    handoff = None
-    try:
-        old.start(timeout_s)
-        assert old.proc is not None
-        await wait_serving(log, timeout_s)  # it accepts before it serves (and acts on SIGUSR2)
-        handoff = Farm(farm, path, log, old, old.port, admin_port)
-        yield handoff
-    finally:
-        old.stop()
-        if handoff is not None:
-            await _stop_pid(handoff.new_pid)
-        for s in farm:
-            await s.stop()
+    # a fixed admin port (the successor opens the one the config names, where the test looks),
+    # held from here on so that no other socket takes it (the processes bind it all the same)
+    with reserved_port() as admin_port:
+        path, log = tmp_path / "rdpb.toml", tmp_path / "rdpb.log"
+        text = (config or (lambda farm, admin_port: _config(farm, tmp_path, 0, admin_port)))(farm, admin_port)
+        if isinstance(text, Path):
+            path = text
+        else:
+            path.write_text(text)
+        old = BalancerProcess(path, 0, log)
+        handoff = None
+        try:
+            old.start(timeout_s)
+            assert old.proc is not None
+            await wait_serving(log, timeout_s)  # it accepts before it serves (and acts on SIGUSR2)
+            handoff = Farm(farm, path, log, old, old.port, admin_port)
+            yield handoff
+        finally:
+            old.stop()
+            if handoff is not None:
+                await _stop_pid(handoff.new_pid)
+            for s in farm:
+                await s.stop()
 
 
 class Stream:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +14,7 @@ import pytest
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import load_config
 from rdpbalancer.policy.model import AdminState
-from tests.support.balancer import BalancerProcess, farm_config, free_port, wait_serving, wait_until
+from tests.support.balancer import BalancerProcess, farm_config, reserved_port, wait_serving, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 
 
@@ -78,7 +79,6 @@ async def test_runtime_admin_state_survives_reload(tmp_path: Path) -> None:
 
 async def test_reload_adds_and_removes_listeners(tmp_path: Path) -> None:
     farm = await start_farm("A")
-    p2 = free_port()  # the address the reload adds: written in the config before the balancer binds it
     path = tmp_path / "c.toml"
     path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db"))
     bal = Balancer(load_config(path))
@@ -86,9 +86,12 @@ async def test_reload_adds_and_removes_listeners(tmp_path: Path) -> None:
     try:
         p1 = bal.addresses[0][1]
         live = await rdp_connect(p1, "alice")
-        path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen=f"127.0.0.1:{p2}"))
+        # another address, on port 0 too: the reload opens it and closes 127.0.0.1:0
+        path.write_text(farm_config([("A", farm[0].address, 1)], tmp_path / "s.db", listen="127.0.0.2:0"))
         assert await bal.reloader.reload() is None
-        assert await where(p2, "bob") == "A"
+        [(host, p2)] = bal.addresses  # the port it took
+        assert host == "127.0.0.2"
+        assert await where(p2, "bob", host="127.0.0.2") == "A"
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", p1)) != 0  # the old address is closed
         live.writer.write(b"ok?")
@@ -128,14 +131,22 @@ def test_sighup_reload_and_sd_notify(tmp_path: Path) -> None:
 TOKEN = "reload-test-token-0123456789"
 
 
+@pytest.fixture
+def fixed_port() -> Iterator[int]:
+    """A fixed port, held until the balancer binds it: two reloads binding one address at once is
+    the fault below (on port 0 each would bind a port of its own)."""
+    with reserved_port() as port:
+        yield port
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int) -> None:
+async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int, fixed_port: int) -> None:
     """POST /api/v1/reload and SIGHUP together, with a listen address added, then removed: the
     address was sometimes bound twice and one listener stayed open after its removal; with
     workers one reload waited 10 s for a confirmation that another reload had taken."""
     farm = await start_farm("A")
-    port = 0  # the first listener's: read from the start-up line
-    extra, admin_port = free_port(), free_port()  # written in the config before the balancer binds them
+    port = 0  # the first listener's: read from the start-up line, and the admin API's from the line before
+    extra = fixed_port  # the address the reloads add and remove
     path = tmp_path / "c.toml"
 
     def write(*listen: int) -> None:
@@ -144,7 +155,7 @@ async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int) -> N
         text = text.replace(f'listen = ["127.0.0.1:{port}"]', "listen = [" + ", ".join(
             f'"127.0.0.1:{p}"' for p in (port, *listen)) + "]")
         path.write_text(text.replace('[admin]\nlisten = "127.0.0.1:0"',
-                                     f'[admin]\nlisten = "127.0.0.1:{admin_port}"\ntoken_file = "{token}"'))
+                                     f'[admin]\nlisten = "127.0.0.1:0"\ntoken_file = "{token}"'))
 
     token = tmp_path / "admin.token"
     token.write_text(TOKEN)
@@ -154,6 +165,7 @@ async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int) -> N
     proc = BalancerProcess(path, 0, tmp_path / "b.log")
     await asyncio.to_thread(proc.start)
     log = tmp_path / "b.log"
+    admin_port = proc.admin_port
     try:
         await wait_serving(log, 15)  # it acts on SIGHUP from this line on
         assert proc.proc is not None

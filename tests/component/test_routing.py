@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from rdpbalancer.proto import build_connection_request, parse_connection_confirm
-from tests.support.balancer import farm_config, free_port, running
+from tests.support.balancer import farm_config, refused_port, running
 from tests.support.fakes import rdp_connect, start_farm, where
 
 
@@ -57,14 +57,15 @@ async def test_weights_are_respected_with_open_sessions(tmp_path: Path) -> None:
 
 async def test_refusing_server_is_skipped_for_new_users(tmp_path: Path) -> None:
     farm = await start_farm("TS01", "TS02")
-    dead = f"127.0.0.1:{free_port()}"  # nothing listens there: connection refused
-    cfg = farm_config([("DEAD", dead, 100), *((s.name, s.address, 1) for s in farm)], tmp_path / "s.db")
-    async with running(cfg) as bal:
-        landed = [await where(port_of(bal), f"new{i}") for i in range(12)]
-        assert "DEAD" not in landed and set(landed) == {"TS01", "TS02"}
-        assert bal.ctx.stats.connect_failures["DEAD"] >= 1
-        # no entry points at the dead server
-        assert all(e.server != "DEAD" for e in bal.table)
+    with refused_port() as dead_port:  # nothing listens there: connection refused
+        dead = f"127.0.0.1:{dead_port}"
+        cfg = farm_config([("DEAD", dead, 100), *((s.name, s.address, 1) for s in farm)], tmp_path / "s.db")
+        async with running(cfg) as bal:
+            landed = [await where(port_of(bal), f"new{i}") for i in range(12)]
+            assert "DEAD" not in landed and set(landed) == {"TS01", "TS02"}
+            assert bal.ctx.stats.connect_failures["DEAD"] >= 1
+            # no entry points at the dead server
+            assert all(e.server != "DEAD" for e in bal.table)
     for s in farm:
         await s.stop()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import re
 import signal
@@ -15,7 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import pytest
+
 from rdpbalancer.app import Balancer
+from rdpbalancer.clock import PROCESS_CLOCK
 from rdpbalancer.config import parse_config
 
 # Every test client connects from one loopback address, thousands a second: the per-source
@@ -56,6 +61,15 @@ servers = [
 """
 
 
+def advance_clock(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Move the process clock forward by `seconds`, in place of sleeping them: an in-process
+    balancer reads every TTL, logon grace, list age and time down from `rdpbalancer.clock.now`
+    (its routing, the session directory, the health monitor, the admin API), which is the wall
+    clock at start plus the monotonic time since: the offset moves, the monotonic clock (the
+    event loop's timers, handshake deadlines) does not. Put back after the test."""
+    monkeypatch.setattr(PROCESS_CLOCK, "offset", PROCESS_CLOCK.offset + seconds)
+
+
 @asynccontextmanager
 async def running(config_text: str) -> AsyncIterator[Balancer]:
     bal = Balancer(parse_config(config_text))
@@ -81,21 +95,41 @@ def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
+@contextmanager
+def reserved_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port to write in a config before a server binds it, for a server that cannot listen on
+    port 0 and report the port it took (redis-server, haproxy) or a test whose subject is the
+    fixed address itself. Held bound with SO_REUSEADDR, not listening, while the block runs: no
+    port-0 bind and no outgoing connection takes it meanwhile (a port reserved and closed again,
+    `free_port()`, can be taken), while a server setting SO_REUSEADDR itself (the balancer,
+    redis-server, haproxy) binds and listens on it. A connect to it is refused until one does."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind((host, 0))
+        yield int(held.getsockname()[1])
+
+
 class BalancerProcess:
     """`python -m rdpbalancer run -c FILE` as a child process, stopped by PID only.
 
     `port` 0: the config listens on port 0 and each `start()` reads the port the child took from
-    its start-up line (nothing reserved beforehand, so nothing another process can take meanwhile);
-    `start()` then returns once the child serves, not merely accepts."""
+    its start-up line (nothing reserved beforehand, so nothing another process can take meanwhile),
+    and the admin API's port (`admin_port`) from the line before it; `start()` then returns once
+    the child serves, not merely accepts. With `admin_socket` (the config's [admin] unix_socket)
+    and port 0, the port is read from the admin API over that socket instead: for a config that
+    logs at "warning", where no start-up line is written."""
 
     def __init__(self, config_path: Path, port: int, log_path: Path, env: dict[str, str] | None = None,
-                 host: str = "127.0.0.1", program: list[str] | None = None, cwd: Path | None = None) -> None:
+                 host: str = "127.0.0.1", program: list[str] | None = None, cwd: Path | None = None,
+                 admin_socket: Path | None = None) -> None:
         self.config_path, self.port, self.log_path, self.host = config_path, port, log_path, host
         self.env = env or {}
         self.program = program or [sys.executable, "-m", "rdpbalancer"]  # or an installed `rdpbalancer`
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.port_from_log = port == 0
+        self.admin_socket = admin_socket
+        self.admin_port: int | None = None  # from the admin API's line (port 0 too), when `port` is 0
 
     def start(self, timeout_s: float = 15.0) -> None:
         log = self.log_path.open("ab")
@@ -105,8 +139,11 @@ class BalancerProcess:
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         log.close()
-        if self.port_from_log:
+        if self.port_from_log and self.admin_socket is not None:
+            self.port = wait_for_admin_socket(self.proc, self.admin_socket, self.log_path, timeout_s)
+        elif self.port_from_log:
             self.port = wait_for_listen_line(self.proc, self.log_path, logged_before, timeout_s)
+            self.admin_port = admin_port_logged(self.log_path, logged_before)
         else:
             wait_for_listener(self.proc, (self.host, self.port), self.log_path, timeout_s)
 
@@ -191,6 +228,51 @@ def wait_for_listen_line(proc: subprocess.Popen[bytes], log_path: Path, offset: 
             raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.02)
     raise TimeoutError(f"{proc.args[0]} logged no start-up line in {timeout_s:g}s:\n{log_path.read_text()[-4000:]}")
+
+
+def unix_get(path: Path, target: str, timeout_s: float = 10.0) -> tuple[int, bytes]:
+    """GET `target` from the HTTP server on the Unix socket `path`: (status, body)."""
+    conn = http.client.HTTPConnection("localhost", timeout=timeout_s)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout_s)
+        sock.connect(str(path))
+        conn.sock = sock
+        conn.request("GET", target)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+        sock.close()
+
+
+def wait_for_admin_socket(proc: subprocess.Popen[bytes], path: Path, log_path: Path, timeout_s: float) -> int:
+    """The port of the first listener of `proc`, read from its admin API on the Unix socket `path`
+    once it answers (the API starts after the listeners); its log in the error otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            status, body = unix_get(path, "/api/v1/config")
+        except OSError:
+            time.sleep(0.02)
+            continue
+        assert status == 200, body
+        return int(json.loads(body)["listen"][0].rsplit(":", 1)[1])
+    raise TimeoutError(f"{proc.args[0]}: no admin API on {path} in {timeout_s:g}s:\n{log_path.read_text()[-4000:]}")
+
+
+# "admin API on http://127.0.0.1:PORT", logged before the start-up line once the admin API listens
+ADMIN_PORT = re.compile(r"admin API on http://\S*?:(\d+)\s")
+
+
+def admin_port_logged(log_path: Path, offset: int = 0) -> int | None:
+    """The port of the admin API logged after `offset` (the last one: a restart logs it again)."""
+    with log_path.open("rb") as log:
+        log.seek(offset)
+        found = ADMIN_PORT.findall(log.read().decode(errors="replace"))
+    return int(found[-1]) if found else None
 
 
 def process_gone(pid: int) -> bool:

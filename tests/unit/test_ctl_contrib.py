@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rdpbalancer.app import Balancer
 from rdpbalancer.cli import _parser
 from rdpbalancer.config import parse_config
-from tests.support.balancer import farm_config, free_port, wait_until
+from tests.support.balancer import farm_config, refused_port, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,8 +50,13 @@ def expressions() -> list[str]:
 
 async def exposition(tmp_path: Path) -> str:
     """/metrics of a balancer with some traffic: a live session, a failed connect, junk, health checks, a reload."""
+    with refused_port() as dead_port:  # TS09: nothing listens there, connection refused
+        return await _exposition(tmp_path, dead_port)
+
+
+async def _exposition(tmp_path: Path, dead_port: int) -> str:
     farm = await start_farm("TS01", "TS02")
-    dead = ("TS09", f"127.0.0.1:{free_port()}", 1)
+    dead = ("TS09", f"127.0.0.1:{dead_port}", 1)
     text = farm_config([*((s.name, s.address, 1) for s in farm), dead], tmp_path / "s.db",
                        health='check = "rdp"\ninterval = "1s"') + GROUP + \
         SESSIONS.format(python=sys.executable, program=PROGRAM.replace('"', '\\"'))
