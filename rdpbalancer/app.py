@@ -16,7 +16,7 @@ import time
 from rdpbalancer import __version__, clock
 from rdpbalancer.admin.server import AdminServer
 from rdpbalancer.background import Background
-from rdpbalancer.cluster import ClusterSync
+from rdpbalancer.cluster import ClusterSync, sharing
 from rdpbalancer.config.compile import Snapshot, compile_config
 from rdpbalancer.config.schema import Config
 from rdpbalancer.config.status import ConfigStatus
@@ -24,7 +24,6 @@ from rdpbalancer.directory.build import Groups
 from rdpbalancer.directory.sync import DirectorySync
 from rdpbalancer.handoff.host import HandoffHost
 from rdpbalancer.handoff.new import Takeover, take_over
-from rdpbalancer.handoff.old import Handover
 from rdpbalancer.health.monitor import HealthMonitor
 from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.metrics import Histograms, Metrics
@@ -72,7 +71,8 @@ class Balancer:
                                 observe_handshake=histograms.handshake.observe,
                                 observe_connect=histograms.backend_connect.observe)
         self.listeners = ListenerSet(self.ctx)
-        self.ops = Operations(self.router, self.store, self.ctx, snapshot, self.hosts)
+        self.ops = Operations(self.router, self.store, self.ctx, snapshot, self.hosts,
+                              share=sharing(channel, self.ctx.tasks))
         self.groups = Groups(config, self.router)
         self.workers = WorkerPool(snapshot.workers, self.control, self.ctx.sessions, self.ctx.decisions,
                                   self._worker_setup) if snapshot.workers > 1 else None
@@ -105,15 +105,8 @@ class Balancer:
     def directory(self) -> DirectorySync:
         return self.groups.current
 
-    @property
-    def handover(self) -> Handover | None:
-        return self.handoff.handover
-
     def clock(self) -> float:
         return self.ctx.clock()
-
-    def start_handoff(self) -> bool:
-        return self.handoff.start()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -169,7 +162,7 @@ class Balancer:
             session.abort("shutdown")
         await self.ctx.tasks.cancel_all()
         await asyncio.sleep(0)  # let connection_lost callbacks record the sessions' ends
-        if self.handover is None:  # after a handoff the successor owns the table on disk
+        if self.handoff.handover is None:  # after a handoff the successor owns the table on disk
             self.store.apply_later(self.table.sweep(self.clock()))
         await self.store.close()
         await self.listeners.wait_closed()

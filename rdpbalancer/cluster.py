@@ -15,7 +15,7 @@ import socket
 from collections import Counter
 
 from rdpbalancer.config.types import MAX_WEIGHT
-from rdpbalancer.operations import Operations
+from rdpbalancer.operations import Operations, Share
 from rdpbalancer.policy.model import AdminState
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.store.port import ClusterChannel, ClusterView
@@ -28,12 +28,20 @@ HEARTBEAT_EXPIRE_S = 3 * HEARTBEAT_S  # a node silent this long (crashed) leaves
 ADMIN_STATES = frozenset(str(s) for s in AdminState)
 
 
+def sharing(channel: ClusterChannel | None, tasks: TaskSet) -> Share:
+    """How an operator's change on this node reaches the others (`Operations`' `share`): they
+    apply it within a heartbeat. Without a cluster channel it goes nowhere."""
+    def share(setting: str, server: str, value: str) -> None:
+        if channel is not None:
+            tasks.spawn(channel.share(setting, server, value), name=f"share-{setting}")
+    return share
+
+
 class ClusterSync:
     def __init__(self, channel: ClusterChannel, control: LocalControl, ops: Operations, tasks: TaskSet) -> None:
         self.channel, self.control, self.ops, self.tasks = channel, control, ops, tasks
         self.router = control.router
         self._heartbeat: asyncio.Task[None] | None = None
-        ops.share = self.share
 
     def start(self) -> None:
         self._heartbeat = self.tasks.spawn(self._beat(), name="cluster-heartbeat")
@@ -43,10 +51,6 @@ class ClusterSync:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
-
-    def share(self, setting: str, server: str, value: str) -> None:
-        """Tell the other nodes; they apply it within a heartbeat."""
-        self.tasks.spawn(self.channel.share(setting, server, value), name=f"share-{setting}")
 
     async def _beat(self) -> None:
         node = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"  # this run of this node

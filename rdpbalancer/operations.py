@@ -42,12 +42,12 @@ def _no_handoff() -> bool:
 
 class Operations:
     def __init__(self, router: Router, store: StickyStorePort, ctx: RelayContext, snapshot: Snapshot,
-                 hosts: SessionPoller) -> None:
+                 hosts: SessionPoller, *, share: Share = _no_cluster) -> None:
         self.router, self.table, self.store, self.ctx, self.hosts = router, router.table, store, ctx, hosts
         self.snapshot = snapshot
         self.admin_overrides: dict[str, AdminState] = {}  # set at run time; survive reloads
         self.weight_overrides: dict[str, int] = {}
-        self.share: Share = _no_cluster  # a cluster sync replaces it
+        self.share = share  # tell the other nodes (cluster.sharing)
         # the whole process's actions, wired by the composition root (reloader.py, handoff/)
         self.on_reload: Callable[[], Awaitable[str | None]] = _no_reload
         self.on_handoff: Callable[[], bool] = _no_handoff
