@@ -1,11 +1,13 @@
-"""The session's one door to routing state: `Control`.
+"""The session's one door to routing state: `Control`, which is asked questions and told facts.
 
 A session asks the control plane where to go and tells it what happened (attempt, failure,
-relaying, end); it never touches the router or the store itself. Two implementations:
+relaying, end) in the vocabulary of relay/facts.py; it never touches the router or the store
+itself. Two implementations:
 
-- `LocalControl`: the router and store of this process (one process, or the primary worker).
-- `rdpbalancer.workers.worker.RemoteControl`: a secondary worker's messages to the primary,
-  which owns the one router, sticky table and store (see `rdpbalancer.workers`).
+- `LocalControl`: the router and store of this process (one process, or the primary worker),
+  which handles every fact with one `match`.
+- `rdpbalancer.workers.worker.RemoteControl`: a secondary worker sends the same facts to the
+  primary unchanged, which hands them to its `LocalControl` and sends the answers back unchanged.
 
 So routing, health and the sticky table exist once however many processes relay bytes: two
 workers cannot assign one new user to two servers, and leastconn sees every worker's sessions.
@@ -15,13 +17,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rdpbalancer import tasks
 from rdpbalancer.policy.engine import Router, counted_user
 from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.policy.sticky import StickyEntry
+from rdpbalancer.relay.facts import (
+    Abandoned,
+    AllFailed,
+    Answer,
+    AttemptFailed,
+    AttemptStarted,
+    Connected,
+    Decided,
+    Durable,
+    Fact,
+    Finished,
+    Question,
+    Relaying,
+    RouteAsked,
+)
 from rdpbalancer.store.port import StickyStorePort
 
 
@@ -41,75 +57,20 @@ class IgnoreBackendEvents:
         pass
 
 
-class ControlUnavailable(Exception):
-    """The control plane cannot answer (a worker whose primary is gone)."""
+Reply = Callable[[Answer], None]
 
 
 class Control(Protocol):
-    """Every method takes the session's id (unique per process) first."""
+    """The session's door to the control plane: it asks questions and tells facts
+    (relay/facts.py, each keyed by the session's id)."""
 
-    def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
-        """Decide where `request` goes and, with no pause in between, start the attempt on
-        the first candidate (as `attempt` does), so two connections of one new user agree.
-        The future is often done already (this process's table decides at once)."""
+    def ask(self, question: Question, reply: Reply) -> None:
+        """`RouteAsked` is answered by `Decided` (within the call when this process decides
+        without waiting), then, when its first attempt was started, by that attempt's
+        `Durable`; `AttemptStarted` by its `Durable`, never within the call."""
         ...
 
-    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
-        """A connect to `server` starts: the user is assigned to it and the server's count
-        goes up. The awaitable resolves once the assignment is durable: to None, or to the
-        server another balancer sharing the table placed the user on first (policy.placement)."""
-        ...
-
-    def connected(self, sid: str, server: Server) -> None: ...
-
-    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
-        """The connect started by `attempt` failed: undo its count, tell health checking."""
-        ...
-
-    def all_failed(self, sid: str, decision: Decision) -> None:
-        """Every candidate failed: forget an assignment the user never reached."""
-        ...
-
-    def abandon(self, sid: str, server: Server) -> None:
-        """The attempt on `server` is given up for no fault of the server: undo its count."""
-        ...
-
-    def relaying(self, sid: str, session: SessionInfo) -> None: ...
-
-    def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
-        """A relayed session ended (its count goes down, its user's entry is refreshed)."""
-        ...
-
-
-def durable_outcome(durable: asyncio.Future[Server | None]) -> tuple[Server | None, str | None]:
-    """What a done `attempt` future says, the same for this process's sessions and a worker's:
-    (the server another balancer placed the user on, or None; why the control plane could not
-    tell, or None). A write that failed is not durable: it is "unavailable", never a success."""
-    if durable.cancelled():
-        return None, "cancelled"
-    exc = durable.exception()
-    if exc is not None:
-        return None, str(exc) or type(exc).__name__
-    return durable.result(), None
-
-
-@dataclass(frozen=True, slots=True)
-class Routed:
-    decision: Decision
-    ambiguous: bool  # a truncated cookie whose candidate users would route differently
-    first_attempt: asyncio.Future[Server | None] | None  # the attempt on decision.candidates[0], if any
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """What the control plane keeps about a relaying session (for the API and dashboard)."""
-
-    decision: Decision
-    server: Server
-    user: str | None
-    client_addr: tuple[str, int]
-    listener: str
-    started_wall: float
+    def tell(self, fact: Fact) -> None: ...
 
 
 class SessionWatcher(Protocol):
@@ -134,14 +95,47 @@ class LocalControl:
         self.successor: SessionWatcher | None = None
         self._users: dict[str, str] = {}  # sid -> the user its attempt counts for (per_user_connections)
 
-    def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
+    # -- questions -----------------------------------------------------------------------------
+
+    def ask(self, question: Question, reply: Reply) -> None:
+        match question:
+            case RouteAsked(sid, request):
+                routing = self._route(sid, request)
+                if routing.done():
+                    self._decided(sid, routing, reply)
+                else:
+                    routing.add_done_callback(lambda done: self._decided(sid, done, reply))
+            case AttemptStarted(sid, decision, server):
+                self._attempt(sid, decision, server).add_done_callback(lambda done: reply(durable(sid, done)))
+
+    def _decided(self, sid: str, routing: asyncio.Future[tuple[Decision, asyncio.Future[Server | None] | None]],
+                 reply: Reply) -> None:
+        if routing.cancelled() or routing.exception() is not None:
+            exc = None if routing.cancelled() else routing.exception()
+            reply(Decided(sid, None, unavailable=(str(exc) or type(exc).__name__) if exc is not None else "cancelled"))
+            return
+        decision, first = routing.result()
+        reply(Decided(sid, decision, decision.ambiguous, attempted=first is not None))
+        if first is None:
+            return
+        if first.done():  # no write to wait for (a returning user): handed on at once, after Decided
+            reply(durable(sid, first))
+        else:
+            first.add_done_callback(lambda done: reply(durable(sid, done)))
+
+    def _route(self, sid: str, request: RouteRequest
+               ) -> asyncio.Future[tuple[Decision, asyncio.Future[Server | None] | None]]:
+        """The decision and its first attempt's durable future (None without candidates); done
+        at once unless the shared store is asked first."""
         if self.store.shared and request.user_key is not None:  # other balancers write it too
             return tasks.start(self._route_shared(sid, request, request.user_key))
-        routed: asyncio.Future[Routed] = asyncio.get_running_loop().create_future()
+        routed: asyncio.Future[tuple[Decision, asyncio.Future[Server | None] | None]] = \
+            asyncio.get_running_loop().create_future()
         routed.set_result(self.decide(sid, request))  # no store to ask: decided at once
         return routed
 
-    async def _route_shared(self, sid: str, request: RouteRequest, key: str) -> Routed:
+    async def _route_shared(self, sid: str, request: RouteRequest, key: str
+                            ) -> tuple[Decision, asyncio.Future[Server | None] | None]:
         answered, entry = await self.store.lookup(key)
         if answered:
             self.adopt(key, entry)
@@ -157,12 +151,16 @@ class LocalControl:
             return
         table.merge(entry, authoritative=True)
 
-    def decide(self, sid: str, request: RouteRequest) -> Routed:
+    def decide(self, sid: str, request: RouteRequest) -> tuple[Decision, asyncio.Future[Server | None] | None]:
+        """Decide and start the attempt on the first candidate, with no pause in between."""
         decision = self.router.decide(request, self.clock())  # the new-user budget included
-        first = self.attempt(sid, decision, decision.candidates[0]) if decision.candidates else None
-        return Routed(decision, decision.ambiguous, first)
+        first = self._attempt(sid, decision, decision.candidates[0]) if decision.candidates else None
+        return decision, first
 
-    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
+    def _attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
+        """The user is assigned to `server`, its count goes up; the future resolves once the
+        assignment is durable: to None, or to the server another balancer sharing the table placed
+        the user on first (policy.placement)."""
         change = self.router.assign(decision, server, self.clock())
         self.router.opened(server)
         user = counted_user(decision)
@@ -170,9 +168,9 @@ class LocalControl:
             self._users[sid] = user
             self.router.user_opened(user)
         if not (change.put or change.delete or change.dropped):  # a returning user: nothing to write
-            durable: asyncio.Future[Server | None] = asyncio.get_running_loop().create_future()
-            durable.set_result(None)
-            return durable
+            stored: asyncio.Future[Server | None] = asyncio.get_running_loop().create_future()
+            stored.set_result(None)
+            return stored
         writing = self.store.apply(change)
         if isinstance(writing, asyncio.Future) and not self.store.shared:  # the file: no winner elsewhere
             return _resolved_none(writing)
@@ -189,30 +187,33 @@ class LocalControl:
                 placed_elsewhere = self.router.policy.servers().get(entry.server)
         return placed_elsewhere
 
-    def connected(self, sid: str, server: Server) -> None:
-        self.events.connect_succeeded(server.name)
+    # -- facts ---------------------------------------------------------------------------------
+
+    def tell(self, fact: Fact) -> None:
+        match fact:
+            case Connected(_, server):
+                self.events.connect_succeeded(server.name)
+            case AttemptFailed(sid, server, error):
+                self._attempt_over(sid, server)
+                self.events.connect_failed(server.name, error)
+            case Abandoned(sid, server):  # no fault of the server: only its count is undone
+                self._attempt_over(sid, server)
+            case AllFailed(_, decision):
+                self.store.apply_later(self.router.unassign(decision, self.clock()))
+            case Relaying(_, info):
+                self._relaying(info.decision, info.server)
+            case Finished(sid, decision, server):
+                self._finished(sid, decision, server)
 
     def _attempt_over(self, sid: str, server: Server) -> None:
-        """What `attempt` counted is undone (the connect failed or was given up, or the session ended)."""
+        """What an attempt counted is undone (the connect failed or was given up, or the session ended)."""
         self.router.closed(server)
         user = self._users.pop(sid, None)
         if user is not None:
             self.router.user_closed(user)
 
-    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
-        self._attempt_over(sid, server)
-        self.events.connect_failed(server.name, error)
-
-    def abandon(self, sid: str, server: Server) -> None:
-        """An attempt given up for no fault of the server (its worker died, or another
-        balancer placed the user elsewhere): only its count is undone."""
-        self._attempt_over(sid, server)
-
-    def all_failed(self, sid: str, decision: Decision) -> None:
-        self.store.apply_later(self.router.unassign(decision, self.clock()))
-
-    def relaying(self, sid: str, session: SessionInfo) -> None:
-        key = session.decision.sticky_key
+    def _relaying(self, decision: Decision, server: Server) -> None:
+        key = decision.sticky_key
         if key is not None:
             self.router.table.session_opened(key, self.clock())
             if self.store.shared and self.successor is None:  # other nodes see a recent last_used: a logon under way
@@ -220,9 +221,9 @@ class LocalControl:
                 if entry is not None:
                     self.store.refresh_later(self.router.table.refreshed(entry))
         if self.successor is not None:
-            self.successor.session_opened(session.server.name, key, self.clock())
+            self.successor.session_opened(server.name, key, self.clock())
 
-    def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
+    def _finished(self, sid: str, decision: Decision, server: Server) -> None:
         if self.successor is not None:
             self.successor.session_closed(server.name, decision.sticky_key, self.clock())
         self._attempt_over(sid, server)
@@ -230,6 +231,18 @@ class LocalControl:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
             if entry is not None and self.successor is None:
                 self.store.refresh_later(self.router.table.refreshed(entry))
+
+
+def durable(sid: str, stored: asyncio.Future[Server | None]) -> Durable:
+    """What a done attempt future says, the same for this process's sessions and a worker's: the
+    server another balancer placed the user on, or None; or why it is not stored. A write that
+    failed is not durable: it is "unavailable", never a success."""
+    if stored.cancelled():
+        return Durable(sid, unavailable="cancelled")
+    exc = stored.exception()
+    if exc is not None:
+        return Durable(sid, unavailable=str(exc) or type(exc).__name__)
+    return Durable(sid, stored.result())
 
 
 def _resolved_none(writing: asyncio.Future[Any]) -> asyncio.Future[Server | None]:

@@ -33,6 +33,16 @@ from rdpbalancer.policy.placement import AttemptOutcome, follow_winner, judge_at
 from rdpbalancer.proto import ClientHandshake, ConnectionRequestReceived, ProtocolError
 from rdpbalancer.proto.errors import EOF as EOF_KIND
 from rdpbalancer.proto.proxy import parse_proxy_header
+from rdpbalancer.relay.facts import (
+    Abandoned,
+    AllFailed,
+    AttemptFailed,
+    AttemptStarted,
+    Connected,
+    Relaying,
+    RouteAsked,
+    SessionInfo,
+)
 from rdpbalancer.relay.vocabulary import (
     BOTH,
     INFO,
@@ -41,13 +51,7 @@ from rdpbalancer.relay.vocabulary import (
     Aborted,
     Admit,
     Admitted,
-    AllFailed,
-    AskRoute,
-    Attempt,
-    AttemptAbandoned,
-    AttemptConnected,
     AttemptDurable,
-    AttemptFailed,
     CancelConnect,
     ClientConnected,
     ClientData,
@@ -102,12 +106,16 @@ def refusal_detail(refusal: str, source: str, settings: RelaySettings) -> str:
 class SessionMachine:
     """The decisions of one connection; `handle` returns what the shell must do, in order."""
 
-    __slots__ = ("_attempt", "_client_left", "_closing", "_connected", "_cr", "_deadline", "_durable", "_early",
-                 "_eof", "_finished", "_followed", "_gone", "_handshake", "_paused", "_proxy", "_registered",
-                 "addr", "decision", "end_reason", "listener", "server", "settings", "state", "user")
+    __slots__ = ("_attempt", "_client_left", "_closing", "_connect_end", "_cr", "_deadline", "_durable_end",
+                 "_early", "_eof", "_finished", "_followed", "_gone", "_handshake", "_paused", "_proxy",
+                 "_registered", "addr", "decision", "end_reason", "listener", "server", "settings", "sid",
+                 "started_wall", "state", "user")
 
-    def __init__(self, settings: RelaySettings, listener: str) -> None:
+    def __init__(self, settings: RelaySettings, listener: str, sid: str, started_wall: float) -> None:
+        """`sid`: the session's id, which keys the facts it emits; `started_wall`: when the client
+        connected (wall clock, for the API; the machine reads no clock)."""
         self.settings, self.listener = settings, listener
+        self.sid, self.started_wall = sid, started_wall
         self.state = State.HANDSHAKE
         self.addr: tuple[str, int] = ("unknown", 0)
         self.user: str | None = None
@@ -122,8 +130,9 @@ class SessionMachine:
         self._deadline = 0.0  # monotonic end of the connect budget (RouteAnswered.at + connect_timeout)
         self._attempt = 0  # index of the current candidate
         self._followed = False  # another node's winner followed once already
-        self._connected: str | None = None  # the current connect's result, until both halves are in
-        self._durable: AttemptDurable | None = None
+        # the current attempt's two halves, each None until it is in (`_judge` waits for both)
+        self._connect_end: ConnectDone | None = None
+        self._durable_end: AttemptDurable | None = None
         self._client_left = False
         # frozensets, starting as the shared empty one: three empty sets would cost 648 bytes for
         # every idle session, and these change only at its end
@@ -227,7 +236,7 @@ class SessionMachine:
         self.user = key
         request = RouteRequest(client_host=self.addr[0], user_key=key, msts_target=cr.msts_target,
                                collection=cr.collection, listener=self.listener)
-        return [HandshakeDone(), AskRoute(request)]
+        return [HandshakeDone(), RouteAsked(self.sid, request)]
 
     def _client_eof_in_handshake(self, _event: Eof) -> list[Command]:
         return self._feed(b"")  # EOF before a full CR: the parser reports it
@@ -264,7 +273,7 @@ class SessionMachine:
             return [PauseClient()]
         return []
 
-    def _routed(self, answer: RouteAnswered) -> list[Command]:
+    def _decided(self, answer: RouteAnswered) -> list[Command]:
         if self.decision is not None:  # one answer per connection
             raise self._illegal(answer)
         if answer.unavailable is not None or answer.decision is None:
@@ -298,41 +307,42 @@ class SessionMachine:
         if not started and remaining < MIN_ATTEMPT_TIMEOUT_S:
             return self._all_failed(spent=True)
         server = self.server = candidates[self._attempt]
-        self._connected, self._durable = None, None
+        self._connect_end, self._durable_end = None, None
         budget = min(remaining, max(MIN_ATTEMPT_TIMEOUT_S, remaining / (len(candidates) - self._attempt)))
-        commands: list[Command] = [] if started else [Attempt(self.decision, server)]
+        commands: list[Command] = [] if started else [AttemptStarted(self.sid, self.decision, server)]
         return [*commands, Connect(server, budget)]
 
     def _connect_done(self, event: ConnectDone) -> list[Command]:
-        if self.server is None or self._connected is not None:  # one per Connect
+        if self.server is None or self._connect_end is not None:  # one per Connect
             raise self._illegal(event)
-        self._connected = event.error
+        self._connect_end = event
         return self._judge(event.at)
 
     def _attempt_durable(self, event: AttemptDurable) -> list[Command]:
-        if self.server is None or self._durable is not None:  # one per attempt
+        if self.server is None or self._durable_end is not None:  # one per attempt
             raise self._illegal(event)
-        self._durable = event
+        self._durable_end = event
         return self._judge(event.at)
 
     def _judge(self, now: float) -> list[Command]:
         """Both halves of an attempt are in (the connect, the durable assignment; the later came
         at `now`): what next. Until then, nothing: the other half is on its way."""
-        if self._connected is None or self._durable is None:
+        connect, durable = self._connect_end, self._durable_end
+        if connect is None or durable is None:
             return []
-        server, durable = self.server, self._durable
+        server = self.server
         assert server is not None and self.decision is not None
-        error = self._connected or (f"control plane unavailable: {durable.unavailable}"
-                                    if durable.unavailable is not None else "")
+        error = connect.error or (f"control plane unavailable: {durable.unavailable}"
+                                  if durable.unavailable is not None else "")
         if durable.winner is not None and not self._client_left:
             return self._follow(server, durable.winner, now)
         outcome = judge_attempt(error=error, client_left=self._client_left)
         if outcome is AttemptOutcome.ABANDONED:
             self.server = None
-            return [AttemptAbandoned(server)]
+            return [Abandoned(self.sid, server)]
         if outcome is AttemptOutcome.FAILED:
             self.server = None
-            failed: list[Command] = [AttemptFailed(server, error)]
+            failed: list[Command] = [AttemptFailed(self.sid, server, error)]
             if self._attempt + 1 < len(self.decision.candidates):
                 self._attempt += 1
                 return failed + self._connect(now, started=False)
@@ -340,13 +350,15 @@ class SessionMachine:
         self.state = State.RELAY
         first, self._early, self._cr = self._cr + self._early, b"", b""
         resume, self._paused = self._paused, False
-        return [AttemptConnected(server), StartRelay(self.decision, server, first, resume)]
+        info = SessionInfo(self.decision, server, self.user, self.addr, self.listener, self.started_wall)
+        return [Connected(self.sid, server), Relaying(self.sid, info),
+                StartRelay(self.decision, server, first, resume)]
 
     def _follow(self, server: Server, winner: Server, now: float) -> list[Command]:
         """Another node placed the user on `winner` first: follow it, once."""
         assert self.decision is not None
         follow = follow_winner(self.decision, winner, self._followed)
-        commands: list[Command] = [AttemptAbandoned(server)]
+        commands: list[Command] = [Abandoned(self.sid, server)]
         if follow is None:
             return commands + self._all_failed()
         self._followed, self.decision, self._attempt = True, follow, 0
@@ -367,7 +379,7 @@ class SessionMachine:
                       f"{self.settings.connect_timeout_s:g}s): {what} ({decision.detail})")
         else:
             reason = f"connect-failed: {', '.join(names)} unreachable ({decision.detail})"
-        return [AllFailed(decision), *self._reject(reason, "connect-failed")]
+        return [AllFailed(self.sid, decision), *self._reject(reason, "connect-failed")]
 
     def _leg_closing(self, _event: Eof) -> list[Command]:
         """No-op. Outside the relay a leg that sends EOF is closed by the shell (its eof_received
@@ -386,8 +398,8 @@ class SessionMachine:
         """The current attempt's backend closed before the relay. Connected but not yet durable:
         the attempt failed. Before its ConnectDone (the connect finished, its callback had not run
         yet), the shell's connect sees the closed leg and says so itself: a no-op here."""
-        if self._connected == "":
-            self._connected = "closed by server during connect"
+        if self._connect_end is not None and self._connect_end.error is None:
+            self._connect_end = ConnectDone("closed by server during connect", at=self._connect_end.at)
         return []
 
     # -- RELAY: half-close and teardown ------------------------------------------------------------
@@ -422,13 +434,13 @@ class SessionMachine:
 
     def _answered_after_client_left(self, answer: RouteAnswered) -> list[Command]:
         """The client left while the control plane decided. An attempt it started with its answer
-        is given up (its durable answer follows, then AttemptAbandoned); else a no-op: nothing
+        is given up (its durable answer follows, then Abandoned); else a no-op: nothing
         was started for nobody."""
         if self.decision is not None or not self._client_left:  # one answer, and only after that
             raise self._illegal(answer)
         if answer.decision is not None and answer.attempted and answer.decision.candidates:
             self.decision, self.server = answer.decision, answer.decision.candidates[0]
-            self._connected = "client left before connect"
+            self._connect_end = ConnectDone("client left before connect", at=answer.at)
             return self._judge(answer.at)
         return []
 
@@ -442,7 +454,7 @@ class SessionMachine:
 
     def _given_up_backend_ends(self, event: Eof | Lost) -> list[Command]:
         """No-op. The backend of an attempt the client left: its connect completed before the
-        cancel took effect, and the leg ends before the attempt's answers are in (AttemptAbandoned
+        cancel took effect, and the leg ends before the attempt's answers are in (Abandoned
         follows them, and the shell drops the leg then)."""
         if not self._client_left or self.server is None:
             raise self._illegal(event)
@@ -499,7 +511,7 @@ _TRANSITIONS: dict[State, dict[object, Handler]] = {
     },
     State.ROUTING: {
         ClientData: M._early_data,
-        RouteAnswered: M._routed,
+        RouteAnswered: M._decided,
         ConnectDone: M._connect_done,
         AttemptDurable: M._attempt_durable,
         (Eof, CLIENT): M._leg_closing,

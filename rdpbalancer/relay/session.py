@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 from rdpbalancer import logs, tasks
 from rdpbalancer.netaddr import describe_os_error, format_addr
-from rdpbalancer.policy.model import Decision, RouteRequest, Server
+from rdpbalancer.policy.model import Decision, Server
+from rdpbalancer.relay import facts as f
 from rdpbalancer.relay import vocabulary as v
 from rdpbalancer.relay.context import RelayContext
-from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo, durable_outcome
 from rdpbalancer.relay.deadlines import Deadline, Deadlines
 from rdpbalancer.relay.machine import SessionMachine, refusal_detail
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset
@@ -127,11 +127,11 @@ class Session:
         self.ctx = ctx
         self.id = ctx.new_session_id()
         self.listener = listener
-        self.machine = SessionMachine(ctx.settings, listener)
-        self.client = client
-        self.backend = Leg(self, SERVER)
         self.started = time.monotonic()
         self.started_wall = time.time()
+        self.machine = SessionMachine(ctx.settings, listener, self.id, self.started_wall)
+        self.client = client
+        self.backend = Leg(self, SERVER)
         self._deadline: Deadline | None = None
         self._backend_early = b""  # what a server says before relaying starts (rare: no buffer kept)
         self._backend_sock: socket.socket | None = None
@@ -261,12 +261,16 @@ class Session:
         self._out_of_handshake()
         self.ctx.observe_handshake(time.monotonic() - self.started)
 
-    def _c_ask_route(self, c: v.AskRoute) -> None:
-        asyncio.get_running_loop().call_soon(self._begin_route, c.request)
+    def _c_route_asked(self, c: f.RouteAsked) -> None:
+        # asked in a callback of its own; its Decided may come within the call (handled then)
+        asyncio.get_running_loop().call_soon(self.ctx.control.ask, c, self._answered)
 
-    def _c_attempt(self, c: v.Attempt) -> None:
-        # its answer comes in a later pass of the loop, after the Connect that follows this command
-        self.ctx.control.attempt(self.id, c.decision, c.server).add_done_callback(self._durable)
+    def _c_attempt_started(self, c: f.AttemptStarted) -> None:
+        # its Durable comes in a later pass of the loop, after the Connect that follows this command
+        self.ctx.control.ask(c, self._answered)
+
+    def _c_tell(self, c: f.Fact) -> None:
+        self.ctx.control.tell(c)
 
     def _c_connect(self, c: v.Connect) -> None:
         self._connect(c.server, c.budget_s)
@@ -275,25 +279,22 @@ class Session:
         if self._connecting is not None:
             self._connecting.cancel()  # an abandoned attempt: stop connecting now
 
-    def _c_attempt_connected(self, c: v.AttemptConnected) -> None:
-        self.ctx.control.connected(self.id, c.server)
-
-    def _c_attempt_failed(self, c: v.AttemptFailed) -> None:
-        self._attempt_failed(c.server, c.error)
-
-    def _c_attempt_abandoned(self, c: v.AttemptAbandoned) -> None:
-        self.ctx.control.abandon(self.id, c.server)
+    def _c_attempt_failed(self, c: f.AttemptFailed) -> None:
+        self.ctx.control.tell(c)
+        self.ctx.stats.connect_failures[c.server.name] += 1
+        log.warning("session=%s connect to %s (%s) failed: %s", self.id, c.server.name, c.server.address, c.error)
         self._drop_backend()
 
-    def _c_all_failed(self, c: v.AllFailed) -> None:
-        self.ctx.control.all_failed(self.id, c.decision)
+    def _c_abandoned(self, c: f.Abandoned) -> None:
+        self.ctx.control.tell(c)
+        self._drop_backend()
 
     def _c_pause_client(self, _c: v.PauseClient) -> None:
         if self.client.transport is not None:
             self.client.transport.pause_reading()
 
     def _c_start_relay(self, c: v.StartRelay) -> None:
-        self._routed(c.decision, c.server)
+        self._account_relay(c.decision, c.server)
         if self._backend_sock is not None:
             self._start_splice(c.first)
         else:
@@ -372,29 +373,22 @@ class Session:
 
     # -- routing and attempts ----------------------------------------------------------------------
 
-    # Routing, connecting and waiting for durability are callbacks on futures, not a task: a
-    # connection with a known user and a server that answers at once runs from the Connection
-    # Request to the relay in one pass of the event loop, without a Task, a coroutine or a
-    # timeout context of its own. Every operation the machine starts answers with its event:
-    # the route with RouteAnswered, each connect with ConnectDone, each attempt (the route's
-    # first, each Attempt) with AttemptDurable, in whichever order they end; the machine waits
-    # for what it needs. The route starts in a callback of its own. The machine reads no clock:
-    # the route's answer, each connect's end and each durable answer carry time.monotonic()
-    # (`at`), the one clock of the connect budget.
+    # Routing, connecting and waiting for durability are callbacks, not a task: a connection with
+    # a known user and a server that answers at once runs from the Connection Request to the relay
+    # in one pass of the event loop, without a Task, a coroutine or a timeout context of its own.
+    # Every operation the machine starts answers with its event: the route's Decided with
+    # RouteAnswered, each connect with ConnectDone, each attempt's Durable (the route's first, each
+    # AttemptStarted) with AttemptDurable, in whichever order they end; the machine waits for what
+    # it needs. The machine reads no clock: each of these events carries time.monotonic() (`at`),
+    # the one clock of the connect budget.
 
-    def _begin_route(self, request: RouteRequest) -> None:
-        _when_done(self.ctx.control.route(self.id, request), self._route_answered)
-
-    def _route_answered(self, routing: asyncio.Future[Routed]) -> None:
-        try:
-            routed = routing.result()
-        except (ControlUnavailable, asyncio.CancelledError) as exc:
-            self._handle(v.RouteAnswered(None, unavailable=str(exc) or "cancelled", at=time.monotonic()))
-            return
-        attempt = routed.first_attempt
-        self._handle(v.RouteAnswered(routed.decision, routed.ambiguous, attempt is not None, at=time.monotonic()))
-        if attempt is not None:  # started by the control plane with its answer: its AttemptDurable follows
-            _when_done(attempt, self._durable)
+    def _answered(self, answer: f.Answer) -> None:
+        """The control plane's answer, as the machine's event (stamped with the time it came)."""
+        match answer:
+            case f.Decided(_, decision, ambiguous, attempted, unavailable):
+                self._handle(v.RouteAnswered(decision, ambiguous, attempted, unavailable, at=time.monotonic()))
+            case f.Durable(_, winner, unavailable):
+                self._handle(v.AttemptDurable(winner, unavailable, at=time.monotonic()))
 
     def _connect(self, server: Server, budget_s: float) -> None:
         """Connect (relay/sockets.connect_raw, bounded by the budget); its ConnectDone follows,
@@ -406,7 +400,7 @@ class Session:
         if self.ctx.splice is None:
             connecting = tasks.start(self._wrap(connecting))
         self._connecting = connecting
-        _when_done(connecting, lambda done: self._connected(done, budget_s, started))
+        _when_done(connecting, lambda done: self._connect_ended(done, budget_s, started))
 
     async def _wrap(self, connecting: asyncio.Future[socket.socket]) -> socket.socket:
         sock = await connecting
@@ -417,13 +411,14 @@ class Session:
             raise
         return sock
 
-    def _connected(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> None:
+    def _connect_ended(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> None:
         self._connecting = None
         error = self._connect_result(connecting, budget_s, started)
         self._handle(v.ConnectDone(error, at=time.monotonic()))
 
-    def _connect_result(self, connecting: asyncio.Future[socket.socket], budget_s: float, started: float) -> str:
-        """"" when connected, else why not (a cancelled connect: the client left)."""
+    def _connect_result(self, connecting: asyncio.Future[socket.socket], budget_s: float,
+                        started: float) -> str | None:
+        """None when connected, else why not (a cancelled connect: the client left)."""
         if connecting.cancelled():
             return "client left during connect"
         exc = connecting.exception()
@@ -438,17 +433,7 @@ class Session:
         self.ctx.observe_connect(time.monotonic() - started)
         if self.backend.closed:
             return "closed by server during connect"
-        return ""
-
-    def _durable(self, persist: asyncio.Future[Server | None]) -> None:
-        winner, unavailable = durable_outcome(persist)
-        self._handle(v.AttemptDurable(winner, unavailable, at=time.monotonic()))
-
-    def _attempt_failed(self, server: Server, error: str) -> None:
-        self.ctx.control.attempt_failed(self.id, server, error)
-        self.ctx.stats.connect_failures[server.name] += 1
-        log.warning("session=%s connect to %s (%s) failed: %s", self.id, server.name, server.address, error)
-        self._drop_backend()
+        return None
 
     def _drop_backend(self) -> None:
         if self.backend.transport is not None:
@@ -530,11 +515,10 @@ class Session:
         self.client.closed = self.backend.closed = True
         self._handle(v.RelayEnded(up, down, reason))
 
-    def _routed(self, decision: Decision, server: Server) -> None:
-        """Relaying from now on: told, counted, logged (before the first byte is sent)."""
+    def _account_relay(self, decision: Decision, server: Server) -> None:
+        """Relaying from now on (the control plane was told): counted, logged, before the first
+        byte is sent."""
         ctx = self.ctx
-        ctx.control.relaying(self.id, SessionInfo(decision, server, self.user, self.client_addr,
-                                                  self.listener, self.started_wall))
         ctx.stats.connections[str(decision.reason)] += 1
         ctx.record_decision(self, str(decision.reason), server.name, decision.note)
         if log.isEnabledFor(logging.INFO):
@@ -574,7 +558,7 @@ class Session:
         if not relayed or server is None or decision is None:
             return
         ctx = self.ctx
-        ctx.control.finished(self.id, decision, server, self.client.nbytes, self.backend.nbytes)
+        ctx.control.tell(f.Finished(self.id, decision, server, self.client.nbytes, self.backend.nbytes))
         ctx.stats.bytes_up += self.client.nbytes
         ctx.stats.bytes_down += self.backend.nbytes
         if log.isEnabledFor(logging.INFO):
@@ -589,10 +573,10 @@ class Session:
 
 _COMMANDS: dict[type, Callable[[Session, Any], None]] = {
     v.Admit: Session._c_admit, v.Register: Session._c_register, v.HandshakeDone: Session._c_handshake_done,
-    v.AskRoute: Session._c_ask_route, v.Attempt: Session._c_attempt, v.Connect: Session._c_connect,
-    v.CancelConnect: Session._c_cancel_connect, v.AttemptConnected: Session._c_attempt_connected,
-    v.AttemptFailed: Session._c_attempt_failed, v.AttemptAbandoned: Session._c_attempt_abandoned,
-    v.AllFailed: Session._c_all_failed, v.PauseClient: Session._c_pause_client,
+    f.RouteAsked: Session._c_route_asked, f.AttemptStarted: Session._c_attempt_started,
+    v.Connect: Session._c_connect, v.CancelConnect: Session._c_cancel_connect,
+    f.Connected: Session._c_tell, f.AttemptFailed: Session._c_attempt_failed, f.Abandoned: Session._c_abandoned,
+    f.AllFailed: Session._c_tell, f.Relaying: Session._c_tell, v.PauseClient: Session._c_pause_client,
     v.StartRelay: Session._c_start_relay, v.WriteEof: Session._c_write_eof, v.Close: Session._c_close,
     v.Refuse: Session._c_refuse, v.Reject: Session._c_reject, v.CountEmpty: Session._c_count_empty,
     v.Finish: Session._c_finish, v.Log: Session._c_log,

@@ -4,7 +4,8 @@ life (`State`), and the one exception that leaves the machine (`IllegalEvent`).
 
 Plain frozen, slotted dataclasses and enums: the shell (relay/session.py), the readers of a session
 (relay/context.SessionView, the admin API) and the tests speak these without loading the machine,
-and this module loads nothing but the policy's model types.
+and this module loads nothing but the policy's model types and the session facts (relay/facts.py),
+which the machine emits as commands.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from rdpbalancer.policy.model import Decision, RouteRequest, Server
+from rdpbalancer.policy.model import Decision, Server
+from rdpbalancer.relay.facts import (
+    Abandoned,
+    AllFailed,
+    AttemptFailed,
+    AttemptStarted,
+    Connected,
+    Relaying,
+    RouteAsked,
+)
 
 
 class State(Enum):
@@ -73,9 +83,9 @@ class DeadlinePassed:
 
 @dataclass(frozen=True, slots=True)
 class RouteAnswered:
-    """The control plane decided; its first attempt is started (`attempted`: its AttemptDurable
-    follows, as an `Attempt`'s does), or it could not answer (`unavailable`). `at`: monotonic
-    seconds, the start of the connect budget."""
+    """The control plane's `Decided`: its first attempt is started (`attempted`: its AttemptDurable
+    follows, as an `AttemptStarted`'s does), or it could not answer (`unavailable`). `at`:
+    monotonic seconds, the start of the connect budget."""
 
     decision: Decision | None
     ambiguous: bool = False
@@ -86,17 +96,18 @@ class RouteAnswered:
 
 @dataclass(frozen=True, slots=True)
 class ConnectDone:
-    """The connect of the current attempt finished: "" connected, else why not; `at`: when
-    (monotonic seconds, the clock of `RouteAnswered.at`)."""
+    """The connect of the current attempt finished: `error` None, connected; else why not. `at`:
+    when (monotonic seconds, the clock of `RouteAnswered.at`)."""
 
-    error: str = ""
+    error: str | None = None
     at: float = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptDurable:
-    """The attempt's assignment is durable: None, or where another node placed the user first;
-    `unavailable`: the control plane could not tell; `at`: when (as `ConnectDone.at`)."""
+    """The control plane's `Durable`: the attempt's assignment is stored; `winner`: None, or where
+    another node placed the user first; `unavailable`: it is not stored, and why; `at`: when (as
+    `ConnectDone.at`)."""
 
     winner: Server | None = None
     unavailable: str | None = None
@@ -165,19 +176,6 @@ class CountEmpty:
 
 
 @dataclass(frozen=True, slots=True)
-class AskRoute:
-    request: RouteRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """Start the attempt on the next candidate (assignment, count): its `AttemptDurable` follows."""
-
-    decision: Decision
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
 class Connect:
     """Connect to `server` within `budget_s` (its `ConnectDone` follows, whatever happens)."""
 
@@ -188,33 +186,6 @@ class Connect:
 @dataclass(frozen=True, slots=True)
 class CancelConnect:
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptConnected:
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptFailed:
-    """The server's fault: counted, told to passive health checks, the backend dropped."""
-
-    server: Server
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptAbandoned:
-    """Nobody's fault: only the count is undone, the backend dropped."""
-
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
-class AllFailed:
-    """Every candidate failed: forget an assignment the user never reached."""
-
-    decision: Decision
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +245,10 @@ WARNING = 30  # logging.WARNING
 
 Event = (ClientConnected | Admitted | ClientData | Eof | Lost | DeadlinePassed | RouteAnswered | ConnectDone
          | AttemptDurable | RelayEnded | Aborted)
-Command = (Admit | Refuse | Register | HandshakeDone | Reject | CountEmpty | AskRoute | Attempt | Connect
-           | CancelConnect | AttemptConnected | AttemptFailed | AttemptAbandoned | AllFailed | PauseClient
+# the session facts (relay/facts.py) the machine emits are commands too: the shell hands them to the
+# control plane as they are (`ask` the questions, `tell` the rest)
+Command = (Admit | Refuse | Register | HandshakeDone | Reject | CountEmpty | RouteAsked | AttemptStarted | Connect
+           | CancelConnect | Connected | AttemptFailed | Abandoned | AllFailed | PauseClient | Relaying
            | StartRelay | WriteEof | Close | Finish | Log)
 
 

@@ -1,14 +1,17 @@
 """What crosses the channel between the primary and a worker (rdpbalancer/ipc.py): one frozen
-dataclass per message, dispatched with `match` in one place on each side."""
+dataclass per message, dispatched with `match` in one place on each side.
+
+A session's questions, facts and their answers are not here: they are the session facts of
+relay/facts.py, sent as they are (the same types a session in the primary hands to its
+`LocalControl`). This module holds what only the processes say to each other: setup, stop, handoff
+quiescing, an operator's abort, the periodic report."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import Stats
-from rdpbalancer.relay.control import SessionInfo
 from rdpbalancer.settings import RelaySettings
 
 
@@ -29,26 +32,6 @@ class WorkerSetup:
 class Setup:
     index: int
     setup: WorkerSetup
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """The answer to `Route`; the first attempt is started (its `Durable` follows)."""
-
-    sid: str
-    decision: Decision
-    ambiguous: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Durable:
-    """The attempt's assignment is durable; `reassigned`: another node placed the user there;
-    `unavailable`: it is not, and why (relay/control.py `durable_outcome`, as for the primary's
-    own sessions)."""
-
-    sid: str
-    reassigned: Server | None = None
-    unavailable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,53 +64,6 @@ class Quiet:
     """The listeners are closed after a `Quiesce`."""
 
     pid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    sid: str
-    request: RouteRequest
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    sid: str
-    decision: Decision
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    sid: str
-    server: Server
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class AllFailed:
-    sid: str
-    decision: Decision
-
-
-@dataclass(frozen=True, slots=True)
-class Abandon:
-    sid: str
-    server: Server
-
-
-@dataclass(frozen=True, slots=True)
-class Relaying:
-    sid: str
-    info: SessionInfo
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    sid: str
-    decision: Decision
-    server: Server
-    bytes_up: int
-    bytes_down: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@ new connections over them; each relays its own connections (splice or copy) end 
 
 What must exist once stays here: the router, the sticky table and its store, health checks,
 the directory, the admin API and metrics. A worker asks the primary where a connection goes
-and reports what happened to it (see `rdpbalancer.relay.control`); the primary handles each
-question with the same `LocalControl` its own sessions use, one at a time on its event loop.
+and tells what happened to it, in the session facts of `rdpbalancer.relay.facts`, sent as they
+are; the primary hands each to the same `LocalControl` its own sessions use, one at a time on its
+event loop, and sends the answers back as they are.
 So two workers can never assign one new user to two servers, leastconn counts every worker's
 sessions, and health checks are not multiplied.
 
@@ -28,37 +29,39 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rdpbalancer.ipc import Channel, Message
-from rdpbalancer.policy.model import Decision, RouteRequest, Server
+from rdpbalancer.policy.model import Decision, Server
 from rdpbalancer.relay.context import SessionView, Stats
-from rdpbalancer.relay.control import LocalControl, SessionInfo, durable_outcome
+from rdpbalancer.relay.control import LocalControl
+from rdpbalancer.relay.facts import (
+    Abandoned,
+    AllFailed,
+    Answer,
+    AttemptFailed,
+    AttemptStarted,
+    Connected,
+    Decided,
+    Finished,
+    Question,
+    Relaying,
+    RouteAsked,
+    SessionInfo,
+)
 from rdpbalancer.relay.vocabulary import State
 from rdpbalancer.runtime import own_command
 from rdpbalancer.tasks import TaskSet
 from rdpbalancer.workers.messages import (
-    Abandon,
     Abort,
-    AllFailed,
-    Attempt,
-    Decided,
-    Durable,
-    Failed,
-    Finished,
     Quiesce,
     Quiet,
     Ready,
-    Relaying,
     Report,
-    Route,
     Setup,
     Stop,
     WorkerSetup,
 )
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("rdpbalancer.workers")
 
@@ -122,22 +125,17 @@ class WorkerLink:
         """Every message a worker sends, dispatched here (workers/messages.py)."""
         pool = self.pool
         match message:
-            case Route(sid, request):
-                pool.route(self, sid, request)
-            case Attempt(sid, decision, server):
-                pool.track(self, sid, server, pool.control.attempt(sid, decision, server))
-            case Failed(sid, server, error):
-                self.attempts.pop(sid, None)
-                pool.control.attempt_failed(sid, server, error)
-            case Abandon(sid, server):
-                self.attempts.pop(sid, None)
-                pool.control.abandon(sid, server)
-            case AllFailed(sid, decision):
-                pool.control.all_failed(sid, decision)
-            case Relaying(sid, info):
-                pool.relaying(self, sid, info)
-            case Finished(sid, decision, server, up, down):
-                pool.finished(self, sid, decision, server, up, down)
+            case RouteAsked() | AttemptStarted():
+                pool.ask(self, message)
+            case Relaying():
+                pool.relaying(self, message)
+            case Finished():
+                pool.finished(self, message)
+            case AttemptFailed() | Abandoned():
+                self.attempts.pop(message.sid, None)
+                pool.control.tell(message)
+            case Connected() | AllFailed():
+                pool.control.tell(message)
             case Report():
                 pool.report(self, message)
             case Ready(pid):
@@ -165,7 +163,6 @@ class WorkerPool:
         self.restarts_total = 0
         self.retired = Stats()  # counters of worker processes that exited (counters never go down)
         self._restart_tasks = TaskSet()
-        self._routing = TaskSet()  # routes waiting for the shared store
         self.draining = False  # a handoff: workers relay what they have, accept nothing, are not restarted
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -259,13 +256,13 @@ class WorkerPool:
     def _lost(self, link: WorkerLink, exc: Exception | None) -> None:
         """The channel closed: the worker exited or died. Its sessions died with it."""
         for sid, server in link.attempts.items():
-            self.control.abandon(sid, server)
+            self.control.tell(Abandoned(sid, server))
         link.attempts.clear()
         for sid, session in link.sessions.items():
             self.sessions.pop(sid, None)
             link.finished_up += session.bytes_up
             link.finished_down += session.bytes_down
-            self.control.finished(sid, session.decision, session.server, session.bytes_up, session.bytes_down)
+            self.control.tell(Finished(sid, session.decision, session.server, session.bytes_up, session.bytes_down))
         lost = len(link.sessions)
         link.sessions.clear()
         link.handshaking = 0
@@ -330,42 +327,37 @@ class WorkerPool:
 
     # -- what the workers' messages do (WorkerLink.on_message dispatches) ----------------------------
 
-    def route(self, link: WorkerLink, sid: str, request: RouteRequest) -> None:
-        """The same route as the primary's own sessions take: with a shared store, the user's
-        entry is read from Redis before deciding (the decision itself has no await in it)."""
-        self._routing.spawn(self._route_for(link, sid, request), name="route")
+    def ask(self, link: WorkerLink, question: Question) -> None:
+        """A worker's question, asked of the same `LocalControl` as the primary's own sessions
+        ask (with a shared store, the user's entry is read from Redis before deciding); each
+        answer goes back as it is."""
+        if isinstance(question, AttemptStarted):
+            link.attempts[question.sid] = question.server
+        self.control.ask(question, lambda answer: self._answer(link, answer))
 
-    async def _route_for(self, link: WorkerLink, sid: str, request: RouteRequest) -> None:
-        routed = await self.control.route(sid, request)
-        first = routed.decision.candidates[0] if routed.first_attempt is not None else None
-        if not link.alive:  # the worker died while the store answered: its attempt is nobody's
-            if first is not None:
-                self.control.abandon(sid, first)
+    def _answer(self, link: WorkerLink, answer: Answer) -> None:
+        if isinstance(answer, Decided) and answer.attempted and answer.decision is not None:
+            first = answer.decision.candidates[0]
+            if not link.alive:  # the worker died while the store answered: its attempt is nobody's
+                self.control.tell(Abandoned(answer.sid, first))
+                return
+            link.attempts[answer.sid] = first
+        link.send(answer)
+
+    def relaying(self, link: WorkerLink, fact: Relaying) -> None:
+        link.attempts.pop(fact.sid, None)
+        self.control.tell(fact)
+        session = RemoteSession(link, fact.sid, fact.info)
+        link.sessions[fact.sid] = session
+        self.sessions[fact.sid] = session
+
+    def finished(self, link: WorkerLink, fact: Finished) -> None:
+        if link.sessions.pop(fact.sid, None) is None:
             return
-        link.send(Decided(sid, routed.decision, routed.ambiguous))
-        if first is not None and routed.first_attempt is not None:
-            self.track(link, sid, first, routed.first_attempt)
-
-    def track(self, link: WorkerLink, sid: str, server: Server, durable: asyncio.Future[Server | None]) -> None:
-        link.attempts[sid] = server
-        durable.add_done_callback(lambda f: link.send(Durable(sid, *durable_outcome(f))))
-
-    def relaying(self, link: WorkerLink, sid: str, info: SessionInfo) -> None:
-        link.attempts.pop(sid, None)
-        self.control.connected(sid, info.server)
-        self.control.relaying(sid, info)
-        session = RemoteSession(link, sid, info)
-        link.sessions[sid] = session
-        self.sessions[sid] = session
-
-    def finished(self, link: WorkerLink, sid: str, decision: Decision, server: Server,  # noqa: PLR0917
-                 up: int, down: int) -> None:
-        if link.sessions.pop(sid, None) is None:
-            return
-        self.sessions.pop(sid, None)
-        link.finished_up += up
-        link.finished_down += down
-        self.control.finished(sid, decision, server, up, down)
+        self.sessions.pop(fact.sid, None)
+        link.finished_up += fact.bytes_up
+        link.finished_down += fact.bytes_down
+        self.control.tell(fact)
 
     def report(self, link: WorkerLink, report: Report) -> None:
         """The worker's periodic report: its counters, live byte counts, recent decisions."""

@@ -1,9 +1,10 @@
 """A worker process (`python -m rdpbalancer worker --fd N --index I`, started by the primary).
 
 It relays connections exactly as the primary does, but asks the primary where each goes:
-`RemoteControl` turns every `Control` call into a message on the inherited socketpair. It has
-no configuration file of its own: the primary sends its relay settings and the addresses to
-listen on (the ports it already bound), again after each reload.
+`RemoteControl` sends every question and fact (relay/facts.py) as it is on the inherited
+socketpair, and hands the primary's answers to the session that asked. It has no configuration
+file of its own: the primary sends its relay settings and the addresses to listen on (the ports it
+already bound), again after each reload.
 
 If the channel closes (the primary exited or was killed), the worker aborts its sessions and
 exits: a session nobody counts must not outlive the process that routes.
@@ -17,31 +18,21 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
 
 from rdpbalancer.ipc import Channel, Message
-from rdpbalancer.policy.model import Decision, RouteRequest, Server
 from rdpbalancer.relay.context import RelayContext, Stats
-from rdpbalancer.relay.control import ControlUnavailable, Routed, SessionInfo
+from rdpbalancer.relay.control import Reply
+from rdpbalancer.relay.facts import Answer, Decided, Durable, Fact, Question, RouteAsked
 from rdpbalancer.relay.listener import open_listeners
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.runtime import loop_factory, tune_gc
 from rdpbalancer.tasks import TaskSet
 from rdpbalancer.workers.messages import (
-    Abandon,
     Abort,
-    AllFailed,
-    Attempt,
-    Decided,
-    Durable,
-    Failed,
-    Finished,
     Quiesce,
     Quiet,
     Ready,
-    Relaying,
     Report,
-    Route,
     Setup,
     Stop,
     WorkerSetup,
@@ -53,93 +44,47 @@ REPORT_INTERVAL_S = 1.0  # counters and live byte counts go to the primary this 
 
 
 class RemoteControl:
-    """`Control` over the channel to the primary (one question in flight per session)."""
+    """`Control` over the channel to the primary: each question and fact goes as it is, and the
+    primary's answers come back as they are (one question in flight per session)."""
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self._decisions: dict[str, asyncio.Future[tuple[Decision, bool]]] = {}
-        self._durable: dict[str, asyncio.Future[Server | None]] = {}
+        # sid -> its reply, and the answer it awaits
+        self._waiting: dict[str, tuple[Reply, type[Decided] | type[Durable]]] = {}
         self.gone: str | None = None
 
-    def _future(self) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self.gone is not None:
-            future.set_exception(ControlUnavailable(self.gone))
-        return future
-
-    def route(self, sid: str, request: RouteRequest) -> asyncio.Future[Routed]:
-        decided = self._decisions[sid] = self._future()
-        durable = self._durable[sid] = self._future()  # the primary starts the first attempt itself
-        routed: asyncio.Future[Routed] = asyncio.get_running_loop().create_future()
-        self.channel.send(Route(sid, request))
-
-        def answered(decided: asyncio.Future[tuple[Decision, bool]]) -> None:
-            self._decisions.pop(sid, None)
-            if routed.cancelled():
-                return
-            if decided.cancelled() or decided.exception() is not None:
-                routed.set_exception(decided.exception() or ControlUnavailable("cancelled"))
-                return
-            decision, ambiguous = decided.result()
-            if not decision.candidates:
-                self._durable.pop(sid, None)
-                routed.set_result(Routed(decision, ambiguous, None))
-            else:
-                routed.set_result(Routed(decision, ambiguous, durable))
-
-        decided.add_done_callback(answered)
-        return routed
-
-    def attempt(self, sid: str, decision: Decision, server: Server) -> asyncio.Future[Server | None]:
-        durable = self._durable[sid] = self._future()
-        self.channel.send(Attempt(sid, decision, server))
-        return durable
-
-    def connected(self, sid: str, server: Server) -> None:
-        pass  # implied by "relaying" (one message fewer per connection)
-
-    def attempt_failed(self, sid: str, server: Server, error: str) -> None:
-        self._durable.pop(sid, None)
-        self.channel.send(Failed(sid, server, error))
-
-    def all_failed(self, sid: str, decision: Decision) -> None:
-        self.channel.send(AllFailed(sid, decision))
-
-    def abandon(self, sid: str, server: Server) -> None:
-        self._durable.pop(sid, None)
-        self.channel.send(Abandon(sid, server))
-
-    def relaying(self, sid: str, session: SessionInfo) -> None:
-        self._durable.pop(sid, None)
-        self.channel.send(Relaying(sid, session))
-
-    def finished(self, sid: str, decision: Decision, server: Server, bytes_up: int, bytes_down: int) -> None:
-        self.channel.send(Finished(sid, decision, server, bytes_up, bytes_down))
-
-    # -- answers from the primary ------------------------------------------------------------------
-
-    def decided(self, sid: str, decision: Decision, ambiguous: bool) -> None:
-        future = self._decisions.get(sid)
-        if future is not None and not future.done():
-            future.set_result((decision, ambiguous))
-
-    def durable(self, sid: str, reassigned: Server | None = None, unavailable: str | None = None) -> None:
-        future = self._durable.get(sid)
-        if future is None or future.done():
+    def ask(self, question: Question, reply: Reply) -> None:
+        # (a route's first attempt the primary starts itself: its Durable follows the Decided)
+        awaited = Decided if isinstance(question, RouteAsked) else Durable
+        if self.gone is not None:  # never within the call: an attempt's Connect is still to come
+            asyncio.get_running_loop().call_soon(reply, _unavailable(awaited, question.sid, self.gone))
             return
-        if unavailable is not None:
-            future.set_exception(ControlUnavailable(unavailable))
-            future.exception()  # a session that already left never awaits it: no warning
-        else:
-            future.set_result(reassigned)
+        self._waiting[question.sid] = (reply, awaited)
+        self.channel.send(question)
+
+    def tell(self, fact: Fact) -> None:
+        self.channel.send(fact)
+
+    def answered(self, answer: Answer) -> None:
+        """The primary's answer: to the session that asked (nobody's once it left)."""
+        waiting = self._waiting.pop(answer.sid, None)
+        if waiting is None:
+            return
+        reply, _awaited = waiting
+        if isinstance(answer, Decided) and answer.attempted:
+            self._waiting[answer.sid] = (reply, Durable)  # the first attempt's Durable follows
+        reply(answer)
 
     def lost(self, why: str) -> None:
+        """The primary is gone: every question still open is answered "unavailable"."""
         self.gone = why
-        futures: list[asyncio.Future[Any]] = [*self._decisions.values(), *self._durable.values()]
-        for future in futures:
-            if not future.done():
-                future.set_exception(ControlUnavailable(why))
-                future.exception()  # a session that already left never awaits it: no warning
+        waiting, self._waiting = self._waiting, {}
+        for sid, (reply, awaited) in waiting.items():
+            reply(_unavailable(awaited, sid, why))
+
+
+def _unavailable(awaited: type[Decided] | type[Durable], sid: str, why: str) -> Answer:
+    return Decided(sid, None, unavailable=why) if awaited is Decided else Durable(sid, unavailable=why)
 
 
 QUIESCE_ACCEPT_S = 0.2  # a handoff: time to accept what was queued on our sockets before closing
@@ -212,10 +157,8 @@ class Worker:
     def _on_message(self, message: Message) -> None:
         """Every message the primary sends, dispatched here (workers/messages.py)."""
         match message:
-            case Decided(sid, decision, ambiguous):
-                self.control.decided(sid, decision, ambiguous)
-            case Durable(sid, reassigned, unavailable):
-                self.control.durable(sid, reassigned, unavailable)
+            case Decided() | Durable():
+                self.control.answered(message)
             case Abort(sid, reason):
                 session = self.ctx.sessions.get(sid) if self.ctx is not None else None
                 if session is not None:

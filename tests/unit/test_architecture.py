@@ -151,7 +151,7 @@ def test_each_layer_depends_downwards_only(path: Path) -> None:
     assert not bad, f"{rel} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("name", ["machine.py", "vocabulary.py"])
+@pytest.mark.parametrize("name", ["machine.py", "vocabulary.py", "facts.py"])
 def test_the_session_machine_is_sans_io(name: str) -> None:
     """relay/machine.py decides; the shell (relay/session.py) does. No loop, socket, clock or
     descriptor in the machine or its vocabulary, and nothing of the shell around them (the whole
@@ -175,9 +175,9 @@ FORBIDDEN_IN_THE_CLOSURE = frozenset({"asyncio", "socket", "selectors", "ssl", "
 LOADED_BY_THE_PACKAGE_ROOT: frozenset[str] = frozenset()
 # what the pure modules may load of the balancer: each other, the settings they are configured with
 PURE = ("rdpbalancer.proto", "rdpbalancer.policy", "rdpbalancer.relay.machine", "rdpbalancer.relay.vocabulary",
-        "rdpbalancer.settings")
+        "rdpbalancer.relay.facts", "rdpbalancer.settings")
 PURE_MODULES = sorted(
-    {"rdpbalancer.relay.machine", "rdpbalancer.relay.vocabulary"}
+    {"rdpbalancer.relay.machine", "rdpbalancer.relay.vocabulary", "rdpbalancer.relay.facts"}
     | {f"rdpbalancer.{package}" + ("" if path.name == "__init__.py" else f".{path.stem}")
        for package in ("proto", "policy") for path in (PACKAGE / package).glob("*.py")})
 

@@ -9,6 +9,7 @@ from rdpbalancer.policy.engine import Router, RoutingPolicy, counted_user
 from rdpbalancer.policy.model import BalanceKind, Decision, Pool, PoolMember, Reason, RouteRequest, Server
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.relay.control import IgnoreBackendEvents, LocalControl
+from rdpbalancer.relay.facts import Abandoned, Answer, AttemptFailed, Decided, Durable, Finished, RouteAsked
 from rdpbalancer.store.sqlite import SqliteStickyStore
 
 TS01, TS02 = Server("TS01", "127.0.0.1", 3391), Server("TS02", "127.0.0.1", 3392)
@@ -54,16 +55,22 @@ def test_the_control_plane_counts_every_attempt_and_releases_it_on_each_way_out(
         store.load()
         store.start(asyncio.get_running_loop())
         control = LocalControl(r, store, IgnoreBackendEvents(), lambda: 0.0)
-        routed = [control.decide(f"s{i}", RouteRequest("10.0.0.1", "bob")) for i in range(3)]
-        for x in routed:
-            assert x.first_attempt is not None
-            await x.first_attempt
+        answers: list[Answer] = []
+        for i in range(3):
+            control.ask(RouteAsked(f"s{i}", RouteRequest("10.0.0.1", "bob")), answers.append)
+        for _ in range(500):  # until every first attempt's write is durable (the store's thread)
+            if sum(isinstance(a, Durable) for a in answers) == 3:
+                break
+            await asyncio.sleep(0.01)
+        routed = [a.decision for a in answers if isinstance(a, Decided) and a.decision is not None]
+        assert len(routed) == 3 and sum(isinstance(a, Durable) and a.unavailable is None for a in answers) == 3
         assert r.user_connections["bob"] == 3
-        assert control.decide("s3", RouteRequest("10.0.0.1", "bob")).decision.reason is Reason.PER_USER
-        first = routed[0].decision
-        control.attempt_failed("s0", first.candidates[0], "refused")  # failed: released
-        control.abandon("s1", routed[1].decision.candidates[0])  # given up: released
-        control.finished("s2", routed[2].decision, routed[2].decision.candidates[0], 0, 0)  # ended: released
+        control.ask(RouteAsked("s3", RouteRequest("10.0.0.1", "bob")), answers.append)
+        assert isinstance(answers[-1], Decided) and answers[-1].decision is not None
+        assert answers[-1].decision.reason is Reason.PER_USER and not answers[-1].attempted
+        control.tell(AttemptFailed("s0", routed[0].candidates[0], "refused"))  # failed: released
+        control.tell(Abandoned("s1", routed[1].candidates[0]))  # given up: released
+        control.tell(Finished("s2", routed[2], routed[2].candidates[0], 0, 0))  # ended: released
         assert "bob" not in r.user_connections and not r.connections
         await store.close()
 

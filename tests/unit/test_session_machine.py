@@ -14,6 +14,7 @@ import pytest
 from rdpbalancer.policy.limits import LimitSettings, Refusal
 from rdpbalancer.policy.model import Decision, Reason, RouteRequest, Server
 from rdpbalancer.proto.builders import build_connection_request, build_proxy_v1, build_proxy_v2
+from rdpbalancer.relay import facts as f
 from rdpbalancer.relay import vocabulary as v
 from rdpbalancer.relay.context import RelayContext
 from rdpbalancer.relay.machine import MAX_EARLY_CLIENT_BYTES, MIN_ATTEMPT_TIMEOUT_S, SessionMachine, refusal_detail
@@ -28,10 +29,16 @@ ADDR = ("192.0.2.7", 50123)
 SETTINGS = RelaySettings(handshake_timeout_s=5.0, connect_timeout_s=4.0)
 NEW = Decision(Reason.NEW, sticky_key="alice", pool="farm", candidates=(TS01, TS02), detail="leastconn")
 ALICE = RouteRequest(client_host=ADDR[0], user_key="alice", listener="0.0.0.0:3389")
+SID = "0-1"  # the session's id: every fact the machine emits is keyed by it
 
 
 def machine(settings: RelaySettings = SETTINGS) -> SessionMachine:
-    return SessionMachine(settings, "0.0.0.0:3389")
+    return SessionMachine(settings, "0.0.0.0:3389", SID, 1.0)
+
+
+def told_relaying(session: SessionMachine, decision: Decision, server: Server) -> f.Relaying:
+    """The fact the machine tells as the relay starts: what the control plane keeps of it."""
+    return f.Relaying(SID, f.SessionInfo(decision, server, session.user, session.addr, session.listener, 1.0))
 
 
 def play(session: SessionMachine, *events: v.Event) -> list[v.Command]:
@@ -42,7 +49,7 @@ def play(session: SessionMachine, *events: v.Event) -> list[v.Command]:
 def routing(session: SessionMachine, cr: bytes = CR) -> None:
     """Through admission and the handshake: the machine asked where to go."""
     assert play(session, v.ClientConnected(ADDR), v.Admitted(), v.ClientData(cr)) == [
-        v.Admit("192.0.2.7"), v.Register(5.0), v.HandshakeDone(), v.AskRoute(ALICE)]
+        v.Admit("192.0.2.7"), v.Register(5.0), v.HandshakeDone(), f.RouteAsked(SID, ALICE)]
     assert session.state is State.ROUTING
 
 
@@ -51,7 +58,8 @@ def test_a_new_user_is_admitted_routed_connected_and_relayed() -> None:
     routing(s)
     assert s.handle(v.RouteAnswered(NEW, attempted=True, at=100.0)) == [v.Connect(TS01, 2.0)]
     assert s.handle(v.ConnectDone(at=100.01)) == []  # connected, but not durable yet: nothing goes on
-    assert s.handle(v.AttemptDurable(at=100.02)) == [v.AttemptConnected(TS01), v.StartRelay(NEW, TS01, CR, False)]
+    assert s.handle(v.AttemptDurable(at=100.02)) == [
+        f.Connected(SID, TS01), told_relaying(s, NEW, TS01), v.StartRelay(NEW, TS01, CR, False)]
     assert s.state is State.RELAY and s.server is TS01 and s.user == "alice"
 
 
@@ -61,7 +69,8 @@ def test_client_bytes_before_the_backend_is_up_follow_the_cr_in_order() -> None:
     assert play(s, v.ClientData(b"\x00\x08"), v.RouteAnswered(NEW, attempted=True, at=0.0),
                 v.ClientData(b"more")) == [v.Connect(TS01, 2.0)]
     assert play(s, v.AttemptDurable(at=0.1), v.ConnectDone(at=0.2)) == [  # durable first, connected second: same
-        v.AttemptConnected(TS01), v.StartRelay(NEW, TS01, CR + b"\x03\x00\x00\x08more", False)]
+        f.Connected(SID, TS01), told_relaying(s, NEW, TS01),
+        v.StartRelay(NEW, TS01, CR + b"\x03\x00\x00\x08more", False)]
 
 
 def test_a_client_that_sends_too_much_before_the_backend_is_up_is_paused_then_resumed() -> None:
@@ -83,7 +92,7 @@ def test_the_client_leaving_mid_connect_cancels_it_and_abandons_the_attempt() ->
     assert s.handle(v.Lost(CLIENT)) == [v.CancelConnect(), v.Finish(False, "client closed")]
     # the cancelled connect and the durable write still come in: the attempt is nobody's fault
     assert play(s, v.ConnectDone("client left during connect", at=0.5), v.AttemptDurable(at=0.5)) == [
-        v.AttemptAbandoned(TS01)]
+        f.Abandoned(SID, TS01)]
     assert s.state is State.CLOSED
 
 
@@ -93,7 +102,7 @@ def test_an_abort_mid_connect_resets_the_client_and_the_rest_follows_as_a_client
     s.handle(v.RouteAnswered(NEW, attempted=True, at=0.0))
     assert s.handle(v.Aborted("shutdown")) == [v.Close(CLIENT, reset=True)]  # no backend leg yet
     assert play(s, v.Lost(CLIENT, "reset by us"), v.ConnectDone("client left during connect", at=0.5),
-                v.AttemptDurable(at=0.5)) == [v.CancelConnect(), v.Finish(False, "shutdown"), v.AttemptAbandoned(TS01)]
+                v.AttemptDurable(at=0.5)) == [v.CancelConnect(), v.Finish(False, "shutdown"), f.Abandoned(SID, TS01)]
 
 
 def test_the_client_leaving_while_the_route_is_decided_gives_the_attempt_up() -> None:
@@ -101,7 +110,7 @@ def test_the_client_leaving_while_the_route_is_decided_gives_the_attempt_up() ->
     routing(s)
     assert s.handle(v.Lost(CLIENT)) == [v.CancelConnect(), v.Finish(False, "client closed")]
     assert s.handle(v.RouteAnswered(NEW, attempted=True, at=0.0)) == []  # no connect for nobody
-    assert s.handle(v.AttemptDurable(at=0.1)) == [v.AttemptAbandoned(TS01)]
+    assert s.handle(v.AttemptDurable(at=0.1)) == [f.Abandoned(SID, TS01)]
 
 
 def test_a_user_placed_by_another_node_first_is_followed_once() -> None:
@@ -113,13 +122,13 @@ def test_a_user_placed_by_another_node_first_is_followed_once() -> None:
     followed = Decision(Reason.STICKY_HIT, sticky_key="alice", pool="farm", candidates=(TS02,),
                         detail="placed on TS02 by another node")
     assert commands == [
-        v.AttemptAbandoned(TS01),
+        f.Abandoned(SID, TS01),
         v.Log(logging.INFO, 'user "alice" was placed on TS02 by another balancer first; following'),
-        v.Attempt(followed, TS02), v.Connect(TS02, 3.5)]  # what is left of the budget
+        f.AttemptStarted(SID, followed, TS02), v.Connect(TS02, 3.5)]  # what is left of the budget
     # ... and a second disagreement gives up: the table changed again meanwhile
     s.handle(v.ConnectDone(at=10.75))
     assert s.handle(v.AttemptDurable(winner=TS01, at=11.0)) == [
-        v.AttemptAbandoned(TS02), v.AllFailed(followed),
+        f.Abandoned(SID, TS02), f.AllFailed(SID, followed),
         v.Reject("connect-failed", "connect-failed: TS02 unreachable (placed on TS02 by another node)")]
     assert s.state is State.CLOSED
 
@@ -130,10 +139,10 @@ def test_all_attempts_failed_tries_each_candidate_then_forgets_the_assignment() 
     s.handle(v.RouteAnswered(NEW, attempted=True, at=10.0))
     # refused half a second in: the last candidate gets the rest of the budget, not all of it again
     assert play(s, v.ConnectDone("connection refused", at=10.5), v.AttemptDurable(at=10.5)) == [
-        v.AttemptFailed(TS01, "connection refused"), v.Attempt(NEW, TS02), v.Connect(TS02, 3.5)]
+        f.AttemptFailed(SID, TS01, "connection refused"), f.AttemptStarted(SID, NEW, TS02), v.Connect(TS02, 3.5)]
     reject = v.Reject("connect-failed", "connect-failed: TS01, TS02 unreachable (leastconn)")
     assert play(s, v.AttemptDurable(at=10.5), v.ConnectDone("connect timeout after 3.50s", at=14.0)) == [
-        v.AttemptFailed(TS02, "connect timeout after 3.50s"), v.AllFailed(NEW), reject]
+        f.AttemptFailed(SID, TS02, "connect timeout after 3.50s"), f.AllFailed(SID, NEW), reject]
     # the shell closes the client: its end takes the session out of the registry
     assert s.handle(v.Lost(CLIENT)) == [v.Finish(False, reject.reason)]
 
@@ -150,9 +159,10 @@ def test_each_attempt_gets_an_equal_share_of_what_is_left_of_the_connect_budget(
     routing(s)
     assert s.handle(v.RouteAnswered(THREE, attempted=True, at=100.0)) == [v.Connect(TS01, 4.0 / 3)]
     assert play(s, v.ConnectDone("connect timeout after 1.33s", at=101.34), v.AttemptDurable(at=103.0)) == [
-        v.AttemptFailed(TS01, "connect timeout after 1.33s"), v.Attempt(THREE, TS02), v.Connect(TS02, 0.5)]
+        f.AttemptFailed(SID, TS01, "connect timeout after 1.33s"), f.AttemptStarted(SID, THREE, TS02),
+        v.Connect(TS02, 0.5)]
     assert play(s, v.ConnectDone("connection refused", at=103.25), v.AttemptDurable(at=103.25)) == [
-        v.AttemptFailed(TS02, "connection refused"), v.Attempt(THREE, TS03), v.Connect(TS03, 0.75)]
+        f.AttemptFailed(SID, TS02, "connection refused"), f.AttemptStarted(SID, THREE, TS03), v.Connect(TS03, 0.75)]
 
 
 def test_a_late_attempt_gets_at_least_the_minimum_but_never_past_the_budget() -> None:
@@ -176,7 +186,7 @@ def test_a_next_candidate_is_not_tried_once_the_connect_budget_is_spent() -> Non
     reject = v.Reject("connect-failed", "connect-failed: connect budget spent (connect_timeout 4s): TS01 unreachable, "
                                         "TS02, TS03 not tried (leastconn)")
     assert play(s, v.ConnectDone("connect timeout after 1.33s", at=101.34), v.AttemptDurable(at=103.875)) == [
-        v.AttemptFailed(TS01, "connect timeout after 1.33s"), v.AllFailed(THREE), reject]
+        f.AttemptFailed(SID, TS01, "connect timeout after 1.33s"), f.AllFailed(SID, THREE), reject]
     assert s.state is State.CLOSED and s.server is None
     assert s.handle(v.Lost(CLIENT)) == [v.Finish(False, reject.reason)]
 
@@ -186,7 +196,7 @@ def test_a_connect_timeout_below_the_minimum_is_one_attempt_of_all_of_it() -> No
     routing(s)
     assert s.handle(v.RouteAnswered(NEW, attempted=True, at=0.0)) == [v.Connect(TS01, 0.1)]
     assert play(s, v.ConnectDone("connection refused", at=0.0), v.AttemptDurable(at=0.0)) == [
-        v.AttemptFailed(TS01, "connection refused"), v.AllFailed(NEW),
+        f.AttemptFailed(SID, TS01, "connection refused"), f.AllFailed(SID, NEW),
         v.Reject("connect-failed", "connect-failed: connect budget spent (connect_timeout 0.1s): TS01 unreachable, "
                                    "TS02 not tried (leastconn)")]
 
@@ -199,9 +209,9 @@ def test_following_another_node_late_in_the_budget_ends_the_connection_instead()
     followed = Decision(Reason.STICKY_HIT, sticky_key="alice", pool="farm", candidates=(TS02,),
                         detail="placed on TS02 by another node")
     assert s.handle(v.AttemptDurable(winner=TS02, at=13.875)) == [
-        v.AttemptAbandoned(TS01),
+        f.Abandoned(SID, TS01),
         v.Log(logging.INFO, 'user "alice" was placed on TS02 by another balancer first; following'),
-        v.AllFailed(followed),  # a sticky hit: nothing of ours to forget, the entry is the other node's
+        f.AllFailed(SID, followed),  # a sticky hit: nothing of ours to forget, the entry is the other node's
         v.Reject("connect-failed", "connect-failed: connect budget spent (connect_timeout 4s): TS02 not tried "
                                    "(placed on TS02 by another node)")]
 
@@ -210,8 +220,8 @@ def test_a_durable_write_that_fails_fails_the_attempt() -> None:
     s = machine()
     routing(s)
     s.handle(v.RouteAnswered(NEW, attempted=True, at=0.0))
-    assert play(s, v.ConnectDone(at=0.1), v.AttemptDurable(unavailable="redis: timeout", at=0.5))[0] == v.AttemptFailed(
-        TS01, "control plane unavailable: redis: timeout")
+    assert play(s, v.ConnectDone(at=0.1), v.AttemptDurable(unavailable="redis: timeout", at=0.5))[0] == (
+        f.AttemptFailed(SID, TS01, "control plane unavailable: redis: timeout"))
 
 
 @pytest.mark.parametrize(("refusal", "expected"), [
@@ -258,7 +268,7 @@ def test_a_proxy_header_names_the_client_that_is_admitted_and_routed(header: byt
     assert s.handle(v.ClientConnected(ADDR)) == [v.Register(5.0)]  # the deadline covers the header too
     assert s.handle(v.ClientData(header[:7])) == []
     assert s.handle(v.ClientData(header[7:] + CR)) == [v.Admit("203.0.113.9")]  # the real client's limits
-    assert s.handle(v.Admitted()) == [v.HandshakeDone(), v.AskRoute(
+    assert s.handle(v.Admitted()) == [v.HandshakeDone(), f.RouteAsked(SID,
         RouteRequest(client_host="203.0.113.9", user_key="alice", listener="0.0.0.0:3389"))]
     assert s.addr == ("203.0.113.9", 4000)
 
@@ -325,7 +335,7 @@ def test_sessions_accepted_before_a_handoff_are_finished_here() -> None:
     s = machine()
     play(s, v.ClientConnected(ADDR), v.Admitted())
     # ... the listener is handed to the successor here; the client sends its CR afterwards
-    assert s.handle(v.ClientData(CR)) == [v.HandshakeDone(), v.AskRoute(ALICE)]
+    assert s.handle(v.ClientData(CR)) == [v.HandshakeDone(), f.RouteAsked(SID, ALICE)]
     play(s, v.RouteAnswered(NEW, attempted=True, at=0.0), v.ConnectDone(at=0.01), v.AttemptDurable(at=0.01))
     assert s.relaying
     assert s.handle(v.Aborted("handoff drain timeout")) == [v.Close(CLIENT, reset=True), v.Close(SERVER, reset=True)]
@@ -381,8 +391,8 @@ def test_a_server_that_closes_after_connecting_but_before_the_write_is_durable_f
     play(s, v.RouteAnswered(NEW, attempted=True, at=0.0), v.ConnectDone(at=0.25))
     assert play(s, v.Eof(SERVER), v.Lost(SERVER)) == []  # not relaying: the shell closes the leg
     # the durable answer came a second in: the next candidate gets the 3 s left
-    assert s.handle(v.AttemptDurable(at=1.0)) == [v.AttemptFailed(TS01, "closed by server during connect"),
-                                                  v.Attempt(NEW, TS02), v.Connect(TS02, 3.0)]
+    assert s.handle(v.AttemptDurable(at=1.0)) == [f.AttemptFailed(SID, TS01, "closed by server during connect"),
+                                                  f.AttemptStarted(SID, NEW, TS02), v.Connect(TS02, 3.0)]
 
 
 def test_an_ambiguous_truncated_name_is_logged_and_counted() -> None:
@@ -497,7 +507,8 @@ def test_a_backend_that_closes_before_its_connect_is_reported_is_left_to_the_con
     s.handle(v.RouteAnswered(NEW, attempted=True, at=0.0))
     assert s.handle(v.Lost(SERVER)) == []
     assert play(s, v.ConnectDone("closed by server during connect", at=0.1), v.AttemptDurable(at=0.1)) == [
-        v.AttemptFailed(TS01, "closed by server during connect"), v.Attempt(NEW, TS02), v.Connect(TS02, 3.9)]
+        f.AttemptFailed(SID, TS01, "closed by server during connect"), f.AttemptStarted(SID, NEW, TS02),
+        v.Connect(TS02, 3.9)]
 
 
 def test_an_answer_without_an_attempt_after_the_client_left_is_a_no_op() -> None:
@@ -515,7 +526,7 @@ def test_the_backend_of_an_attempt_the_client_left_may_end_before_the_attempt_is
     play(s, v.RouteAnswered(NEW, attempted=True, at=0.0), v.Lost(CLIENT))
     assert s.handle(v.ConnectDone(at=0.1)) == []  # connected before the cancel took effect
     assert play(s, v.Eof(SERVER), v.Lost(SERVER)) == []
-    assert s.handle(v.AttemptDurable(at=0.2)) == [v.AttemptAbandoned(TS01)]
+    assert s.handle(v.AttemptDurable(at=0.2)) == [f.Abandoned(SID, TS01)]
     with pytest.raises(v.IllegalEvent):  # the shell dropped that leg with the attempt
         s.handle(v.Lost(SERVER))
 

@@ -47,6 +47,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from rdpbalancer.policy.model import Decision, Reason, Server
 from rdpbalancer.proto.builders import build_connection_request, build_proxy_v1
+from rdpbalancer.relay import facts as f
 from rdpbalancer.relay import vocabulary as v
 from rdpbalancer.relay.machine import MIN_ATTEMPT_TIMEOUT_S, SessionMachine, refusal_detail
 from rdpbalancer.relay.vocabulary import State
@@ -54,6 +55,8 @@ from rdpbalancer.settings import RelaySettings
 
 CLIENT, SERVER = v.Side.CLIENT, v.Side.SERVER
 LISTENER = "0.0.0.0:3389"
+SID = "7-42"
+FACTS = (f.RouteAsked, f.AttemptStarted, f.Connected, f.AttemptFailed, f.Abandoned, f.AllFailed, f.Relaying)
 ADDR = ("192.0.2.7", 50123)
 SERVERS = (Server("TS01", "127.0.0.1", 3390), Server("TS02", "127.0.0.1", 3391), Server("TS03", "127.0.0.1", 3392))
 ELSEWHERE = Server("TS09", "127.0.0.1", 3399)  # placed there by another balancer
@@ -62,7 +65,7 @@ HEADER = build_proxy_v1(("203.0.113.9", 4000), ("192.0.2.1", 3389))
 LOOP_LAG_S = 0.01  # a timeout's callback runs this late at most, in the model
 EPSILON = 1e-9
 # what the machine may still say once the session is finished: the end of an attempt it gave up
-AFTER_FINISH = (v.AttemptAbandoned,)
+AFTER_FINISH = (f.Abandoned,)
 # commands the shell may see answered at once, inside the command (relay/session.Session._do): each
 # must end its batch, so that its answer follows every command before it
 ANSWERED_AT_ONCE = (v.Admit, v.Connect, v.StartRelay)
@@ -130,6 +133,7 @@ class Books:
     ask_route: int = 0
     all_failed: int = 0
     start_relay: list[v.StartRelay] = field(default_factory=list)
+    relaying: bool = False  # the control plane was told (f.Relaying), before the relay starts
     attempts: list[AttemptBook] = field(default_factory=list)
     route_candidates: int = 0
     follows: int = 0
@@ -150,7 +154,7 @@ class Shell(RuleBasedStateMachine):
         self.session = SessionMachine(RelaySettings(
             connect_timeout_s=config.connect_timeout, splice=config.splice,
             proxy_listeners=frozenset({LISTENER}) if config.listener != "plain" else frozenset(),
-            trusted_proxies=(ipaddress.ip_network(trusted),)), LISTENER)
+            trusted_proxies=(ipaddress.ip_network(trusted),)), LISTENER, SID, 1.0)
         self.connect_timeout, self.refusal = config.connect_timeout, config.refusal
         self.splice, self.any_order, self.calm = config.splice, config.any_order, config.calm
         self.started = self.now
@@ -183,13 +187,15 @@ class Shell(RuleBasedStateMachine):
         for command in commands:
             if finished_before:
                 assert isinstance(command, AFTER_FINISH), f"{command} after the session finished"
-            if isinstance(command, v.Attempt) and abandoned:
+            if isinstance(command, f.AttemptStarted) and abandoned:
                 self.books.follows += 1  # given up for another balancer's placement, which is tried
-            abandoned = abandoned or isinstance(command, v.AttemptAbandoned)
+            abandoned = abandoned or isinstance(command, f.Abandoned)
             self.carry_out(command)
 
     def carry_out(self, command: v.Command) -> None:
         books = self.books
+        if isinstance(command, FACTS):
+            assert command.sid == SID, f"{command} is not keyed by the session's id"
         if isinstance(command, v.Admit):
             books.admit += 1
             assert books.admit == 1, "asked to admit twice"
@@ -209,11 +215,11 @@ class Shell(RuleBasedStateMachine):
             self.out_of_handshake()
             if not self.client_lost:
                 self.client_closing = True  # reset or closed by the shell: its Lost follows
-        elif isinstance(command, v.AskRoute):
+        elif isinstance(command, f.RouteAsked):
             books.ask_route += 1
             assert books.ask_route == 1, "asked to route twice"
             self.route_pending = True
-        elif isinstance(command, v.Attempt):
+        elif isinstance(command, f.AttemptStarted):
             assert self.open_attempt() is None, "an attempt started while another is open"
             assert command.server in command.decision.candidates
             books.attempts.append(AttemptBook(command.server))
@@ -222,13 +228,18 @@ class Shell(RuleBasedStateMachine):
         elif isinstance(command, v.CancelConnect):
             if self.connect is not None:
                 self.connect.cancelled = True
-        elif isinstance(command, v.AttemptConnected | v.AttemptFailed | v.AttemptAbandoned):
+        elif isinstance(command, f.Connected | f.AttemptFailed | f.Abandoned):
             self.attempt_ends(command)
-        elif isinstance(command, v.AllFailed):
+        elif isinstance(command, f.AllFailed):
             books.all_failed += 1
             assert books.all_failed == 1, "all failed twice"
             assert self.open_attempt() is None and books.attempts, "all failed with an attempt open, or none made"
             assert books.attempts[-1].outcome in ("failed", "abandoned")
+        elif isinstance(command, f.Relaying):
+            attempt = books.attempts[-1] if books.attempts else None
+            assert attempt is not None and attempt.outcome == "connected" and command.info.server == attempt.server
+            assert not books.start_relay and not books.relaying, "relaying told twice, or after the relay started"
+            books.relaying = True
         elif isinstance(command, v.PauseClient):
             assert not self.paused and not books.start_relay, "paused twice, or while relaying"
             self.paused = True
@@ -263,23 +274,24 @@ class Shell(RuleBasedStateMachine):
         assert self.now - self.route_at + command.budget_s <= ct + EPSILON, (
             f"{command} at {self.now - self.route_at:.3f}s into a budget of {ct}s ends past it")
 
-    def attempt_ends(self, command: v.AttemptConnected | v.AttemptFailed | v.AttemptAbandoned) -> None:
+    def attempt_ends(self, command: f.Connected | f.AttemptFailed | f.Abandoned) -> None:
         attempt = self.open_attempt()
         assert attempt is not None, f"{command} with no attempt open"
         assert attempt.server == command.server, f"{command} for another attempt's server"
         assert attempt.durable, f"{command} before the attempt is durable"
         assert self.connect is None and (not attempt.connect_asked or attempt.connected is not None), (
             f"{command} before its connect ended")
-        if isinstance(command, v.AttemptConnected):
+        if isinstance(command, f.Connected):
             assert attempt.connected, "connected on a failed connect"
             attempt.outcome = "connected"
         else:
-            attempt.outcome = "failed" if isinstance(command, v.AttemptFailed) else "abandoned"
+            attempt.outcome = "failed" if isinstance(command, f.AttemptFailed) else "abandoned"
             self.server_open = self.server_eof = self.server_closing = False  # the backend is dropped
 
     def relay_starts(self, command: v.StartRelay) -> None:
         books = self.books
         assert not books.start_relay, "relay started twice"
+        assert books.relaying, "the relay started before the control plane was told"
         attempt = books.attempts[-1] if books.attempts else None
         assert attempt is not None and attempt.outcome == "connected" and attempt.server == command.server
         assert command.first == self.sent, "client bytes lost, doubled or reordered before the relay"
@@ -488,7 +500,7 @@ class Shell(RuleBasedStateMachine):
         attempt.connected = result == ""
         if result == "" and not self.splice:
             self.server_open = True  # the backend's leg: its ends come from now on
-        self.send(v.ConnectDone(result, at=at))
+        self.send(v.ConnectDone(result or None, at=at))
 
     def durable_answered(self, answer: str, dt: float) -> None:
         attempt = self.open_attempt()
@@ -544,7 +556,7 @@ class Shell(RuleBasedStateMachine):
         if self.closed_at is not None:
             assert state is State.CLOSED, f"{state} after CLOSED"
             for _event, commands in self.history[self.closed_at:]:
-                assert all(isinstance(c, v.Finish | v.AttemptAbandoned | v.Close) for c in commands), (
+                assert all(isinstance(c, v.Finish | f.Abandoned | v.Close) for c in commands), (
                     f"{commands} once closed")
         elif state is State.CLOSED:
             self.closed_at = len(self.history)
