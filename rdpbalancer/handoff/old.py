@@ -24,6 +24,7 @@ from rdpbalancer.handoff.messages import (
 from rdpbalancer.ipc import Channel, Message
 from rdpbalancer.policy.sticky import Change
 from rdpbalancer.relay.control import LocalControl
+from rdpbalancer.relay.facts import Fact, Finished, Relaying
 from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.relay.sockets import steer_group_to_first
 from rdpbalancer.runtime import own_command
@@ -205,11 +206,14 @@ class Handover:
         if self.channel is not None:
             self.channel.send(Changed(change))
 
-    def session_opened(self, server: str, key: str | None, at: float) -> None:
-        """An old session started relaying (it was still connecting when the listeners moved)."""
-        if self.channel is not None:
-            self.channel.send(Opened(server, key, at))
-
-    def session_closed(self, server: str, key: str | None, at: float) -> None:
-        if self.channel is not None:
-            self.channel.send(Closed(server, key, at))
+    def seen(self, fact: Fact, at: float) -> None:
+        """A session fact of this process (relay/facts.py), once the successor counts its sessions:
+        a session that starts relaying (it was still connecting when the listeners moved) and
+        each end go to it; the rest is this process's own business."""
+        if self.channel is None:
+            return
+        match fact:
+            case Relaying(_, info):
+                self.channel.send(Opened(info.server.name, info.decision.sticky_key, at))
+            case Finished(_, decision, server):
+                self.channel.send(Closed(server.name, decision.sticky_key, at))

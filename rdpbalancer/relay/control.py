@@ -73,12 +73,11 @@ class Control(Protocol):
     def tell(self, fact: Fact) -> None: ...
 
 
-class SessionWatcher(Protocol):
-    """A handoff's successor process, as the old one's sessions tell it of their starts and ends."""
+class FactWatcher(Protocol):
+    """A handoff's successor process (rdpbalancer/handoff/old.py), which sees every fact this
+    process is told, with the time it was told, once it counts this process's sessions."""
 
-    def session_opened(self, server: str, key: str | None, at: float) -> None: ...
-
-    def session_closed(self, server: str, key: str | None, at: float) -> None: ...
+    def seen(self, fact: Fact, at: float) -> None: ...
 
 
 class LocalControl:
@@ -90,9 +89,9 @@ class LocalControl:
         self.store = store
         self.events = events
         self.clock = clock
-        # a handoff's successor: told of each session start and end here, and the table's only
-        # writer (this process no longer persists the ends); None while this process serves
-        self.successor: SessionWatcher | None = None
+        # a handoff's successor: sees every fact told here, and is the table's only writer (this
+        # process no longer persists the ends); None while this process serves
+        self.successor: FactWatcher | None = None
         self._users: dict[str, str] = {}  # sid -> the user its attempt counts for (per_user_connections)
 
     # -- questions -----------------------------------------------------------------------------
@@ -201,9 +200,11 @@ class LocalControl:
             case AllFailed(_, decision):
                 self.store.apply_later(self.router.unassign(decision, self.clock()))
             case Relaying(_, info):
-                self._relaying(info.decision, info.server)
+                self._relaying(info.decision)
             case Finished(sid, decision, server):
                 self._finished(sid, decision, server)
+        if self.successor is not None:
+            self.successor.seen(fact, self.clock())
 
     def _attempt_over(self, sid: str, server: Server) -> None:
         """What an attempt counted is undone (the connect failed or was given up, or the session ended)."""
@@ -212,7 +213,7 @@ class LocalControl:
         if user is not None:
             self.router.user_closed(user)
 
-    def _relaying(self, decision: Decision, server: Server) -> None:
+    def _relaying(self, decision: Decision) -> None:
         key = decision.sticky_key
         if key is not None:
             self.router.table.session_opened(key, self.clock())
@@ -220,12 +221,8 @@ class LocalControl:
                 entry = self.router.table.get(key, self.clock())
                 if entry is not None:
                     self.store.refresh_later(self.router.table.refreshed(entry))
-        if self.successor is not None:
-            self.successor.session_opened(server.name, key, self.clock())
 
     def _finished(self, sid: str, decision: Decision, server: Server) -> None:
-        if self.successor is not None:
-            self.successor.session_closed(server.name, decision.sticky_key, self.clock())
         self._attempt_over(sid, server)
         if decision.sticky_key is not None:
             entry = self.router.table.session_closed(decision.sticky_key, self.clock())
