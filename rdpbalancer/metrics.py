@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rdpbalancer import __version__, clock
+from rdpbalancer import __version__
 from rdpbalancer.health.probes import ProbeResult
 from rdpbalancer.policy.limits import Refusal
 from rdpbalancer.ports import ReadModel
@@ -152,7 +152,7 @@ class _StateCollector(Collector):
                                 value=self.bal.tracked_sources())
 
     def _servers(self) -> Iterator[Metric]:
-        bal = self.bal
+        routing = self.bal.routing()
         up = _gauge("server_up", "1 when health checks say the server is up (or unknown), 0 when down", ["server"])
         state = _gauge("server_admin_state", "1 for the server's current admin state", ["server", "state"])
         homed = _gauge("server_homed_users", "Unexpired sticky entries pointing at the server", ["server"])
@@ -167,29 +167,29 @@ class _StateCollector(Collector):
         cap = _gauge("server_max_sessions", "max_sessions of the server in each pool (only where one is set); "
                      "compare with server_connections (leastconn) or server_homed_users (leastsessions)",
                      ["pool", "server"])
-        for name in bal.snapshot.policy.servers():
-            cond = bal.router.condition(name)
+        for name in self.bal.snapshot.policy.servers():
+            server = routing.servers[name]
+            cond = server.condition
             up.add_metric([name], 1 if cond.up else 0)
             for s in ("ready", "drain", "maint"):
                 state.add_metric([name, s], 1 if cond.admin == s else 0)
-            homed.add_metric([name], bal.table.homed(name))
-            conns.add_metric([name], bal.router.connections[name])
-        now = clock.now()
-        shares = {name: ramp[0] for name in bal.router.policy.slowstart
-                  if (ramp := bal.router.ramp(name, now)) is not None}
-        for pool in bal.router.policy.pools:
+            homed.add_metric([name], server.homed_users)
+            conns.add_metric([name], server.connections)
+        shares = {name: s.ramp[0] for name, s in routing.servers.items()
+                  if name in routing.policy.slowstart and s.ramp is not None}
+        for pool in routing.policy.pools:
             for m in pool.members:
                 weight.add_metric([pool.name, m.server.name], m.weight)
                 eweight.add_metric([pool.name, m.server.name], round(m.weight * shares.get(m.server.name, 1.0), 3))
                 backup.add_metric([pool.name, m.server.name], 1 if m.backup else 0)
                 if m.max_sessions is not None:
                     cap.add_metric([pool.name, m.server.name], m.max_sessions)
-            on_backup.add_metric([pool.name], 1 if bal.router.on_backup(pool, now) else 0)
+            on_backup.add_metric([pool.name], 1 if routing.on_backup[pool.name] else 0)
         yield from (up, state, homed, conns, weight, eweight, backup, on_backup, cap)
 
     def _sticky(self) -> Iterator[Metric]:
-        bal, stats = self.bal, self.bal.stats().connections
-        yield GaugeMetricFamily(P + "sticky_entries", "Entries in the sticky table", value=len(bal.table))
+        table, store, stats = self.bal.sticky_counts(), self.bal.store_health(), self.bal.stats().connections
+        yield GaugeMetricFamily(P + "sticky_entries", "Entries in the sticky table", value=table.entries)
         lookups = _counter("sticky_lookups", "Routing decisions for users: hit = back to their server", ["result"])
         lookups.add_metric(["hit"], stats["sticky-hit"])
         lookups.add_metric(["miss"], stats["new"])
@@ -197,21 +197,21 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(P + "sticky_reassignments", "Users moved off a down or maintenance server",
                                   value=stats["failover"])
         yield CounterMetricFamily(P + "sticky_evictions", "Entries evicted because the table was full",
-                                  value=bal.table.evictions)
+                                  value=table.evictions)
         yield CounterMetricFamily(P + "sticky_expirations", "Entries dropped because their ttl passed",
-                                  value=bal.table.expirations)
+                                  value=table.expirations)
         writes = _counter("sticky_store_commits", "Sticky store transactions", ["result"])
-        writes.add_metric(["success"], bal.store.commits)
-        writes.add_metric(["failure"], bal.store.failures)
+        writes.add_metric(["success"], store.commits)
+        writes.add_metric(["failure"], store.failures)
         yield writes
-        if bal.store.shared:
+        if store.shared:
             yield GaugeMetricFamily(P + "sticky_store_shared_up", "1 when the shared store (Redis) answers",
-                                    value=1 if bal.store.available else 0)
+                                    value=1 if store.available else 0)
             yield CounterMetricFamily(P + "sticky_store_conflicts", "Users another node had placed first (or "
-                                      "differently during an outage)", value=bal.store.conflicts)
+                                      "differently during an outage)", value=store.conflicts)
         yield GaugeMetricFamily(P + "sticky_store_unsaved_changes",
                                 "Changes kept in memory because writing the sticky file failed",
-                                value=bal.store.unsaved)
+                                value=store.unsaved)
 
     def _directory_and_config(self) -> Iterator[Metric]:
         bal = self.bal
@@ -230,35 +230,34 @@ class _StateCollector(Collector):
         yield reloads
         yield GaugeMetricFamily(P + "config_last_reload_ok", "0 while the last reload attempt failed",
                                 value=0 if bal.config_status.last_reload_error else 1)
+        routing = bal.routing()
         yield CounterMetricFamily(P + "truncated_cookie_ambiguities",
                                   "Truncated cookies standing for users that route differently",
-                                  value=bal.router.ambiguous)
+                                  value=routing.ambiguous)
         yield CounterMetricFamily(P + "session_name_ambiguities",
                                   "Cookies without a domain that the hosts list under several domains "
-                                  "(the sticky entry stands)", value=bal.router.ambiguous_names)
+                                  "(the sticky entry stands)", value=routing.ambiguous_names)
 
 
     def _host_sessions(self) -> Iterator[Metric]:
-        poller, now = self.bal.hosts, clock.now()
-        directory = poller.directory
+        directory = self.bal.host_sessions()
         sessions = _gauge("host_sessions", "Sessions the host itself reports (session directory)", ["server", "state"])
         up = _gauge("session_source_up", "1 while the host's session list is fresh (answered within stale_after)",
                     ["server"])
         age = _gauge("session_source_age_seconds", "Age of the host's last session list", ["server"])
         failures = _counter("session_source_failures", "Failed session queries", ["server"])
-        for source in poller.plan.sources:
-            report = directory.reports.get(source.server)
+        for host in directory.hosts:
+            server, report = host.source.server, host.report
             listed = report.sessions if report is not None else ()
             for state in ("active", "disconnected"):
-                sessions.add_metric([source.server, state], sum(1 for x in listed if x.state == state))
-            up.add_metric([source.server], 1 if directory.fresh(source.server, now) else 0)
-            if (seconds := directory.age(source.server, now)) is not None:
-                age.add_metric([source.server], seconds)
-            stats = poller.stats.get(source.server)
-            failures.add_metric([source.server], stats.failures if stats is not None else 0)
+                sessions.add_metric([server, state], sum(1 for x in listed if x.state == state))
+            up.add_metric([server], 1 if host.fresh else 0)
+            if host.age_s is not None:
+                age.add_metric([server], host.age_s)
+            failures.add_metric([server], host.failures)
         yield from (sessions, up, age, failures)
         yield GaugeMetricFamily(P + "duplicate_sessions", "Users with sessions on more than one host",
-                                value=len(directory.duplicates()))
+                                value=len(directory.duplicates))
 
 
 def _tasks_alive() -> int:

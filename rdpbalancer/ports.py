@@ -1,49 +1,152 @@
 """The running balancer as its readers and its operators see it: two small Protocols.
 
 The admin API, the dashboard, the metrics and `explain` are written against `ReadModel` (what
-they read, never change) and `OperationsPort` (what an operator may do). The composition root
-(`app.Balancer`) provides both; nothing but the entry points imports it.
+they read, never change: values as of the call, not the live router, table, monitor, store or
+poller) and `OperationsPort` (what an operator may do). `view.View` and `operations.Operations`
+provide them; the composition root (`app.Balancer`) makes both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rdpbalancer.config.compile import Snapshot
 from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.sync import DirectoryStatus
-from rdpbalancer.health.monitor import HealthMonitor
-from rdpbalancer.hosts.poller import SessionPoller
-from rdpbalancer.policy.engine import Router
-from rdpbalancer.policy.model import AdminState
+from rdpbalancer.health.state import Health, Transition
+from rdpbalancer.hosts.spec import HostSource
+from rdpbalancer.policy.engine import RoutingPolicy
+from rdpbalancer.policy.model import AdminState, Decision, RouteRequest, ServerCondition
+from rdpbalancer.policy.rules import Trace
 from rdpbalancer.policy.sessions import HostReport
-from rdpbalancer.policy.sticky import StickyEntry, StickyTable
+from rdpbalancer.policy.sticky import StickyEntry
 from rdpbalancer.relay.context import SessionView, Stats
-from rdpbalancer.store.port import StickyStorePort
 
 Address = tuple[str, int]
+
+
+# -- what readers get: values as of the call, never the live components ------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CheckState:
+    """One server's health checks (its tracker and its check's kind)."""
+
+    kind: str | None  # the check configured; None: not tracked
+    state: Health
+    since: float
+    last_check: float | None
+    last_error: str | None
+    failures: int  # consecutive
+    last_latency_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    name: str
+    condition: ServerCondition  # admin state, up/down, since when
+    connections: int  # open and opening, this node's and (cluster) the others'
+    homed_users: int  # unexpired sticky entries pointing at it
+    ramp: tuple[float, float] | None  # slow start: (share of its weight, seconds left) while it ramps
+    check: CheckState | None
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """The router at one moment (`at`): the policy with run-time weights, and each server."""
+
+    at: float
+    policy: RoutingPolicy
+    servers: Mapping[str, ServerState]
+    on_backup: Mapping[str, bool]  # pool -> new users go to its backup servers
+    ambiguous: int  # truncated cookies standing for users that route differently
+    ambiguous_names: int  # cookies without a domain the hosts list under several domains
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """Where a request would go now (nothing changed), and whom its cookie may stand for."""
+
+    decision: Decision
+    candidates: tuple[str, ...]
+    groups: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StickyPage:
+    total: int  # entries that matched
+    entries: tuple[StickyEntry, ...]  # copies: the page asked for
+
+
+@dataclass(frozen=True, slots=True)
+class StickyCounts:
+    entries: int
+    evictions: int
+    expirations: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """The sticky store's health read model."""
+
+    shared: bool  # several nodes share it (Redis)
+    available: bool | None  # the shared store answers (None: unknown yet)
+    unsaved: int  # changes kept in memory because writing failed
+    commits: int
+    failures: int
+    conflicts: int  # users another node placed first
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostState:
+    """A server with a session source: what it said last, how old that is, how its queries go."""
+
+    source: HostSource
+    report: HostReport | None
+    age_s: float | None
+    fresh: bool
+    load: int  # its listed sessions plus the users placed there since it answered
+    failures: int
+    failing_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostSessions:
+    """The session directory at one moment."""
+
+    hosts: tuple[HostState, ...]
+    reports: Mapping[str, HostReport]  # server -> what it said last (sources gone included, until forgotten)
+    duplicates: Mapping[str, tuple[str, ...]]  # user -> the hosts listing a session of hers
 
 
 class ReadModel(Protocol):
     @property
     def snapshot(self) -> Snapshot: ...
 
-    @property
-    def router(self) -> Router:
-        """The live router: conditions, connections, policy with run-time weights (read only:
-        `preview`, never `decide`)."""
+    def routing(self) -> Routing: ...
+
+    def preview(self, request: RouteRequest, trace: Trace) -> Preview:
+        """`explain`: the router's preview, never its decide."""
         ...
 
-    @property
-    def table(self) -> StickyTable: ...
+    def sticky_page(self, server: str | None, offset: int, limit: int) -> StickyPage:
+        """The table's entries (all, or those of `server`), `limit` of them from `offset`."""
+        ...
 
-    @property
-    def monitor(self) -> HealthMonitor: ...
+    def sticky_entry(self, key: str) -> StickyEntry | None: ...
 
-    @property
-    def store(self) -> StickyStorePort:
-        """For its health read model (unsaved, failures, available, last_error)."""
+    def sticky_counts(self) -> StickyCounts: ...
+
+    def store_health(self) -> StoreHealth: ...
+
+    def health_events(self) -> list[Transition]:
+        """The servers' latest health state changes, oldest first."""
+        ...
+
+    def host_sessions(self) -> HostSessions:
+        """The session directory: every host's sessions, their sources and their health."""
         ...
 
     @property
@@ -83,11 +186,6 @@ class ReadModel(Protocol):
 
     def tracked_sources(self) -> int:
         """Client addresses the limits hold state for."""
-        ...
-
-    @property
-    def hosts(self) -> SessionPoller:
-        """The session directory: every host's sessions, their sources and their health."""
         ...
 
 

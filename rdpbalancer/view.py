@@ -1,25 +1,38 @@
-"""`ReadModel` (ports.py) over the running components: what readers see, computed on demand."""
+"""`ReadModel` (ports.py) over the running components: what readers see, as values computed on
+demand (copies and frozen snapshots: a reader holds no live router, table, monitor, store or poller)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from rdpbalancer import clock
 from rdpbalancer.config.compile import Snapshot
 from rdpbalancer.config.status import ConfigStatus
 from rdpbalancer.directory.build import Groups
 from rdpbalancer.directory.sync import DirectoryStatus
 from rdpbalancer.health.monitor import HealthMonitor
-from rdpbalancer.hosts.poller import SessionPoller
+from rdpbalancer.health.state import Transition
 from rdpbalancer.operations import Operations
-from rdpbalancer.policy.engine import Router
-from rdpbalancer.policy.model import AdminState
-from rdpbalancer.policy.sticky import StickyTable
+from rdpbalancer.policy.model import AdminState, RouteRequest
+from rdpbalancer.policy.rules import Trace
+from rdpbalancer.policy.sticky import StickyEntry
+from rdpbalancer.ports import (
+    CheckState,
+    HostSessions,
+    HostState,
+    Preview,
+    Routing,
+    ServerState,
+    StickyCounts,
+    StickyPage,
+    StoreHealth,
+)
 from rdpbalancer.relay.context import RelayContext, SessionView, Stats
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import Address, ListenerSet
-from rdpbalancer.store.port import StickyStorePort
 from rdpbalancer.workers.primary import WorkerPool
 
 
@@ -34,17 +47,59 @@ class View:
     def snapshot(self) -> Snapshot:
         return self.ops.snapshot
 
-    @property
-    def router(self) -> Router:
-        return self.ops.router
+    def routing(self) -> Routing:
+        router, table, now = self.ops.router, self.ops.table, clock.now()
+        servers = {name: ServerState(name, router.condition(name), router.connections[name], table.homed(name),
+                                     router.ramp(name, now), self._check(name))
+                   for name in router.policy.servers()}
+        return Routing(now, router.policy, servers, {p.name: router.on_backup(p, now) for p in router.policy.pools},
+                       router.ambiguous, router.ambiguous_names)
 
-    @property
-    def table(self) -> StickyTable:
-        return self.ops.table
+    def _check(self, server: str) -> CheckState | None:
+        tracker, spec = self.monitor.trackers.get(server), self.monitor.specs.get(server)
+        if tracker is None:
+            return None
+        return CheckState(spec.kind if spec else None, tracker.state, tracker.since, tracker.last_check,
+                          tracker.last_error, tracker.failures, tracker.last_latency_s)
 
-    @property
-    def store(self) -> StickyStorePort:
-        return self.ops.store
+    def preview(self, request: RouteRequest, trace: Trace) -> Preview:
+        router = self.ops.router
+        decision = router.preview(request, clock.now(), trace)
+        candidates = router.candidate_users(request.user_key)
+        return Preview(decision, candidates,
+                       frozenset(g for u in candidates for g in router.membership.groups_of(u)))
+
+    def sticky_page(self, server: str | None, offset: int, limit: int) -> StickyPage:
+        entries = [e for e in self.ops.table if server is None or e.server == server]
+        return StickyPage(len(entries), tuple(replace(e) for e in entries[offset: offset + limit]))
+
+    def sticky_entry(self, key: str) -> StickyEntry | None:
+        entry = self.ops.table.get(key, clock.now())
+        return replace(entry) if entry is not None else None
+
+    def sticky_counts(self) -> StickyCounts:
+        table = self.ops.table
+        return StickyCounts(len(table), table.evictions, table.expirations)
+
+    def store_health(self) -> StoreHealth:
+        store = self.ops.store
+        return StoreHealth(store.shared, store.available, store.unsaved, store.commits, store.failures,
+                           store.conflicts, store.last_error)
+
+    def health_events(self) -> list[Transition]:
+        return list(self.monitor.history)
+
+    def host_sessions(self) -> HostSessions:
+        poller, now = self.ops.hosts, clock.now()
+        directory = poller.directory
+        hosts = []
+        for source in poller.plan.sources:
+            stats = poller.stats.get(source.server)
+            hosts.append(HostState(source, directory.reports.get(source.server), directory.age(source.server, now),
+                                   directory.fresh(source.server, now), directory.load(source.server),
+                                   stats.failures if stats is not None else 0,
+                                   stats.failing_since if stats is not None else None))
+        return HostSessions(tuple(hosts), dict(directory.reports), directory.duplicates())
 
     @property
     def sessions(self) -> Mapping[str, SessionView]:
@@ -80,9 +135,5 @@ class View:
         return local + (self.workers.handshaking if self.workers is not None else 0)
 
     def tracked_sources(self) -> int:
-        budget = self.router.new_users
+        budget = self.ops.router.new_users
         return self.ctx.admission.sources() + (budget.sources() if budget is not None else 0)
-
-    @property
-    def hosts(self) -> SessionPoller:
-        return self.ops.hosts

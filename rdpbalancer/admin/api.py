@@ -270,14 +270,13 @@ def _key(request: web.Request) -> str:
 
 async def list_sticky(request: web.Request) -> web.Response:
     view, query = _view(request), _query(request, StickyQuery)
-    entries = [e for e in view.table if query.server is None or e.server == query.server]
-    page = entries[query.offset: query.offset + query.limit]
-    return _json({"total": len(entries), "offset": query.offset, "entries": [views.entry(e) for e in page]})
+    page = view.sticky_page(query.server, query.offset, query.limit)
+    return _json({"total": page.total, "offset": query.offset, "entries": [views.entry(e) for e in page.entries]})
 
 
 async def get_sticky(request: web.Request) -> web.Response:
     view, key = _view(request), _key(request)
-    entry = view.table.get(key, clock.now())
+    entry = view.sticky_entry(key)
     if entry is None:
         raise ApiError(404, f"no sticky entry for {key!r}")
     return _json(views.entry(entry))
@@ -349,7 +348,7 @@ async def get_simple(request: web.Request) -> web.Response:
         "groups": lambda: views.groups(view),
         "config": lambda: views.config_status(view),
         "decisions": lambda: {"decisions": list(view.decisions)[::-1]},
-        "events": lambda: {"events": [views.transition(t) for t in list(view.monitor.history)[::-1]]},
+        "events": lambda: {"events": [views.transition(t) for t in view.health_events()[::-1]]},
         "workers": lambda: {"workers": view.processes()},
         "pools": lambda: {"pools": [{"name": p.name, "balance": str(p.balance),
                                      "servers": [m.server.name for m in p.members]}
@@ -373,7 +372,7 @@ async def push_host_sessions(request: web.Request) -> web.Response:
     token cannot push for another host, nor do anything else in the API."""
     name = _server_name(request)
     view = _view(request)
-    source = next((s for s in view.hosts.plan.sources if s.server == name), None)
+    source = next((h.source for h in view.host_sessions().hosts if h.source.server == name), None)
     if source is None or source.kind != "push":
         where = "has no session source" if source is None else f"has a {source.kind} source"
         raise ApiError(409, f"{name} {where}; pushes are taken only from hosts with source = \"push\"")

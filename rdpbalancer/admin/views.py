@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from rdpbalancer import clock
 from rdpbalancer.health.state import Transition
 from rdpbalancer.policy.identity import printable
 from rdpbalancer.policy.model import RouteRequest
@@ -22,7 +21,7 @@ def health(view: ReadModel) -> tuple[dict[str, Any], bool]:
     """`/healthz`: the verdict (serving: listeners and a server up) and what degrades it."""
     listening = bool(view.addresses)
     up = [s["name"] for s in servers(view) if s["health"] != "down" and s["admin_state"] != "maint"]
-    store = view.store
+    store = view.store_health()
     store_ok = store.unsaved == 0
     healthy = listening and bool(up)
     body: dict[str, Any] = {"listeners": listening, "servers_up": len(up)}
@@ -30,11 +29,10 @@ def health(view: ReadModel) -> tuple[dict[str, Any], bool]:
         store_ok = store_ok and store.available is not False
         body["shared_store_up"] = store.available is not False  # Redis away: degraded, still serving
     body["sticky_store_ok"] = store_ok
-    hosts = view.hosts
-    if hosts.plan.sources:  # a stale list degrades nothing (routing falls back to the table): shown, not failed
-        now = clock.now()
-        stale = sorted(s.server for s in hosts.plan.sources if not hosts.directory.fresh(s.server, now))
-        body["session_sources"] = {"fresh": len(hosts.plan.sources) - len(stale), "stale": stale}
+    hosts = view.host_sessions().hosts
+    if hosts:  # a stale list degrades nothing (routing falls back to the table): shown, not failed
+        stale = sorted(h.source.server for h in hosts if not h.fresh)
+        body["session_sources"] = {"fresh": len(hosts) - len(stale), "stale": stale}
     body["status"] = "ok" if healthy and store_ok else "degraded" if healthy else "down"
     if not store_ok:  # what keepalived's log and an operator's curl should show at once
         body["sticky_store_error"] = store.last_error
@@ -44,12 +42,10 @@ def health(view: ReadModel) -> tuple[dict[str, Any], bool]:
 def explain(view: ReadModel, request: RouteRequest) -> dict[str, Any]:
     """Where `request` would go now, with every step (a preview: nothing changes)."""
     trace = Trace()
-    router = view.router
-    decision = router.preview(request, clock.now(), trace)
-    key = request.user_key
+    preview = view.preview(request, trace)
+    decision = preview.decision
     return {
-        "user": key, "candidates": list(router.candidate_users(key)),
-        "groups": sorted({g for u in router.candidate_users(key) for g in router.membership.groups_of(u)}),
+        "user": request.user_key, "candidates": list(preview.candidates), "groups": sorted(preview.groups),
         "steps": [{"route": label, "matched": ok, "why": why} for label, ok, why in trace.steps],
         "decision": {"reason": str(decision.reason), "pool": decision.pool, "detail": decision.detail,
                      "servers": [s.name for s in decision.candidates], "moved_from": decision.moved_from},
@@ -57,15 +53,13 @@ def explain(view: ReadModel, request: RouteRequest) -> dict[str, Any]:
 
 
 def servers(view: ReadModel) -> list[dict[str, Any]]:
-    policy, router = view.router.policy, view.router  # with run-time weight overrides
+    routing = view.routing()
+    policy, now = routing.policy, routing.at  # with run-time weight overrides
     live = Counter(s.server.name for s in view.sessions.values() if s.server is not None and s.relaying)
     out = []
-    now = clock.now()
     for name, server in policy.servers().items():
-        tracker = view.monitor.trackers.get(name)
-        spec = view.monitor.specs.get(name)
-        cond = router.condition(name)
-        ramp = router.ramp(name, now)
+        state = routing.servers[name]
+        check, cond, ramp = state.check, state.condition, state.ramp
         part = ramp[0] if ramp is not None else 1.0
         out.append({
             "name": name,
@@ -81,17 +75,17 @@ def servers(view: ReadModel) -> list[dict[str, Any]]:
             "admin_state": str(cond.admin),
             "admin_state_config": str(view.snapshot.admin_states.get(name, "ready")),
             "admin_state_override": str(view.admin_overrides[name]) if name in view.admin_overrides else None,
-            "health": str(tracker.state) if tracker else "unknown",
-            "health_since": tracker.since if tracker and tracker.since else None,
-            "check": spec.kind if spec else None,
-            "last_check": tracker.last_check if tracker else None,
-            "last_check_ok": (tracker.last_error is None or tracker.failures == 0) if tracker else None,
-            "last_error": tracker.last_error if tracker else None,
-            "last_latency_ms": round(tracker.last_latency_s * 1000, 2)
-            if tracker and tracker.last_latency_s is not None else None,
+            "health": str(check.state) if check else "unknown",
+            "health_since": check.since if check and check.since else None,
+            "check": check.kind if check else None,
+            "last_check": check.last_check if check else None,
+            "last_check_ok": (check.last_error is None or check.failures == 0) if check else None,
+            "last_error": check.last_error if check else None,
+            "last_latency_ms": round(check.last_latency_s * 1000, 2)
+            if check and check.last_latency_s is not None else None,
             "active_sessions": live[name],
-            "connections": router.connections[name],
-            "homed_users": view.table.homed(name),
+            "connections": state.connections,
+            "homed_users": state.homed_users,
             "down_for_s": round(cond.down_for(now), 1) if not cond.up else None,
         })
     return out
@@ -166,12 +160,10 @@ def user_text(key: str | None) -> str:
 
 def hosts(view: ReadModel) -> dict[str, Any]:
     """Every server with a session source: what it said, how old that is, and its health."""
-    poller, now = view.hosts, clock.now()
-    directory = poller.directory
+    directory = view.host_sessions()
     out = []
-    for source in poller.plan.sources:
-        report = directory.reports.get(source.server)
-        stats = poller.stats.get(source.server)
+    for host in directory.hosts:
+        report, source = host.report, host.source
         sessions = report.sessions if report is not None else ()
         out.append({
             "server": source.server,
@@ -180,20 +172,20 @@ def hosts(view: ReadModel) -> dict[str, Any]:
             "active": sum(1 for s in sessions if s.state == "active"),
             "disconnected": sum(1 for s in sessions if s.state == "disconnected"),
             "answered_at": report.at if report is not None else None,
-            "age_s": round(age, 1) if (age := directory.age(source.server, now)) is not None else None,
-            "fresh": directory.fresh(source.server, now),
+            "age_s": round(host.age_s, 1) if host.age_s is not None else None,
+            "fresh": host.fresh,
             "stale_after_s": source.stale_after_s,
             "deny_new": bool(report.deny_new) if report is not None else False,
             "last_error": report.error if report is not None else None,
-            "failing_since": stats.failing_since if stats is not None else None,
-            "placed_since_answer": directory.load(source.server) - len(sessions),
+            "failing_since": host.failing_since,
+            "placed_since_answer": host.load - len(sessions),
         })
-    duplicates = directory.duplicates()
+    duplicates = directory.duplicates
     return {"hosts": out, "duplicates": [{"user": u, "servers": list(s)} for u, s in sorted(duplicates.items())]}
 
 
 def host_sessions(view: ReadModel, server: str) -> dict[str, Any]:
-    report = view.hosts.directory.reports.get(server)
+    report = view.host_sessions().reports.get(server)
     sessions = report.sessions if report is not None else ()
     return {"server": server, "answered_at": report.at if report is not None else None,
             "sessions": [{"user": printable(s.user), "domain": printable(s.domain), "state": str(s.state),
