@@ -573,10 +573,11 @@ class Session:
 
 _COMMANDS: dict[type, Callable[[Session, Any], None]] = {
     v.Admit: Session._c_admit, v.Register: Session._c_register, v.HandshakeDone: Session._c_handshake_done,
+    **dict.fromkeys(f.Fact.__args__, Session._c_tell),  # a fact is told as it is, unless named below
     f.RouteAsked: Session._c_route_asked, f.AttemptStarted: Session._c_attempt_started,
     v.Connect: Session._c_connect, v.CancelConnect: Session._c_cancel_connect,
-    f.Connected: Session._c_tell, f.AttemptFailed: Session._c_attempt_failed, f.Abandoned: Session._c_abandoned,
-    f.AllFailed: Session._c_tell, f.Relaying: Session._c_tell, v.PauseClient: Session._c_pause_client,
+    f.AttemptFailed: Session._c_attempt_failed, f.Abandoned: Session._c_abandoned,
+    v.PauseClient: Session._c_pause_client,
     v.StartRelay: Session._c_start_relay, v.WriteEof: Session._c_write_eof, v.Close: Session._c_close,
     v.Refuse: Session._c_refuse, v.Reject: Session._c_reject, v.CountEmpty: Session._c_count_empty,
     v.Finish: Session._c_finish, v.Log: Session._c_log,

@@ -14,15 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from rdpbalancer.policy.model import Decision, Server
-from rdpbalancer.relay.facts import (
-    Abandoned,
-    AllFailed,
-    AttemptFailed,
-    AttemptStarted,
-    Connected,
-    Relaying,
-    RouteAsked,
-)
+from rdpbalancer.relay.facts import Fact, Question
 
 
 class State(Enum):
@@ -247,9 +239,8 @@ Event = (ClientConnected | Admitted | ClientData | Eof | Lost | DeadlinePassed |
          | AttemptDurable | RelayEnded | Aborted)
 # the session facts (relay/facts.py) the machine emits are commands too: the shell hands them to the
 # control plane as they are (`ask` the questions, `tell` the rest)
-Command = (Admit | Refuse | Register | HandshakeDone | Reject | CountEmpty | RouteAsked | AttemptStarted | Connect
-           | CancelConnect | Connected | AttemptFailed | Abandoned | AllFailed | PauseClient | Relaying
-           | StartRelay | WriteEof | Close | Finish | Log)
+Command = (Admit | Refuse | Register | HandshakeDone | Reject | CountEmpty | Question | Connect | CancelConnect
+           | Fact | PauseClient | StartRelay | WriteEof | Close | Finish | Log)
 
 
 MAX_EVENT_TEXT = 200  # characters of an event's repr in IllegalEvent's message: a ClientData may hold 64 KiB

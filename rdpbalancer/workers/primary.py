@@ -37,12 +37,11 @@ from rdpbalancer.relay.context import SessionView, Stats
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.facts import (
     Abandoned,
-    AllFailed,
     Answer,
     AttemptFailed,
     AttemptStarted,
-    Connected,
     Decided,
+    Fact,
     Finished,
     Question,
     Relaying,
@@ -134,7 +133,7 @@ class WorkerLink:
             case AttemptFailed() | Abandoned():
                 self.attempts.pop(message.sid, None)
                 pool.control.tell(message)
-            case Connected() | AllFailed():
+            case _ if isinstance(message, Fact):  # any other fact: to the control plane as it is
                 pool.control.tell(message)
             case Report():
                 pool.report(self, message)
