@@ -111,7 +111,7 @@ class View:
 
     @property
     def admin_overrides(self) -> Mapping[str, AdminState]:
-        return self.ops.admin_overrides
+        return dict(self.ops.admin_overrides)
 
     @property
     def addresses(self) -> list[Address]:

@@ -54,7 +54,7 @@ def explain(view: ReadModel, request: RouteRequest) -> dict[str, Any]:
 
 def servers(view: ReadModel) -> list[dict[str, Any]]:
     routing = view.routing()
-    policy, now = routing.policy, routing.at  # with run-time weight overrides
+    policy, now, overrides = routing.policy, routing.at, view.admin_overrides  # with run-time weight overrides
     live = Counter(s.server.name for s in view.sessions.values() if s.server is not None and s.relaying)
     out = []
     for name, server in policy.servers().items():
@@ -74,7 +74,7 @@ def servers(view: ReadModel) -> list[dict[str, Any]]:
             if name in policy.slowstart else None,
             "admin_state": str(cond.admin),
             "admin_state_config": str(view.snapshot.admin_states.get(name, "ready")),
-            "admin_state_override": str(view.admin_overrides[name]) if name in view.admin_overrides else None,
+            "admin_state_override": str(overrides[name]) if name in overrides else None,
             "health": str(check.state) if check else "unknown",
             "health_since": check.since if check and check.since else None,
             "check": check.kind if check else None,

@@ -34,7 +34,8 @@ process only refreshes `last_used` of its ending sessions after step 3. If the o
 while it drains, the new one releases the sessions it still counted for it (`Predecessor`).
 
 Modules: `messages` (what crosses the channel, typed), `old` (the running process's side),
-`new` (the successor's side).
+`new` (the successor's side), `host` (the running balancer as both sides see it: its parts, the
+reload lock, the services a handoff pauses and resumes).
 """
 
 
