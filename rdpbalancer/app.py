@@ -40,9 +40,7 @@ from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.relay.sockets import unsteer_group
 from rdpbalancer.reloader import Reloader, configure
 from rdpbalancer.runtime import tune_gc
-from rdpbalancer.store.port import ClusterChannel, StickyStorePort
-from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore
-from rdpbalancer.store.sqlite import SqliteStickyStore
+from rdpbalancer.sticky_store import build_store
 from rdpbalancer.systemd import notify
 from rdpbalancer.view import View
 from rdpbalancer.workers.messages import WorkerSetup
@@ -77,8 +75,8 @@ class Balancer:
         self.workers = WorkerPool(snapshot.workers, self.control, self.ctx.sessions, self.ctx.decisions,
                                   self._worker_setup) if snapshot.workers > 1 else None
         status = ConfigStatus(config.source_path, time.time())
-        self.view = View(self.ops, self.monitor, self.ctx, self.control, config_status=status,
-                         listeners=self.listeners, groups=self.groups, workers=self.workers)
+        self.view = View(self.ops, self.monitor, self.ctx, config_status=status, listeners=self.listeners,
+                         groups=self.groups, workers=self.workers)
         self.metrics = Metrics(self.view, histograms)
         self.admin = AdminServer(self.view, self.ops, self.metrics, snapshot.config.admin)
         parts = Parts(self.router, self.store, self.monitor, self.control, self.hosts, self.ctx, self.listeners,
@@ -228,17 +226,3 @@ class Balancer:
     def _worker_setup(self) -> WorkerSetup:
         log_config = self.snapshot.config.log
         return WorkerSetup(self.snapshot.relay, self.listeners.worker_listen(), log_config.level, log_config.format)
-
-
-def build_store(config: Config) -> tuple[StickyStorePort, ClusterChannel | None]:
-    """The sticky store, and the cluster channel when several nodes share it."""
-    sticky = config.sticky
-    local = SqliteStickyStore(sticky.path, sync=sticky.sync)
-    if sticky.store == "sqlite":
-        return local, None
-    r = sticky.redis
-    sentinels = tuple((h, int(p)) for h, _, p in (s.rpartition(":") for s in r.sentinels))
-    settings = RedisSettings(url=r.url, sentinels=sentinels, service_name=r.service_name,
-                             key_prefix=r.key_prefix, timeout_s=r.timeout)
-    shared = RedisStickyStore(settings, ttl_s=sticky.ttl, local=local)
-    return shared, RedisCluster(shared)

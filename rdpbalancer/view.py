@@ -31,16 +31,14 @@ from rdpbalancer.ports import (
     StoreHealth,
 )
 from rdpbalancer.relay.context import RelayContext, SessionView, Stats
-from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.workers.primary import WorkerPool
 
 
 class View:
-    def __init__(self, ops: Operations, monitor: HealthMonitor, ctx: RelayContext, control: LocalControl, *,
-                 config_status: ConfigStatus, listeners: ListenerSet, groups: Groups,
-                 workers: WorkerPool | None) -> None:
-        self.ops, self.monitor, self.ctx, self.control = ops, monitor, ctx, control
+    def __init__(self, ops: Operations, monitor: HealthMonitor, ctx: RelayContext, *, config_status: ConfigStatus,
+                 listeners: ListenerSet, groups: Groups, workers: WorkerPool | None) -> None:
+        self.ops, self.monitor, self.ctx = ops, monitor, ctx
         self.config_status, self.listeners, self.groups, self.workers = config_status, listeners, groups, workers
 
     @property
