@@ -3,6 +3,7 @@ demand (copies and frozen snapshots: a reader holds no live router, table, monit
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -39,7 +40,7 @@ class View:
     def __init__(self, ops: Operations, monitor: HealthMonitor, ctx: RelayContext, *, config_status: ConfigStatus,
                  listeners: ListenerSet, groups: Groups, workers: WorkerPool | None) -> None:
         self.ops, self.monitor, self.ctx = ops, monitor, ctx
-        self.config_status, self.listeners, self.groups, self.workers = config_status, listeners, groups, workers
+        self.status, self.listeners, self.groups, self.workers = config_status, listeners, groups, workers
 
     @property
     def snapshot(self) -> Snapshot:
@@ -105,7 +106,11 @@ class View:
 
     @property
     def decisions(self) -> Sequence[dict[str, Any]]:
-        return self.ctx.decisions
+        return tuple(self.ctx.decisions)
+
+    @property
+    def config_status(self) -> ConfigStatus:
+        return replace(self.status)
 
     @property
     def admin_overrides(self) -> Mapping[str, AdminState]:
@@ -120,7 +125,7 @@ class View:
 
     def stats(self) -> Stats:
         if self.workers is None:
-            return self.ctx.stats
+            return copy.deepcopy(self.ctx.stats)
         return self.workers.merged_stats(self.ctx.stats)
 
     def processes(self) -> list[dict[str, Any]]:

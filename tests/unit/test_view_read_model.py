@@ -70,3 +70,14 @@ def test_overrides_are_a_copy(bal: Balancer) -> None:
     overrides = view.admin_overrides
     bal.ops.set_admin_state("A", AdminState.READY)
     assert overrides == {"A": AdminState.MAINT}
+
+
+def test_counters_status_and_decisions_are_copies(bal: Balancer) -> None:
+    view = bal.view
+    stats, status, decisions = view.stats(), view.config_status, view.decisions
+    bal.ctx.stats.connections["new"] += 1
+    bal.ctx.decisions.append({"reason": "new"})
+    bal.reloader.status.reloads_ok += 1
+    assert stats.connections["new"] == 0 and view.stats().connections["new"] == 1
+    assert status.reloads_ok == 0 and view.config_status.reloads_ok == 1
+    assert len(decisions) == 0 and len(view.decisions) == 1
