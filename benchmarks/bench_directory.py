@@ -17,8 +17,8 @@ import statistics
 import time
 
 from rdpbalancer.policy.engine import Router, RoutingPolicy
+from rdpbalancer.policy.host_sessions import HostReport, HostSession, SessionDirectory, SessionRules
 from rdpbalancer.policy.model import BalanceKind, Pool, PoolMember, RouteRequest, Server
-from rdpbalancer.policy.sessions import HostReport, HostSession, SessionDirectory, SessionRules
 from rdpbalancer.policy.sticky import StickyTable
 
 NOW = 1_800_000_000.0
@@ -29,14 +29,14 @@ def build(hosts: int, sessions: int, *, directory: bool, balance: BalanceKind) -
     servers = [Server(f"TS{i:02d}", "127.0.0.1", 10_000 + i) for i in range(hosts)]
     pool = Pool("farm", balance, tuple(PoolMember(s, 1) for s in servers))
     rules = {"farm": SessionRules()} if directory else {}
-    router = Router(RoutingPolicy((pool,), sessions=rules), StickyTable(ttl_s=8 * 3600.0, max_entries=1_000_000))
+    router = Router(RoutingPolicy((pool,), session_rules=rules), StickyTable(ttl_s=8 * 3600.0, max_entries=1_000_000))
     for i in range(hosts * sessions):  # the table knows the same users the hosts report
         router.table.assign(f"user{i}", "farm", servers[i % hosts].name, NOW - 60)
     if directory:
-        router.sessions = SessionDirectory()
+        router.host_sessions = SessionDirectory()
         for h, server in enumerate(servers):
             listed = tuple(HostSession(f"user{i}", "CORP", id=str(i)) for i in range(h, hosts * sessions, hosts))
-            router.sessions.update(HostReport(server.name, listed, at=NOW - 5))
+            router.host_sessions.update(HostReport(server.name, listed, at=NOW - 5))
     return router
 
 

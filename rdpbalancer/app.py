@@ -57,7 +57,7 @@ class Balancer:
         self.store, channel = build_store(config)
         self.table = StickyTable(ttl_s=config.sticky.ttl, max_entries=config.sticky.max_entries)
         directory = SessionDirectory(strip_domain=config.identity.strip_domain)
-        self.router = Router(snapshot.policy, self.table, sessions=directory,
+        self.router = Router(snapshot.policy, self.table, host_sessions=directory,
                              new_users=NewUserBudget(config.limits.new_users_per_source))
         histograms = Histograms()  # observed by the relays and the health checks, exported by the metrics
         sessions: dict[str, SessionView] = {}  # every connection, by id (the relay context's registry)

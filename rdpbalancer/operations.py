@@ -17,8 +17,8 @@ from rdpbalancer.config.durations import format_duration
 from rdpbalancer.config.types import MAX_WEIGHT
 from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.policy.engine import Router, RoutingPolicy
+from rdpbalancer.policy.host_sessions import HostReport
 from rdpbalancer.policy.model import AdminState
-from rdpbalancer.policy.sessions import HostReport
 from rdpbalancer.policy.sticky import Change, StickyEntry
 from rdpbalancer.relay.context import RelayContext, SessionView
 from rdpbalancer.store.port import StickyStorePort

@@ -18,9 +18,9 @@ from rdpbalancer.directory.sync import DirectoryStatus
 from rdpbalancer.health.state import Health, Transition
 from rdpbalancer.hosts.spec import HostSource
 from rdpbalancer.policy.engine import RoutingPolicy
+from rdpbalancer.policy.host_sessions import HostReport
 from rdpbalancer.policy.model import AdminState, Decision, RouteRequest, ServerCondition
 from rdpbalancer.policy.rules import Trace
-from rdpbalancer.policy.sessions import HostReport
 from rdpbalancer.policy.sticky import StickyEntry
 from rdpbalancer.relay.context import SessionView, Stats
 

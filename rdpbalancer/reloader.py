@@ -112,8 +112,8 @@ def configure(parts: Parts, snapshot: Snapshot) -> None:
     parts.ops.configure(snapshot)
     ctx.configure(snapshot.relay)
     router.table.ttl_s, router.table.max_entries = config.sticky.ttl, config.sticky.max_entries
-    if router.sessions is not None:  # the hosts' lists keyed as the cookies are, from now on
-        router.sessions.rekey(config.identity.strip_domain)
+    if router.host_sessions is not None:  # the hosts' lists keyed as the cookies are, from now on
+        router.host_sessions.rekey(config.identity.strip_domain)
     parts.store.set_commit_window(config.sticky.commit_window)
     parts.monitor.update(list(snapshot.checks))
     parts.monitor.shutdown_sessions_on_down = config.health.on_down == "shutdown-sessions"

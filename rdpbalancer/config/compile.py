@@ -18,11 +18,11 @@ from rdpbalancer.health.state import CheckSpec
 from rdpbalancer.hosts.spec import HostSource, SessionsPlan, credentials_from_env, read_credentials, read_push_tokens
 from rdpbalancer.netaddr import format_addr
 from rdpbalancer.policy.engine import RoutingPolicy
+from rdpbalancer.policy.host_sessions import SessionRules, Trust
 from rdpbalancer.policy.identity import user_key
 from rdpbalancer.policy.limits import LimitSettings
 from rdpbalancer.policy.model import AdminState, BalanceKind, NoCookiePolicy, Pool, PoolMember, Server
 from rdpbalancer.policy.rules import Route, TimeRule
-from rdpbalancer.policy.sessions import SessionRules, Trust
 from rdpbalancer.settings import RelaySettings
 
 FDS_PER_CONNECTION = 4  # client and server sockets, plus a splice pipe pair while bytes are in flight
@@ -61,7 +61,7 @@ def compile_config(config: Config) -> Snapshot:
         failover_after_s=config.health.failover_after,
         routes=tuple(_route(i, r, config.identity.strip_domain) for i, r in enumerate(config.routes)),
         truncated_length=config.identity.truncated_length,
-        sessions=sessions.rules,
+        session_rules=sessions.rules,
         slowstart=slowstart_windows(config),
         per_user_connections=config.limits.per_user_connections,
         shared_table=config.sticky.store == "redis",

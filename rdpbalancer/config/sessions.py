@@ -1,5 +1,5 @@
 """``[sessions]``: where the session directory learns which sessions exist on each host, and its
-per-pool / per-server overrides (``sessions = { ... }``). See policy/sessions.py for the rules."""
+per-pool / per-server overrides (``sessions = { ... }``). See policy/host_sessions.py for the rules."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ DEFAULT_SESSIONS_INTERVAL_S = 15.0  # a reconnect within 15 s of a logoff may st
 DEFAULT_SESSIONS_TIMEOUT_S = 5.0  # a LAN host lists its sessions in well under a second
 DEFAULT_STALE_AFTER_S = 60.0  # four missed polls: the host's list is no evidence any more
 # a Windows logon under load takes up to a minute or two before the host lists the user
-# (policy/sessions.py DEFAULT_LOGON_GRACE_S); at most a day, as for other durations of this section
+# (policy/host_sessions.py DEFAULT_LOGON_GRACE_S); at most a day, as for other durations of this section
 DEFAULT_LOGON_GRACE_S = 120.0
 DEFAULT_MAX_PARALLEL = 8  # queries under way at once (threads for impacket, subprocesses)
 MAX_PARALLEL = 64

@@ -63,13 +63,14 @@ class HandoffHost:
 
     def runtime_state(self) -> RuntimeState:
         live = [s for s in self.parts.ctx.sessions.values() if s.relaying and s.server is not None]
+        directory = self.router.host_sessions
         return RuntimeState(
             admin_overrides=dict(self.ops.admin_overrides), weight_overrides=dict(self.ops.weight_overrides),
             conditions=dict(self.router.conditions),
             connections=Counter(s.server.name for s in live if s.server is not None),
             active_users=Counter(s.decision.sticky_key for s in live
                                  if s.decision is not None and s.decision.sticky_key is not None),
-            host_reports=list(self.router.sessions.reports.values()) if self.router.sessions is not None else [],
+            host_reports=list(directory.reports.values()) if directory is not None else [],
             clock_offset=clock.PROCESS_CLOCK.offset,
         )
 

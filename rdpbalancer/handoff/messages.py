@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from rdpbalancer.policy.host_sessions import HostReport
 from rdpbalancer.policy.model import AdminState, ServerCondition
-from rdpbalancer.policy.sessions import HostReport
 from rdpbalancer.policy.sticky import Change
 
 Address = tuple[str, int]

@@ -238,10 +238,10 @@ async def take_over(takeover: Takeover, host: NewHost) -> None:
     for name, condition in state.conditions.items():
         if name in servers:
             host.router.conditions[name] = condition
-    if host.router.sessions is not None:  # what the hosts said stays evidence while it is fresh
+    if host.router.host_sessions is not None:  # what the hosts said stays evidence while it is fresh
         for report in state.host_reports:
             if report.server in servers:
-                host.router.sessions.update(report)
+                host.router.host_sessions.update(report)
     predecessor = Predecessor(host.router, host.store, host.clock)
     predecessor.adopt(state, servers)
     takeover.follow(predecessor)  # its table changes since it started us, then its sessions' news

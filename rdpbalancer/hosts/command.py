@@ -22,7 +22,7 @@ from typing import cast
 
 from rdpbalancer.hosts.report import MAX_REPORT_BYTES, parse_report
 from rdpbalancer.hosts.spec import HostSource
-from rdpbalancer.policy.sessions import HostReport
+from rdpbalancer.policy.host_sessions import HostReport
 
 MAX_STDERR_BYTES = 64 * 1024  # its tail names the fault in the error
 PIPE_GRACE_S = 1.0  # after the program exited: what it printed is read; pipes still held then are closed

@@ -5,7 +5,7 @@ not asked at once). A query runs outside the event loop: a subprocess (`command`
 for impacket (`windows`), and at most `max_parallel` run together. A query past its `timeout`
 is abandoned and counts as a failure. A failure is logged once when it starts and once when
 the host answers again; meanwhile the host's last list ages, and after `stale_after` routing
-falls back to the sticky table for it (policy/sessions.py).
+falls back to the sticky table for it (policy/host_sessions.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from rdpbalancer import clock
 from rdpbalancer.hosts.command import query_command
 from rdpbalancer.hosts.spec import HostSource, SessionsPlan
+from rdpbalancer.policy.host_sessions import DEFAULT_LOGON_GRACE_S, HostReport
 from rdpbalancer.policy.session_index import SessionDirectory
-from rdpbalancer.policy.sessions import DEFAULT_LOGON_GRACE_S, HostReport
 from rdpbalancer.tasks import TaskSet
 
 log = logging.getLogger("rdpbalancer.sessions")

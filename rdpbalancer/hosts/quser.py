@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from rdpbalancer.policy.sessions import HostSession, SessionState
+from rdpbalancer.policy.host_sessions import HostSession, SessionState
 
 _ACTIVE, _DISC = SessionState.ACTIVE, SessionState.DISCONNECTED
 _STATES = {

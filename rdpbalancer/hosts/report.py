@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError, field_validator
 
 from rdpbalancer.hosts.quser import parse_quser
-from rdpbalancer.policy.sessions import HostReport, HostSession, SessionState
+from rdpbalancer.policy.host_sessions import HostReport, HostSession, SessionState
 
 MAX_REPORT_BYTES = 1024 * 1024  # a host with 10,000 sessions fits in a third of this
 MAX_SESSIONS = 10_000

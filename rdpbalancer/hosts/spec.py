@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rdpbalancer.policy.sessions import SessionRules
+from rdpbalancer.policy.host_sessions import SessionRules
 
 MIN_TOKEN_LENGTH = 16
 ENV_PREFIX = "RDPBALANCER_SESSIONS_"

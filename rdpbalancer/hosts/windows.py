@@ -24,7 +24,7 @@ from impacket.dcerpc.v5.rpcrt import DCERPCException
 from impacket.smbconnection import SessionError, SMBConnection
 
 from rdpbalancer.hosts.spec import HostSource
-from rdpbalancer.policy.sessions import HostReport, HostSession, SessionState
+from rdpbalancer.policy.host_sessions import HostReport, HostSession, SessionState
 
 # WINSTATIONSTATECLASS values ([MS-TSTS] 2.2.1.9): the two a user's session can be in
 STATE_ACTIVE, STATE_CONNECTED, STATE_DISCONNECTED = 0, 1, 4

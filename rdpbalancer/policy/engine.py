@@ -20,6 +20,14 @@ from dataclasses import dataclass, field, replace
 
 from rdpbalancer.policy import slowstart
 from rdpbalancer.policy.balancing import Ranking, WeightedLeastLoad
+from rdpbalancer.policy.host_sessions import (
+    OPEN_ELSEWHERE_S,
+    Evidence,
+    SessionRules,
+    Trust,
+    choose,
+    history,
+)
 from rdpbalancer.policy.identity import SOURCE_IP_PREFIX, printable, source_ip_key
 from rdpbalancer.policy.limits import NewUserBudget, source_of
 from rdpbalancer.policy.model import (
@@ -37,14 +45,6 @@ from rdpbalancer.policy.model import (
 from rdpbalancer.policy.ports import GroupMembership, NoGroups
 from rdpbalancer.policy.rules import MatchInput, Route, Trace, first_match, parse_ip
 from rdpbalancer.policy.session_index import SessionDirectory
-from rdpbalancer.policy.sessions import (
-    OPEN_ELSEWHERE_S,
-    Evidence,
-    SessionRules,
-    Trust,
-    choose,
-    history,
-)
 from rdpbalancer.policy.sticky import Change, StickyEntry, StickyTable
 
 READY = ServerCondition()
@@ -66,7 +66,7 @@ class RoutingPolicy:
     routes: tuple[Route, ...] = ()
     truncated_length: int = 0  # cookies of exactly this length may be cut login names; 0 = off
     # pool name -> the session directory's rules there; a pool missing here has no directory
-    sessions: Mapping[str, SessionRules] = field(default_factory=dict)
+    session_rules: Mapping[str, SessionRules] = field(default_factory=dict)
     # server name -> its slow-start window in seconds (policy/slowstart.py); missing: no ramp
     slowstart: Mapping[str, float] = field(default_factory=dict)
     # [limits] per_user_connections: open connections one user key may have; None: no limit
@@ -86,7 +86,7 @@ _LOAD_WORD = {BalanceKind.LEASTCONN: "connections", BalanceKind.LEASTSESSIONS: "
 
 class Router:
     def __init__(self, policy: RoutingPolicy, table: StickyTable, *, new_users: NewUserBudget | None = None,
-                 sessions: SessionDirectory | None = None) -> None:
+                 host_sessions: SessionDirectory | None = None) -> None:
         self.table = table
         self.connections: Counter[str] = Counter()  # server name -> open or opening connections
         self.external: Counter[str] = Counter()  # server name -> other balancer nodes' connections
@@ -100,8 +100,8 @@ class Router:
         # [limits] new_users_per_source: invented user names from one address must not push real
         # users out of the table; None: no budget
         self.new_users = new_users
-        # the hosts' own session lists (policy/sessions.py); None: no [sessions] source anywhere
-        self.sessions = sessions
+        # the hosts' own session lists (policy/host_sessions.py); None: no [sessions] source anywhere
+        self.host_sessions = host_sessions
         self.policy = policy
         self.swap_policy(policy)
 
@@ -132,8 +132,8 @@ class Router:
         current = self.condition(server)
         if current.up == up:
             return False
-        if up and self.sessions is not None:  # back from down: its old list may be from before a restart
-            self.sessions.outdated(server, now)
+        if up and self.host_sessions is not None:  # back from down: its old list may be from before a restart
+            self.host_sessions.outdated(server, now)
         return self._set(server, current, replace(current, up=up, down_since=None if up else now), now)
 
     def _set(self, server: str, before: ServerCondition, after: ServerCondition, now: float) -> bool:
@@ -285,26 +285,26 @@ class Router:
             decision = self._sticky(pool, member, sticky, now)
         else:  # no entry, or one for another pool: the user's groups changed, so the route decides
             decision = self._balance(pool, key, Reason.NEW, now)
-        if evidence is not None and self.policy.sessions[pool.name].trust is Trust.HINT:
+        if evidence is not None and self.policy.session_rules[pool.name].trust is Trust.HINT:
             decision = replace(decision, detail=f"{decision.detail} [directory, as a hint: {evidence.text()}]")
         if evidence is not None and evidence.ambiguous:
             decision = replace(decision, name_ambiguous=True)
         return decision
 
-    # -- the session directory (policy/sessions.py) -------------------------------------------
+    # -- the session directory (policy/host_sessions.py) -------------------------------------------
 
     def _evidence(self, pool: Pool, user: str | None, now: float) -> Evidence | None:
-        rules = self.policy.sessions.get(pool.name)
-        if rules is None or self.sessions is None or user is None:
+        rules = self.policy.session_rules.get(pool.name)
+        if rules is None or self.host_sessions is None or user is None:
             return None  # no directory here, or no user name to look for (source-IP keys)
         n = self.policy.truncated_length
-        return self.sessions.evidence((user,), self._names[pool.name], now,
+        return self.host_sessions.evidence((user,), self._names[pool.name], now,
                                       truncated=user if n and len(user) == n else None)
 
     def _by_sessions(self, pool: Pool, key: str, sticky: StickyEntry | None, evidence: Evidence,
                      now: float, *, trace: Trace | None = None) -> Decision | None:
         """The directory's decision where its evidence is enough (trust = "route"), else None."""
-        if self.policy.sessions[pool.name].trust is not Trust.ROUTE:
+        if self.policy.session_rules[pool.name].trust is not Trust.ROUTE:
             return None
         found, why = choose(evidence, sticky.server if sticky is not None else None)
         if found is not None:
@@ -332,13 +332,13 @@ class Router:
         return replace(moved, detail=detail, moved_from=sticky.server if moved.candidates else None)
 
     def entry_stands(self, pool: Pool, sticky: StickyEntry, evidence: Evidence, now: float) -> str | None:
-        """Why the directory's evidence does not cover `sticky` (policy/sessions.py `history`), or
+        """Why the directory's evidence does not cover `sticky` (policy/host_sessions.py `history`), or
         None when the entry is history."""
         opened = max(sticky.active, self.user_connections[sticky.key])
         return history(evidence, sticky.last_used, opened, self._grace(pool), now)
 
     def _grace(self, pool: Pool) -> float:
-        grace = self.policy.sessions[pool.name].logon_grace_s
+        grace = self.policy.session_rules[pool.name].logon_grace_s
         if self.policy.shared_table:  # an open connection through another node shows as a recent last_used
             grace = max(grace, OPEN_ELSEWHERE_S)
         return grace
@@ -432,14 +432,14 @@ class Router:
 
     def _refusing_new_logons(self, pool: Pool, now: float) -> frozenset[str]:
         """Hosts that say they refuse new logons (Windows "deny new connections"): as with drain."""
-        if pool.name not in self.policy.sessions or self.sessions is None:
+        if pool.name not in self.policy.session_rules or self.host_sessions is None:
             return frozenset()
-        return self.sessions.split(self._names[pool.name], now).deny_new
+        return self.host_sessions.split(self._names[pool.name], now).deny_new
 
     def _load_function(self, pool: Pool, now: float) -> Callable[[str], int]:
         if pool.balance is BalanceKind.LEASTSESSIONS:
-            sessions, homed = self.sessions, self.table.homed
-            if pool.name not in self.policy.sessions or sessions is None:
+            sessions, homed = self.host_sessions, self.table.homed
+            if pool.name not in self.policy.session_rules or sessions is None:
                 return homed
             # a host's real sessions where it answered recently, else the table's guess
             fresh = sessions.split(self._names[pool.name], now).fresh_set
@@ -469,8 +469,8 @@ class Router:
         """Remember that the decision's user now lives on `server` (no-op if not remembered)."""
         if decision.sticky_key is None or decision.pool is None:
             return Change()
-        if self.sessions is not None and decision.reason in _BALANCED:
-            self.sessions.placed(server.name, decision.sticky_key, now)  # its load until it answers again
+        if self.host_sessions is not None and decision.reason in _BALANCED:
+            self.host_sessions.placed(server.name, decision.sticky_key, now)  # its load until it answers again
         current = self.table.get(decision.sticky_key, now)
         if current is not None and current.server == server.name and current.pool == decision.pool:
             return Change()

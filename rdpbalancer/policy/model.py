@@ -29,7 +29,7 @@ class Reason(StrEnum):
     """Why a decision came out as it did; logged, counted and shown by the admin API."""
 
     STICKY_HIT = "sticky-hit"  # the user has an unexpired entry for a server of this pool
-    SESSION = "session"  # a host of the pool reports a live session of the user (policy/sessions.py)
+    SESSION = "session"  # a host of the pool reports a live session of the user (policy/host_sessions.py)
     NO_SESSION = "no-session"  # every host answered and none has the user's session: balanced anew
     NEW = "new"  # no usable entry: balanced, and the result will be remembered
     NO_COOKIE = "no-cookie"  # no user hint: balanced without remembering (no_cookie = "balance")

@@ -1,14 +1,13 @@
 """The session directory's index: every host's last list, by user key, and the placements whose
-logon is pending. Pure: reports come in as values (policy/sessions.py), time as an argument. The
-rules that read it (`history`, `choose`) are in policy/sessions.py."""
+logon is pending. Pure: reports come in as values (policy/host_sessions.py), time as an argument. The
+rules that read it (`history`, `choose`) are in policy/host_sessions.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from rdpbalancer.policy.identity import name_key, strip_domain_part
-from rdpbalancer.policy.sessions import (
+from rdpbalancer.policy.host_sessions import (
     DEFAULT_LOGON_GRACE_S,
     DEFAULT_STALE_AFTER_S,
     Evidence,
@@ -16,6 +15,7 @@ from rdpbalancer.policy.sessions import (
     HostReport,
     HostSession,
 )
+from rdpbalancer.policy.identity import name_key, strip_domain_part
 
 MAX_KNOWN_NAMES = 200_000  # user names the hosts have listed, remembered for comparability (LRU)
 

@@ -81,7 +81,7 @@ async def _exposition(tmp_path: Path, dead_port: int) -> str:
         writer.close()
         await wait_until(lambda: all(t.checked and t.last_check for t in bal.monitor.trackers.values()),
                          timeout_s=10)
-        directory = bal.router.sessions
+        directory = bal.router.host_sessions
         assert directory is not None
         await wait_until(lambda: len([r for r in directory.reports.values() if r.at]) == 3,
                          timeout_s=10)

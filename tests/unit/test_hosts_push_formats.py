@@ -14,7 +14,7 @@ import pytest
 
 from rdpbalancer.hosts.quser import parse_quser
 from rdpbalancer.hosts.report import MAX_SESSIONS, MAX_TEXT, ReportError, parse_report
-from rdpbalancer.policy.sessions import HostSession, SessionState
+from rdpbalancer.policy.host_sessions import HostSession, SessionState
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "hosts"
 SCRIPT = Path(__file__).resolve().parents[2] / "contrib" / "windows-push-sessions.ps1"

@@ -13,7 +13,7 @@ from rdpbalancer.config.compile import compile_config
 from rdpbalancer.hosts.quser import parse_quser
 from rdpbalancer.hosts.report import MAX_SESSIONS, MAX_TEXT, ReportError, parse_report
 from rdpbalancer.hosts.spec import Credentials
-from rdpbalancer.policy.sessions import HostSession, SessionState, Trust
+from rdpbalancer.policy.host_sessions import HostSession, SessionState, Trust
 
 NOW = 1_764_666_000.0
 # [MS] "query user" example output (learn.microsoft.com, windows-commands/query-user), and one
@@ -93,7 +93,7 @@ def secret(path: Path, text: str, mode: int = 0o600) -> Path:
 
 def test_sessions_default_to_none_and_compile_to_no_directory(tmp_path: Path) -> None:
     snapshot = compile_config(parse_config(config(tmp_path, "")))
-    assert not snapshot.sessions.enabled and snapshot.policy.sessions == {}
+    assert not snapshot.sessions.enabled and snapshot.policy.session_rules == {}
 
 
 def test_overrides_per_pool_and_server(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_overrides_per_pool_and_server(tmp_path: Path) -> None:
     assert (ts01.kind, ts01.interval_s, ts01.port, ts01.credentials) == (
         "windows", 30.0, 445, Credentials("svc-rdpb", "s3cret!", "CORP"))
     assert (ts02.kind, ts02.command, ts02.credentials) == ("command", ("list", "{host}"), None)
-    assert snapshot.policy.sessions["farm"].trust is Trust.HINT
+    assert snapshot.policy.session_rules["farm"].trust is Trust.HINT
     assert "s3cret!" not in repr(snapshot.sessions) and "s3cret!" not in repr(ts01)
 
 

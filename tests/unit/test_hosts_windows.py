@@ -18,8 +18,8 @@ from impacket.smbconnection import SessionError
 from rdpbalancer.hosts import windows
 from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.hosts.spec import Credentials, HostSource, SessionsPlan
+from rdpbalancer.policy.host_sessions import HostSession, SessionState
 from rdpbalancer.policy.session_index import SessionDirectory
-from rdpbalancer.policy.sessions import HostSession, SessionState
 
 SOURCE = HostSource("TS01", "127.0.0.1", "windows", 15.0, 2.0, 60.0, port=None,
                     credentials=Credentials("svc-rdpb", "pw", "CORP"))

@@ -1,4 +1,4 @@
-"""When a missing session may override a sticky entry (policy/sessions.py `history`): only on
+"""When a missing session may override a sticky entry (policy/host_sessions.py `history`): only on
 evidence that covers the entry. Regression tests of issue 24 items 1-5, with a fake clock:
 a logon in progress, a handoff's new process, domains, a reload of strip_domain, clock steps."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from rdpbalancer.clock import ProcessClock
 from rdpbalancer.policy.engine import Router, RoutingPolicy
+from rdpbalancer.policy.host_sessions import HostReport, HostSession, SessionRules, SessionState, Trust
 from rdpbalancer.policy.model import BalanceKind, Decision, Pool, PoolMember, Reason, RouteRequest, Server
 from rdpbalancer.policy.rules import Trace
 from rdpbalancer.policy.session_index import SessionDirectory
-from rdpbalancer.policy.sessions import HostReport, HostSession, SessionRules, SessionState, Trust
 from rdpbalancer.policy.sticky import StickyEntry, StickyTable
 
 S1, S2, S3 = (Server(f"TS0{i}", "127.0.0.1", 3390 + i) for i in (1, 2, 3))
@@ -19,16 +19,16 @@ GRACE = 120.0
 
 def farm(*, strip_domain: bool = True, shared: bool = False, grace: float = GRACE) -> Router:
     pool = Pool("farm", BalanceKind.LEASTCONN, tuple(PoolMember(s, 1) for s in (S1, S2, S3)))
-    policy = RoutingPolicy((pool,), sessions={"farm": SessionRules(Trust.ROUTE, grace)}, shared_table=shared)
+    policy = RoutingPolicy((pool,), session_rules={"farm": SessionRules(Trust.ROUTE, grace)}, shared_table=shared)
     router = Router(policy, StickyTable(ttl_s=8 * 3600.0, max_entries=100))
-    router.sessions = SessionDirectory(strip_domain=strip_domain)
+    router.host_sessions = SessionDirectory(strip_domain=strip_domain)
     return router
 
 
 def answer(router: Router, at: float, **lists: tuple[HostSession, ...]) -> None:
-    assert router.sessions is not None
+    assert router.host_sessions is not None
     for server in (S1, S2, S3):
-        router.sessions.update(HostReport(server.name, lists.get(server.name, ()), at=at))
+        router.host_sessions.update(HostReport(server.name, lists.get(server.name, ()), at=at))
 
 
 def decide(router: Router, user: str, at: float, trace: Trace | None = None) -> Decision:
@@ -82,8 +82,8 @@ def test_a_client_killed_during_its_logon_and_retried_goes_back() -> None:
     again = decide(r, "alice", NOW + 2, trace)
     assert (again.reason, again.server) == (Reason.STICKY_HIT, S1)
     assert any("logon pending on TS01" in text for step, _, text in trace.steps if step == "entry stands")
-    assert r.sessions is not None
-    evidence = r.sessions.evidence(("alice",), ("TS01", "TS02", "TS03"), NOW + 2)
+    assert r.host_sessions is not None
+    evidence = r.host_sessions.evidence(("alice",), ("TS01", "TS02", "TS03"), NOW + 2)
     assert evidence.pending == ("TS01",)  # placed, not listed
     assert "logon pending on" in evidence.text()
 
@@ -100,13 +100,13 @@ def test_past_the_grace_with_every_host_answering_since_the_entry_is_history() -
 
 def test_a_host_that_did_not_answer_since_the_entry_was_used_keeps_it() -> None:
     r = farm()
-    assert r.sessions is not None
-    r.sessions.configure({"TS01": 600.0, "TS02": 600.0, "TS03": 600.0})  # lists stay evidence for 10 min
-    r.sessions.update(HostReport("TS03", (HostSession("alice"),), at=NOW - 400))
+    assert r.host_sessions is not None
+    r.host_sessions.configure({"TS01": 600.0, "TS02": 600.0, "TS03": 600.0})  # lists stay evidence for 10 min
+    r.host_sessions.update(HostReport("TS03", (HostSession("alice"),), at=NOW - 400))
     answer(r, NOW - 300)
     r.table.assign("alice", "farm", "TS01", NOW - 200)
     for server in ("TS01", "TS03"):
-        r.sessions.update(HostReport(server, (), at=NOW - 10))  # TS02's last answer predates the entry's use
+        r.host_sessions.update(HostReport(server, (), at=NOW - 10))  # TS02's last answer predates the entry's use
     trace = Trace()
     d = decide(r, "alice", NOW, trace)
     assert d.reason is Reason.STICKY_HIT
@@ -231,7 +231,7 @@ def test_down_for_and_failover_after_follow_the_process_clock_through_a_step() -
     clocks = FakeClocks()
     clock = ProcessClock(lambda: clocks.wall, lambda: clocks.mono)
     r = farm()
-    r.policy = RoutingPolicy(r.policy.pools, failover_after_s=3.0, sessions=r.policy.sessions)
+    r.policy = RoutingPolicy(r.policy.pools, failover_after_s=3.0, session_rules=r.policy.session_rules)
     r.table.assign("alice", "farm", "TS01", clock.now() - 10)
     r.set_health("TS01", False, clock.now())
     clocks.step(-600)  # the wall clock goes back ten minutes
@@ -246,7 +246,7 @@ def test_a_session_on_a_host_down_for_good_does_not_pull_her_second_connection_e
     """Her session's host is down past failover_after: her first connection is placed anew; her
     second one, during that logon, follows her entry, not another failover."""
     r = farm()
-    r.policy = RoutingPolicy(r.policy.pools, failover_after_s=60.0, sessions=r.policy.sessions)
+    r.policy = RoutingPolicy(r.policy.pools, failover_after_s=60.0, session_rules=r.policy.session_rules)
     answer(r, NOW - 5, TS03=(HostSession("alice"),))
     r.set_health("TS03", False, NOW - 61)
     first = connect(r, "alice", NOW)
@@ -264,6 +264,6 @@ def test_a_host_back_from_down_is_no_evidence_until_it_answers_again() -> None:
     r.set_health("TS03", True, NOW - 1)
     d = decide(r, "alice", NOW)
     assert (d.reason, d.server) == (Reason.STICKY_HIT, S2)
-    assert r.sessions is not None
-    r.sessions.update(HostReport("TS03", (HostSession("alice"),), at=NOW))  # it answers again: evidence
+    assert r.host_sessions is not None
+    r.host_sessions.update(HostReport("TS03", (HostSession("alice"),), at=NOW))  # it answers again: evidence
     assert decide(r, "alice", NOW + 1).reason is Reason.SESSION

@@ -1,14 +1,11 @@
-"""The session directory's rules (policy/sessions.py and the router), with a fake clock and
+"""The session directory's rules (policy/host_sessions.py and the router), with a fake clock and
 fake host lists: hits, no-session rebalancing, stale data, a host that disagrees with the
 table, duplicates, truncated names, host drain, down hosts, trust = "hint", real load."""
 
 from __future__ import annotations
 
 from rdpbalancer.policy.engine import Router, RoutingPolicy
-from rdpbalancer.policy.model import AdminState, BalanceKind, Pool, PoolMember, Reason, RouteRequest, Server
-from rdpbalancer.policy.rules import Trace
-from rdpbalancer.policy.session_index import SessionDirectory
-from rdpbalancer.policy.sessions import (
+from rdpbalancer.policy.host_sessions import (
     HostReport,
     HostSession,
     SessionRules,
@@ -16,6 +13,9 @@ from rdpbalancer.policy.sessions import (
     Trust,
     choose,
 )
+from rdpbalancer.policy.model import AdminState, BalanceKind, Pool, PoolMember, Reason, RouteRequest, Server
+from rdpbalancer.policy.rules import Trace
+from rdpbalancer.policy.session_index import SessionDirectory
 from rdpbalancer.policy.sticky import StickyTable
 
 S1, S2, S3 = (Server(f"TS0{i}", "127.0.0.1", 3390 + i) for i in (1, 2, 3))
@@ -27,15 +27,15 @@ def farm(*, trust: Trust = Trust.ROUTE, balance: BalanceKind = BalanceKind.LEAST
          failover_after: float = 60.0) -> Router:
     pool = Pool("farm", balance, tuple(PoolMember(s, 1) for s in (S1, S2, S3)))
     policy = RoutingPolicy((pool,), failover_after_s=failover_after, truncated_length=truncated,
-                           sessions={"farm": SessionRules(trust)})
+                           session_rules={"farm": SessionRules(trust)})
     router = Router(policy, StickyTable(ttl_s=8 * 3600.0, max_entries=100))
-    router.sessions = SessionDirectory()
+    router.host_sessions = SessionDirectory()
     return router
 
 
 def report(router: Router, server: Server, *sessions: HostSession, at: float = NOW - 5, deny_new: bool = False) -> None:
-    assert router.sessions is not None
-    router.sessions.update(HostReport(server.name, sessions, at=at, deny_new=deny_new))
+    assert router.host_sessions is not None
+    router.host_sessions.update(HostReport(server.name, sessions, at=at, deny_new=deny_new))
 
 
 def all_answered(router: Router, **lists: tuple[HostSession, ...]) -> None:
@@ -90,13 +90,13 @@ def test_no_session_rebalancing_needs_every_host_to_have_answered_recently() -> 
 
 def test_a_failing_host_keeps_its_last_list_which_ages() -> None:
     r = farm()
-    assert r.sessions is not None
+    assert r.host_sessions is not None
     report(r, S2, HostSession("alice", id="9"), at=NOW - 30)
-    r.sessions.failed("TS02", "connection refused", NOW - 1)
+    r.host_sessions.failed("TS02", "connection refused", NOW - 1)
     assert r.decide(RouteRequest("10.0.0.1", "alice"), NOW).reason is Reason.SESSION  # 30 s old: still evidence
     later = r.decide(RouteRequest("10.0.0.1", "alice"), NOW + 31)  # 61 s old: not any more
     assert later.reason is Reason.NEW
-    assert r.sessions.reports["TS02"].error == "connection refused"
+    assert r.host_sessions.reports["TS02"].error == "connection refused"
 
 
 def test_an_answer_older_than_the_one_held_is_ignored() -> None:
@@ -110,7 +110,7 @@ def test_duplicates_prefer_the_sticky_entry_then_the_disconnected_session_then_t
     r = farm()
     all_answered(r, TS01=(HostSession("alice", state=ACTIVE, id="1", logon=NOW - 50),),
                  TS02=(HostSession("alice", state=DISC, id="2", logon=NOW - 900),))
-    assert r.sessions is not None and r.sessions.duplicates() == {"alice": ("TS01", "TS02")}
+    assert r.host_sessions is not None and r.host_sessions.duplicates() == {"alice": ("TS01", "TS02")}
     assert ask(r, "alice").server == S2  # type: ignore[attr-defined]  # the disconnected one waits for her
     r.table.assign("alice", "farm", "TS01", NOW - 10)
     d = r.decide(RouteRequest("10.0.0.1", "alice"), NOW)
@@ -130,8 +130,8 @@ def test_a_truncated_cookie_resolves_to_the_one_user_with_a_session() -> None:
 def test_a_truncated_cookie_shared_by_two_users_with_sessions_is_not_resolved() -> None:
     r = farm(truncated=9)
     all_answered(r, TS01=(HostSession("alexandra.smith"),), TS03=(HostSession("alexandra.jones"),))
-    assert r.sessions is not None
-    found, why = choose(r.sessions.evidence((), ("TS01", "TS02", "TS03"), NOW, truncated="alexandra"), None)
+    assert r.host_sessions is not None
+    found, why = choose(r.host_sessions.evidence((), ("TS01", "TS02", "TS03"), NOW, truncated="alexandra"), None)
     assert found is None and why.startswith("2 users with sessions share this truncated name")
     assert r.decide(RouteRequest("10.0.0.1", "alexandra"), NOW).reason is Reason.NEW
 
@@ -185,12 +185,12 @@ def test_leastsessions_counts_real_sessions_and_placements_since_the_last_answer
     assert d.server == S2  # really empty: ghost users are only entries
     r.assign(d, S2, NOW)
     r.assign(r.decide(RouteRequest("10.0.0.1", "new2"), NOW), S2, NOW)
-    assert r.sessions is not None and r.sessions.load("TS02") == 2  # placed, not yet listed by the host
+    assert r.host_sessions is not None and r.host_sessions.load("TS02") == 2  # placed, not yet listed by the host
     assert r.decide(RouteRequest("10.0.0.1", "new3"), NOW).server == S3  # TS03: 1 session < TS02: 2 placed
     report(r, S2, HostSession("new1"), at=NOW + 1)  # new2's logon is still pending: counted
-    assert r.sessions.load("TS02") == 2
+    assert r.host_sessions.load("TS02") == 2
     report(r, S2, HostSession("new1"), at=NOW + 121)  # past the logon grace: new2 never logged on
-    assert r.sessions.load("TS02") == 1
+    assert r.host_sessions.load("TS02") == 1
 
 
 def test_when_every_connect_fails_a_no_session_user_gets_the_old_entry_back() -> None:
@@ -215,8 +215,8 @@ def test_users_without_a_cookie_are_not_looked_up() -> None:
 def test_a_pool_without_a_source_routes_as_before() -> None:
     pool = Pool("farm", BalanceKind.LEASTCONN, (PoolMember(S1, 1), PoolMember(S2, 1)))
     r = Router(RoutingPolicy((pool,)), StickyTable(ttl_s=100.0, max_entries=10))
-    r.sessions = SessionDirectory()
-    r.sessions.update(HostReport("TS02", (HostSession("alice"),), at=NOW))
+    r.host_sessions = SessionDirectory()
+    r.host_sessions.update(HostReport("TS02", (HostSession("alice"),), at=NOW))
     r.table.assign("alice", "farm", "TS01", NOW - 1)
     assert r.decide(RouteRequest("10.0.0.1", "alice"), NOW).reason is Reason.STICKY_HIT
 
@@ -231,7 +231,7 @@ def test_a_user_placed_since_the_hosts_last_answer_is_not_history_yet() -> None:
     r.assign(first, first.server, NOW)
     again = r.decide(RouteRequest("10.0.0.1", "alice"), NOW + 0.5)
     assert again.reason is Reason.STICKY_HIT and again.server == first.server
-    assert "logon pending on" in str(r.sessions.evidence(("alice",), ("TS01", "TS02", "TS03"), NOW).text())  # type: ignore[union-attr]
+    assert "logon pending on" in str(r.host_sessions.evidence(("alice",), ("TS01", "TS02", "TS03"), NOW).text())  # type: ignore[union-attr]
     for server in (S1, S2, S3):  # every host answered after the placement, without her: her logon
         report(r, server, at=NOW + 1)  # takes seconds to show, so that proves nothing yet
     assert r.decide(RouteRequest("10.0.0.1", "alice"), NOW + 2).reason is Reason.STICKY_HIT

@@ -22,9 +22,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from rdpbalancer.clock import ProcessClock
 from rdpbalancer.policy.engine import Router, RoutingPolicy
+from rdpbalancer.policy.host_sessions import HostReport, HostSession, SessionRules, SessionState, Trust
 from rdpbalancer.policy.model import BalanceKind, Decision, Pool, PoolMember, RouteRequest, Server
 from rdpbalancer.policy.session_index import SessionDirectory
-from rdpbalancer.policy.sessions import HostReport, HostSession, SessionRules, SessionState, Trust
 from rdpbalancer.policy.sticky import StickyEntry, StickyTable
 
 SERVERS = tuple(Server(f"TS0{i}", "127.0.0.1", 3390 + i) for i in (1, 2, 3))
@@ -58,12 +58,12 @@ class Farm(RuleBasedStateMachine):
     def _policy(self) -> RoutingPolicy:
         pool = Pool("farm", BalanceKind.LEASTCONN, tuple(PoolMember(s, 1) for s in SERVERS))
         return RoutingPolicy((pool,), failover_after_s=FAILOVER_AFTER_S,
-                             sessions={"farm": SessionRules(Trust.ROUTE, self.grace)})
+                             session_rules={"farm": SessionRules(Trust.ROUTE, self.grace)})
 
     def _router(self, table: StickyTable, directory: SessionDirectory) -> Router:
         router = Router(self._policy(), table)
         directory.configure(dict.fromkeys(NAMES, STALE_AFTER_S), self.grace)
-        router.sessions = directory
+        router.host_sessions = directory
         return router
 
     @property
@@ -102,8 +102,8 @@ class Farm(RuleBasedStateMachine):
             return
         self._settle()
         listed = tuple(HostSession(u, domain="CORP", state=s) for u, s in sorted(self.sessions[server].items()))
-        assert self.router.sessions is not None
-        self.router.sessions.update(HostReport(server, listed, at=self.now))
+        assert self.router.host_sessions is not None
+        self.router.host_sessions.update(HostReport(server, listed, at=self.now))
 
     @rule(dt=st.floats(min_value=0.0, max_value=200.0))
     def every_host_pushes_after(self, dt: float) -> None:
@@ -203,8 +203,8 @@ class Farm(RuleBasedStateMachine):
         table = StickyTable(ttl_s=old.table.ttl_s, max_entries=old.table.max_entries)
         table.load(entries, self.now)
         directory = SessionDirectory()
-        assert old.sessions is not None
-        for report in old.sessions.reports.values():
+        assert old.host_sessions is not None
+        for report in old.host_sessions.reports.values():
             directory.update(report)
         router = self._router(table, directory)
         router.conditions = dict(old.conditions)
@@ -219,8 +219,8 @@ class Farm(RuleBasedStateMachine):
     def a_reload(self, grace: float) -> None:
         self.grace = grace
         self.router.swap_policy(self._policy(), self.now)
-        assert self.router.sessions is not None
-        self.router.sessions.configure(dict.fromkeys(NAMES, STALE_AFTER_S), grace)
+        assert self.router.host_sessions is not None
+        self.router.host_sessions.configure(dict.fromkeys(NAMES, STALE_AFTER_S), grace)
 
     @invariant()
     def one_session_per_user_unless_a_failover_made_two(self) -> None:
