@@ -12,7 +12,7 @@ Time is the events' business: the machine never reads a clock. Every event that 
 connect budget depends on carries its time (`at`, monotonic seconds, `time.monotonic()` in the
 shell): `RouteAnswered.at` starts the budget of `connect_timeout`, `ConnectDone.at` and
 `AttemptDurable.at` say when an attempt ended, and each `Connect` says how long its attempt may
-take. All the attempts of one connection fit in the budget (see `SessionMachine._connect`).
+take. All the attempts of one connection fit in the budget (see `SessionMachine._attempt_next`).
 
 The vocabulary (events, commands, `State`, `IllegalEvent`) is relay/vocabulary.py; this module is
 the transitions, stated per state in one table (`_TRANSITIONS`, h11's `_state.py`). An event that
@@ -186,7 +186,7 @@ class SessionMachine:
         if event.refusal is not None:
             self.state = State.CLOSED
             refuse = Refuse(event.refusal, event.detail)
-            return [refuse, *self._finish()] if self._registered else [refuse]
+            return [refuse, *self._finish_once()] if self._registered else [refuse]
         commands: list[Command] = []
         if not self._registered:
             self._registered = True
@@ -248,17 +248,17 @@ class SessionMachine:
             # balancer, a port scan). Counted, but not logged at info level: it is not an error.
             self.end_reason = "closed without sending"
             return [CountEmpty()]
-        return self._reject(f"malformed: {exc.kind}: {exc}", "malformed", malformed=exc.kind)
+        return self._reject_client(f"malformed: {exc.kind}: {exc}", "malformed", malformed=exc.kind)
 
     def _expired(self, _event: DeadlinePassed) -> list[Command]:
-        return self._reject("handshake-timeout", "handshake-timeout", malformed="handshake-timeout")
+        return self._reject_client("handshake-timeout", "handshake-timeout", malformed="handshake-timeout")
 
     def _client_gone_in_handshake(self, event: Lost) -> list[Command]:
         self._gone_reason(event)
         self.state = State.CLOSED
-        return self._finish(count="client-gone")
+        return self._finish_once(count="client-gone")
 
-    def _reject(self, reason: str, count: str, *, malformed: str | None = None) -> list[Command]:
+    def _reject_client(self, reason: str, count: str, *, malformed: str | None = None) -> list[Command]:
         """Close the client with a reason; its Lost follows and finishes the session (CLOSED)."""
         self.end_reason = reason
         self.state = State.CLOSED
@@ -277,23 +277,23 @@ class SessionMachine:
         if self.decision is not None:  # one answer per connection
             raise self._illegal(answer)
         if answer.unavailable is not None or answer.decision is None:
-            return self._reject(f"unavailable: {answer.unavailable}", "unavailable")
+            return self._reject_client(f"unavailable: {answer.unavailable}", "unavailable")
         decision = self.decision = answer.decision
         if decision.reason is Reason.LIMITED or decision.reason is Reason.PER_USER:
             self.state = State.CLOSED
             refusal = Refusal.NEW_USERS if decision.reason is Reason.LIMITED else Refusal.PER_USER
-            return [Refuse(refusal, f"user {self.user_text()}: {decision.detail}"), *self._finish()]
+            return [Refuse(refusal, f"user {self.user_text()}: {decision.detail}"), *self._finish_once()]
         if not answer.attempted:
-            return self._reject(f"{decision.reason}: {decision.detail}", str(decision.reason))
+            return self._reject_client(f"{decision.reason}: {decision.detail}", str(decision.reason))
         commands: list[Command] = []
         if answer.ambiguous:
             commands.append(Log(WARNING, f"user {self.user_text()} is a truncated name shared by users "
                                                  f"routed differently; {decision.route} applied", "ambiguous"))
         self._deadline = answer.at + self.settings.connect_timeout_s
         self._attempt = 0
-        return commands + self._connect(answer.at, started=True)
+        return commands + self._attempt_next(answer.at, started=True)
 
-    def _connect(self, now: float, *, started: bool) -> list[Command]:
+    def _attempt_next(self, now: float, *, started: bool) -> list[Command]:
         """The attempt on candidate `_attempt`, starting at `now` (the time of the event that
         ended the previous one). It gets an equal share of what is left of the budget for the
         candidates not yet tried, at least MIN_ATTEMPT_TIMEOUT_S, and never past the budget's
@@ -345,7 +345,7 @@ class SessionMachine:
             failed: list[Command] = [AttemptFailed(self.sid, server, error)]
             if self._attempt + 1 < len(self.decision.candidates):
                 self._attempt += 1
-                return failed + self._connect(now, started=False)
+                return failed + self._attempt_next(now, started=False)
             return failed + self._all_failed()
         self.state = State.RELAY
         first, self._early, self._cr = self._cr + self._early, b"", b""
@@ -364,7 +364,7 @@ class SessionMachine:
         self._followed, self.decision, self._attempt = True, follow, 0
         return [*commands, Log(INFO, f"user {self.user_text()} was placed on {winner.name} by "
                                              "another balancer first; following"),
-                *self._connect(now, started=False)]
+                *self._attempt_next(now, started=False)]
 
     def _all_failed(self, *, spent: bool = False) -> list[Command]:
         """Every candidate failed, or (`spent`) the budget is spent before candidate `_attempt`."""
@@ -379,7 +379,7 @@ class SessionMachine:
                       f"{self.settings.connect_timeout_s:g}s): {what} ({decision.detail})")
         else:
             reason = f"connect-failed: {', '.join(names)} unreachable ({decision.detail})"
-        return [AllFailed(self.sid, decision), *self._reject(reason, "connect-failed")]
+        return [AllFailed(self.sid, decision), *self._reject_client(reason, "connect-failed")]
 
     def _leg_closing(self, _event: Eof) -> list[Command]:
         """No-op. Outside the relay a leg that sends EOF is closed by the shell (its eof_received
@@ -392,7 +392,7 @@ class SessionMachine:
         self._gone_reason(event)
         self.state = State.CLOSED
         self._client_left = True
-        return [CancelConnect(), *self._finish()]
+        return [CancelConnect(), *self._finish_once()]
 
     def _server_gone_while_routing(self, _event: Lost) -> list[Command]:
         """The current attempt's backend closed before the relay. Connected but not yet durable:
@@ -409,7 +409,7 @@ class SessionMachine:
         self._eof = self._eof | {side}
         commands: list[Command] = [WriteEof(_other(side))]
         if self._eof == BOTH:
-            commands += self._close(Side.CLIENT, Side.SERVER)
+            commands += self._close_sides(Side.CLIENT, Side.SERVER)
         return commands
 
     def _lost_in_relay(self, event: Lost) -> list[Command]:
@@ -418,17 +418,17 @@ class SessionMachine:
             raise self._illegal(event)
         self._gone_reason(event)
         other = _other(side)
-        commands = self._close(other, reset=event.error is not None and other not in self._closing)
-        return commands + self._finish() if self._gone == BOTH else commands
+        commands = self._close_sides(other, reset=event.error is not None and other not in self._closing)
+        return commands + self._finish_once() if self._gone == BOTH else commands
 
     def _relay_ended(self, event: RelayEnded) -> list[Command]:
         self.end_reason = self.end_reason or event.reason
         self._gone = BOTH
-        return self._finish()
+        return self._finish_once()
 
     def _abort_relay(self, event: Aborted) -> list[Command]:
         self.end_reason = self.end_reason or event.reason
-        return self._close(Side.CLIENT, Side.SERVER, reset=True)
+        return self._close_sides(Side.CLIENT, Side.SERVER, reset=True)
 
     # -- CLOSED: what is still under way comes back ------------------------------------------------
 
@@ -450,7 +450,7 @@ class SessionMachine:
         if Side.CLIENT in self._gone:
             raise self._illegal(event)
         self._gone_reason(event)
-        return self._finish()
+        return self._finish_once()
 
     def _given_up_backend_ends(self, event: Eof | Lost) -> list[Command]:
         """No-op. The backend of an attempt the client left: its connect completed before the
@@ -467,9 +467,9 @@ class SessionMachine:
         to). Legal in every state: an operator or the shutdown may cut a session at any time, and
         one that has closed its legs already finds nothing more to do."""
         self.end_reason = self.end_reason or event.reason
-        return self._close(Side.CLIENT, reset=True)
+        return self._close_sides(Side.CLIENT, reset=True)
 
-    def _close(self, *sides: Side, reset: bool = False) -> list[Command]:
+    def _close_sides(self, *sides: Side, reset: bool = False) -> list[Command]:
         """Close each side not gone and not closing already (an abort's reset overrides a FIN)."""
         wanted = [side for side in sides if side not in self._gone and (reset or side not in self._closing)]
         self._closing = self._closing.union(wanted)
@@ -481,7 +481,7 @@ class SessionMachine:
         if not self.end_reason:
             self.end_reason = f"{side.value} closed" if event.error is None else f"{side.value} error: {event.error}"
 
-    def _finish(self, count: str = "") -> list[Command]:
+    def _finish_once(self, count: str = "") -> list[Command]:
         """Leave the registry, once; a connection refused before it registered never joined it."""
         if self._finished or not self._registered:
             return []
