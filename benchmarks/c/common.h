@@ -28,6 +28,38 @@ static const unsigned char CONNECTION_CONFIRM[19] = {
 #define MODE_BULK 'B' /* server streams to the client as fast as it can */
 #define MODE_ECHO 'E' /* server echoes every byte back */
 #define MODE_IDLE 'I' /* server reads and discards, never writes */
+#define MODE_RDP 'R'  /* the session model: framed inputs answered with updates and bursts (below) */
+
+/* ---- the session model's wire format (mode 'R'; rdpb_sessions.c and rdpb_testserver.c) ----
+ * Client -> server, one message = a 20-byte header, then padding up to `len` (20..100 bytes):
+ *   type(1) len(1) kind(1) pad(1) reply(4) burst(4) t0(8)
+ * type 'H' heartbeat (len 20): the server answers with a 20-byte heartbeat ('H', 4 payload bytes).
+ * type 'I' input (len 40..100): the server answers with an update ('U') of `reply` payload bytes,
+ *   then, if `burst` > 0, a bulk message ('B') of `burst` payload bytes (scroll bursts, video
+ *   frames), both carrying the input's kind and t0 back.
+ * Server -> client, every message = a 16-byte header, then `len` payload bytes:
+ *   type(1) backend(1) kind(1) pad(1) len(4) t0(8)
+ * `backend` is the index of the listening port the session reached (0..listeners-1), so the
+ * client sees which backend server it landed on. Right after the mode byte the server sends a
+ * welcome ('W', no payload). Integers are in host byte order (both ends run on this machine). */
+#define RDP_CMSG_HDR 20
+#define RDP_CMSG_MAX 100
+#define RDP_SMSG_HDR 16
+#define RDP_MAX_PAYLOAD (4u << 20) /* a bound on reply and burst sizes */
+
+struct rdp_cmsg {
+    uint8_t type, len, kind, pad;
+    uint32_t reply, burst;
+    uint64_t t0;
+} __attribute__((packed));
+_Static_assert(sizeof(struct rdp_cmsg) == RDP_CMSG_HDR, "client message header");
+
+struct rdp_smsg {
+    uint8_t type, backend, kind, pad;
+    uint32_t len;
+    uint64_t t0;
+} __attribute__((packed));
+_Static_assert(sizeof(struct rdp_smsg) == RDP_SMSG_HDR, "server message header");
 
 #define MAX_CR_BYTES 1024 /* same bound as the balancer's MAX_CONNECTION_REQUEST_BYTES */
 #define IO_CHUNK (256 * 1024) /* one read or write; large enough that syscalls are not the limit */

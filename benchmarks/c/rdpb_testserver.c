@@ -4,7 +4,10 @@
  * Connection Confirm, then read one mode byte and do what it says:
  *   'B' bulk: write to the client as fast as possible until it closes;
  *   'E' echo: send every byte back (ping-pong);
- *   'I' idle: read and discard, never write.
+ *   'I' idle: read and discard, never write;
+ *   'R' the session model (see common.h): a welcome, then every heartbeat answered with a
+ *       heartbeat, every input with an update and, when asked for, a burst of MSS-sized data
+ *       (scroll, video frames). Every answer names the backend (listening port) reached.
  * A client that closes right after the Confirm (connection-setup benchmark) is simply closed.
  *
  * Usage: rdpb_testserver [--listeners N] [--lifetime SECONDS]
@@ -16,15 +19,36 @@
 #include <arpa/inet.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/uio.h>
 
 #define MAX_LISTENERS 16
 #define MAX_EVENTS 1024
 #define DEFAULT_LIFETIME_S 3600.0 /* a safety net: a forgotten server never outlives an hour */
 
-enum phase { P_FREE, P_LISTEN, P_CR, P_MODE, P_BULK, P_ECHO, P_IDLE };
+enum phase { P_FREE, P_LISTEN, P_CR, P_MODE, P_BULK, P_ECHO, P_IDLE, P_RDP };
+
+#define RDP_MAX_QUEUED 4096 /* answers queued for one session; beyond it the session is dropped */
+#define RDP_IOV 32
+
+/* One answer waiting to be written: a header and `payload` filler bytes. */
+struct item {
+    struct rdp_smsg hdr;
+    uint32_t payload;
+};
+
+/* A mode-'R' session: the input message being read, the answers not yet written. */
+struct rsess {
+    unsigned char in[RDP_CMSG_MAX];
+    uint8_t in_got;
+    uint8_t want_out; /* EPOLLOUT registered */
+    uint32_t head, count, cap, off; /* q[head..count) queued; off: bytes of q[head] already sent */
+    struct item *q;
+};
 
 struct conn {
     unsigned char phase;
+    uint8_t backend;        /* index of the listening port (listener: its own; session: where it came in) */
+    struct rsess *r;        /* mode 'R' only */
     uint16_t got;           /* bytes of the Connection Request seen so far */
     uint16_t need;          /* its TPKT length, once the header is in */
     unsigned char *pending; /* echo: bytes the client has not taken yet */
@@ -50,11 +74,13 @@ static void watch(int fd, uint32_t events, int op) {
 
 static void close_conn(int fd) {
     free(conns[fd].pending);
+    if (conns[fd].r != NULL) free(conns[fd].r->q);
+    free(conns[fd].r);
     memset(&conns[fd], 0, sizeof conns[fd]);
     close(fd); /* also removes it from the epoll set */
 }
 
-static int open_listener(void) {
+static int open_listener(int index) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0) die("socket");
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
@@ -62,6 +88,7 @@ static int open_listener(void) {
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("bind");
     if (listen(fd, 4096) != 0) die("listen"); /* the kernel caps it at somaxconn */
     conns[fd].phase = P_LISTEN;
+    conns[fd].backend = (uint8_t)index;
     watch(fd, EPOLLIN, EPOLL_CTL_ADD);
     return fd;
 }
@@ -83,6 +110,7 @@ static void accept_all(int lfd) {
         }
         set_nodelay(fd);
         conns[fd].phase = P_CR;
+        conns[fd].backend = conns[lfd].backend;
         watch(fd, EPOLLIN, EPOLL_CTL_ADD);
     }
 }
@@ -103,6 +131,122 @@ static int echo(int fd, const unsigned char *data, size_t len) {
     return 0;
 }
 
+/* ---- mode 'R': the session model ---------------------------------------------------------- */
+
+static int rdp_queue(int fd, uint8_t type, uint8_t kind, uint32_t len, uint64_t t0) {
+    struct rsess *r = conns[fd].r;
+    if (r->count == r->cap) {
+        if (r->head > 0) {
+            memmove(r->q, r->q + r->head, (r->count - r->head) * sizeof *r->q);
+            r->count -= r->head;
+            r->head = 0;
+        } else {
+            uint32_t cap = r->cap ? r->cap * 2 : 8;
+            if (cap > RDP_MAX_QUEUED) return -1;
+            struct item *q = realloc(r->q, cap * sizeof *q);
+            if (q == NULL) return -1;
+            r->q = q;
+            r->cap = cap;
+        }
+    }
+    r->q[r->count++] = (struct item){
+        .hdr = {.type = type, .backend = conns[fd].backend, .kind = kind, .len = len, .t0 = t0}, .payload = len};
+    return 0;
+}
+
+static void rdp_want_out(int fd, int want) {
+    struct rsess *r = conns[fd].r;
+    if (r->want_out == want) return;
+    r->want_out = (uint8_t)want;
+    watch(fd, want ? EPOLLIN | EPOLLOUT : EPOLLIN, EPOLL_CTL_MOD);
+}
+
+/* Write queued answers until the socket is full or nothing is left. */
+static int rdp_flush(int fd) {
+    struct rsess *r = conns[fd].r;
+    while (r->head < r->count) {
+        struct iovec iov[RDP_IOV];
+        int n = 0;
+        size_t total = 0;
+        uint32_t off = r->off;
+        for (uint32_t i = r->head; i < r->count && n + 2 <= RDP_IOV; i++, off = 0) {
+            struct item *it = &r->q[i];
+            if (off < RDP_SMSG_HDR) {
+                iov[n++] = (struct iovec){(unsigned char *)&it->hdr + off, RDP_SMSG_HDR - off};
+                total += RDP_SMSG_HDR - off;
+                off = RDP_SMSG_HDR;
+            }
+            size_t left = it->payload - (off - RDP_SMSG_HDR);
+            if (left == 0) continue;
+            size_t take = left > IO_CHUNK ? IO_CHUNK : left;
+            iov[n++] = (struct iovec){bulk_data, take};
+            total += take;
+            if (take < left) break;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno != EAGAIN) return -1;
+            rdp_want_out(fd, 1);
+            return 0;
+        }
+        for (size_t adv = (size_t)w; adv > 0;) {
+            size_t rem = RDP_SMSG_HDR + r->q[r->head].payload - r->off;
+            if (adv < rem) {
+                r->off += (uint32_t)adv;
+                break;
+            }
+            adv -= rem;
+            r->head++;
+            r->off = 0;
+        }
+        if ((size_t)w < total) {
+            rdp_want_out(fd, 1);
+            return 0;
+        }
+    }
+    r->head = r->count = 0;
+    rdp_want_out(fd, 0);
+    return 0;
+}
+
+static int rdp_message(int fd, const unsigned char *msg) {
+    struct rdp_cmsg m;
+    memcpy(&m, msg, sizeof m);
+    if (m.type == 'H') return m.len == RDP_CMSG_HDR ? rdp_queue(fd, 'H', m.kind, 4, m.t0) : -1;
+    if (m.type != 'I' || m.reply > RDP_MAX_PAYLOAD || m.burst > RDP_MAX_PAYLOAD) return -1;
+    if (m.reply > 0 && rdp_queue(fd, 'U', m.kind, m.reply, m.t0) != 0) return -1;
+    if (m.burst > 0 && rdp_queue(fd, 'B', m.kind, m.burst, m.t0) != 0) return -1;
+    return 0;
+}
+
+/* Client bytes in mode 'R': split into messages, queue the answers, write what fits. */
+static int rdp_feed(int fd, const unsigned char *data, size_t len) {
+    struct rsess *r = conns[fd].r;
+    while (len > 0) {
+        size_t need = r->in_got < 2 ? 2 : r->in[1];
+        size_t take = need - r->in_got < len ? need - r->in_got : len;
+        memcpy(r->in + r->in_got, data, take);
+        r->in_got = (uint8_t)(r->in_got + take);
+        data += take;
+        len -= take;
+        if (r->in_got < 2) continue;
+        if (r->in[1] < RDP_CMSG_HDR || r->in[1] > RDP_CMSG_MAX) return -1;
+        if (r->in_got == r->in[1]) {
+            if (rdp_message(fd, r->in) != 0) return -1;
+            r->in_got = 0;
+        }
+    }
+    return rdp_flush(fd);
+}
+
+static int start_rdp(int fd) {
+    conns[fd].r = calloc(1, sizeof *conns[fd].r);
+    if (conns[fd].r == NULL) return -1;
+    conns[fd].phase = P_RDP;
+    return rdp_queue(fd, 'W', 0, 0, 0);
+}
+
 static int start_mode(int fd, unsigned char mode) {
     switch (mode) {
     case MODE_BULK:
@@ -111,6 +255,7 @@ static int start_mode(int fd, unsigned char mode) {
         return 0;
     case MODE_ECHO: conns[fd].phase = P_ECHO; return 0;
     case MODE_IDLE: conns[fd].phase = P_IDLE; return 0;
+    case MODE_RDP: return start_rdp(fd);
     default: return -1;
     }
 }
@@ -125,6 +270,7 @@ static int after_confirm(int fd, const unsigned char *data, size_t len) {
         len--;
     }
     if (c->phase == P_ECHO && len > 0) return echo(fd, data, len);
+    if (c->phase == P_RDP) return rdp_feed(fd, data, len); /* also writes the welcome */
     return 0;
 }
 
@@ -154,12 +300,14 @@ static int on_readable(int fd) {
     case P_CR: return feed_request(fd, scratch, (size_t)n);
     case P_MODE:
     case P_ECHO: return after_confirm(fd, scratch, (size_t)n);
+    case P_RDP: return rdp_feed(fd, scratch, (size_t)n);
     default: return 0; /* bulk and idle: discard */
     }
 }
 
 static int on_writable(int fd) {
     struct conn *c = &conns[fd];
+    if (c->phase == P_RDP) return rdp_flush(fd);
     if (c->phase == P_BULK) {
         /* (sendfile() from a memfd was measured 25% slower than this on loopback) */
         ssize_t n = send(fd, bulk_data, sizeof bulk_data, MSG_NOSIGNAL);
@@ -226,7 +374,7 @@ int main(int argc, char **argv) {
     memset(bulk_data, 'x', sizeof bulk_data);
 
     int fds[MAX_LISTENERS];
-    for (int i = 0; i < listeners; i++) fds[i] = open_listener();
+    for (int i = 0; i < listeners; i++) fds[i] = open_listener(i);
     print_ports(fds, listeners);
 
     uint64_t end = now_ns() + (uint64_t)(lifetime_s * 1e9);
