@@ -1,0 +1,241 @@
+"""The farm simulator's trace and the invariants checked over it (issue 26, part 2).
+
+Pure: events come in as they happen (`Checker.feed`), in the order the simulator saw them, with
+the simulator's own clock (seconds since the run started, real time). The checker keeps the
+ground truth of the farm (which host holds which user's session or pending logon: the simulated
+hosts' own state, not what they pushed) and the outages the simulator caused, and judges every
+landing and every logon against them. `tests/farm/test_farm_day.py` feeds it a crafted violating
+trace too: an invariant that cannot fail is a defect.
+
+The invariants (the issue's numbering):
+  1. a user who has a session (connected or disconnected) or a pending logon on a host is sent
+     to that host, unless it is down past `failover_after` or in maintenance;
+  2. no routing decision gives a user a second session while she has one (a logon started on a
+     host while she has a session or a pending logon on another, with no such excuse);
+  3. no sticky entry of a user who reached a host is lost (checked while she has no connection
+     in flight: her entry exists and names the host she last reached);
+  4. counts return to zero when idle; file descriptors flat;
+  5. every refusal and every move names its reason (the log's `routed` line of a move gives
+     session, no-session or failover; the refusals the clients saw are logged with a reason).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+PENDING, ACTIVE, DISCONNECTED = "pending", "active", "disconnected"
+MOVE_REASONS = frozenset({"session", "no-session", "failover"})
+
+
+@dataclass
+class Event:
+    t: float
+    kind: str
+    fields: dict[str, Any]
+
+    def text(self) -> str:
+        return f"{self.t:9.3f} {self.kind:<14} " + " ".join(f"{k}={v}" for k, v in self.fields.items())
+
+
+@dataclass
+class Violation:
+    invariant: str
+    t: float
+    user: str | None
+    what: str
+
+
+@dataclass
+class Outage:
+    """A host's RDP port closed (a health flap or a reboot) from `start` to `end` (None: still)."""
+
+    start: float
+    end: float | None = None
+
+
+@dataclass
+class Checker:
+    """Judges the trace as it comes. `failover_after_s`: the balancer's setting (real seconds);
+    `recover_s`: how long after a host is back the balancer may still treat it as down (its
+    `rise` checks); `detect_slack_s`: timing slack at the edges (a loaded machine)."""
+
+    failover_after_s: float
+    recover_s: float = 3.0
+    detect_slack_s: float = 0.5
+    events: list[Event] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    checks: Counter[str] = field(default_factory=Counter)
+    # user -> host -> pending/active/disconnected: the hosts' own truth
+    truth: dict[str, dict[str, str]] = field(default_factory=dict)
+    outages: dict[str, list[Outage]] = field(default_factory=dict)
+    maint: dict[str, list[Outage]] = field(default_factory=dict)  # admin state maint (or a drain) from..to
+    last_host: dict[str, str] = field(default_factory=dict)  # the host each user last reached
+    moves: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, user, from, to
+    connects: dict[int, tuple[float, dict[str, str]]] = field(default_factory=dict)  # cid -> start, truth
+
+    # -- the trace ------------------------------------------------------------------------------
+
+    def feed(self, t: float, kind: str, **fields: Any) -> None:
+        self.events.append(Event(t, kind, fields))
+        self.kinds[kind] += 1
+        handler = getattr(self, "_on_" + kind, None)
+        if handler is not None:
+            handler(t, **fields)
+
+    def violate(self, invariant: str, t: float, user: str | None, what: str) -> None:
+        self.violations.append(Violation(invariant, t, user, what))
+        self.events.append(Event(t, "VIOLATION", {"invariant": invariant, "user": user, "what": what}))
+
+    # -- host truth -----------------------------------------------------------------------------
+
+    def _on_logon_start(self, t: float, user: str, host: str, **_: Any) -> None:
+        self.checks["inv2"] += 1
+        others = {h: s for h, s in self.truth.get(user, {}).items() if h != host}
+        if others and not self.excused(others, t, t):
+            self.violate("2-second-session", t, user,
+                         f"a logon started on {host} while she has {self._fmt(others)}")
+        self.truth.setdefault(user, {})[host] = PENDING
+
+    def _on_logon_done(self, t: float, user: str, host: str, state: str, **_: Any) -> None:
+        self.truth.setdefault(user, {})[host] = state
+
+    def _on_session_state(self, t: float, user: str, host: str, state: str, **_: Any) -> None:
+        if host in self.truth.get(user, {}):
+            self.truth[user][host] = state
+
+    def _on_logoff(self, t: float, user: str, host: str, **_: Any) -> None:
+        self.truth.get(user, {}).pop(host, None)
+
+    def _on_reboot(self, t: float, host: str, **_: Any) -> None:
+        for sessions in self.truth.values():
+            sessions.pop(host, None)
+        self.outages.setdefault(host, []).append(Outage(t))
+
+    def _on_port_closed(self, t: float, host: str, **_: Any) -> None:
+        self.outages.setdefault(host, []).append(Outage(t))
+
+    def _on_port_open(self, t: float, host: str, **_: Any) -> None:
+        for o in self.outages.get(host, []):
+            if o.end is None:
+                o.end = t
+
+    def _on_admin_state(self, t: float, host: str, state: str, **_: Any) -> None:
+        spans = self.maint.setdefault(host, [])
+        if state == "maint":
+            spans.append(Outage(t))
+        else:
+            for o in spans:
+                if o.end is None:
+                    o.end = t
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    def _on_connect(self, t: float, user: str, cid: int, **_: Any) -> None:
+        self.connects[cid] = (t, dict(self.truth.get(user, {})))
+
+    def _on_landed(self, t: float, user: str, cid: int, host: str, **_: Any) -> None:
+        """She reached `host`: judged against her sessions when the connect started that still
+        exist now (a reboot meanwhile takes hers away; a logon this very connect started on
+        `host` is not one she had)."""
+        self.checks["inv1"] += 1
+        started, before = self.connects.pop(cid, (t, {}))
+        now = self.truth.get(user, {})
+        had = {h: s for h, s in before.items() if h in now}
+        if had and host not in had and not self.excused(had, started, t):
+            self.violate("1-misrouted", t, user, f"sent to {host} while she has {self._fmt(had)}")
+        previous = self.last_host.get(user)
+        if previous is not None and previous != host:
+            self.moves.append((t, user, previous, host))
+        self.last_host[user] = host
+
+    def _on_connect_end(self, t: float, cid: int, **_: Any) -> None:
+        self.connects.pop(cid, None)
+
+    def _on_sticky(self, t: float, user: str, server: str | None, **_: Any) -> None:
+        """The balancer's entry for `user`, read while she had no connection in flight."""
+        self.checks["inv3"] += 1
+        expected = self.last_host.get(user)
+        if expected is not None and server != expected:
+            what = "lost" if server is None else f"names {server}"
+            self.violate("3-sticky-lost", t, user, f"her entry {what}; she last reached {expected}")
+
+    # -- the excuses ------------------------------------------------------------------------------
+
+    def excused(self, had: dict[str, str], start: float, end: float) -> bool:
+        """Some host of `had` was down past failover_after, or in maintenance, during [start, end]
+        (with the balancer's lag in seeing it back)."""
+        return any(self._down_past_failover(h, start, end) or self._in_maint(h, start, end) for h in had)
+
+    def _down_past_failover(self, host: str, start: float, end: float) -> bool:
+        for o in self.outages.get(host, []):
+            if o.start + self.failover_after_s > end + self.detect_slack_s:
+                continue  # not down long enough by the end of this connect
+            if o.end is None or o.end + self.recover_s >= start:
+                return True
+        return False
+
+    def _in_maint(self, host: str, start: float, end: float) -> bool:
+        return any(o.start <= end + self.detect_slack_s and (o.end is None or o.end + 1.0 >= start)
+                   for o in self.maint.get(host, []))
+
+    @staticmethod
+    def _fmt(sessions: dict[str, str]) -> str:
+        return ", ".join(f"{state} on {h}" for h, state in sorted(sessions.items()))
+
+    # -- after the run ------------------------------------------------------------------------------
+
+    def check_moves_logged(self, routed: list[dict[str, str]], t: float) -> None:
+        """Invariant 5, moves: per user and target host, as many `routed` lines giving a move reason
+        as moves the simulator saw (a move with reason sticky-hit or new names no reason: her entry
+        pointed elsewhere than where she was, or was gone)."""
+        named: Counter[tuple[str, str]] = Counter()
+        for line in routed:
+            if line.get("reason") in MOVE_REASONS:
+                named[(line.get("user", ""), line.get("server", ""))] += 1
+        seen: Counter[tuple[str, str]] = Counter((u, to) for _t, u, _f, to in self.moves)
+        for (user, to), count in sorted(seen.items()):
+            self.checks["inv5-moves"] += count
+            if named[(user, to)] < count:
+                reasons = sorted({f"{r.get('reason')}" for r in routed if r.get("user") == user
+                                  and r.get("server") == to})
+                self.violate("5-move-unnamed", t, user,
+                             f"{count} move(s) to {to} seen, {named[(user, to)]} logged with a move reason "
+                             f"(her routed lines to {to} say: {', '.join(reasons) or 'nothing'})")
+
+    def check_refusals_logged(self, refused_seen: int, refused_logged: int, t: float) -> None:
+        """Invariant 5, refusals: every connection the balancer closed before routing it (outside a
+        kill of a balancer process) is in the log with a reason."""
+        self.checks["inv5-refusals"] += refused_seen
+        if refused_logged < refused_seen:
+            self.violate("5-refusal-unnamed", t, None,
+                         f"clients saw {refused_seen} refusal(s), the log names {refused_logged}")
+
+    def check_idle(self, what: str, value: int, limit: int, t: float) -> None:
+        """Invariant 4: a count read when idle."""
+        self.checks["inv4"] += 1
+        if value > limit:
+            self.violate("4-not-idle", t, None, f"{what} = {value} when idle (at most {limit})")
+
+    # -- the report ---------------------------------------------------------------------------------
+
+    def trace_of(self, user: str | None, last: int = 60) -> list[str]:
+        """The last events that name `user` (or every host event), for a violation's report."""
+        rows = [e for e in self.events if user is None or e.fields.get("user") in (user, None)]
+        return [e.text() for e in rows[-last:]]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "events": dict(sorted(self.kinds.items())),
+            "checks": dict(sorted(self.checks.items())),
+            "moves": len(self.moves),
+            "violations": Counter(v.invariant for v in self.violations),
+        }
+
+    def dump(self, path: str) -> None:
+        with open(path, "w") as out:
+            for e in self.events:
+                out.write(json.dumps({"t": round(e.t, 3), "kind": e.kind, **e.fields}, default=str) + "\n")
