@@ -1,0 +1,37 @@
+"""A compressed day of a farm in front of a real balancer node, with chaos, every invariant
+checked (tests/farm/sim.py). The invariant checker itself is fed crafted violating traces,
+so that an invariant that cannot fail would show (test_invariants.py).
+
+CI: one run with a fixed seed and one with a random seed (printed: replay it with
+`python3 -m tests.farm.sim --minutes 2.5 --seed N --users 40 --hosts 5`). Each takes about
+its `minutes` plus half a minute. FARM_SIM_MINUTES changes the length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.farm.sim import Params, describe, run
+
+pytestmark = [pytest.mark.real_services, pytest.mark.processes]
+
+FIXED_SEED = 2612
+MINUTES = float(os.environ.get("FARM_SIM_MINUTES", "2.5"))
+
+
+@pytest.mark.parametrize("which", ["fixed", "random"])
+def test_a_day_of_the_farm_keeps_every_invariant(tmp_path: Path, which: str) -> None:
+    seed = FIXED_SEED if which == "fixed" else random.SystemRandom().randrange(1 << 31)
+    print(f"farm simulator seed {seed} (replay: python3 -m tests.farm.sim --minutes {MINUTES:g} "
+          f"--seed {seed} --users 40 --hosts 5)")
+    report = asyncio.run(run(Params(seed=seed, minutes=MINUTES, users=40, hosts=5, out=tmp_path / "farm")))
+    text = describe(report)
+    print(text)
+    assert not report.get("violations"), f"{text}\nwhole trace: {tmp_path / 'farm' / 'trace.jsonl'}"
+    assert report["checks"].get("inv1", 0) > 40, text  # the day happened: users landed
+    assert report["outcomes"].get("landed", 0) > report["outcomes"].get("gave-up", 0), text

@@ -1,0 +1,81 @@
+"""The farm simulator's invariant checker (tests/farm/invariants.py) fed crafted violating
+traces: each invariant must be able to fail (an invariant that cannot is a defect). Pure, no
+processes: in the quick tier, unlike the day itself (test_farm_day.py)."""
+
+from __future__ import annotations
+
+from tests.farm.invariants import Checker
+
+
+def checker() -> Checker:
+    return Checker(failover_after_s=6.0, recover_s=2.0)
+
+
+def logged_on(c: Checker, user: str, host: str, t: float = 1.0) -> None:
+    c.feed(t, "connect", user=user, cid=1)
+    c.feed(t + 0.01, "logon_start", user=user, host=host)
+    c.feed(t + 0.02, "landed", user=user, cid=1, host=host)
+    c.feed(t + 1.0, "logon_done", user=user, host=host, state="active")
+
+
+def test_the_checker_catches_a_user_sent_away_from_her_session() -> None:
+    c = checker()
+    logged_on(c, "alice", "TS01")
+    c.feed(5.0, "session_state", user="alice", host="TS01", state="disconnected")
+    c.feed(9.0, "connect", user="alice", cid=2)
+    c.feed(9.01, "logon_start", user="alice", host="TS02")  # a second session
+    c.feed(9.02, "landed", user="alice", cid=2, host="TS02")
+    c.feed(9.5, "sticky", user="alice", server="TS01")  # and the table says otherwise
+    assert [v.invariant for v in c.violations] == ["2-second-session", "1-misrouted", "3-sticky-lost"]
+    assert any("disconnected on TS01" in v.what for v in c.violations)
+    assert any("VIOLATION" in row for row in c.trace_of("alice"))
+
+
+def test_the_checker_catches_a_retry_during_a_logon_placed_elsewhere() -> None:
+    c = checker()
+    c.feed(1.0, "connect", user="bob", cid=1)
+    c.feed(1.01, "logon_start", user="bob", host="TS01")
+    c.feed(1.02, "landed", user="bob", cid=1, host="TS01")
+    c.feed(1.2, "connect", user="bob", cid=2)  # the client retries while the logon runs
+    c.feed(1.21, "logon_start", user="bob", host="TS03")
+    c.feed(1.22, "landed", user="bob", cid=2, host="TS03")
+    assert [v.invariant for v in c.violations] == ["2-second-session", "1-misrouted"]
+    assert "pending on TS01" in c.violations[0].what
+
+
+def test_the_checker_excuses_a_host_down_past_failover_after_only() -> None:
+    c = checker()
+    logged_on(c, "carol", "TS01")
+    c.feed(3.0, "port_closed", host="TS01")
+    c.feed(6.0, "connect", user="carol", cid=2)  # down 3 s < failover_after: must not move
+    c.feed(6.01, "logon_start", user="carol", host="TS02")
+    c.feed(6.02, "landed", user="carol", cid=2, host="TS02")
+    assert [v.invariant for v in c.violations] == ["2-second-session", "1-misrouted"]
+    c = checker()
+    logged_on(c, "carol", "TS01")
+    c.feed(3.0, "port_closed", host="TS01")
+    c.feed(10.0, "connect", user="carol", cid=2)  # down 7 s > failover_after: moved, excused
+    c.feed(10.01, "logon_start", user="carol", host="TS02")
+    c.feed(10.02, "landed", user="carol", cid=2, host="TS02")
+    c.feed(11.0, "admin_state", host="TS03", state="maint")
+    assert c.violations == []
+    assert c.moves == [(10.02, "carol", "TS01", "TS02")]
+
+
+def test_the_checker_catches_a_lost_entry_unnamed_moves_refusals_and_counts() -> None:
+    c = checker()
+    logged_on(c, "dave", "TS01")
+    c.feed(3.0, "sticky", user="dave", server=None)
+    c.feed(3.5, "logoff", user="dave", host="TS01")
+    c.feed(4.0, "connect", user="dave", cid=2)
+    c.feed(4.01, "logon_start", user="dave", host="TS02")  # no session any more: a move is fine
+    c.feed(4.02, "landed", user="dave", cid=2, host="TS02")
+    assert [v.invariant for v in c.violations] == ["3-sticky-lost"]
+    c.check_moves_logged([{"user": "dave", "server": "TS02", "reason": "sticky-hit"}], 5.0)
+    c.check_moves_logged([{"user": "dave", "server": "TS02", "reason": "no-session"}], 5.0)
+    c.check_refusals_logged(3, 2, 5.0)
+    c.check_refusals_logged(2, 2, 5.0)
+    c.check_idle("connections", 1, 0, 5.0)
+    c.check_idle("connections", 0, 0, 5.0)
+    assert [v.invariant for v in c.violations] == ["3-sticky-lost", "5-move-unnamed", "5-refusal-unnamed",
+                                                   "4-not-idle"]
