@@ -1,6 +1,7 @@
 """Benchmark rdpbalancer against a direct connection and HAProxy, in one interleaved run.
 
     python benchmarks/run.py [--quick] [--reps N] [--scenarios T1,T8,L100,L1000,C32,C32r,M10k,S1M]
+    python benchmarks/run.py --scenarios F --targets direct,haproxy,rdpb1   # the RDP session model (issue 26)
                              [--targets direct,haproxy,haproxy-splice,rdpb1,rdpb2] [--out FILE]
 
 Builds the C load generator and test server, then for each repetition runs every scenario
@@ -32,8 +33,8 @@ from rdpbench import stickydb
 from rdpbench.cells import BACKENDS, CellEnv, run_cell, sessions_that_fit
 from rdpbench.cprogs import Binaries, build
 from rdpbench.procs import BenchError, background_busy_pct, raise_nofile_limit
-from rdpbench.report import LEGEND, render_table, summarise
-from rdpbench.scenarios import SCENARIOS, Scenario
+from rdpbench.report import LEGEND, add_added_latency, render_session_tables, render_table, summarise
+from rdpbench.scenarios import CLASSIC, GROUPS, SCENARIOS, Scenario, lookup
 from rdpbench.targets import ALL_TARGETS, DEFAULT_TARGETS, POOL_NAME, ProxyOptions, Target, server_names
 
 BACKGROUND_SAMPLE_S = 0.2  # before each cell: CPU use by other processes on this machine
@@ -45,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and sub-second windows (smoke test)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated (default: all)")
+    parser.add_argument("--scenarios", default="classic",
+                        help="comma-separated names or groups (default: classic = " + ",".join(CLASSIC) + "; "
+                             "F = the session model: F-office (= " + ",".join(GROUPS["F-office"]) + "; any "
+                             "F-office-<N> works), F-storm, F-video; all = classic + F)")
     parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
                         help=f"comma-separated (default: {','.join(DEFAULT_TARGETS)}; also: "
                              f"{','.join(t for t in ALL_TARGETS if t not in DEFAULT_TARGETS)})")
@@ -62,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"(below {NOISY_BACKGROUND_PCT:g}%% busy); default 10, 0 with --quick")
     parser.add_argument("--workdir", help="keep configs, logs and binaries here (default: a temp dir, removed)")
     args = parser.parse_args(argv)
-    args.scenario_list = _pick(args.scenarios, SCENARIOS, "scenario")
+    args.scenario_map = _pick_scenarios(args.scenarios)
+    args.scenario_list = list(args.scenario_map)
     args.target_list = _pick(args.targets, ALL_TARGETS, "target")
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.quick else DEFAULT_QUIET_WAIT_S
@@ -77,6 +82,23 @@ def _pick(text: str, known: dict[str, Any], what: str) -> list[str]:
     if unknown or not names:
         raise SystemExit(f"unknown {what}(s): {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
     return names
+
+
+def _pick_scenarios(text: str) -> dict[str, Scenario]:
+    """Names and groups (F-office, F, classic, all), in the order given, each once."""
+    chosen: dict[str, Scenario] = {}
+    unknown = []
+    for name in (n.strip() for n in text.split(",") if n.strip()):
+        for member in GROUPS.get(name, [name]):
+            found = lookup(member)
+            if found is None:
+                unknown.append(member)
+            else:
+                chosen.setdefault(member, found)
+    if unknown or not chosen:
+        raise SystemExit(f"unknown scenario(s): {', '.join(unknown) or '(none given)'}; known: "
+                         f"{', '.join([*GROUPS, *SCENARIOS, 'F-office-<N>', 'F-storm', 'F-video'])}")
+    return chosen
 
 
 def cpu_list(text: str) -> list[int]:
@@ -131,7 +153,7 @@ def prepare_sticky_file(args: argparse.Namespace, workdir: Path, usable: list[st
 def empty_cells(args: argparse.Namespace, unsupported: dict[str, str | None]) -> dict[str, dict[str, Any]]:
     cells: dict[str, dict[str, Any]] = {}
     for name in args.scenario_list:
-        scenario = SCENARIOS[name]
+        scenario = args.scenario_map[name]
         cells[name] = {}
         for target in args.target_list:
             if ALL_TARGETS[target].kind not in scenario.applies_to:
@@ -155,7 +177,7 @@ def run_all(args: argparse.Namespace, binaries: Binaries, opts: ProxyOptions, lo
                 env = CellEnv(binaries=binaries, load_cpus=load_cpus, proxy=opts, quick=args.quick,
                               cell_dir=workdir / f"rep{rep + 1}" / name / target,
                               cookie_prefix=f"r{rep + 1}s{s_index}", sticky_source=sticky)
-                record = run_one(SCENARIOS[name], ALL_TARGETS[target], env, rep + 1, args.quiet_wait)
+                record = run_one(args.scenario_map[name], ALL_TARGETS[target], env, rep + 1, args.quiet_wait)
                 cells[name][target]["runs"].append(record)
 
 
@@ -196,7 +218,7 @@ def metadata(args: argparse.Namespace, opts: ProxyOptions, load_cpus: list[int])
         "open_files_hard_limit": opts.fd_limit, "rdpbalancer_sticky_sync": opts.sync,
         "m10k_sessions": sessions_that_fit(SCENARIOS["M10k"].size(args.quick).conns, opts.fd_limit),
         "targets": {t: ALL_TARGETS[t].description for t in args.target_list},
-        "scenarios": {s: SCENARIOS[s].title for s in args.scenario_list},
+        "scenarios": {s: args.scenario_map[s].title for s in args.scenario_list},
     }
 
 
@@ -233,13 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    scenarios = [SCENARIOS[s] for s in args.scenario_list]
+    scenarios = [args.scenario_map[s] for s in args.scenario_list]
+    add_added_latency(scenarios, cells)
     results = summarise(scenarios, cells)
     document = {"meta": metadata(args, opts, load_cpus), "unsupported": {k: v for k, v in unsupported.items() if v},
                 "results": results}
     Path(args.out).write_text(json.dumps(document, indent=2) + "\n")
     print(render_table(scenarios, args.target_list, results))
     print(LEGEND)
+    session_tables = render_session_tables(scenarios, args.target_list, results)
+    if session_tables:
+        print(session_tables)
     print(f"JSON: {Path(args.out).resolve()}")
     print(background_note(results))
     bad = [f"{s}/{t}" for s, row in results.items() for t, c in row.items() if c["status"] in ("failed", "errors")]

@@ -14,8 +14,8 @@
  *           23 x 1,448 bytes; a frame is only asked for once the last one has arrived
  * and, in every state, a 20-byte heartbeat each way every 5 s. A session stays in a state for an
  * exponentially distributed time (mean per state, --dwell-scale scales them) and then picks its
- * next state so that the share of time in each state is --mix. Sessions with index % 100 <
- * --pinned-video stay in video for good (the others then follow --mix).
+ * next state so that the share of time in each state is --mix. --pinned-video PCT: that share of
+ * the sessions (spread evenly over the indexes) stays in video for good; the others follow --mix.
  * Every input carries its send time; the server echoes it in the update, so the client measures
  * input -> update round trips (recorded for inputs sent inside the measurement window).
  *
@@ -590,7 +590,7 @@ static void tick(uint64_t now) {
 }
 
 static void run_timers(uint64_t now) {
-    while (heap_len > 0 && heap[0].t <= now) {
+    while (phase != PH_DONE && heap_len > 0 && heap[0].t <= now) {
         struct tev e = heap_pop();
         struct sess *s = &sess[e.s];
         if (s->sched != e.t) continue; /* stale */
@@ -600,7 +600,8 @@ static void run_timers(uint64_t now) {
             continue;
         }
         act(e.s, now);
-        if (s->conn == C_UP) schedule(e.s, next_due(s));
+        uint64_t t = next_due(s);
+        if (s->conn == C_UP) schedule(e.s, t > now ? t : now + 1000000); /* never due again this round */
     }
 }
 
@@ -610,7 +611,13 @@ static int run(void) {
     while (phase != PH_DONE) {
         uint64_t now = now_ns();
         if (now >= deadline) {
-            note_error("timeout", ETIMEDOUT);
+            int by[C_LOST + 1] = {0};
+            for (int i = 0; i < opt.sessions; i++) by[sess[i].conn]++;
+            char what[160];
+            snprintf(what, sizeof what, "timeout in phase %d (sessions down %d, connecting %d, waiting for the "
+                     "Confirm %d, the welcome %d, up %d, retrying %d, lost %d)", (int)phase, by[C_DOWN],
+                     by[C_CONNECTING], by[C_WAIT_CC], by[C_WAIT_WELCOME], by[C_UP], by[C_RETRY], by[C_LOST]);
+            note_error(what, ETIMEDOUT);
             return 1;
         }
         tick(now);
@@ -761,7 +768,8 @@ int main(int argc, char **argv) {
         s->backend = s->first_backend = -1;
         s->rng = (opt.seed * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(i + 1) * 0xD1B54A32D192ED03ull);
         if (s->rng == 0) s->rng = 1;
-        s->pinned = (uint8_t)(i % 100 < opt.pinned_video);
+        /* pinned: exactly pinned_video % of every 100 consecutive sessions, spread evenly */
+        s->pinned = (uint8_t)((i + 1) * opt.pinned_video / 100 > i * opt.pinned_video / 100);
         s->state = (uint8_t)(s->pinned ? ST_VIDEO : pick_state(s, share));
         s->next_input = s->next_hb = NEVER;
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rdpbench import procs
-from rdpbench.cprogs import Binaries, HeldLoad, TestServer, loadgen_argv, run_loadgen
+from rdpbench.cprogs import Binaries, HeldLoad, SessionLoad, TestServer, loadgen_argv, run_loadgen, sessions_argv
 from rdpbench.procs import BenchError
 from rdpbench.scenarios import Scenario
 from rdpbench.stickydb import fresh_copy
@@ -29,6 +29,8 @@ SETTLE_TIMEOUT_S = 15.0  # M10k: for the proxy to close or open every session's 
 HOLD_MAX_S = 300.0  # M10k: the load generator lets its sessions go by itself after this
 SETTLE_POLL_S = 0.02
 WARMUP_MAX_S = 30.0  # C32r: the window of the warm-up run (it ends once every user has connected)
+SESSION_SETUP_S = 120.0  # session scenarios: the load generator's allowance for opening every session
+QUICK_STORM_S = 1.0  # --quick: the reconnect spread of F-storm
 Record = dict[str, Any]
 
 
@@ -45,7 +47,7 @@ class CellEnv:
 
 def run_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
     runners: dict[str, Callable[[Scenario, Target, CellEnv], Record]] = {
-        "load": load_cell, "memory": memory_cell, "startup": startup_cell,
+        "load": load_cell, "memory": memory_cell, "startup": startup_cell, "session": session_cell,
     }
     env.cell_dir.mkdir(parents=True, exist_ok=True)
     return runners[scenario.kind](scenario, target, env)
@@ -220,3 +222,91 @@ def _entries_loaded(log: Path) -> int | None:
     the line is a check on the fixture, not something to fail the benchmark over)."""
     found = re.search(r"sticky table .*?: (\d+) entries loaded", log.read_text(errors="replace"))
     return int(found.group(1)) if found else None
+
+
+# --- the RDP session model: F-office, F-storm, F-video -------------------------------------------
+
+
+def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
+    """rdpb_sessions through the target: latencies over the window, the proxy's CPU over the same
+    window (sampled when the load generator announces its start and end), its RSS at the end."""
+    size, spec = scenario.size(env.quick), scenario.session
+    assert spec is not None
+    storm_s = min(spec.storm_s, QUICK_STORM_S) if env.quick else spec.storm_s
+    warmup_s = 0.2 if env.quick else spec.warmup_s
+    options: dict[str, Any] = {
+        "sessions": size.conns, "duration": f"{size.duration_s:g}", "warmup": f"{warmup_s:g}",
+        "cookie-prefix": spec.cookie_prefix or env.cookie_prefix, "mix": ",".join(f"{m:g}" for m in spec.mix),
+        "pinned-video": spec.pinned_video, "burst": 64, "seed": 26,
+        "timeout": f"{(10 if env.quick else SESSION_SETUP_S) + warmup_s + size.duration_s + 3 * storm_s:g}",
+    }
+    if storm_s:
+        options["storm"] = f"{storm_s:g}"
+    timeout_s = float(options["timeout"])
+    with _server(env) as server, target.running(env.cell_dir, server.ports, env.proxy) as proxy, \
+            SessionLoad(sessions_argv(env.binaries, env.load_cpus, proxy.port, options), timeout_s) as load:
+        if not load.wait_event("window_start"):
+            return _session_record(load.finish(), None, None, env, proxy, size.conns)
+        before = Usage.now(proxy, server)
+        loadgen_before = procs.cpu_s(load.pid)
+        load.wait_event("window_end")
+        used = Usage.now(proxy, server).minus(before)
+        loadgen_s = procs.cpu_s(load.pid) - loadgen_before
+        rss = procs.rss_kb(proxy.pid) if proxy.pid is not None else None
+        result = load.finish()
+    return _session_record(result, used, loadgen_s, env, proxy, size.conns, rss)
+
+
+def _ms(lat: Record, name: str, key: str) -> float | None:
+    entry = lat.get(name) or {}
+    return entry[key] / 1000 if entry.get("count") else None
+
+
+def _session_record(result: Record, used: Usage | None, loadgen_s: float | None, env: CellEnv, proxy: Running,
+                    sessions: int, rss_kb: int | None = None) -> Record:
+    lat = result.get("lat", {})
+    window = result.get("window_s") or 1e-9
+    has_proxy = proxy.proc is not None
+    record: Record = {
+        "sessions": sessions,
+        "established": result["established"],
+        "in_p50_ms": _ms(lat, "input", "p50_us"), "in_p99_ms": _ms(lat, "input", "p99_us"),
+        "in_p999_ms": _ms(lat, "input", "p999_us"), "in_max_ms": _ms(lat, "input", "max_us"),
+        "inputs_measured": (lat.get("input") or {}).get("count", 0),
+        **{f"{kind}_p99_ms": _ms(lat, kind, "p99_us") for kind in ("typing", "mouse", "scroll", "heartbeat")},
+        "frame_p50_ms": _ms(lat, "frame", "p50_us"), "frame_p99_ms": _ms(lat, "frame", "p99_us"),
+        "burst_p99_ms": _ms(lat, "burst", "p99_us"),
+        "setup_p99_ms": _ms(lat, "setup", "p99_us"),
+        "frames_skipped_pct": (100 * result["frames_skipped"] / result["frames_asked"]
+                               if result["frames_asked"] else None),
+        "bursts_skipped": result["bursts_skipped"],
+        "mb_per_s": result["mb_per_s_in_window"],
+        "window_s": result["window_s"],
+        "per_backend": result["per_backend"][:BACKENDS],
+        "states_at_window_start": result.get("states_at_window_start"),
+    }
+    if used is not None:
+        proxy_pct = 100 * used.proxy_s / window if has_proxy else None
+        zero = dict.fromkeys(used.cores, (0, 0))
+        record.update({
+            "proxy_cpu_pct": proxy_pct,
+            "proxy_cpu_per_1k_pct": proxy_pct * 1000 / sessions if proxy_pct is not None else None,
+            "rss_mb": rss_kb / 1024 if rss_kb is not None else None,
+            "loadgen_cpu_pct": 100 * (loadgen_s or 0.0) / window,
+            "server_cpu_pct": 100 * used.server_s / window,
+            "proxy_core_busy_pct": procs.busy_pct(zero, used.cores, env.proxy.cpus),
+            "load_core_busy_pct": procs.busy_pct(zero, used.cores, env.load_cpus),
+        })
+    storm = result.get("storm")
+    if storm:
+        record.update({
+            "storm_users": storm["users"], "storm_back": storm["back"], "storm_lost": storm["lost"],
+            "storm_refusals": storm["refusals"], "storm_moved": storm["moved"], "storm_same": storm["same_backend"],
+            "storm_all_back_s": storm["all_back_s"], "storm_within_s": storm["within_s"],
+            "reconnect_p50_ms": _ms(lat, "reconnect", "p50_us"), "reconnect_p99_ms": _ms(lat, "reconnect", "p99_us"),
+            "per_backend_after": result["per_backend_after"][:BACKENDS],
+        })
+    errors = _errors(result, expected=sessions)
+    if used is None and not errors["errors"]:
+        errors = {"errors": 1, "first_error": "the measured window never started"}
+    return {**record, **errors}

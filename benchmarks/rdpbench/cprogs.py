@@ -13,7 +13,7 @@ from typing import Any
 from rdpbench.procs import BenchError, cpu_s, log_tail, pinned, stop
 
 C_DIR = Path(__file__).resolve().parents[1] / "c"
-PROGRAMS = ("rdpb_testserver", "rdpb_loadgen")
+PROGRAMS = ("rdpb_testserver", "rdpb_loadgen", "rdpb_sessions")
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-std=gnu11"]  # the same as benchmarks/c/Makefile
 SERVER_READY_TIMEOUT_S = 5.0
 LOADGEN_GRACE_S = 60.0  # beyond the load generator's own --timeout, before we give up on it
@@ -23,6 +23,7 @@ LOADGEN_GRACE_S = 60.0  # beyond the load generator's own --timeout, before we g
 class Binaries:
     server: Path
     loadgen: Path
+    sessions: Path  # the session model (F-office, F-storm, F-video)
 
 
 def build(out_dir: Path) -> Binaries:
@@ -36,7 +37,8 @@ def build(out_dir: Path) -> Binaries:
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BenchError(f"building {name} failed:\n{done.stderr}")
-    return Binaries(server=out_dir / "rdpb_testserver", loadgen=out_dir / "rdpb_loadgen")
+    return Binaries(server=out_dir / "rdpb_testserver", loadgen=out_dir / "rdpb_loadgen",
+                    sessions=out_dir / "rdpb_sessions")
 
 
 class TestServer:
@@ -148,3 +150,67 @@ class HeldLoad:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             stop(self.proc, grace_s=5.0)
+
+
+def sessions_argv(binaries: Binaries, cpus: list[int], port: int, options: dict[str, Any]) -> list[str]:
+    args = [str(binaries.sessions), "--port", str(port)]
+    for key, value in options.items():
+        args += [f"--{key}", str(value)]
+    return pinned(cpus, args)
+
+
+class SessionLoad:
+    """The session-model load generator, followed through its event lines (a context manager).
+
+    It prints {"event": "window_start"}, {"event": "window_end"} (and {"event": "drop"} before a
+    storm) as it goes, then one result object; wait_event() lets the runner sample the proxy at
+    those moments.
+    """
+
+    def __init__(self, argv: list[str], timeout_s: float) -> None:
+        self.argv = argv
+        self.timeout_s = timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.result: dict[str, Any] | None = None
+
+    def __enter__(self) -> SessionLoad:
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_event(self, name: str) -> bool:
+        """True when the event came; False when the program finished (or went quiet) first."""
+        assert self.proc is not None
+        while self.result is None:
+            line = _read_line(self.proc, self.timeout_s)
+            if not line.startswith("{"):
+                return False
+            data = json.loads(line)
+            if data.get("event") == name:
+                return True
+            if "event" not in data:
+                self.result = data
+        return False
+
+    def finish(self) -> dict[str, Any]:
+        assert self.proc is not None
+        try:
+            out, err = self.proc.communicate(timeout=self.timeout_s + LOADGEN_GRACE_S)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"session load generator hung: {' '.join(self.argv)}") from exc
+        if self.result is not None:
+            return self.result
+        return parse_result(out.decode(), err.decode(), self.argv)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                stop(self.proc, grace_s=2.0)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()

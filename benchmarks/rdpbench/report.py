@@ -120,3 +120,106 @@ run, in % of one core. "proxy core" / "load core": how busy the proxy's core and
 by load generator and test server were (from /proc/stat, so including the kernel's softirq work
 for loopback TCP that no process is charged for); a load core near 100% means the load side,
 not the proxy, set the pace."""
+
+
+# --- the session model (F-office, F-storm, F-video) -------------------------------------------------
+
+KNEE_ADDED_P99_MS = 2.0  # the knee: the largest N whose added p99 stays at or below this
+ADDED = (("in_p50_ms", "added_p50_ms"), ("in_p99_ms", "added_p99_ms"), ("in_p999_ms", "added_p999_ms"))
+
+
+def add_added_latency(scenarios: list[Scenario], cells: dict[str, dict[str, Record]]) -> None:
+    """Session scenarios: each run's input round-trip percentiles minus direct's in the same
+    repetition (added_p50_ms, ...), so the medians over repetitions are of paired differences."""
+    for scenario in scenarios:
+        if scenario.kind != "session":
+            continue
+        row = cells[scenario.name]
+        direct = {r["rep"]: r for r in row.get("direct", {}).get("runs", []) if "failed" not in r}
+        for cell in row.values():
+            for run in cell.get("runs", []):
+                ref = direct.get(run["rep"])
+                for absolute, added in ADDED:
+                    if ref is not None and run.get(absolute) is not None and ref.get(absolute) is not None:
+                        run[added] = run[absolute] - ref[absolute]
+
+
+def _office_sessions(scenario: Scenario) -> int | None:
+    return scenario.default.conns if scenario.name.startswith("F-office-") else None
+
+
+def knee(office: list[tuple[int, Record]]) -> str:
+    """The largest N whose median added p99 is <= KNEE_ADDED_P99_MS (and whose cell had no errors)."""
+    passing = [n for n, cell in office if cell.get("status") == "ok"
+               and (_median(cell, "added_p99_ms") is not None)
+               and _median(cell, "added_p99_ms") <= KNEE_ADDED_P99_MS]  # type: ignore[operator]
+    measured = [n for n, cell in office if _median(cell, "added_p99_ms") is not None]
+    if not measured:
+        return "-"
+    if not passing:
+        return f"< {min(measured)} (no size passed)"
+    best = max(passing)
+    above = [n for n in measured if n > best]
+    if not above:
+        return f">= {best} (the largest size tried)"
+    failing_below = [n for n in measured if n < best and n not in passing]
+    note = f"; but not at {', '.join(map(str, failing_below))}" if failing_below else ""
+    return f"{best} (fails at {min(above)}{note})"
+
+
+def render_session_tables(scenarios: list[Scenario], targets: list[str], results: dict[str, dict[str, Record]]) -> str:
+    """The F-office table with the knees, then F-storm and F-video, or "" if none of them ran."""
+    parts = []
+    office = sorted((n, s) for s in scenarios if (n := _office_sessions(s)) is not None)
+    if office:
+        rows = [("N", "target", "added p50", "added p99", "added p99.9", "abs p99", "proxy CPU/1000", "RSS MB",
+                 "proxy core", "load core", "status")]
+        for n, scenario in office:
+            for target in targets:
+                cell = results[scenario.name][target]
+                if "summary" not in cell:
+                    continue
+                rows.append((str(n), target, *(_num(_median(cell, k), 3) for _, k in ADDED),
+                             _num(_median(cell, "in_p99_ms"), 3), _pct(_median(cell, "proxy_cpu_per_1k_pct")),
+                             _num(_median(cell, "rss_mb"), 0), _pct(_median(cell, "proxy_core_busy_pct")),
+                             _pct(_median(cell, "load_core_busy_pct")), cell["status"]))
+        parts.append("F-office: input -> update round trip, added = through the target minus direct in the same "
+                     "repetition, ms (medians)\n" + _grid(rows))
+        knees = [f"  {t}: {knee([(n, results[s.name][t]) for n, s in office])}"
+                 for t in targets if t != "direct"]
+        parts.append(f"knee (largest N with added p99 <= {KNEE_ADDED_P99_MS:g} ms, proxy on one core):\n"
+                     + "\n".join(knees))
+    if "F-storm" in results:
+        rows = [("target", "users", "back", "all back s", "refusals", "lost", "same host", "moved", "reconnect p50",
+                 "reconnect p99", "status")]
+        for target in targets:
+            cell = results["F-storm"][target]
+            if "summary" in cell:
+                rows.append((target, *(_num(_median(cell, k), d) for k, d in (
+                    ("storm_users", 0), ("storm_back", 0), ("storm_all_back_s", 2), ("storm_refusals", 0),
+                    ("storm_lost", 0), ("storm_same", 0), ("storm_moved", 0), ("reconnect_p50_ms", 2),
+                    ("reconnect_p99_ms", 2))), cell["status"]))
+        parts.append("F-storm: every session dropped at once, each user back within the spread (medians; direct "
+                     "has one backend, so its 'same host' says nothing)\n" + _grid(rows))
+    if "F-video" in results:
+        rows = [("target", "others' p50", "others' p99", "p99.9", "added p99", "frame p99", "frames skipped %",
+                 "MB/s", "proxy core", "load core", "status")]
+        for target in targets:
+            cell = results["F-video"][target]
+            if "summary" in cell:
+                rows.append((target, *(_num(_median(cell, k), 3) for k in ("in_p50_ms", "in_p99_ms", "in_p999_ms",
+                                                                           "added_p99_ms")),
+                             _num(_median(cell, "frame_p99_ms"), 2), _num(_median(cell, "frames_skipped_pct"), 1),
+                             _num(_median(cell, "mb_per_s"), 1), _pct(_median(cell, "proxy_core_busy_pct")),
+                             _pct(_median(cell, "load_core_busy_pct")), cell["status"]))
+        parts.append("F-video: input round trips (ms) of the sessions not in video while 20 % stream video\n"
+                     + _grid(rows))
+    return "\n\n".join(parts)
+
+
+def _grid(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             .rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

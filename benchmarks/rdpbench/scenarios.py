@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 QUICK_DURATION_S = 0.25  # --quick: every timed window; enough to exercise the whole pipeline
@@ -23,6 +24,17 @@ class Size:
 
 
 @dataclass(frozen=True)
+class SessionSpec:
+    """The session model's settings (rdpb_sessions.c; the model is in benchmarks/README.md)."""
+
+    mix: tuple[float, float, float, float, float] = (40, 35, 15, 8, 2)  # idle, typing, mouse, scroll, video (%)
+    pinned_video: int = 0  # % of sessions that watch video throughout (F-video)
+    storm_s: float = 0.0  # F-storm: drop every session, each reconnects within this many seconds
+    warmup_s: float = 2.0  # traffic before the measured window
+    cookie_prefix: str | None = None  # None: the cell's own prefix
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     title: str
@@ -34,6 +46,7 @@ class Scenario:
     mode: str = ""  # the load generator's --mode
     applies_to: frozenset[str] = frozenset({"direct", "haproxy", "rdpb"})
     not_applicable: str = ""  # why the other targets are left out
+    session: SessionSpec | None = None  # kind "session": the model's settings
 
     def size(self, quick: bool) -> Size:
         return self.quick if quick else self.default
@@ -74,3 +87,51 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              Size(1_000_000), Size(5_000), applies_to=frozenset({"rdpb"}),
              not_applicable="no persistent sticky table (HAProxy's is in memory only)"),
 )}
+
+
+# --- the RDP session model (issue 26): F-office at several sizes, F-storm, F-video ----------------
+
+F_DURATION_S = 10.0  # the measured window of a session scenario
+F_QUICK_DURATION_S = 0.5
+OFFICE_SIZES = (250, 500, 1000, 2000, 4000)  # calibrated to this 2-core box: see benchmarks/README.md
+STORM_SESSIONS = 2000
+VIDEO_SESSIONS = 500
+F_LAT = (Metric("added_p50_ms", "added p50 ms", False, 3), Metric("added_p99_ms", "added p99 ms", False, 3),
+         Metric("added_p999_ms", "added p99.9 ms", False, 3))
+F_CPU = (Metric("proxy_cpu_per_1k_pct", "proxy CPU %/1000 sessions", False, 1), Metric("rss_mb", "RSS MB", False, 0))
+F_PRIMARY = Metric("in_p99_ms", "input->update p99 ms", False, 3)
+OFFICE = re.compile(r"F-office-(\d+)$")
+
+
+def office(sessions: int) -> Scenario:
+    return Scenario(f"F-office-{sessions}", f"{sessions} RDP sessions, office mix", "session", F_PRIMARY,
+                    (*F_LAT, *F_CPU, *CPU), Size(sessions, F_DURATION_S),
+                    Size(max(4, sessions // 100), F_QUICK_DURATION_S), session=SessionSpec())
+
+
+F_SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
+    *(office(n) for n in OFFICE_SIZES),
+    Scenario("F-storm", f"{STORM_SESSIONS} sessions dropped at once, back within 10 s", "session",
+             Metric("storm_all_back_s", "s until all back", False, 2),
+             (Metric("storm_refusals", "refusals", False, 0), Metric("storm_moved", "moved", False, 0),
+              Metric("storm_lost", "lost", False, 0), Metric("reconnect_p99_ms", "reconnect p99 ms", False, 1),
+              *CPU),
+             Size(STORM_SESSIONS, 3.0), Size(20, F_QUICK_DURATION_S),
+             session=SessionSpec(storm_s=10.0, cookie_prefix="user")),
+    Scenario("F-video", f"{VIDEO_SESSIONS} sessions, 20 % in video", "session", F_PRIMARY,
+             (*F_LAT, Metric("frame_p99_ms", "frame p99 ms", False, 1),
+              Metric("frames_skipped_pct", "frames skipped %", False, 1), Metric("mb_per_s", "MB/s"), *CPU),
+             Size(VIDEO_SESSIONS, F_DURATION_S), Size(10, F_QUICK_DURATION_S),
+             session=SessionSpec(mix=(40, 35, 15, 8, 0), pinned_video=20)),
+)}
+CLASSIC = list(SCENARIOS)  # the default selection of run.py
+GROUPS = {"F-office": [n for n in F_SCENARIOS if OFFICE.match(n)], "F": list(F_SCENARIOS),
+          "classic": CLASSIC, "all": CLASSIC + list(F_SCENARIOS)}
+
+
+def lookup(name: str) -> Scenario | None:
+    """A scenario by name; F-office-<N> for any N."""
+    found = SCENARIOS.get(name) or F_SCENARIOS.get(name)
+    if found is None and (match := OFFICE.match(name)) and 0 < int(match.group(1)) <= 100_000:
+        found = office(int(match.group(1)))
+    return found
