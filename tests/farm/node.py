@@ -194,8 +194,15 @@ class Node:
         """A live process of this node (its command line names our config file): a PID noted
         once may have been reused by another process since."""
         try:
-            return str(self.config).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if str(self.config).encode() in cmdline:
+                return True
+            if b"rdpbalancer\0worker\0" not in cmdline:
+                return False
+            ppid = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if line.startswith("PPid:"))
+            return ppid in self.known_pids and str(self.config).encode() in Path(f"/proc/{ppid}/cmdline").read_bytes()
+        except (OSError, StopIteration, ValueError):
             return False
 
     def gone_draining(self) -> None:

@@ -24,6 +24,7 @@ FIXED_SEED = 2612
 MINUTES = float(os.environ.get("FARM_SIM_MINUTES", "2.5"))
 
 
+@pytest.mark.timeout(int(MINUTES * 60) + 300)
 @pytest.mark.parametrize("which", ["fixed", "random"])
 def test_a_day_of_the_farm_keeps_every_invariant(tmp_path: Path, which: str) -> None:
     seed = FIXED_SEED if which == "fixed" else random.SystemRandom().randrange(1 << 31)
