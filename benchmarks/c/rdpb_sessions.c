@@ -625,7 +625,9 @@ static int run(void) {
         int wait_ms = TICK_MS;
         if (heap_len > 0) {
             uint64_t t = now_ns();
-            uint64_t ahead = heap[0].t > t ? (heap[0].t - t) / 1000000 : 0;
+            /* rounded up: a timer fires up to 1 ms late (harmless: an input's time is taken when it is
+             * sent), and the loop never spins on epoll_wait(0) waiting for one */
+            uint64_t ahead = heap[0].t > t ? (heap[0].t - t + 999999) / 1000000 : 0;
             if (ahead < (uint64_t)wait_ms) wait_ms = (int)ahead;
         }
         int n = epoll_wait(epfd, events, MAX_EVENTS, wait_ms);
