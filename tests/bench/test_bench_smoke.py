@@ -94,3 +94,72 @@ def test_one_table_is_printed(quick_run: tuple[subprocess.CompletedProcess[str],
     assert [line.split()[0] for line in body if not line.startswith(" ")] == SCENARIOS
     for index, line in enumerate(body):
         assert TARGETS[index % len(TARGETS)] in line.split(), line
+
+
+# --- the RDP session model (issue 26): F-office, F-storm, F-video at tiny sizes --------------------
+
+F_SCENARIOS = ["F-office-500", "F-office-1000", "F-storm", "F-video"]
+F_TARGETS = ["direct", "haproxy", "rdpb1"]
+F_LATENCY_FIELDS = ("in_p50_ms", "in_p99_ms", "in_p999_ms")
+F_PROXY_FIELDS = ("proxy_cpu_pct", "proxy_cpu_per_1k_pct", "rss_mb")
+F_STORM_FIELDS = ("storm_users", "storm_back", "storm_lost", "storm_refusals", "storm_moved", "storm_same",
+                  "storm_all_back_s", "reconnect_p99_ms")
+
+
+@pytest.fixture(scope="module")
+def quick_session_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str],
+                                                                          dict[str, Any]]:
+    for tool in ("haproxy", "cc", "taskset"):
+        assert shutil.which(tool), f"{tool} is not installed: bash scripts/install-test-deps.sh installs it"
+    work = tmp_path_factory.mktemp("bench-f")
+    out = work / "results.json"
+    argv = [sys.executable, str(RUN), "--quick", "--reps", "1", "--scenarios", ",".join(F_SCENARIOS),
+            "--targets", ",".join(F_TARGETS), "--out", str(out)]
+    done = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
+    assert done.returncode == 0, f"run.py failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done, json.loads(out.read_text())
+
+
+def _run_of(doc: dict[str, Any], scenario: str, target: str) -> dict[str, Any]:
+    cell = doc["results"][scenario][target]
+    assert cell["status"] == "ok", (scenario, target, cell.get("reason"))
+    assert len(cell["runs"]) == 1 and cell["runs"][0]["errors"] == 0, (scenario, target)
+    run: dict[str, Any] = cell["runs"][0]
+    return run
+
+
+def test_session_scenarios_report_their_fields(quick_session_run: tuple[Any, dict[str, Any]]) -> None:
+    _, doc = quick_session_run
+    assert sorted(doc["results"]) == sorted(F_SCENARIOS)
+    for scenario in F_SCENARIOS:
+        for target in F_TARGETS:
+            run = _run_of(doc, scenario, target)
+            assert run["established"] == run["sessions"] > 0, (scenario, target)
+            assert sum(run["per_backend"]) == run["sessions"], (scenario, target)
+            if scenario != "F-storm":
+                assert run["inputs_measured"] > 0, (scenario, target)
+                for field in F_LATENCY_FIELDS:
+                    assert math.isfinite(run[field]) and run[field] >= 0, (scenario, target, field)
+                for field in ("added_p50_ms", "added_p99_ms", "added_p999_ms"):
+                    assert math.isfinite(run[field]), (scenario, target, field)  # may be negative: noise
+            if target != "direct":
+                for field in F_PROXY_FIELDS:
+                    assert run[field] is not None and run[field] >= 0, (scenario, target, field)
+    for target in F_TARGETS:
+        video = _run_of(doc, "F-video", target)
+        assert video["frame_p99_ms"] is not None and video["mb_per_s"] > 0, target
+        storm = _run_of(doc, "F-storm", target)
+        for field in F_STORM_FIELDS:
+            assert storm[field] is not None, (target, field)
+        assert storm["storm_back"] + storm["storm_lost"] == storm["storm_users"] == storm["sessions"], target
+
+
+def test_session_tables_are_printed(quick_session_run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
+    done, _ = quick_session_run
+    out = done.stdout
+    for heading in ("F-office: input -> update round trip", "knee (largest N with added p99 <= 2 ms",
+                    "F-storm: every session dropped at once", "F-video: input round trips"):
+        assert heading in out, heading
+    knees = out.split("knee (largest N", 1)[1].split("\n\n", 1)[0]
+    for target in ("haproxy", "rdpb1"):
+        assert f"  {target}: " in knees, knees
