@@ -53,6 +53,9 @@ REFUSED = re.compile(r" refused client=\S+ reason=(\S+?):.*?(?:\((\d+) more refu
 MORE = re.compile(r"\((\d+) more refused for this reason")
 REJECTED = re.compile(r" session=\S+ rejected client=\S+ user=\S* reason=")
 CONNECT_TIMEOUT_S = 10.0
+CHAOS_WEIGHTS = {"reload": 3, "handoff": 2, "worker-kill": 2, "node-kill": 1, "clock-step": 2,
+                 "clock-step-restart": 1, "flap-short": 2, "flap-long": 2, "reboot": 1, "silent": 2,
+                 "deny-new": 2, "maint": 1, "drain": 1}
 MAX_ATTEMPTS = 25  # one connect of a user: bounded
 
 
@@ -66,6 +69,8 @@ class Params:
     workers: int = 2
     faketime: bool = True
     chaos_every_s: float = 5.0  # mean gap between chaos events (real seconds)
+    weights: dict[str, float] = field(default_factory=dict)  # over CHAOS_WEIGHTS
+    double_click: float = 0.05  # a new connect made by two clients at once
     out: Path = Path("farm-sim")
 
     @property
@@ -132,12 +137,14 @@ class Farm:
             cid = self.cid
             self.in_flight[user] = self.in_flight.get(user, 0) + 1
             self.generation[user] += 1
-            self.record("connect", user=user, cid=cid, attempt=attempt, client=client_ip)
             try:
+                before = await self.explain_before(user) if user in self.checker.last_host else None
+                self.record("connect", user=user, cid=cid, attempt=attempt, client=client_ip)
                 conn = await self._attempt(user, cid, client_ip)
             finally:
                 self.in_flight[user] -= 1
             if conn is not None:
+                self.note_explain(user, before, conn.host)
                 return conn
             await asyncio.sleep(self.rng.uniform(0.2, 1.0) * (1 + min(attempt, 4) / 2))
         self.outcomes["gave-up"] += 1
@@ -187,6 +194,17 @@ class Farm:
         self.open.add(conn)
         return conn
 
+    async def double_click(self, user: str, client: str) -> Conn | None:
+        """Two clients of one user connect at once (two workers may take them): both must land
+        where her session is or where the first placed her; the second is closed again."""
+        self.record("double_click", user=user)
+        other = f"127.0.1.{self.rng.randint(2, 250)}"
+        a, b = await asyncio.gather(self.connect(user, client), self.connect(user, other))
+        if a is not None and b is not None:
+            self.close(b)  # (the host closed one already: a new client takes the session over)
+            return a
+        return a or b
+
     async def explain_before(self, user: str) -> dict[str, Any] | None:
         doc = await self.node.get(f"/api/v1/explain?user={user}")
         return doc.get("decision") if isinstance(doc, dict) else None
@@ -219,12 +237,13 @@ class Farm:
         conn: Conn | None = None
         while not self.stopping and self.now() < leave:
             client = f"127.0.0.{rng.randint(2, 250)}"
-            before = await self.explain_before(user) if user in self.checker.last_host else None
-            conn = await self.connect(user, client)
+            if rng.random() < self.p.double_click:
+                conn = await self.double_click(user, client)
+            else:
+                conn = await self.connect(user, client)
             if conn is None:
                 await asyncio.sleep(rng.uniform(1, 3))
                 continue
-            self.note_explain(user, before, conn.host)
             if rng.random() < 0.12:  # a client that drops its connection during a logon and retries
                 await asyncio.sleep(rng.uniform(0.05, 0.5))
                 self.close(conn)
@@ -297,9 +316,7 @@ class Farm:
     # -- chaos ---------------------------------------------------------------------------------------
 
     async def chaos_loop(self) -> None:
-        kinds = {"reload": 3, "handoff": 2, "worker-kill": 2, "node-kill": 1, "clock-step": 2,
-                 "flap-short": 2, "flap-long": 2, "reboot": 1, "silent": 2, "deny-new": 2,
-                 "maint": 1, "drain": 1}
+        kinds = {**CHAOS_WEIGHTS, **self.p.weights}
         names, weights = list(kinds), list(kinds.values())
         await asyncio.sleep(0.08 * self.p.day_s)  # the storm first
         while not self.stopping and self.now() < 0.85 * self.p.day_s:
@@ -309,7 +326,7 @@ class Farm:
 
     async def one_chaos(self, kind: str) -> None:
         rng, node, fo = self.rng, self.node, self.node.timings.failover_after_s
-        if kind in ("reload", "handoff", "worker-kill", "node-kill", "clock-step"):
+        if kind in ("reload", "handoff", "worker-kill", "node-kill", "clock-step", "clock-step-restart"):
             if self.node_busy.locked():
                 return
             async with self.node_busy:
@@ -338,6 +355,16 @@ class Farm:
                     step = rng.choice([-600.0, 600.0])
                     node.clock.step(step)
                     self.record("clock_step", seconds=step, offset=node.clock.offset)
+                elif kind == "clock-step-restart" and node.clock is not None:
+                    # the wall clock corrected forward (NTP), then the node killed and started again
+                    # while users are in their logons: the new process reads the stepped clock
+                    node.clock.step(600.0)
+                    self.record("clock_step", seconds=600.0, offset=node.clock.offset)
+                    await asyncio.sleep(rng.uniform(0.5, 3.0))
+                    start = self.now()
+                    await node.kill_and_restart()
+                    self.kill_windows.append((start, self.now() + 1))
+                    self.record("node_restarted", primary=node.primary)
                 await asyncio.sleep(0.5)
             return
         free = [h for h in self.hosts.values() if h.name not in self.impaired]
@@ -588,12 +615,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-faketime", action="store_true")
     ap.add_argument("--chaos-every", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--weights", default="", help="chaos weights over the defaults: kind=w,kind=w "
+                    f"(kinds: {', '.join(CHAOS_WEIGHTS)})")
     a = ap.parse_args(argv)
+    weights = {k: float(v) for k, v in (kv.split("=") for kv in a.weights.split(",") if kv)}
+    unknown = set(weights) - set(CHAOS_WEIGHTS)
+    if unknown:
+        ap.error(f"unknown chaos kind(s): {', '.join(sorted(unknown))}")
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1 << 31)
     out = a.out or Path(f"/tmp/farm-sim-{seed}")
     print(f"farm simulator: seed {seed}, {a.minutes:g} min, out {out}", flush=True)
     p = Params(seed=seed, minutes=a.minutes, users=a.users, hosts=a.hosts, scale=a.scale, workers=a.workers,
-               faketime=not a.no_faketime, chaos_every_s=a.chaos_every, out=out)
+               faketime=not a.no_faketime, chaos_every_s=a.chaos_every, weights=weights, out=out)
     report = asyncio.run(run(p))
     print(describe(report), flush=True)
     return 1 if report.get("violations") else 0
