@@ -24,7 +24,6 @@ from tests.browser.conftest import (
     text_of,
     wait_until,
 )
-from tests.support.balancer import free_port
 
 HOSTILE_USERS = ("<img src=x onerror=alert(1)>", '"><script>alert(1)</script>')
 
@@ -162,8 +161,8 @@ def test_user_lookup_explains_where_alice_goes(page: Any, farm: Farm) -> None:
     assert text_of(page, "#lookup-servers") == "refused"
 
 
-def test_disconnected_banner_and_recovery(browser: Any, make_farm: Any) -> None:
-    farm = make_farm(admin_port=free_port())  # a fixed port, so the API comes back where the page looks
+def test_disconnected_banner_and_recovery(browser: Any, make_farm: Any, fixed_port: Any) -> None:
+    farm = make_farm(admin_port=fixed_port())  # a fixed port, so the API comes back where the page looks
     page = open_dashboard(browser, farm)
     try:
         assert not page.find_element(By.CSS_SELECTOR, "#banner").is_displayed()

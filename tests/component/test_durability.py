@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from rdpbalancer.policy.sticky import StickyTable
 from rdpbalancer.store.sqlite import LAZY_FLUSH_S, SqliteStickyStore
-from tests.support.balancer import BalancerProcess, farm_config, running, stored, wait_until
+from tests.support.balancer import BalancerProcess, advance_clock, farm_config, running, stored, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 from tests.support.storm import BURST_USERS, KILL_AFTER_CRS, kill_during_storm
 
 
 @pytest.mark.slow
+@pytest.mark.processes
 async def test_kill_9_during_a_burst_loses_no_assignment(tmp_path: Path) -> None:
     before, after = await kill_during_storm(tmp_path)
     assert KILL_AFTER_CRS <= len(before) < BURST_USERS, "the kill did not land mid-burst"
@@ -26,6 +26,7 @@ async def test_kill_9_during_a_burst_loses_no_assignment(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.processes
 async def test_restart_keeps_users_and_open_sessions_count(tmp_path: Path, sig: signal.Signals) -> None:
     farm = await start_farm("TS01", "TS02")
     cfg = tmp_path / "rdpb.toml"
@@ -52,7 +53,8 @@ async def test_restart_keeps_users_and_open_sessions_count(tmp_path: Path, sig: 
         assert "SIGTERM received" in log and "stopped" in log
 
 
-async def test_an_entry_that_expired_in_memory_leaves_the_file_too(tmp_path: Path) -> None:
+async def test_an_entry_that_expired_in_memory_leaves_the_file_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Seen expired by a routing lookup, an entry left the table but stayed in the SQLite file:
     a restart with a longer ttl brought the user back to a server they had left long ago."""
     farm = await start_farm("TS01", "TS02")
@@ -62,10 +64,11 @@ async def test_an_entry_that_expired_in_memory_leaves_the_file_too(tmp_path: Pat
         port = bal.addresses[0][1]
         await where(port, "alice")
         await wait_until(lambda: "alice" in stored(db), 5)
-        await asyncio.sleep(1.2)  # past the ttl
+        await wait_until(lambda: not bal.ctx.sessions, 5)  # her session's end is her entry's last use
+        advance_clock(monkeypatch, 1.2)  # past the ttl, on the process clock
         await where(port, "bob")  # ... and a lookup of alice now sees her expired:
-        assert bal.table.get("alice", time.time()) is None
-        bal.store.apply_later(bal.table.sweep(time.time()))  # what the sweeper does every 30 s
+        assert bal.table.get("alice", bal.clock()) is None
+        bal.store.apply_later(bal.table.sweep(bal.clock()))  # what the sweeper does every 30 s
         await bal.store.barrier()  # type: ignore[attr-defined]
     assert "alice" not in stored(db)
     for s in farm:
@@ -130,6 +133,7 @@ async def test_a_refresh_alone_reaches_the_disk_within_the_window_or_at_close(tm
     assert _last_used(db) == {"alice": ("TS01", 300.0), "bob": ("TS01", 210.0)}
 
 
+@pytest.mark.processes
 async def test_kill_9_after_session_ends_loses_no_assignment(tmp_path: Path) -> None:
     """Refreshes waiting in memory when the process dies cost last_used, never an assignment:
     every user comes back to the server they were on."""

@@ -15,7 +15,7 @@ from rdpbalancer.app import Balancer
 from rdpbalancer.health.state import Health
 from rdpbalancer.policy.model import AdminState
 from rdpbalancer.proto import build_connection_request
-from tests.support.balancer import farm_config, running, wait_until
+from tests.support.balancer import advance_clock, farm_config, running, wait_until
 from tests.support.fakes import FakeRdpServer, rdp_connect, start_farm, was_cut, where
 
 FAST_CHECKS = 'check = "rdp"\ninterval = "50ms"\ntimeout = "300ms"\nrise = 2\nfall = 2\n'
@@ -88,7 +88,8 @@ async def test_passive_failure_is_noticed_between_checks(tmp_path: Path) -> None
         assert "passive" in (bal.monitor.trackers["A"].last_error or "")
 
 
-async def test_sticky_user_held_within_failover_after_then_moved(tmp_path: Path) -> None:
+async def test_sticky_user_held_within_failover_after_then_moved(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     health = FAST_CHECKS + 'failover_after = "1s"\n'
     async with farm_and_balancer(tmp_path, health=health) as (bal, farm):
         port = bal.addresses[0][1]
@@ -98,7 +99,8 @@ async def test_sticky_user_held_within_failover_after_then_moved(tmp_path: Path)
         assert await refused(port, "alice")  # held: their session lives there
         entry = bal.table.get("alice", bal.ctx.clock())
         assert entry is not None and entry.server == home
-        await wait_until(lambda: bal.router.condition(home).down_for(bal.ctx.clock()) >= 1.0, WAIT_S)
+        advance_clock(monkeypatch, 1.0)  # failover_after, on the process clock
+        assert bal.router.condition(home).down_for(bal.ctx.clock()) >= 1.0
         moved = await where(port, "alice")
         assert moved != home
         entry = bal.table.get("alice", bal.ctx.clock())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +14,7 @@ import pytest
 from rdpbalancer.app import Balancer
 from rdpbalancer.config import load_config
 from rdpbalancer.policy.model import AdminState
-from tests.support.balancer import BalancerProcess, farm_config, reserved_port, wait_serving, wait_until
+from tests.support.balancer import BalancerProcess, farm_config, wait_serving, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 
 
@@ -102,6 +102,7 @@ async def test_reload_adds_and_removes_listeners(tmp_path: Path) -> None:
         await farm[0].stop()
 
 
+@pytest.mark.processes
 def test_sighup_reload_and_sd_notify(tmp_path: Path) -> None:
     notify_path = tmp_path / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sd:
@@ -131,22 +132,17 @@ def test_sighup_reload_and_sd_notify(tmp_path: Path) -> None:
 TOKEN = "reload-test-token-0123456789"
 
 
-@pytest.fixture
-def fixed_port() -> Iterator[int]:
-    """A fixed port, held until the balancer binds it: two reloads binding one address at once is
-    the fault below (on port 0 each would bind a port of its own)."""
-    with reserved_port() as port:
-        yield port
-
-
+@pytest.mark.processes
 @pytest.mark.parametrize("workers", [1, 2])
-async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int, fixed_port: int) -> None:
+async def test_reloads_at_once_are_serialised(tmp_path: Path, workers: int, fixed_port: Callable[[], int]) -> None:
     """POST /api/v1/reload and SIGHUP together, with a listen address added, then removed: the
     address was sometimes bound twice and one listener stayed open after its removal; with
     workers one reload waited 10 s for a confirmation that another reload had taken."""
     farm = await start_farm("A")
     port = 0  # the first listener's: read from the start-up line, and the admin API's from the line before
-    extra = fixed_port  # the address the reloads add and remove
+    # the address the reloads add and remove: a fixed port, two reloads binding it at once is the
+    # fault (on port 0 each would bind a port of its own)
+    extra = fixed_port()
     path = tmp_path / "c.toml"
 
     def write(*listen: int) -> None:

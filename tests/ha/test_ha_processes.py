@@ -17,7 +17,7 @@ from rdpbalancer.app import Balancer
 from rdpbalancer.cluster import HEARTBEAT_EXPIRE_S, HEARTBEAT_S
 from rdpbalancer.config import parse_config
 from tests.ha.test_redis_store import node_config, port
-from tests.support.balancer import BalancerProcess, free_port, wait_for_listener, wait_until
+from tests.support.balancer import BalancerProcess, hold_port, wait_for_listener, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
 from tests.support.redis_server import RedisServer
 
@@ -97,7 +97,9 @@ class Sentinel:
     """A real `redis-server --sentinel` watching `master` on loopback (stopped by PID)."""
 
     def __init__(self, workdir: Path, master: RedisServer) -> None:
-        self.workdir, self.port = workdir, free_port()
+        # chosen before it starts (with port 0 it would listen on no TCP port): held until stop()
+        self.held = hold_port()
+        self.workdir, self.port = workdir, int(self.held.getsockname()[1])
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "sentinel.conf").write_text(
             f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {workdir}\n"
@@ -116,45 +118,49 @@ class Sentinel:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        self.held.close()
 
 
 async def test_sentinel_failover_the_node_follows_the_new_master_and_loses_nothing(tmp_path: Path) -> None:
     master = RedisServer(tmp_path / "master")
-    master.start()
     replica = RedisServer(tmp_path / "replica", extra=("--replicaof", "127.0.0.1", str(master.port)))
-    replica.start()
     sentinel = Sentinel(tmp_path / "sentinel", master)
-    sentinel.start()
-    farm = await start_farm("TS01", "TS02")
-    text = node_config(farm, tmp_path / "node.db", "127.0.0.2:0", "redis://unused", "sent:")
-    text = text.replace('url = "redis://unused"', f'sentinels = ["127.0.0.1:{sentinel.port}"]\nservice_name = "rdpb"')
-    node = Balancer(parse_config(text))
-    await node.start()
     try:
-        alice = await where(port(node), "alice", host="127.0.0.2")
-        assert redis_answer(master.port, lambda r: r.hget("sent:u:alice", "server")) == alice.encode()
-        await wait_for_redis(replica.port, lambda r: r.hget("sent:u:alice", "server"), is_(alice.encode()), 10)
-        # Sentinel knows the replica (from the master's INFO, which it reads every 10 s): else it
-        # would find no replica to promote when the master goes
-        await wait_for_redis(sentinel.port, lambda r: [(s["port"], s["is_sdown"], s["is_disconnected"])
-                                                       for s in r.sentinel_slaves("rdpb")],
-                             is_([(replica.port, False, False)]), 30, interval_s=0.2)
-        master.stop()  # Sentinel promotes the replica after about 1 s
-        bob = await where(port(node), "bob", host="127.0.0.2")  # served meanwhile, from the local table
-        # the replica resets its clients while it is promoted: each read is on a new connection
-        await wait_for_redis(replica.port, lambda r: r.role()[0], is_(b"master"), 30, interval_s=0.2)
-        await wait_for_redis(replica.port, lambda r: r.hget("sent:u:bob", "server"), is_(bob.encode()), 30)
-        await wait_for_redis(replica.port, lambda r: r.hget("sent:u:alice", "server"), is_(alice.encode()), 10)
-        assert node.store.available  # type: ignore[union-attr]
-        carol = await where(port(node), "carol", host="127.0.0.2")
-        await wait_for_redis(replica.port, lambda r: r.hget("sent:u:carol", "server"), is_(carol.encode()), 10)
+        master.start()
+        replica.start()
+        sentinel.start()
+        farm = await start_farm("TS01", "TS02")
+        text = node_config(farm, tmp_path / "node.db", "127.0.0.2:0", "redis://unused", "sent:")
+        text = text.replace('url = "redis://unused"',
+                            f'sentinels = ["127.0.0.1:{sentinel.port}"]\nservice_name = "rdpb"')
+        node = Balancer(parse_config(text))
+        await node.start()
+        try:
+            alice = await where(port(node), "alice", host="127.0.0.2")
+            assert redis_answer(master.port, lambda r: r.hget("sent:u:alice", "server")) == alice.encode()
+            await wait_for_redis(replica.port, lambda r: r.hget("sent:u:alice", "server"), is_(alice.encode()), 10)
+            # Sentinel knows the replica (from the master's INFO, which it reads every 10 s): else it
+            # would find no replica to promote when the master goes
+            await wait_for_redis(sentinel.port, lambda r: [(s["port"], s["is_sdown"], s["is_disconnected"])
+                                                           for s in r.sentinel_slaves("rdpb")],
+                                 is_([(replica.port, False, False)]), 30, interval_s=0.2)
+            master.stop()  # Sentinel promotes the replica after about 1 s
+            bob = await where(port(node), "bob", host="127.0.0.2")  # served meanwhile, from the local table
+            # the replica resets its clients while it is promoted: each read is on a new connection
+            await wait_for_redis(replica.port, lambda r: r.role()[0], is_(b"master"), 30, interval_s=0.2)
+            await wait_for_redis(replica.port, lambda r: r.hget("sent:u:bob", "server"), is_(bob.encode()), 30)
+            await wait_for_redis(replica.port, lambda r: r.hget("sent:u:alice", "server"), is_(alice.encode()), 10)
+            assert node.store.available  # type: ignore[union-attr]
+            carol = await where(port(node), "carol", host="127.0.0.2")
+            await wait_for_redis(replica.port, lambda r: r.hget("sent:u:carol", "server"), is_(carol.encode()), 10)
+        finally:
+            await node.stop()
+            for s in farm:
+                await s.stop()
     finally:
-        await node.stop()
         sentinel.stop()
-        replica.stop()
-        master.stop()
-        for s in farm:
-            await s.stop()
+        replica.close()
+        master.close()
 
 
 

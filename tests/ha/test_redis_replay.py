@@ -22,7 +22,7 @@ from rdpbalancer.app import Balancer
 from rdpbalancer.config import parse_config
 from rdpbalancer.store.redis import RedisStickyStore
 from tests.ha.test_redis_store import node_config
-from tests.support.balancer import free_port, wait_until
+from tests.support.balancer import wait_until
 from tests.support.fakes import start_farm
 from tests.support.redis_server import RedisServer
 
@@ -31,19 +31,23 @@ _prefixes = itertools.count()
 
 class Link:
     """A TCP relay to Redis on loopback: cut() closes it (listener and open connections, so the
-    node's next command fails and its reconnects are refused), restore() listens again."""
+    node's next command fails and its reconnects are refused), restore() listens again: the first
+    time on port 0, then on the port that one took. (Held bound while cut, with `hold_port`, the
+    port made the replay tests hang now and then: the port is free while cut, as before.)"""
 
     def __init__(self, target_port: int) -> None:
-        self.target_port, self.port = target_port, free_port()
+        self.target_port, self.port = target_port, 0
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
+        assert self.port, "restore() first: the port is the one its listener took"
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def restore(self) -> None:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
         if self._server is not None:

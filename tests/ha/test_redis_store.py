@@ -118,7 +118,7 @@ async def test_redis_outage_routing_goes_on_and_the_later_assignment_wins(tmp_pa
             one.ops.set_admin_state("TS02", "ready")
             assert await where(port(one), "dave", host="127.0.0.2") == "TS02"
     finally:
-        own.stop()
+        own.close()
         for s in farm:
             await s.stop()
 

@@ -95,17 +95,28 @@ def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
         yield int(held.getsockname()[1])
 
 
-@contextmanager
-def reserved_port(host: str = "127.0.0.1") -> Iterator[int]:
-    """A port to write in a config before a server binds it, for a server that cannot listen on
-    port 0 and report the port it took (redis-server, haproxy) or a test whose subject is the
-    fixed address itself. Held bound with SO_REUSEADDR, not listening, while the block runs: no
-    port-0 bind and no outgoing connection takes it meanwhile (a port reserved and closed again,
-    `free_port()`, can be taken), while a server setting SO_REUSEADDR itself (the balancer,
-    redis-server, haproxy) binds and listens on it. A connect to it is refused until one does."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as held:
+def hold_port(host: str = "127.0.0.1") -> socket.socket:
+    """A socket holding a port to write in a config before a server binds it: for a server that
+    cannot listen on port 0 and say which port it took (redis-server, haproxy), or a test whose
+    subject is the fixed address itself. Bound with SO_REUSEADDR, not listening, until closed:
+    no port-0 bind and no outgoing connection takes the port meanwhile (a port bound and closed
+    again can be taken: a race), while a server setting SO_REUSEADDR itself (the
+    balancer, its admin API, redis-server, haproxy) binds and listens on it all the same. A
+    connect to it is refused while no server listens there."""
+    held = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         held.bind((host, 0))
+    except BaseException:
+        held.close()
+        raise
+    return held
+
+
+@contextmanager
+def reserved_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port held (`hold_port`) while the block runs."""
+    with hold_port(host) as held:
         yield int(held.getsockname()[1])
 
 

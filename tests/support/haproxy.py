@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.balancer import free_port, wait_for_listener
+from tests.support.balancer import hold_port, wait_for_listener
 
 _CFG = """\
 global
@@ -38,19 +38,26 @@ def haproxy_in_front(workdir: Path, target: int, sends: tuple[str, ...] = ("send
     127.0.0.1:`target`, from `source` if given; yields their ports."""
     if shutil.which("haproxy") is None:
         pytest.fail("haproxy is not installed (scripts/install-test-deps.sh installs it)", pytrace=False)
-    ports = tuple(free_port() for _ in sends)
+    # chosen before it starts (HAProxy does not report a port it took), and held while it runs
+    # (see hold_port): nothing else takes one before it binds them
+    held = [hold_port() for _ in sends]
+    ports = tuple(int(h.getsockname()[1]) for h in held)
     text = _CFG + "".join(_PROXY.format(n=n, port=port, target=target, send=send,
                                         source=f" source {source}" if source else "")
                           for n, (port, send) in enumerate(zip(ports, sends, strict=True)))
     cfg, log = workdir / "haproxy.cfg", workdir / "haproxy.log"
     workdir.mkdir(parents=True, exist_ok=True)
     cfg.write_text(text)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        for port in ports:
-            wait_for_listener(proc, ("127.0.0.1", port), log, 10)
-        yield ports
+        with log.open("ab") as out:
+            proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            for port in ports:
+                wait_for_listener(proc, ("127.0.0.1", port), log, 10)
+            yield ports
+        finally:
+            proc.terminate()
+            proc.wait(10)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for h in held:
+            h.close()

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
-from tests.support.balancer import free_port, stop_process, wait_for_listener
+from tests.support.balancer import hold_port, stop_process, wait_for_listener
 
 
 class RedisServer:
+    """Its port is chosen before it starts (`--port 0` turns TCP off: redis-server cannot take a
+    port and say which), and held bound from then until `close()` (see `hold_port`): across a
+    `stop()` and `start()` too, so that nothing else takes it while the server is down."""
+
     def __init__(self, workdir: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (scripts/install-test-deps.sh installs it)")
-        self.workdir, self.port, self.extra = workdir, port or free_port(), extra
+        self.held: socket.socket | None = None
+        if port is None:
+            self.held = hold_port()
+            port = int(self.held.getsockname()[1])
+        self.workdir, self.port, self.extra = workdir, port, extra
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -32,5 +41,12 @@ class RedisServer:
         wait_for_listener(self.proc, ("127.0.0.1", self.port), self.workdir / "redis.log", timeout_s)
 
     def stop(self) -> None:
+        """The server stops; its port stays held (connections to it are refused) until `close()`."""
         stop_process(self.proc)
         self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.held is not None:
+            self.held.close()
+            self.held = None
