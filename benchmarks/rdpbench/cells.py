@@ -7,6 +7,7 @@ copy of the generated one), so no cell inherits another's state.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -247,14 +248,20 @@ def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
             SessionLoad(sessions_argv(env.binaries, env.load_cpus, proxy.port, options), timeout_s) as load:
         if not load.wait_event("window_start"):
             return _session_record(load.finish(), None, None, env, proxy, size.conns)
+        ours = {os.getpid(), load.pid, *procs.tree(server.pid), *(procs.tree(proxy.pid) if proxy.pid else [])}
+        others_before = procs.others_cpu_s(ours)
         before = Usage.now(proxy, server)
         loadgen_before = procs.cpu_s(load.pid)
         load.wait_event("window_end")
         used = Usage.now(proxy, server).minus(before)
         loadgen_s = procs.cpu_s(load.pid) - loadgen_before
+        others_s = procs.others_cpu_s(ours) - others_before
         rss = procs.rss_kb(proxy.pid) if proxy.pid is not None else None
         result = load.finish()
-    return _session_record(result, used, loadgen_s, env, proxy, size.conns, rss)
+    record = _session_record(result, used, loadgen_s, env, proxy, size.conns, rss)
+    # other people's processes during the window, in % of one core (of all CPUs, not just ours)
+    record["others_cpu_pct"] = 100 * others_s / (result.get("window_s") or 1e-9)
+    return record
 
 
 def _ms(lat: Record, name: str, key: str) -> float | None:

@@ -129,6 +129,17 @@ def _cpu_one(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
+def others_cpu_s(exclude: set[int]) -> float:
+    """CPU seconds (user + system) used so far by every live process outside `exclude`: sampled
+    before and after a window, the difference is what other people's work took meanwhile (a lower
+    bound: processes that exit in between take their time with them)."""
+    total = 0.0
+    for name in _listdir("/proc"):
+        if name.isdigit() and int(name) not in exclude:
+            total += _cpu_one(int(name))
+    return total
+
+
 def open_sockets(pid: int) -> int:
     """Sockets open in pid and its descendants (files such as the sticky table's are not counted)."""
     count = 0

@@ -173,7 +173,7 @@ def render_session_tables(scenarios: list[Scenario], targets: list[str], results
     office = sorted((n, s) for s in scenarios if (n := _office_sessions(s)) is not None)
     if office:
         rows = [("N", "target", "added p50", "added p99", "added p99.9", "abs p99", "proxy CPU/1000", "RSS MB",
-                 "proxy core", "load core", "status")]
+                 "proxy core", "load core", "others", "status")]
         for n, scenario in office:
             for target in targets:
                 cell = results[scenario.name][target]
@@ -182,9 +182,11 @@ def render_session_tables(scenarios: list[Scenario], targets: list[str], results
                 rows.append((str(n), target, *(_num(_median(cell, k), 3) for _, k in ADDED),
                              _num(_median(cell, "in_p99_ms"), 3), _pct(_median(cell, "proxy_cpu_per_1k_pct")),
                              _num(_median(cell, "rss_mb"), 0), _pct(_median(cell, "proxy_core_busy_pct")),
-                             _pct(_median(cell, "load_core_busy_pct")), cell["status"]))
+                             _pct(_median(cell, "load_core_busy_pct")), _pct(_median(cell, "others_cpu_pct")),
+                             cell["status"]))
         parts.append("F-office: input -> update round trip, added = through the target minus direct in the same "
-                     "repetition, ms (medians)\n" + _grid(rows))
+                     "repetition, ms (medians); 'others' = CPU used by other people's processes during the window, "
+                     "% of one core (high: discount the row)\n" + _grid(rows))
         knees = [f"  {t}: {knee([(n, results[s.name][t]) for n, s in office])}"
                  for t in targets if t != "direct"]
         parts.append(f"knee (largest N with added p99 <= {KNEE_ADDED_P99_MS:g} ms, proxy on one core):\n"
@@ -203,7 +205,7 @@ def render_session_tables(scenarios: list[Scenario], targets: list[str], results
                      "has one backend, so its 'same host' says nothing)\n" + _grid(rows))
     if "F-video" in results:
         rows = [("target", "others' p50", "others' p99", "p99.9", "added p99", "frame p99", "frames skipped %",
-                 "MB/s", "proxy core", "load core", "status")]
+                 "MB/s", "proxy core", "load core", "other procs", "status")]
         for target in targets:
             cell = results["F-video"][target]
             if "summary" in cell:
@@ -211,7 +213,8 @@ def render_session_tables(scenarios: list[Scenario], targets: list[str], results
                                                                            "added_p99_ms")),
                              _num(_median(cell, "frame_p99_ms"), 2), _num(_median(cell, "frames_skipped_pct"), 1),
                              _num(_median(cell, "mb_per_s"), 1), _pct(_median(cell, "proxy_core_busy_pct")),
-                             _pct(_median(cell, "load_core_busy_pct")), cell["status"]))
+                             _pct(_median(cell, "load_core_busy_pct")), _pct(_median(cell, "others_cpu_pct")),
+                             cell["status"]))
         parts.append("F-video: input round trips (ms) of the sessions not in video while 20 % stream video\n"
                      + _grid(rows))
     return "\n\n".join(parts)
