@@ -249,13 +249,13 @@ def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
         if not load.wait_event("window_start"):
             return _session_record(load.finish(), None, None, env, proxy, size.conns)
         ours = {os.getpid(), load.pid, *procs.tree(server.pid), *(procs.tree(proxy.pid) if proxy.pid else [])}
-        others_before = procs.others_cpu_s(ours)
+        others_before = procs.others_cpu(ours)
         before = Usage.now(proxy, server)
         loadgen_before = procs.cpu_s(load.pid)
         load.wait_event("window_end")
         used = Usage.now(proxy, server).minus(before)
         loadgen_s = procs.cpu_s(load.pid) - loadgen_before
-        others_s = procs.others_cpu_s(ours) - others_before
+        others_s = procs.others_cpu_delta(others_before, procs.others_cpu(ours))
         rss = procs.rss_kb(proxy.pid) if proxy.pid is not None else None
         result = load.finish()
     record = _session_record(result, used, loadgen_s, env, proxy, size.conns, rss)

@@ -129,15 +129,16 @@ def _cpu_one(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def others_cpu_s(exclude: set[int]) -> float:
-    """CPU seconds (user + system) used so far by every live process outside `exclude`: sampled
-    before and after a window, the difference is what other people's work took meanwhile (a lower
-    bound: processes that exit in between take their time with them)."""
-    total = 0.0
-    for name in _listdir("/proc"):
-        if name.isdigit() and int(name) not in exclude:
-            total += _cpu_one(int(name))
-    return total
+def others_cpu(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by every live process outside `exclude`, by PID."""
+    return {int(name): _cpu_one(int(name)) for name in _listdir("/proc")
+            if name.isdigit() and int(name) not in exclude}
+
+
+def others_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds other people's processes used between two others_cpu() samples: processes alive
+    at both (a lower bound: one that started or exited in between is not counted)."""
+    return sum(max(0.0, after[pid] - cpu) for pid, cpu in before.items() if pid in after)
 
 
 def open_sockets(pid: int) -> int:
