@@ -76,6 +76,13 @@ class Checker:
     last_host: dict[str, str] = field(default_factory=dict)  # the host each user last reached
     moves: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, user, from, to
     connects: dict[int, tuple[float, dict[str, str]]] = field(default_factory=dict)  # cid -> start, truth
+    # two nodes sharing a Redis table: Redis's outages, and each user's node and time of her last
+    # landing and of her connect under way, and every host she reached
+    redis_out: list[Outage] = field(default_factory=list)
+    last_landing: dict[str, tuple[str, float]] = field(default_factory=dict)
+    connecting: dict[str, str] = field(default_factory=dict)
+    reached: dict[str, set[str]] = field(default_factory=dict)
+    excuses: Counter[str] = field(default_factory=Counter)
 
     # -- the trace ------------------------------------------------------------------------------
 
@@ -95,7 +102,7 @@ class Checker:
     def _on_logon_start(self, t: float, user: str, host: str, **_: Any) -> None:
         self.checks["inv2"] += 1
         others = {h: s for h, s in self.truth.get(user, {}).items() if h != host}
-        if others and not self.excused(others, t, t):
+        if others and not self.excused(others, t, t) and not self.split(user, self.connecting.get(user), t):
             self.violate("2-second-session", t, user,
                          f"a logon started on {host} while she has {self._fmt(others)}")
         self.truth.setdefault(user, {})[host] = PENDING
@@ -123,6 +130,14 @@ class Checker:
             if o.end is None:
                 o.end = t
 
+    def _on_redis_down(self, t: float, **_: Any) -> None:
+        self.redis_out.append(Outage(t))
+
+    def _on_redis_up(self, t: float, **_: Any) -> None:
+        for o in self.redis_out:
+            if o.end is None:
+                o.end = t
+
     def _on_admin_state(self, t: float, host: str, state: str, **_: Any) -> None:
         spans = self.maint.setdefault(host, [])
         if state == "maint":
@@ -134,10 +149,12 @@ class Checker:
 
     # -- clients ----------------------------------------------------------------------------------
 
-    def _on_connect(self, t: float, user: str, cid: int, **_: Any) -> None:
+    def _on_connect(self, t: float, user: str, cid: int, node: str | None = None, **_: Any) -> None:
         self.connects[cid] = (t, dict(self.truth.get(user, {})))
+        if node is not None:
+            self.connecting[user] = node
 
-    def _on_landed(self, t: float, user: str, cid: int, host: str, **_: Any) -> None:
+    def _on_landed(self, t: float, user: str, cid: int, host: str, node: str | None = None, **_: Any) -> None:
         """She reached `host`: judged against her sessions when the connect started that still
         exist now (a reboot meanwhile takes hers away; a logon this very connect started on
         `host` is not one she had)."""
@@ -145,12 +162,15 @@ class Checker:
         started, before = self.connects.pop(cid, (t, {}))
         now = self.truth.get(user, {})
         had = {h: s for h, s in before.items() if h in now}
-        if had and host not in had and not self.excused(had, started, t):
+        if had and host not in had and not self.excused(had, started, t) and not self.split(user, node, t):
             self.violate("1-misrouted", t, user, f"sent to {host} while she has {self._fmt(had)}")
         previous = self.last_host.get(user)
         if previous is not None and previous != host:
             self.moves.append((t, user, previous, host))
         self.last_host[user] = host
+        self.reached.setdefault(user, set()).add(host)
+        if node is not None:
+            self.last_landing[user] = (node, t)
 
     def _on_connect_end(self, t: float, cid: int, **_: Any) -> None:
         self.connects.pop(cid, None)
@@ -159,6 +179,10 @@ class Checker:
         """The balancer's entry for `user`, read while she had no connection in flight."""
         self.checks["inv3"] += 1
         expected = self.last_host.get(user)
+        if expected is not None and server != expected and server in self.reached.get(user, set()) \
+                and user in self.last_landing and self._redis_out_during(self.last_landing[user][1], t):
+            self.excuses["3-after-a-redis-outage"] += 1
+            return
         if expected is not None and server != expected:
             what = "lost" if server is None else f"names {server}"
             self.violate("3-sticky-lost", t, user, f"her entry {what}; she last reached {expected}")
@@ -168,7 +192,26 @@ class Checker:
     def excused(self, had: dict[str, str], start: float, end: float) -> bool:
         """Some host of `had` was down past failover_after, or in maintenance, during [start, end]
         (with the balancer's lag in seeing it back)."""
-        return any(self._down_past_failover(h, start, end) or self._in_maint(h, start, end) for h in had)
+        if any(self._down_past_failover(h, start, end) for h in had):
+            self.excuses["1/2-down-past-failover_after"] += 1
+            return True
+        if any(self._in_maint(h, start, end) for h in had):
+            self.excuses["1/2-maintenance"] += 1
+            return True
+        return False
+
+    def split(self, user: str, node: str | None, t: float) -> bool:
+        """Two nodes while Redis was away: she comes through another node than last time, and Redis
+        was away since (the nodes route from their own copies; README: a user may then get two
+        sessions, resolved by the conflict rule once Redis is back)."""
+        last = self.last_landing.get(user)
+        if node is None or last is None or last[0] == node or not self._redis_out_during(last[1], t):
+            return False
+        self.excuses["1/2-split-during-a-redis-outage"] += 1
+        return True
+
+    def _redis_out_during(self, start: float, end: float) -> bool:
+        return any(o.start <= end and (o.end is None or o.end + 3.0 >= start) for o in self.redis_out)
 
     def _down_past_failover(self, host: str, start: float, end: float) -> bool:
         for o in self.outages.get(host, []):
@@ -232,6 +275,7 @@ class Checker:
             "events": dict(sorted(self.kinds.items())),
             "checks": dict(sorted(self.checks.items())),
             "moves": len(self.moves),
+            "excused": dict(self.excuses),
             "violations": Counter(v.invariant for v in self.violations),
         }
 

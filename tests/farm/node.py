@@ -73,6 +73,8 @@ class Node:
     timings: Timings
     workers: int = 2
     faketime: bool = True
+    redis_url: str | None = None  # the table in Redis (a second node shares it), with a SQLite copy
+    name: str = "A"
     admin_token: str = "farm-sim-admin-token-0123456789"
     proc: BalancerProcess | None = None
     primary: int | None = None
@@ -112,6 +114,10 @@ class Node:
         text = text.replace('handshake_timeout = "1s"', 'handshake_timeout = "5s"')
         text = text.replace('[admin]\nlisten = "127.0.0.1:0"',
                             f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\ntoken_file = "{admin}"')
+        if self.redis_url is not None:
+            text = text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1)
+            text += (f'\n[sticky.redis]\nurl = "{self.redis_url}"\nkey_prefix = "farm{os.getpid()}:"\n'
+                     'timeout = "1s"\n')
         return text + (f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n'
                        f'stale_after = "{t.stale_after_s}s"\nlogon_grace = "{t.logon_grace_s}s"\n')
 

@@ -34,6 +34,7 @@ import contextlib
 import json
 import random
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -46,6 +47,7 @@ from tests.farm.hosts import SimHost
 from tests.farm.invariants import Checker
 from tests.farm.node import Node, Timings
 from tests.support.fakes import WHO, read_tpkt
+from tests.support.redis_server import RedisServer
 
 ROUTED = re.compile(r" session=\S+ routed (.*)$")
 FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
@@ -55,7 +57,10 @@ REJECTED = re.compile(r" session=\S+ rejected client=\S+ user=\S* reason=")
 CONNECT_TIMEOUT_S = 10.0
 CHAOS_WEIGHTS = {"reload": 3, "handoff": 2, "worker-kill": 2, "node-kill": 1, "clock-step": 2,
                  "clock-step-restart": 1, "flap-short": 2, "flap-long": 2, "reboot": 1, "silent": 2,
-                 "deny-new": 2, "maint": 1, "drain": 1}
+                 "deny-new": 2, "maint": 1, "drain": 1, "vip-move": 2, "redis-outage": 2}
+HA_CHAOS = frozenset({"vip-move", "redis-outage"})  # with two nodes only
+NODE_CHAOS = frozenset({"reload", "handoff", "worker-kill", "node-kill", "clock-step", "clock-step-restart",
+                        *HA_CHAOS})
 MAX_ATTEMPTS = 25  # one connect of a user: bounded
 
 
@@ -71,6 +76,7 @@ class Params:
     chaos_every_s: float = 5.0  # mean gap between chaos events (real seconds)
     weights: dict[str, float] = field(default_factory=dict)  # over CHAOS_WEIGHTS
     double_click: float = 0.05  # a new connect made by two clients at once
+    nodes: int = 1  # 2: two nodes sharing their table in a redis-server, the clients on one at a time
     out: Path = Path("farm-sim")
 
     @property
@@ -83,6 +89,7 @@ class Conn:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     host: str
+    node: Node
 
 
 @dataclass
@@ -90,8 +97,10 @@ class Farm:
     p: Params
     rng: random.Random
     checker: Checker
-    node: Node
+    nodes: list[Node]
     hosts: dict[str, SimHost]
+    redis: RedisServer | None = None
+    vip: int = 0  # the node the clients reach (keepalived's virtual IP)
     t0: float = field(default_factory=time.monotonic)
     outcomes: Counter[str] = field(default_factory=Counter)
     chaos: Counter[str] = field(default_factory=Counter)
@@ -107,6 +116,10 @@ class Farm:
     _host_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     open: set[Conn] = field(default_factory=set)  # client connections held
 
+    @property
+    def node(self) -> Node:
+        return self.nodes[self.vip]
+
     def now(self) -> float:
         return time.monotonic() - self.t0
 
@@ -120,11 +133,12 @@ class Farm:
             await asyncio.sleep(interval_s * self.rng.uniform(0.7, 1.3))
             if host.silent or host.down:
                 continue
-            status = await self.node.push(host.name, {"sessions": host.listed(), "deny_new": host.deny_new})
-            if status == 200:
-                host.pushes += 1
-            else:
-                host.push_failures += 1
+            body = {"sessions": host.listed(), "deny_new": host.deny_new}
+            for node in self.nodes:  # each node is pushed to (the scripts take several URLs)
+                if await node.push(host.name, body) == 200:
+                    host.pushes += 1
+                else:
+                    host.push_failures += 1
 
     # -- users -------------------------------------------------------------------------------------
 
@@ -139,7 +153,7 @@ class Farm:
             self.generation[user] += 1
             try:
                 before = await self.explain_before(user) if user in self.checker.last_host else None
-                self.record("connect", user=user, cid=cid, attempt=attempt, client=client_ip)
+                self.record("connect", user=user, cid=cid, attempt=attempt, client=client_ip, node=self.node.name)
                 conn = await self._attempt(user, cid, client_ip)
             finally:
                 self.in_flight[user] -= 1
@@ -154,9 +168,10 @@ class Farm:
     async def _attempt(self, user: str, cid: int, client_ip: str) -> Conn | None:
         stage = "connect"
         writer = None
+        node = self.node
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.node.port,
+                reader, writer = await asyncio.open_connection("127.0.0.1", node.port,
                                                                local_addr=(client_ip, 0))
                 stage = "answer"
                 writer.write(build_connection_request(cookie=user.encode()))
@@ -186,11 +201,11 @@ class Farm:
         if line.endswith(" denied"):
             writer.transport.abort()
             self.outcomes["logon-denied"] += 1
-            self.record("landed", user=user, cid=cid, host=host, denied=True)
+            self.record("landed", user=user, cid=cid, host=host, denied=True, node=node.name)
             return None
         self.outcomes["landed"] += 1
-        self.record("landed", user=user, cid=cid, host=host)
-        conn = Conn(reader, writer, host)
+        self.record("landed", user=user, cid=cid, host=host, node=node.name)
+        conn = Conn(reader, writer, host, node)
         self.open.add(conn)
         return conn
 
@@ -325,13 +340,26 @@ class Farm:
             await self.one_chaos(kind)
 
     async def one_chaos(self, kind: str) -> None:
-        rng, node, fo = self.rng, self.node, self.node.timings.failover_after_s
-        if kind in ("reload", "handoff", "worker-kill", "node-kill", "clock-step", "clock-step-restart"):
+        rng, fo = self.rng, self.node.timings.failover_after_s
+        node = rng.choice(self.nodes)
+        if kind in HA_CHAOS and self.redis is None:
+            return
+        if kind in NODE_CHAOS:
             if self.node_busy.locked():
                 return
             async with self.node_busy:
                 self.chaos[kind] += 1
-                self.record("chaos", what=kind)
+                self.record("chaos", what=kind, node=node.name)
+                if kind == "vip-move":
+                    self.move_vip()
+                elif kind == "redis-outage" and self.redis is not None and self.redis.proc is not None:
+                    self.record("redis_down")
+                    self.redis.proc.send_signal(signal.SIGSTOP)  # no answer (its data kept)
+                    try:
+                        await asyncio.sleep(rng.uniform(2.0, 8.0))
+                    finally:
+                        self.redis.proc.send_signal(signal.SIGCONT)
+                    self.record("redis_up")
                 if kind == "reload":
                     node.reload()
                 elif kind == "handoff":
@@ -348,6 +376,8 @@ class Farm:
                     self.record("worker_killed", pid=pid)
                 elif kind == "node-kill":
                     start = self.now()
+                    if len(self.nodes) > 1 and node is self.node:
+                        self.move_vip()  # keepalived moves the address to the other node
                     await node.kill_and_restart()
                     self.kill_windows.append((start, self.now() + 1))
                     self.record("node_restarted", primary=node.primary)
@@ -362,6 +392,8 @@ class Farm:
                     self.record("clock_step", seconds=600.0, offset=node.clock.offset)
                     await asyncio.sleep(rng.uniform(0.5, 3.0))
                     start = self.now()
+                    if len(self.nodes) > 1 and node is self.node:
+                        self.move_vip()
                     await node.kill_and_restart()
                     self.kill_windows.append((start, self.now() + 1))
                     self.record("node_restarted", primary=node.primary)
@@ -376,6 +408,16 @@ class Farm:
         task = asyncio.get_running_loop().create_task(self.host_chaos(kind, host, fo))
         self._host_tasks.add(task)
         task.add_done_callback(self._host_tasks.discard)
+
+    def move_vip(self) -> None:
+        """The clients' address moves to the other node: every connection through the old one is
+        cut (as when keepalived moves it: the old node's connections die with its address)."""
+        old = self.node
+        self.vip = (self.vip + 1) % len(self.nodes)
+        self.record("vip_moved", frm=old.name, to=self.node.name)
+        for conn in list(self.open):
+            if conn.node is old:
+                self.close(conn)
 
     async def host_chaos(self, kind: str, host: SimHost, fo: float) -> None:
         rng = self.rng
@@ -415,13 +457,13 @@ class Farm:
 
     # -- the end of the day ---------------------------------------------------------------------------
 
-    async def probe_connections(self, count: int) -> int:
+    async def probe_connections(self, node: Node, count: int) -> int:
         """`count` connections without a cookie, one after the other, each closed after its answer."""
         landed = 0
         for _ in range(count):
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                    reader, writer = await asyncio.open_connection("127.0.0.1", self.node.port)
+                    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
                     try:
                         writer.write(build_connection_request(cookie=None))
                         await read_tpkt(reader)
@@ -433,10 +475,9 @@ class Farm:
                 pass
         return landed
 
-    async def wait_idle(self, timeout_s: float) -> tuple[int, int, int]:
-        """Until the node counts no connection, session or handshake (and no old process of a
+    async def wait_idle(self, node: Node, timeout_s: float) -> tuple[int, int, int]:
+        """Until `node` counts no connection, session or handshake (and no old process of a
         handoff runs); the last counts read."""
-        node = self.node
         deadline = time.monotonic() + timeout_s
         conns = sessions = handshaking = -1
         while time.monotonic() < deadline:
@@ -454,22 +495,22 @@ class Farm:
             await asyncio.sleep(0.5)
         return conns, sessions, handshaking
 
-    async def idle_checks(self) -> dict[str, Any]:
+    async def idle_checks(self, node: Node) -> dict[str, Any]:
         """Invariant 4, once every client has left: counts back to zero, old processes gone."""
-        node, out = self.node, {}
-        conns, sessions, handshaking = await self.wait_idle(20)
-        t = self.now()
-        self.checker.check_idle("connections counted on the servers", conns, 0, t)
-        self.checker.check_idle("live sessions listed", sessions, 0, t)
-        self.checker.check_idle("sessions and handshakes of the workers", handshaking, 0, t)
-        self.checker.check_idle("old processes of handoffs still running", len(node.draining), 0, t)
+        out: dict[str, Any] = {}
+        conns, sessions, handshaking = await self.wait_idle(node, 20)
+        t, n = self.now(), node.name
+        self.checker.check_idle(f"node {n}: connections counted on the servers", conns, 0, t)
+        self.checker.check_idle(f"node {n}: live sessions listed", sessions, 0, t)
+        self.checker.check_idle(f"node {n}: sessions and handshakes of the workers", handshaking, 0, t)
+        self.checker.check_idle(f"node {n}: old processes of handoffs still running", len(node.draining), 0, t)
         opened = 0
         for user in sorted(self.checker.last_host)[:60]:
             doc = await node.get(f"/api/v1/explain?user={user}")
             if doc and "open or opening connection" in json.dumps(doc):
                 opened += 1
                 self.record("explain_open", user=user, doc=json.dumps(doc)[:400])
-        self.checker.check_idle("users whose explain counts open connections", opened, 0, t)
+        self.checker.check_idle(f"node {n}: users whose explain counts open connections", opened, 0, t)
         out.update(conns=conns, sessions=sessions, worker_counts=handshaking, draining=len(node.draining),
                    users_with_open_count=opened)
         return out
@@ -495,17 +536,23 @@ async def run(p: Params) -> dict[str, Any]:
         hosts[name] = await SimHost(name, record=record, rng=random.Random(rng.random()),
                                     logon_s=(2 * s, 30 * s)).start()
     tokens = {n: f"{n.lower()}-farm-push-token-{p.seed}" for n in names}
-    node = Node(p.out / "node", [(n, h.address) for n, h in hosts.items()], tokens, timings,
-                workers=p.workers, faketime=p.faketime)
-    farm = Farm(p, rng, checker, node, hosts)
+    redis = RedisServer(p.out / "redis") if p.nodes > 1 else None
+    nodes = [Node(p.out / f"node{chr(65 + i)}", [(n, h.address) for n, h in hosts.items()], tokens, timings,
+                  workers=p.workers, faketime=p.faketime, redis_url=redis.url if redis else None, name=chr(65 + i))
+             for i in range(p.nodes)]
+    farm = Farm(p, rng, checker, nodes, hosts, redis=redis)
     tasks: list[asyncio.Task[None]] = []
     started = time.time()
     report: dict[str, Any] = {}
     try:
-        await node.start()
+        if redis is not None:
+            redis.start()
+        for node in nodes:
+            await node.start()
         farm.t0 = time.monotonic()
-        farm.record("start", seed=p.seed, users=p.users, hosts=p.hosts, minutes=p.minutes, scale=p.scale)
-        fds_start, first_primary = node.fds(), node.primary
+        farm.record("start", seed=p.seed, users=p.users, hosts=p.hosts, minutes=p.minutes, scale=p.scale,
+                    nodes=p.nodes)
+        fds_start = {node.name: (node.fds(), node.primary) for node in nodes}
         loop = asyncio.get_running_loop()
         for h in hosts.values():
             tasks.append(loop.create_task(farm.pusher(h, timings.push_interval_s)))
@@ -522,35 +569,47 @@ async def run(p: Params) -> dict[str, Any]:
         await asyncio.gather(*side, return_exceptions=True)
         for task in list(farm._host_tasks):
             await asyncio.wait_for(task, 30)
+        await asyncio.sleep(2.0)  # (two nodes: the last changes reach the other through Redis)
         for user in list(farm.checker.last_host):
             await farm.check_sticky(user)  # every user's entry, at the end
-        idle = await farm.idle_checks()
-        fds_end = node.fds()
+        idle: dict[str, Any] = {}
+        for node in nodes:
+            idle[node.name] = await farm.idle_checks(node)
+        fds_end = {node.name: node.fds() for node in nodes}
         for user in users:
             if not user.cancelled() and user.exception() is not None:
                 raise user.exception()  # type: ignore[misc]
-        routed, refused_logged = read_log(node.log)
         t = farm.now()
+        routed: list[dict[str, str]] = []
+        refused_logged = 0
+        for node in nodes:
+            node_routed, node_refused = read_log(node.log)
+            routed += node_routed
+            refused_logged += node_refused
         checker.check_moves_logged(routed, t)
         seen = [r for r in farm.refused_at if not any(a - 1 <= r <= b for a, b in farm.kill_windows)]
         checker.check_refusals_logged(len(seen), refused_logged, t)
-        # fds flat: idle, then 60 more connections (no cookie: no session on the hosts), idle again
-        before_probe = sum(node.fds().values())
-        probed = await farm.probe_connections(60)
-        await farm.wait_idle(20)
-        after_probe = sum(node.fds().values())
-        checker.check_idle("fds of the node's processes after 60 more connections, above before them (+3)",
-                           after_probe, before_probe + 3, farm.now())
-        idle.update(fds_before_probe=before_probe, fds_after_probe=after_probe, probes_landed=probed,
-                    first_primary_fds_at_start=fds_start.get(first_primary or -1),
-                    primary_fds_at_end=fds_end.get(node.primary or -1))
+        for node in nodes:
+            # fds flat: idle, then 60 more connections (no cookie: no session on the hosts), idle again
+            before_probe = sum(node.fds().values())
+            probed = await farm.probe_connections(node, 60)
+            await farm.wait_idle(node, 20)
+            after_probe = sum(node.fds().values())
+            checker.check_idle(f"node {node.name}: fds of its processes after 60 more connections, above "
+                               "before them (+3)", after_probe, before_probe + 3, farm.now())
+            first, first_primary = fds_start[node.name]
+            idle[node.name].update(fds_before_probe=before_probe, fds_after_probe=after_probe,
+                                   probes_landed=probed, first_primary_fds_at_start=first.get(first_primary or -1),
+                                   primary_fds_at_end=fds_end[node.name].get(node.primary or -1),
+                                   rss_kb_end=node.rss_kb())
         report = {
             "command": f"python3 -m tests.farm.sim --minutes {p.minutes:g} --seed {p.seed} --users {p.users} "
-                       f"--hosts {p.hosts} --scale {p.scale:g}",
+                       f"--hosts {p.hosts} --scale {p.scale:g} --nodes {p.nodes}"
+                       + (f" --weights {','.join(f'{k}={v:g}' for k, v in p.weights.items())}" if p.weights else ""),
             "seed": p.seed, "wall_s": round(time.time() - started, 1), "day_s": p.day_s, "scale": p.scale,
             **checker.summary(), "chaos": dict(sorted(farm.chaos.items())),
             "outcomes": dict(sorted(farm.outcomes.items())), "explain_before_reconnect": dict(farm.explained),
-            "idle": idle, "fds_start": fds_start, "fds_end": fds_end, "rss_kb_end": node.rss_kb(),
+            "idle": idle,
             "pushes": {h.name: h.pushes for h in hosts.values()},
             "push_failures": {h.name: h.push_failures for h in hosts.values()},
             "refused_seen_outside_kills": len(seen), "refused_logged": refused_logged,
@@ -563,7 +622,12 @@ async def run(p: Params) -> dict[str, Any]:
         await asyncio.gather(*tasks, return_exceptions=True)
         for conn in list(farm.open):
             farm.close(conn)
-        await node.stop()
+        for node in nodes:
+            await node.stop()
+        if redis is not None:
+            if redis.proc is not None:
+                redis.proc.send_signal(signal.SIGCONT)
+            redis.close()
         for h in hosts.values():
             await h.stop_all()
         checker.dump(str(p.out / "trace.jsonl"))
@@ -596,7 +660,7 @@ def describe(report: dict[str, Any]) -> str:
              f"  chaos: {report.get('chaos')}", f"  client outcomes: {report.get('outcomes')}",
              f"  invariant checks: {report.get('checks')}; moves seen: {report.get('moves')}",
              f"  explain before a reconnect: {report.get('explain_before_reconnect')}",
-             f"  idle: {report.get('idle')}; fds start {report.get('fds_start')} end {report.get('fds_end')}",
+             f"  idle: {report.get('idle')}",
              f"  violations: {dict(report.get('violations') or {}) or 'none'}"]
     for v in report.get("violation_details", []):
         lines.append(f"  VIOLATION {v['invariant']} at {v['t']} user {v['user']}: {v['what']}")
@@ -612,6 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hosts", type=int, default=8)
     ap.add_argument("--scale", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--nodes", type=int, default=1, choices=[1, 2], help="2: two nodes sharing a Redis table")
     ap.add_argument("--no-faketime", action="store_true")
     ap.add_argument("--chaos-every", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=None)
@@ -626,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out or Path(f"/tmp/farm-sim-{seed}")
     print(f"farm simulator: seed {seed}, {a.minutes:g} min, out {out}", flush=True)
     p = Params(seed=seed, minutes=a.minutes, users=a.users, hosts=a.hosts, scale=a.scale, workers=a.workers,
-               faketime=not a.no_faketime, chaos_every_s=a.chaos_every, weights=weights, out=out)
+               faketime=not a.no_faketime, chaos_every_s=a.chaos_every, weights=weights, nodes=a.nodes, out=out)
     report = asyncio.run(run(p))
     print(describe(report), flush=True)
     return 1 if report.get("violations") else 0

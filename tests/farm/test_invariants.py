@@ -79,3 +79,27 @@ def test_the_checker_catches_a_lost_entry_unnamed_moves_refusals_and_counts() ->
     c.check_idle("connections", 0, 0, 5.0)
     assert [v.invariant for v in c.violations] == ["3-sticky-lost", "5-move-unnamed", "5-refusal-unnamed",
                                                    "4-not-idle"]
+
+
+def test_the_checker_excuses_a_second_node_only_while_redis_was_away() -> None:
+    c = checker()
+    c.feed(1.0, "connect", user="erin", cid=1, node="A")
+    c.feed(1.01, "logon_start", user="erin", host="TS01")
+    c.feed(1.02, "landed", user="erin", cid=1, host="TS01", node="A")
+    c.feed(2.0, "connect", user="erin", cid=2, node="B")  # the other node, Redis up: no excuse
+    c.feed(2.01, "logon_start", user="erin", host="TS02")
+    c.feed(2.02, "landed", user="erin", cid=2, host="TS02", node="B")
+    assert [v.invariant for v in c.violations] == ["2-second-session", "1-misrouted"]
+    c = checker()
+    c.feed(1.0, "connect", user="erin", cid=1, node="A")
+    c.feed(1.01, "logon_start", user="erin", host="TS01")
+    c.feed(1.02, "landed", user="erin", cid=1, host="TS01", node="A")
+    c.feed(1.5, "redis_down")
+    c.feed(2.0, "connect", user="erin", cid=2, node="A")  # the same node while Redis is away: no excuse
+    c.feed(2.01, "logon_start", user="erin", host="TS02")
+    c.feed(2.02, "landed", user="erin", cid=2, host="TS02", node="A")
+    assert [v.invariant for v in c.violations] == ["2-second-session", "1-misrouted"]
+    c.feed(3.0, "connect", user="erin", cid=3, node="B")  # the other node while Redis is away: excused
+    c.feed(3.01, "logon_start", user="erin", host="TS03")
+    c.feed(3.02, "landed", user="erin", cid=3, host="TS03", node="B")
+    assert len(c.violations) == 2 and c.excuses["1/2-split-during-a-redis-outage"] == 2
