@@ -263,6 +263,14 @@ class Node:
         except (TimeoutError, aiohttp.ClientError, OSError):
             return None
 
+    async def delete(self, path: str) -> int | None:
+        try:
+            async with self.session().delete(self.api + path,
+                                             headers={"Authorization": f"Bearer {self.admin_token}"}) as resp:
+                return resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None
+
     async def push(self, host: str, body: dict[str, Any]) -> int | None:
         try:
             async with self.session().put(f"{self.api}/api/v1/hosts/{host}/sessions", json=body,

@@ -77,6 +77,9 @@ class Params:
     weights: dict[str, float] = field(default_factory=dict)  # over CHAOS_WEIGHTS
     double_click: float = 0.05  # a new connect made by two clients at once
     nodes: int = 1  # 2: two nodes sharing their table in a redis-server, the clients on one at a time
+    # the checker's own test: this share of reconnects goes straight to a random host (past the
+    # balancer), and as often an idle user's entry is deleted through the API: violations must show
+    sabotage: float = 0.0
     out: Path = Path("farm-sim")
 
     @property
@@ -169,9 +172,13 @@ class Farm:
         stage = "connect"
         writer = None
         node = self.node
+        port = node.port
+        if self.p.sabotage and user in self.checker.last_host and self.rng.random() < self.p.sabotage:
+            port = self.rng.choice(list(self.hosts.values())).port  # past the balancer
+            self.record("sabotage", user=user, what="connects straight to a host")
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                reader, writer = await asyncio.open_connection("127.0.0.1", node.port,
+                reader, writer = await asyncio.open_connection("127.0.0.1", port,
                                                                local_addr=(client_ip, 0))
                 stage = "answer"
                 writer.write(build_connection_request(cookie=user.encode()))
@@ -316,6 +323,9 @@ class Farm:
             await asyncio.sleep(2.0)
             users = sorted(self.checker.last_host)
             for user in self.rng.sample(users, min(12, len(users))):
+                if self.p.sabotage and self.rng.random() < self.p.sabotage and not self.in_flight.get(user):
+                    status = await self.node.delete(f"/api/v1/sticky/{user}")
+                    self.record("sabotage", user=user, what=f"entry deleted through the API ({status})")
                 await self.check_sticky(user)
 
     async def check_sticky(self, user: str) -> None:
@@ -605,7 +615,8 @@ async def run(p: Params) -> dict[str, Any]:
         report = {
             "command": f"python3 -m tests.farm.sim --minutes {p.minutes:g} --seed {p.seed} --users {p.users} "
                        f"--hosts {p.hosts} --scale {p.scale:g} --nodes {p.nodes}"
-                       + (f" --weights {','.join(f'{k}={v:g}' for k, v in p.weights.items())}" if p.weights else ""),
+                       + (f" --weights {','.join(f'{k}={v:g}' for k, v in p.weights.items())}" if p.weights else "")
+                       + (f" --sabotage {p.sabotage:g}" if p.sabotage else ""),
             "seed": p.seed, "wall_s": round(time.time() - started, 1), "day_s": p.day_s, "scale": p.scale,
             **checker.summary(), "chaos": dict(sorted(farm.chaos.items())),
             "outcomes": dict(sorted(farm.outcomes.items())), "explain_before_reconnect": dict(farm.explained),
@@ -680,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-faketime", action="store_true")
     ap.add_argument("--chaos-every", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--sabotage", type=float, default=0.0,
+                    help="the checker's own test: this share of reconnects bypasses the balancer, and of "
+                         "sticky checks deletes the entry first (violations must be reported)")
     ap.add_argument("--weights", default="", help="chaos weights over the defaults: kind=w,kind=w "
                     f"(kinds: {', '.join(CHAOS_WEIGHTS)})")
     a = ap.parse_args(argv)
@@ -691,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out or Path(f"/tmp/farm-sim-{seed}")
     print(f"farm simulator: seed {seed}, {a.minutes:g} min, out {out}", flush=True)
     p = Params(seed=seed, minutes=a.minutes, users=a.users, hosts=a.hosts, scale=a.scale, workers=a.workers,
-               faketime=not a.no_faketime, chaos_every_s=a.chaos_every, weights=weights, nodes=a.nodes, out=out)
+               faketime=not a.no_faketime, chaos_every_s=a.chaos_every, weights=weights, nodes=a.nodes,
+               sabotage=a.sabotage, out=out)
     report = asyncio.run(run(p))
     print(describe(report), flush=True)
     return 1 if report.get("violations") else 0

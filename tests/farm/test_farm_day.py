@@ -36,3 +36,17 @@ def test_a_day_of_the_farm_keeps_every_invariant(tmp_path: Path, which: str) -> 
     assert not report.get("violations"), f"{text}\nwhole trace: {tmp_path / 'farm' / 'trace.jsonl'}"
     assert report["checks"].get("inv1", 0) > 40, text  # the day happened: users landed
     assert report["outcomes"].get("landed", 0) > report["outcomes"].get("gave-up", 0), text
+
+
+@pytest.mark.timeout(300)
+def test_the_live_checks_report_a_sabotaged_day(tmp_path: Path) -> None:
+    """The same pipeline with connections sent past the balancer to a random host and entries
+    deleted through the API: the violations must be reported (an invariant that cannot fail is a
+    defect), each with its trace."""
+    report = asyncio.run(run(Params(seed=FIXED_SEED, minutes=0.75, users=30, hosts=4, sabotage=0.3,
+                                    chaos_every_s=1000.0, out=tmp_path / "farm")))
+    text = describe(report)
+    found = set(report.get("violations") or {})
+    assert {"3-sticky-lost", "5-move-unnamed"} <= found, text
+    assert found & {"1-misrouted", "2-second-session"}, text
+    assert all(v["trace"] for v in report["violation_details"]), text
