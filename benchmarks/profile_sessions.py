@@ -1,11 +1,12 @@
-"""Profile a proxy under the RDP session model (F-office-<N>, F-video): where its time goes.
+"""Profile a proxy under the RDP session model (F-office-<N>, F-video, F-storm): where its time goes.
 
     python benchmarks/profile_sessions.py [--scenario F-office-1000] [--target rdpb1] [--tool strace]
                                           [--seconds 5]
 
 Starts the C test server and the target (any of run.py's targets, pinned to CPU 0) and the
 session load generator (CPU 1); once the sessions have run for 2 s, runs the tool over the
-measured window of --seconds and prints its summary:
+measured window of --seconds (F-storm: over the first --seconds after the drop, while the users
+reconnect) and prints its summary:
   strace  syscalls of the proxy (all its processes) by kind, and per input round trip (an input
           and its update, plus the heartbeats, bursts and frames in between): counts, not times
           (strace slows the proxy down; its latencies mean nothing in this mode)
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,7 +40,7 @@ TOOL_STOP_S = 30.0
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="F-office-1000", help="F-office-<N> or F-video")
+    ap.add_argument("--scenario", default="F-office-1000", help="F-office-<N>, F-video or F-storm")
     ap.add_argument("--target", default="rdpb1", choices=[t for t in ALL_TARGETS if t != "direct"])
     ap.add_argument("--tool", default="strace", choices=list(TOOLS))
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -47,17 +49,20 @@ def main() -> int:
     if shutil.which(TOOLS[args.tool]) is None:
         raise SystemExit(f"{TOOLS[args.tool]} is not installed")
     scenario = lookup(args.scenario)
-    if scenario is None or scenario.session is None or scenario.session.storm_s:
-        raise SystemExit(f"not a session scenario with a steady load: {args.scenario}")
+    if scenario is None or scenario.session is None:
+        raise SystemExit(f"not a session scenario: {args.scenario}")
     spec = scenario.session
     target = ALL_TARGETS[args.target]
     with tempfile.TemporaryDirectory(prefix="rdpb-profile-") as tmp:
         work = Path(tmp)
         binaries = cprogs.build(work / "bin")
         options = ProxyOptions(cpus=[0], fd_limit=procs.raise_nofile_limit(), sync="full")
-        load_options = {"sessions": scenario.default.conns, "duration": f"{args.seconds:g}", "warmup": "2",
+        storm = spec.storm_s
+        load_options = {"sessions": scenario.default.conns, "warmup": "2",
+                        "duration": f"{scenario.default.duration_s if storm else args.seconds:g}",
                         "mix": ",".join(f"{m:g}" for m in spec.mix), "pinned-video": spec.pinned_video,
-                        "burst": 64, "seed": 26, "cookie-prefix": "p", "timeout": f"{args.seconds + 150:g}"}
+                        "burst": 64, "seed": 26, "cookie-prefix": "p", "timeout": f"{args.seconds + 150:g}",
+                        **({"storm": f"{storm:g}"} if storm else {})}
         raw = args.out or work / f"{args.tool}.out"
         with cprogs.TestServer(binaries.server, [1], BACKENDS, work / "server.log") as server, \
                 target.running(work, server.ports, options) as proxy, \
@@ -66,15 +71,21 @@ def main() -> int:
             assert proxy.pid is not None
             if not load.wait_event("window_start"):
                 raise SystemExit(f"the sessions never started: {load.finish().get('first_error')}")
+            if storm:
+                load.wait_event("drop")
             cpu_before = procs.cpu_s(proxy.pid)
             tool = start_tool(args.tool, procs.tree(proxy.pid), raw, args.seconds)
-            load.wait_event("window_end")
+            if storm:
+                time.sleep(args.seconds)
+            else:
+                load.wait_event("window_end")
             stop_tool(tool)
             cpu_s = procs.cpu_s(proxy.pid) - cpu_before
             result = load.finish()
-        lat = result["lat"]["input"]
-        inputs = result["inputs_window"]
-        print(f"{scenario.name} through {args.target}: {inputs:,} inputs in the window, input p50 "
+        lat = result["lat"]["reconnect" if storm else "input"]
+        inputs = result["storm"]["back"] if storm else result["inputs_window"]
+        what = "reconnections (all, not only those profiled)" if storm else "inputs in the window"
+        print(f"{scenario.name} through {args.target}: {inputs:,} {what}, p50 "
               f"{lat['p50_us'] / 1000:.3f} ms, p99 {lat['p99_us'] / 1000:.3f} ms (under {args.tool}); proxy CPU "
               f"{100 * cpu_s / args.seconds:.0f}% of a core, {1e6 * cpu_s / max(inputs, 1):.0f} us per input")
         if args.tool == "strace":
