@@ -17,7 +17,8 @@
  * next state so that the share of time in each state is --mix. --pinned-video PCT: that share of
  * the sessions (spread evenly over the indexes) stays in video for good; the others follow --mix.
  * Every input carries its send time; the server echoes it in the update, so the client measures
- * input -> update round trips (recorded for inputs sent inside the measurement window).
+ * input -> update round trips (recorded for inputs sent inside the measurement window) in 1 us
+ * buckets up to 2 s and 1 ms buckets up to 60 s.
  *
  * Phases: establish all --sessions (at most --burst handshakes at a time), --warmup seconds of
  * traffic, a --duration window (prints {"event": "window_start"} / {"event": "window_end"} so the
@@ -36,7 +37,9 @@
 #include <sys/epoll.h>
 
 #define MAX_EVENTS 1024
-#define HIST_US 2000000 /* 1 us buckets up to 2 s, the rest in the last one */
+#define HIST_FINE_US 2000000 /* latency histograms: 1 us buckets up to 2 s, */
+#define HIST_COARSE 58000      /* then 1 ms buckets up to 60 s, the rest in the last one */
+#define HIST_BUCKETS (HIST_FINE_US + HIST_COARSE)
 #define MSS 1448        /* a TCP segment's payload on a 1500-byte Ethernet path with timestamps */
 #define HEARTBEAT_NS 5000000000ull
 #define RETRY_NS 1000000000ull
@@ -176,7 +179,8 @@ static void note_error(const char *what, int err) {
 static void record(enum hist_id h, uint64_t t0, uint64_t now) {
     uint64_t us = (now - t0) / 1000;
     struct hist *x = &hists[h];
-    x->b[us < HIST_US ? us : HIST_US - 1]++;
+    uint64_t coarse = us < HIST_FINE_US ? 0 : (us - HIST_FINE_US) / 1000;
+    x->b[us < HIST_FINE_US ? us : HIST_FINE_US + (coarse < HIST_COARSE ? coarse : HIST_COARSE - 1)]++;
     x->count++;
     x->sum_us += us;
     if (us > x->max_us) x->max_us = us;
@@ -185,9 +189,9 @@ static void record(enum hist_id h, uint64_t t0, uint64_t now) {
 static uint64_t percentile_us(const struct hist *x, double p) {
     if (x->count == 0) return 0;
     uint64_t rank = (uint64_t)ceil(p * (double)x->count), seen = 0;
-    for (uint64_t us = 0; us < HIST_US; us++) {
-        seen += x->b[us];
-        if (seen >= rank) return us;
+    for (uint64_t i = 0; i < HIST_BUCKETS; i++) {
+        seen += x->b[i];
+        if (seen >= rank) return i < HIST_FINE_US ? i : HIST_FINE_US + (i - HIST_FINE_US) * 1000;
     }
     return x->max_us;
 }
@@ -759,7 +763,7 @@ int main(int argc, char **argv) {
     if (sess == NULL || fd2s == NULL || epfd < 0) die("setup");
     for (int f = 0; f < max_fds; f++) fd2s[f] = -1;
     for (int h = 0; h < N_H; h++)
-        if ((hists[h].b = calloc(HIST_US, sizeof *hists[h].b)) == NULL) die("calloc");
+        if ((hists[h].b = calloc(HIST_BUCKETS, sizeof *hists[h].b)) == NULL) die("calloc");
     double share[N_ST]; /* the initial state: by time share, so the mix holds from the start */
     double total = 0;
     for (int k = 0; k < N_ST; k++) total += opt.mix[k];
