@@ -9,14 +9,14 @@ import contextlib
 import errno
 import os
 import socket
-import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from rdpbalancer.netaddr import describe_os_error
 from rdpbalancer.relay.sockets import connect_raw
+from tests.support.balancer import wait_until
 
 
 async def test_it_connects_to_a_listener_on_ipv4_and_ipv6() -> None:
@@ -41,8 +41,8 @@ async def test_a_refused_connect_says_connection_refused() -> None:
     assert info.value.errno == errno.ECONNREFUSED and describe_os_error(info.value) == "Connection refused"
 
 
-@contextlib.contextmanager
-def _full_listener() -> Iterator[int]:
+@contextlib.asynccontextmanager
+async def _full_listener() -> AsyncIterator[int]:
     """A listener's port whose accept queue is full: the kernel drops further SYNs (they hang)."""
     with socket.socket() as listener, contextlib.ExitStack() as fillers:
         listener.bind(("127.0.0.1", 0))
@@ -52,10 +52,9 @@ def _full_listener() -> Iterator[int]:
             filler.setblocking(False)
             filler.connect_ex(listener.getsockname())
         port = listener.getsockname()[1]
-        deadline = time.monotonic() + 5.0
-        while _accept_queue(port) < 1:  # with backlog 0, one connection waiting to be accepted fills it
-            assert time.monotonic() < deadline, f"no connection reached the accept queue of port {port}"
-            time.sleep(0.005)
+        # with backlog 0, one connection waiting to be accepted fills it
+        await wait_until(lambda: _accept_queue(port) >= 1, 5.0, 0.005,
+                         describe=lambda: f"no connection reached the accept queue of port {port}")
         yield port
 
 
@@ -74,7 +73,7 @@ def _open_fds() -> int:
 
 
 async def test_a_connect_that_hangs_fails_with_timeout_and_closes_its_socket() -> None:
-    with _full_listener() as port:
+    async with _full_listener() as port:
         before = _open_fds()
         future = connect_raw(asyncio.get_running_loop(), "127.0.0.1", port, 0.3)
         with pytest.raises(TimeoutError):
@@ -83,7 +82,7 @@ async def test_a_connect_that_hangs_fails_with_timeout_and_closes_its_socket() -
 
 
 async def test_cancelling_a_connect_closes_its_socket() -> None:
-    with _full_listener() as port:
+    async with _full_listener() as port:
         before = _open_fds()
         future = connect_raw(asyncio.get_running_loop(), "127.0.0.1", port, 30)
         await asyncio.sleep(0.05)
