@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import socket
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from rdpbalancer.hosts.poller import SessionPoller
 from rdpbalancer.hosts.spec import Credentials, HostSource, SessionsPlan
 from rdpbalancer.policy.host_sessions import HostSession, SessionState
 from rdpbalancer.policy.session_index import SessionDirectory
+from tests.support.balancer import refused_port
 
 SOURCE = HostSource("TS01", "127.0.0.1", "windows", 15.0, 2.0, 60.0, port=None,
                     credentials=Credentials("svc-rdpb", "pw", "CORP"))
@@ -187,12 +187,10 @@ def test_a_wrong_password_and_a_host_that_is_down(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_the_real_impacket_reaches_a_host_that_is_down() -> None:
     """No fake: impacket's own SMBConnection against a loopback port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    down = HostSource("TS01", "127.0.0.1", "windows", 15.0, 2.0, 60.0, port=port, credentials=SOURCE.credentials)
-    with pytest.raises(windows.WindowsError_, match=f"cannot reach 127.0.0.1:{port}"):
-        windows.connect(down)
+    with refused_port() as port:  # held bound while the test runs: nobody can listen there meanwhile
+        down = HostSource("TS01", "127.0.0.1", "windows", 15.0, 2.0, 60.0, port=port, credentials=SOURCE.credentials)
+        with pytest.raises(windows.WindowsError_, match=f"cannot reach 127.0.0.1:{port}"):
+            windows.connect(down)
 
 
 async def test_a_slow_host_times_out_in_the_poller_and_routing_falls_back() -> None:
