@@ -13,7 +13,8 @@ The invariants (the issue's numbering):
   2. no routing decision gives a user a second session while she has one (a logon started on a
      host while she has a session or a pending logon on another, with no such excuse);
   3. no sticky entry of a user who reached a host is lost (checked while she has no connection
-     in flight: her entry exists and names the host she last reached);
+     in flight: her entry exists and names the host she last reached, or one where she has a
+     session: the session rule corrects the entry when it decides, before she gets there);
   4. counts return to zero when idle; file descriptors flat;
   5. every refusal and every move names its reason (the log's `routed` line of a move gives
      session, no-session or failover; the refusals the clients saw are logged with a reason).
@@ -182,6 +183,11 @@ class Checker:
         if expected is not None and server != expected and server in self.reached.get(user, set()) \
                 and user in self.last_landing and self._redis_out_during(self.last_landing[user][1], t):
             self.excuses["3-after-a-redis-outage"] += 1
+            return
+        if expected is not None and server != expected and server in self.truth.get(user, {}):
+            # the session rule corrects an entry to the host with her session before she reaches it
+            # (a duplicate left by a failover, say), and keeps it if that connect fails
+            self.excuses["3-entry-names-her-session"] += 1
             return
         if expected is not None and server != expected:
             what = "lost" if server is None else f"names {server}"

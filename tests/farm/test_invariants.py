@@ -25,7 +25,7 @@ def test_the_checker_catches_a_user_sent_away_from_her_session() -> None:
     c.feed(9.0, "connect", user="alice", cid=2)
     c.feed(9.01, "logon_start", user="alice", host="TS02")  # a second session
     c.feed(9.02, "landed", user="alice", cid=2, host="TS02")
-    c.feed(9.5, "sticky", user="alice", server="TS01")  # and the table says otherwise
+    c.feed(9.5, "sticky", user="alice", server="TS03")  # and the table names neither
     assert [v.invariant for v in c.violations] == ["2-second-session", "1-misrouted", "3-sticky-lost"]
     assert any("disconnected on TS01" in v.what for v in c.violations)
     assert any("VIOLATION" in row for row in c.trace_of("alice"))
@@ -103,3 +103,20 @@ def test_the_checker_excuses_a_second_node_only_while_redis_was_away() -> None:
     c.feed(3.01, "logon_start", user="erin", host="TS03")
     c.feed(3.02, "landed", user="erin", cid=3, host="TS03", node="B")
     assert len(c.violations) == 2 and c.excuses["1/2-split-during-a-redis-outage"] == 2
+
+
+def test_an_entry_corrected_to_the_host_of_her_session_is_not_lost() -> None:
+    """A failover left a duplicate on TS01; she logs off TS02; the session rule sends her back to
+    TS01 and corrects her entry before that connect (which fails: TS01 flaps) gets there."""
+    c = checker()
+    logged_on(c, "fay", "TS01")
+    c.feed(2.0, "port_closed", host="TS01")
+    c.feed(9.0, "connect", user="fay", cid=2)
+    c.feed(9.01, "logon_start", user="fay", host="TS02")
+    c.feed(9.02, "landed", user="fay", cid=2, host="TS02")
+    c.feed(10.0, "port_open", host="TS01")
+    c.feed(11.0, "logoff", user="fay", host="TS02")
+    c.feed(20.0, "sticky", user="fay", server="TS01")
+    assert c.violations == [] and c.excuses["3-entry-names-her-session"] == 1
+    c.feed(21.0, "sticky", user="fay", server="TS03")  # neither where she was nor where her session is
+    assert [v.invariant for v in c.violations] == ["3-sticky-lost"]
