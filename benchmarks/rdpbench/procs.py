@@ -136,9 +136,10 @@ def others_cpu(exclude: set[int]) -> dict[int, float]:
 
 
 def others_cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds other people's processes used between two others_cpu() samples: processes alive
-    at both (a lower bound: one that started or exited in between is not counted)."""
-    return sum(max(0.0, after[pid] - cpu) for pid, cpu in before.items() if pid in after)
+    """CPU seconds other people's processes used between two others_cpu() samples: the growth of
+    those alive at both, all of what those started in between used (a lower bound: a process that
+    exited in between takes its time with it)."""
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
 
 
 def open_sockets(pid: int) -> int:
