@@ -28,6 +28,7 @@ back early (to watch a recovery).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ipaddress
 import os
@@ -139,10 +140,33 @@ def wait_for(
         time.sleep(interval)
 
 
-def free_port(host: str = LOCALHOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+_HELD: list[socket.socket] = []
+
+
+def held_port(host: str = LOCALHOST) -> int:
+    """A port for a process that must be told it before it starts (xrdp does not report a port it
+    took; a balancer restarts on the same address): bound with SO_REUSEADDR, not listening, and
+    held until the test session ends, so that no port-0 bind and no outgoing connection takes it
+    (a port bound and closed again can be taken), while the process, which sets SO_REUSEADDR
+    too, binds and listens on it; see tests.support.balancer.hold_port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    except BaseException:
+        sock.close()
+        raise
+    _HELD.append(sock)
+    return int(sock.getsockname()[1])
+
+
+@atexit.register
+def _release_held_ports() -> None:
+    while _HELD:
+        _HELD.pop().close()
+
+
+free_port = held_port  # its former name
 
 
 def can_bind(host: str, port: int) -> bool:
@@ -582,7 +606,7 @@ def _launch_xrdp(
     ``probe``: wait for it with a TCP connect rather than by reading /proc/net/tcp (see
     :func:`wait_listening`).
     """
-    port = free_port() if port is None else port
+    port = held_port() if port is None else port
     log_path = workdir / "xrdp.log"
     config = workdir / "xrdp.ini"
     config.write_text(
@@ -1004,7 +1028,7 @@ def make_balancer(
     timeout: float = 20.0,
 ) -> BalancerProcess:
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = held_port()  # restarts keep it
     config = workdir / "balancer.toml"
     config.write_text(
         balancer_config_toml(port, servers, workdir / "sticky.db", balance=balance, extra=extra_toml)

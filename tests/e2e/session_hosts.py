@@ -208,7 +208,7 @@ class SessionHost:
 def start_host(name: str, workdir: Path, cert: Path, key: Path, display_offset: int) -> SessionHost:
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)
-    port = harness.free_port()
+    port = harness.held_port()
     sesman_port = harness.system_sesman_port()
     address = harness.pick_loopback_address(sesman_port)
     startwm = workdir / "startwm.sh"

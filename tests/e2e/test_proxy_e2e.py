@@ -36,7 +36,7 @@ def test_rdp_through_a_real_haproxy_with_proxy_protocol(
         tmp_path: Path, xrdp_farm: harness.XrdpFarm, run_clients: Callable[..., list[harness.ClientResult]],
         hostname: Callable[[str], str]) -> None:
     balancer = harness.make_balancer(tmp_path / "balancer", xrdp_farm.servers, start=False)
-    admin_port = harness.free_port()
+    admin_port = harness.held_port()
     text = balancer.config_path.read_text()
     listen = f'listen = ["{balancer.host}:{balancer.port}"]'
     assert text.count(listen) == 1 and text.count('listen = "127.0.0.1:0"') == 1

@@ -23,14 +23,14 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e import harness, session_hosts
 from tests.e2e.session_hosts import USERS, SessionHost
-from tests.support.balancer import BalancerProcess, free_port, stored
+from tests.support.balancer import BalancerProcess, stored
 
 TOKENS = {"XA": "xa-push-token-0123456789ab", "XB": "xb-push-token-0123456789ab"}
 # A killed client's session shows disconnected once xrdp drops its connection to the session's
@@ -163,9 +163,9 @@ def sessions_of(hosts: dict[str, SessionHost], user: str) -> dict[str, list[dict
 
 
 def test_a_returning_user_reaches_her_real_session_and_a_logged_off_one_is_balanced_anew(
-        hosts: dict[str, SessionHost], display: str, tmp_path: Path) -> None:
+        hosts: dict[str, SessionHost], display: str, tmp_path: Path, fixed_port: Callable[[], int]) -> None:
     log_off_everyone(hosts)
-    port, admin_port = free_port(), free_port()
+    port, admin_port = fixed_port(), fixed_port()  # the same after a restart; the hosts push to it
     # a short logon grace: step 4 waits for it to pass before her entry can be history
     config = balancer_config(tmp_path, hosts, port, admin_port, sessions_extra='logon_grace = "3s"')
     log = tmp_path / "balancer.log"
@@ -267,12 +267,12 @@ def refused_line(log: Path, user: str, after: int) -> str:
 
 
 def test_a_cap_reached_refuses_a_new_user_as_full_and_never_strands_a_session(
-        hosts: dict[str, SessionHost], display: str, tmp_path: Path) -> None:
+        hosts: dict[str, SessionHost], display: str, tmp_path: Path, fixed_port: Callable[[], int]) -> None:
     """max_sessions = 1 on both hosts, their real sessions as the load: alice and bob fill them,
     carol is refused as `full`; alice's disconnected session is reattached although her host is at
     its cap; once bob logs off, carol gets through."""
     log_off_everyone(hosts)
-    port, admin_port = free_port(), free_port()
+    port, admin_port = fixed_port(), fixed_port()  # the same after a restart; the hosts push to it
     config = balancer_config(tmp_path, hosts, port, admin_port, server_extra=", max_sessions = 1")
     log = tmp_path / "balancer.log"
     bal = BalancerProcess(config, port, log)
@@ -330,7 +330,7 @@ def test_a_cap_reached_refuses_a_new_user_as_full_and_never_strands_a_session(
 
 
 def test_a_client_killed_during_its_logon_and_retried_at_once_lands_on_the_same_host_with_one_session(
-        hosts: dict[str, SessionHost], display: str, tmp_path: Path) -> None:
+        hosts: dict[str, SessionHost], display: str, tmp_path: Path, fixed_port: Callable[[], int]) -> None:
     """Issue 24, with the default logon grace (120 s). alice has no session and no sticky entry,
     but a host listed her name since the balancer started (a session of hers, since logged off),
     so her missing session compares: what holds her entry below is the grace, not the name check.
@@ -339,7 +339,7 @@ def test_a_client_killed_during_its_logon_and_retried_at_once_lands_on_the_same_
     her new session on the home host); the retry, started at once, goes to the same host and
     ends with one session of hers, none on the other host."""
     log_off_everyone(hosts)
-    port, admin_port = free_port(), free_port()
+    port, admin_port = fixed_port(), fixed_port()  # the same after a restart; the hosts push to it
     config = balancer_config(tmp_path, hosts, port, admin_port)  # logon_grace: the default
     log = tmp_path / "balancer.log"
     bal = BalancerProcess(config, port, log)

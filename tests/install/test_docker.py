@@ -9,13 +9,12 @@ import asyncio
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.support.balancer import free_port
 from tests.support.dashboard import fetch_dashboard
 from tests.support.fakes import start_farm, where
 from tests.support.packaging import ROOT, DockerEngine, project_version
@@ -127,9 +126,9 @@ def test_the_image_runs_as_an_unprivileged_user(engine: DockerEngine, image: str
 
 
 async def test_container_routes_serves_the_dashboard_stops_cleanly_and_keeps_the_table(
-        engine: DockerEngine, image: str, tmp_path: Path) -> None:
+        engine: DockerEngine, image: str, tmp_path: Path, fixed_port: Callable[[], int]) -> None:
     farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
+    port, admin_port = fixed_port(), fixed_port()  # the second container must answer where the first did
     config = container_config(tmp_path, port, admin_port, [(s.name, s.address) for s in farm])
     volume = f"rdpb-test-state-{uuid.uuid4().hex[:8]}"
     first = Container(engine, image, config, volume)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.balancer import BalancerProcess, free_port
+from tests.support.balancer import BalancerProcess
 from tests.support.packaging import ROOT, project_version, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # pip may download every dependency
@@ -42,17 +42,16 @@ def test_install_script_then_the_example_starts_quietly(tmp_path: Path) -> None:
     rdpbalancer = prefix / "bin" / "rdpbalancer"
     assert run([str(rdpbalancer), "check-config", "-c", str(ROOT / "config.example.toml")], 60).returncode == 0
 
-    # the example as it is, but on loopback and a free port, with its state in tmp_path
-    port = free_port()
+    # the example as it is, but on loopback and port 0 (the port is read from its log), with its state in tmp_path
     example = (ROOT / "config.example.toml").read_text()
-    config = re.sub(r'(?m)^listen = \["0\.0\.0\.0:3389"\]', f'listen = ["127.0.0.1:{port}"]', example)
+    config = re.sub(r'(?m)^listen = \["0\.0\.0\.0:3389"\]', 'listen = ["127.0.0.1:0"]', example)
     config = config.replace('path = "/var/lib/rdpbalancer/sticky.db"', f'path = "{tmp_path / "sticky.db"}"')
-    config = config.replace('listen = "127.0.0.1:9000"', f'listen = "127.0.0.1:{free_port()}"')
+    config = config.replace('listen = "127.0.0.1:9000"', 'listen = "127.0.0.1:0"')
     config = config.replace("172.16.50.", "127.0.50.")  # its servers' probes stay on loopback (refused there)
     assert config != example
     (tmp_path / "config.toml").write_text(config)
     log = tmp_path / "run.log"
-    proc = BalancerProcess(tmp_path / "config.toml", port, log, program=[str(rdpbalancer)], cwd=tmp_path)
+    proc = BalancerProcess(tmp_path / "config.toml", 0, log, program=[str(rdpbalancer)], cwd=tmp_path)
     proc.start()
     try:
         assert proc.signal(signal.SIGTERM) == 0

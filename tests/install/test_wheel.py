@@ -13,12 +13,13 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.support.balancer import BalancerProcess, farm_config, free_port, process_gone, wait_for_api, wait_until
+from tests.support.balancer import BalancerProcess, farm_config, process_gone, wait_for_api, wait_until
 from tests.support.dashboard import fetch_dashboard
 from tests.support.fakes import start_farm, where
 from tests.support.packaging import ROOT, clean_copy, project_version, run
@@ -71,16 +72,17 @@ def test_check_config_of_the_example(venv: Path, tmp_path: Path) -> None:
     assert ": OK; pools:" in out.stdout
 
 
-async def test_installed_balancer_serves_dashboard_metrics_routes_and_ctl(venv: Path, tmp_path: Path) -> None:
+async def test_installed_balancer_serves_dashboard_metrics_routes_and_ctl(
+        venv: Path, tmp_path: Path, fixed_port: Callable[[], int]) -> None:
     farm = await start_farm("TS01", "TS02")
-    port, admin_port = free_port(), free_port()
+    admin_port = fixed_port()  # written in the config: `ctl -c` reads the API's address there
     config = tmp_path / "rdpb.toml"
-    config.write_text(farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "sticky.db",
-                                  listen=f"127.0.0.1:{port}").replace('listen = "127.0.0.1:0"',
-                                                                      f'listen = "127.0.0.1:{admin_port}"'))
-    proc = BalancerProcess(config, port, tmp_path / "rdpb.log", program=[str(venv / "bin" / "rdpbalancer")],
-                           cwd=outside(tmp_path), env=clean_env())
+    config.write_text(farm_config([(s.name, s.address, 1) for s in farm], tmp_path / "sticky.db")
+                      .replace('[admin]\nlisten = "127.0.0.1:0"', f'[admin]\nlisten = "127.0.0.1:{admin_port}"'))
+    proc = BalancerProcess(config, 0, tmp_path / "rdpb.log", program=[str(venv / "bin" / "rdpbalancer")],
+                           cwd=outside(tmp_path), env=clean_env())  # on port 0: the port is read from its log
     await asyncio.to_thread(proc.start)
+    port = proc.port
     try:
         await wait_for_api(admin_port)
         base = f"http://127.0.0.1:{admin_port}"
@@ -120,7 +122,8 @@ def test_installed_demo_runs(venv: Path, tmp_path: Path) -> None:
     assert "Traceback" not in text
 
 
-async def test_workers_and_a_handoff_run_the_installed_code_whatever_the_folder(venv: Path, tmp_path: Path) -> None:
+async def test_workers_and_a_handoff_run_the_installed_code_whatever_the_folder(
+        venv: Path, tmp_path: Path, fixed_port: Callable[[], int]) -> None:
     """Workers and a handoff's successor are `python -m rdpbalancer ...` again: started from a
     folder holding another `rdpbalancer` package (a source checkout), they must still run the
     installed one, as their parent does."""
@@ -129,15 +132,15 @@ async def test_workers_and_a_handoff_run_the_installed_code_whatever_the_folder(
     (decoy / "rdpbalancer" / "__init__.py").write_text("raise SystemExit('the decoy package was imported')\n")
     (decoy / "rdpbalancer" / "__main__.py").write_text("raise SystemExit('the decoy package was imported')\n")
     farm = await start_farm("TS01")
-    port, admin_port = free_port(), free_port()
+    admin_port = fixed_port()  # the successor opens the API where the config says, where the test looks
     config = tmp_path / "rdpb.toml"
-    config.write_text(farm_config([("TS01", farm[0].address, 1)], tmp_path / "sticky.db", listen=f"127.0.0.1:{port}",
-                                  balancer_extra="workers = 2").replace('listen = "127.0.0.1:0"',
-                                                                        f'listen = "127.0.0.1:{admin_port}"'))
+    config.write_text(farm_config([("TS01", farm[0].address, 1)], tmp_path / "sticky.db", balancer_extra="workers = 2")
+                      .replace('[admin]\nlisten = "127.0.0.1:0"', f'[admin]\nlisten = "127.0.0.1:{admin_port}"'))
     log = tmp_path / "rdpb.log"
-    proc = BalancerProcess(config, port, log, program=[str(venv / "bin" / "rdpbalancer")], cwd=decoy,
-                           env=clean_env())
+    proc = BalancerProcess(config, 0, log, program=[str(venv / "bin" / "rdpbalancer")], cwd=decoy,
+                           env=clean_env())  # on port 0: the port is read from its log (the successor keeps it)
     await asyncio.to_thread(proc.start)
+    port = proc.port
     new_pid = None
     try:
         await wait_for_api(admin_port)

@@ -80,12 +80,6 @@ async def running(config_text: str) -> AsyncIterator[Balancer]:
         await bal.stop()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
     """A port where a connect is refused while the block runs: bound and not listening, so no
