@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from rdpbench.cprogs import Binaries, HeldLoad, SessionLoad, TestServer, loadgen
 from rdpbench.procs import BenchError
 from rdpbench.scenarios import Scenario
 from rdpbench.stickydb import fresh_copy
-from rdpbench.targets import ProxyOptions, Running, Target
+from rdpbench.targets import ProxyOptions, Running, Target, child_env
 
 BACKENDS = 4  # test server ports, one per configured server: leastconn has a choice to make
 SESSION_FD_RESERVE = 500  # M10k: descriptors left to the proxy besides 2 per session
@@ -32,6 +35,7 @@ SETTLE_POLL_S = 0.02
 WARMUP_MAX_S = 30.0  # C32r: the window of the warm-up run (it ends once every user has connected)
 SESSION_SETUP_S = 120.0  # session scenarios: the load generator's allowance for opening every session
 QUICK_STORM_S = 1.0  # --quick: the reconnect spread of F-storm
+RESTART_TIMEOUT_S = 60.0  # F-failover: for the killed proxy to accept connections again
 Record = dict[str, Any]
 
 
@@ -257,11 +261,39 @@ def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
         loadgen_s = procs.cpu_s(load.pid) - loadgen_before
         others_s = procs.others_cpu_delta(others_before, procs.others_cpu(ours))
         rss = procs.rss_kb(proxy.pid) if proxy.pid is not None else None
-        result = load.finish()
+        if spec.kill_proxy and load.wait_event("drop"):
+            with _killed_and_restarted(target, proxy, env) as restart_s:
+                result = load.finish()
+        else:
+            restart_s = None
+            result = load.finish()
     record = _session_record(result, used, loadgen_s, env, proxy, size.conns, rss)
     # other people's processes during the window, in % of one core (of all CPUs, not just ours)
     record["others_cpu_pct"] = 100 * others_s / (result.get("window_s") or 1e-9)
+    if spec.kill_proxy:
+        record["restart_s"] = restart_s
     return record
+
+
+@contextmanager
+def _killed_and_restarted(target: Target, proxy: Running, env: CellEnv) -> Iterator[float]:
+    """F-failover: SIGKILL the proxy (all its processes), start it again on the same configuration
+    and port (rdpbalancer: the same sticky file); yields the seconds until it accepts again."""
+    assert proxy.proc is not None and proxy.log is not None
+    started = time.monotonic()
+    for pid in [*procs.descendants(proxy.proc.pid), proxy.proc.pid]:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proxy.proc.wait()
+    config_path = env.cell_dir / target.config_filename
+    with proxy.log.open("ab") as out:
+        again = subprocess.Popen(procs.pinned(env.proxy.cpus, target.argv(config_path)), stdout=out,
+                                 stderr=subprocess.STDOUT, env=child_env())
+    try:
+        procs.wait_accepting(proxy.port, again, RESTART_TIMEOUT_S, proxy.log)
+        yield time.monotonic() - started
+    finally:
+        procs.stop(again)
 
 
 def _ms(lat: Record, name: str, key: str) -> float | None:

@@ -168,7 +168,7 @@ def knee(office: list[tuple[int, Record]]) -> str:
 
 
 def render_session_tables(scenarios: list[Scenario], targets: list[str], results: dict[str, dict[str, Record]]) -> str:
-    """The F-office table with the knees, then F-storm and F-video, or "" if none of them ran."""
+    """The F-office table with the knees, then F-storm, F-failover and F-video, or "" if none of them ran."""
     parts = []
     office = sorted((n, s) for s in scenarios if (n := _office_sessions(s)) is not None)
     if office:
@@ -191,18 +191,22 @@ def render_session_tables(scenarios: list[Scenario], targets: list[str], results
                  for t in targets if t != "direct"]
         parts.append(f"knee (largest N with added p99 <= {KNEE_ADDED_P99_MS:g} ms, proxy on one core):\n"
                      + "\n".join(knees))
-    if "F-storm" in results:
+    for name, title in (("F-storm", "F-storm: every session dropped at once, each user back within the spread"),
+                        ("F-failover", "F-failover: every session dropped as the proxy is killed (SIGKILL) and "
+                                       "started again, each user back within the spread")):
+        if name not in results:
+            continue
         rows = [("target", "users", "back", "all back s", "refusals", "lost", "same host", "moved", "reconnect p50",
-                 "reconnect p99", "status")]
+                 "reconnect p99", "restart s", "status")]
         for target in targets:
-            cell = results["F-storm"][target]
+            cell = results[name][target]
             if "summary" in cell:
                 rows.append((target, *(_num(_median(cell, k), d) for k, d in (
                     ("storm_users", 0), ("storm_back", 0), ("storm_all_back_s", 2), ("storm_refusals", 0),
                     ("storm_lost", 0), ("storm_same", 0), ("storm_moved", 0), ("reconnect_p50_ms", 2),
-                    ("reconnect_p99_ms", 2))), cell["status"]))
-        parts.append("F-storm: every session dropped at once, each user back within the spread (medians; direct "
-                     "has one backend, so its 'same host' says nothing)\n" + _grid(rows))
+                    ("reconnect_p99_ms", 2), ("restart_s", 2))), cell["status"]))
+        parts.append(f"{title} (medians; ms; direct has one backend, so its 'same host' says nothing)\n"
+                     + _grid(rows))
     if "F-video" in results:
         rows = [("target", "others' p50", "others' p99", "p99.9", "added p99", "frame p99", "frames skipped %",
                  "MB/s", "proxy core", "load core", "other procs", "status")]

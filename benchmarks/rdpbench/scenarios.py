@@ -30,6 +30,7 @@ class SessionSpec:
     mix: tuple[float, float, float, float, float] = (40, 35, 15, 8, 2)  # idle, typing, mouse, scroll, video (%)
     pinned_video: int = 0  # % of sessions that watch video throughout (F-video)
     storm_s: float = 0.0  # F-storm: drop every session, each reconnects within this many seconds
+    kill_proxy: bool = False  # F-failover: at the drop the proxy is killed (SIGKILL) and started again
     warmup_s: float = 2.0  # traffic before the measured window
     cookie_prefix: str | None = None  # None: the cell's own prefix
 
@@ -118,6 +119,14 @@ F_SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
               *CPU),
              Size(STORM_SESSIONS, 3.0), Size(20, F_QUICK_DURATION_S),
              session=SessionSpec(storm_s=10.0, cookie_prefix="user")),
+    Scenario("F-failover", f"{STORM_SESSIONS} sessions dropped as the proxy is killed and restarted, back "
+             "within 10 s", "session", Metric("storm_all_back_s", "s until all back", False, 2),
+             (Metric("storm_refusals", "refusals", False, 0), Metric("storm_moved", "moved", False, 0),
+              Metric("storm_lost", "lost", False, 0), Metric("restart_s", "restart s", False, 2),
+              Metric("reconnect_p99_ms", "reconnect p99 ms", False, 1)),
+             Size(STORM_SESSIONS, 3.0), Size(20, F_QUICK_DURATION_S),
+             session=SessionSpec(storm_s=10.0, cookie_prefix="user", kill_proxy=True),
+             applies_to=frozenset({"haproxy", "rdpb"}), not_applicable="no proxy to kill"),
     Scenario("F-video", f"{VIDEO_SESSIONS} sessions, 20 % in video", "session", F_PRIMARY,
              (*F_LAT, Metric("frame_p99_ms", "frame p99 ms", False, 1),
               Metric("frames_skipped_pct", "frames skipped %", False, 1), Metric("mb_per_s", "MB/s"), *CPU),
@@ -125,7 +134,8 @@ F_SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              session=SessionSpec(mix=(40, 35, 15, 8, 0), pinned_video=20)),
 )}
 CLASSIC = list(SCENARIOS)  # the default selection of run.py
-GROUPS = {"F-office": [n for n in F_SCENARIOS if OFFICE.match(n)], "F": list(F_SCENARIOS),
+F_GROUP = [n for n in F_SCENARIOS if n != "F-failover"]  # F-failover runs on request
+GROUPS = {"F-office": [n for n in F_SCENARIOS if OFFICE.match(n)], "F": F_GROUP,
           "classic": CLASSIC, "all": CLASSIC + list(F_SCENARIOS)}
 
 

@@ -124,6 +124,10 @@ class Target:
         """None if this target can run here, else why not (reported as "unsupported")."""
         return None
 
+    @property
+    def config_filename(self) -> str:
+        return f"{self.name}.conf"
+
     def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
         raise NotImplementedError
 
@@ -135,12 +139,12 @@ class Target:
                 db: Path | None = None) -> Iterator[Running]:
         port = free_port()
         cell_dir.mkdir(parents=True, exist_ok=True)
-        config_path = cell_dir / f"{self.name}.conf"
+        config_path = cell_dir / self.config_filename
         config_path.write_text(self.config(port, backends, opts, db or cell_dir / "sticky.db"))
         log = cell_dir / f"{self.name}.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(pinned(opts.cpus, self.argv(config_path)), stdout=out, stderr=subprocess.STDOUT,
-                                    env=_child_env())
+                                    env=child_env())
         try:
             start_s = wait_accepting(port, proc, START_TIMEOUT_S, log)
             yield Running(port=port, proc=proc, log=log, start_s=start_s)
@@ -148,7 +152,7 @@ class Target:
             stop(proc)
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The runner's environment; the checkout's rdpbalancer first on the path."""
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}
@@ -220,7 +224,7 @@ class Rdpbalancer(Target):
         config_path = workdir / f"check-{self.name}.toml"
         config_path.write_text(self.config(free_port(), [1], ProxyOptions([], "full", 20_000), workdir / "x.db"))
         done = subprocess.run([sys.executable, "-m", "rdpbalancer", "check-config", "-c", str(config_path)],
-                              capture_output=True, text=True, check=False, env=_child_env(), timeout=60)
+                              capture_output=True, text=True, check=False, env=child_env(), timeout=60)
         if done.returncode == 0:
             return None
         return " ".join((done.stderr or done.stdout).split())

@@ -98,7 +98,8 @@ def test_one_table_is_printed(quick_run: tuple[subprocess.CompletedProcess[str],
 
 # --- the RDP session model (issue 26): F-office, F-storm, F-video at tiny sizes --------------------
 
-F_SCENARIOS = ["F-office-500", "F-office-1000", "F-storm", "F-video"]
+F_SCENARIOS = ["F-office-500", "F-office-1000", "F-storm", "F-failover", "F-video"]
+F_STORMS = {"F-storm", "F-failover"}
 F_TARGETS = ["direct", "haproxy", "rdpb1"]
 F_LATENCY_FIELDS = ("in_p50_ms", "in_p99_ms", "in_p999_ms")
 F_PROXY_FIELDS = ("proxy_cpu_pct", "proxy_cpu_per_1k_pct", "rss_mb")
@@ -133,10 +134,13 @@ def test_session_scenarios_report_their_fields(quick_session_run: tuple[Any, dic
     assert sorted(doc["results"]) == sorted(F_SCENARIOS)
     for scenario in F_SCENARIOS:
         for target in F_TARGETS:
+            if (scenario, target) == ("F-failover", "direct"):
+                assert doc["results"][scenario][target]["status"] == "n/a"
+                continue
             run = _run_of(doc, scenario, target)
             assert run["established"] == run["sessions"] > 0, (scenario, target)
             assert sum(run["per_backend"]) == run["sessions"], (scenario, target)
-            if scenario != "F-storm":
+            if scenario not in F_STORMS:
                 assert run["inputs_measured"] > 0, (scenario, target)
                 for field in F_LATENCY_FIELDS:
                     assert math.isfinite(run[field]) and run[field] >= 0, (scenario, target, field)
@@ -148,17 +152,23 @@ def test_session_scenarios_report_their_fields(quick_session_run: tuple[Any, dic
     for target in F_TARGETS:
         video = _run_of(doc, "F-video", target)
         assert video["frame_p99_ms"] is not None and video["mb_per_s"] > 0, target
-        storm = _run_of(doc, "F-storm", target)
-        for field in F_STORM_FIELDS:
-            assert storm[field] is not None, (target, field)
-        assert storm["storm_back"] + storm["storm_lost"] == storm["storm_users"] == storm["sessions"], target
+        for scenario in sorted(F_STORMS):
+            if (scenario, target) == ("F-failover", "direct"):
+                continue
+            storm = _run_of(doc, scenario, target)
+            for field in F_STORM_FIELDS:
+                assert storm[field] is not None, (scenario, target, field)
+            assert storm["storm_back"] + storm["storm_lost"] == storm["storm_users"] == storm["sessions"], target
+            if scenario == "F-failover":
+                assert storm["restart_s"] is not None and storm["restart_s"] > 0, target
 
 
 def test_session_tables_are_printed(quick_session_run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
     done, _ = quick_session_run
     out = done.stdout
     for heading in ("F-office: input -> update round trip", "knee (largest N with added p99 <= 2 ms",
-                    "F-storm: every session dropped at once", "F-video: input round trips"):
+                    "F-storm: every session dropped at once", "F-failover: every session dropped",
+                    "F-video: input round trips"):
         assert heading in out, heading
     knees = out.split("knee (largest N", 1)[1].split("\n\n", 1)[0]
     for target in ("haproxy", "rdpb1"):
