@@ -13,13 +13,26 @@ The model (tests/farm/hosts.py for the hosts):
   client address, 127.0.0.x), now and then a logoff and a new logon after lunch, a client that
   drops its connection during a logon and retries at once, an RDP client's auto-reconnect when
   a connection is cut; at the end of the day most log off, some leave a disconnected session.
-  Each connect is retried a bounded number of times (a client that gets no answer).
+  Each connect is retried a bounded number of times (a client that gets no answer). Now and
+  then two clients of one user connect at once.
+- **The node**: `workers = 2`, `leastsessions`, health checks "rdp", `[sessions] source =
+  "push"` (tests/farm/node.py). With `--nodes 2`, two nodes share their table in a
+  redis-server; the clients reach one of them at a time (keepalived's address), the hosts push
+  to both.
 - **Chaos** (one node-level event at a time, at most two hosts impaired at once): reload
   (SIGHUP), handoff (SIGUSR2), a worker killed (-9), the node killed (-9) and restarted, the
-  balancer's wall clock stepped +-10 min (libfaketime, the balancer's processes only), a host's
-  port closed shorter or longer than failover_after (sessions kept), a host rebooted (sessions
-  gone), a host silent past stale_after or not, a host refusing new logons (deny_new), a
-  host set to maint or drain through the admin API.
+  balancer's wall clock stepped +-10 min (libfaketime, the balancer's processes only), the
+  clock stepped forward and the node killed and restarted, a host's port closed shorter or
+  longer than failover_after (sessions kept), a host rebooted (sessions gone), a host silent
+  past stale_after or not, a host refusing new logons (deny_new), a host set to maint or drain
+  through the admin API; with two nodes, the address moved to the other node and Redis
+  stopped answering (SIGSTOP) for 2-8 s. `--weights kind=w,...` changes the mix.
+- **Checks**: as the trace comes (tests/farm/invariants.py), each user's entry read while she
+  has no connection in flight (12 users every 2 s, all at the end), and at the end of the day:
+  the counts at zero (servers, sessions, workers, explain's open connections of each user, old
+  processes of handoffs gone), fds flat over 60 more connections, every move and refusal in
+  the log with its reason. `--sabotage 0.3` sends connections past the balancer and deletes
+  entries: the checker's own test.
 
 A violation prints the seed, the invariant, and the trace of the user it concerns; the whole
 trace is written as JSON lines next to the report. A seed replays the same schedule of users
