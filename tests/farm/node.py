@@ -85,6 +85,7 @@ class Node:
     _held: list[socket.socket] = field(default_factory=list)
     port: int = 0
     admin_port: int = 0
+    changed: bool = False  # the file as a changing reload left it
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -149,8 +150,18 @@ class Node:
         self.known_pids.update(int(w["pid"]) for w in workers if w.get("pid"))
         return workers  # type: ignore[no-any-return]
 
-    def reload(self) -> None:
+    def reload(self, change: bool = False) -> None:
+        """SIGHUP to the primary; `change`: the file changed first (the session directory's
+        settings and a host's weight, back and forth: the directory is rebuilt)."""
         assert self.primary is not None
+        if change:
+            self.changed = not self.changed
+            text = self.config_text()
+            if self.changed:
+                t = self.timings
+                text = text.replace(f'stale_after = "{t.stale_after_s}s"', f'stale_after = "{t.stale_after_s + 0.5}s"')
+                text = text.replace("weight = 1 }", "weight = 2 }", 1)
+            self.config.write_text(text)
         os.kill(self.primary, signal.SIGHUP)
 
     async def handoff(self, timeout_s: float = 30.0) -> bool:

@@ -64,16 +64,15 @@ from tests.support.redis_server import RedisServer
 
 ROUTED = re.compile(r" session=\S+ routed (.*)$")
 FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
-REFUSED = re.compile(r" refused client=\S+ reason=(\S+?):.*?(?:\((\d+) more refused)?")
 MORE = re.compile(r"\((\d+) more refused for this reason")
 REJECTED = re.compile(r" session=\S+ rejected client=\S+ user=\S* reason=")
 CONNECT_TIMEOUT_S = 10.0
-CHAOS_WEIGHTS = {"reload": 3, "handoff": 2, "worker-kill": 2, "node-kill": 1, "clock-step": 2,
+CHAOS_WEIGHTS = {"reload": 2, "reload-change": 1, "handoff": 2, "worker-kill": 2, "node-kill": 1, "clock-step": 2,
                  "clock-step-restart": 1, "flap-short": 2, "flap-long": 2, "reboot": 1, "silent": 2,
                  "deny-new": 2, "maint": 1, "drain": 1, "vip-move": 2, "redis-outage": 2}
 HA_CHAOS = frozenset({"vip-move", "redis-outage"})  # with two nodes only
-NODE_CHAOS = frozenset({"reload", "handoff", "worker-kill", "node-kill", "clock-step", "clock-step-restart",
-                        *HA_CHAOS})
+NODE_CHAOS = frozenset({"reload", "reload-change", "handoff", "worker-kill", "node-kill", "clock-step",
+                        "clock-step-restart", *HA_CHAOS})
 MAX_ATTEMPTS = 25  # one connect of a user: bounded
 
 
@@ -373,7 +372,10 @@ class Farm:
             async with self.node_busy:
                 self.chaos[kind] += 1
                 self.record("chaos", what=kind, node=node.name)
-                if kind == "vip-move":
+                if kind == "reload-change":
+                    node.reload(change=True)
+                    self.record("reload_changed", node=node.name, changed=node.changed)
+                elif kind == "vip-move":
                     self.move_vip()
                 elif kind == "redis-outage" and self.redis is not None and self.redis.proc is not None:
                     self.record("redis_down")
