@@ -3,7 +3,6 @@ goes, or an L1000 message's.
 
     python benchmarks/profile_setup.py [--scenario C32r|C32|L1000|L100|T1] [--seconds 8] [--relay auto]
                                        [--log-level warning]
-    python benchmarks/profile_setup.py --scenario F-office-2000   # the RDP session model (also F-video)
 
 Starts the C test server, rdpbalancer from this checkout (pinned to CPU 0, the configuration
 of benchmarks/run.py's rdpb1 target) and the load generator (CPU 1). Records the balancer with
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rdpbench import cprogs, procs
 from rdpbench.cells import BACKENDS
-from rdpbench.scenarios import SCENARIOS, Scenario, lookup
+from rdpbench.scenarios import SCENARIOS
 from rdpbench.targets import ProxyOptions, Rdpbalancer
 
 TOP = 30
@@ -36,9 +35,7 @@ TOP = 30
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", default="C32r",
-                    help="a load scenario (" + ",".join(n for n, sc in SCENARIOS.items() if sc.kind == "load")
-                         + ") or a session one (F-office-<N>, F-video)")
+    ap.add_argument("--scenario", default="C32r", choices=[n for n, sc in SCENARIOS.items() if sc.kind == "load"])
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--relay", default="auto", choices=["auto", "copy", "splice"])
     ap.add_argument("--log-level", default="warning")
@@ -46,9 +43,7 @@ def main() -> int:
     args = ap.parse_args()
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    scenario = lookup(args.scenario)
-    if scenario is None or scenario.kind not in ("load", "session") or scenario.name == "F-storm":
-        raise SystemExit(f"not a load or session scenario: {args.scenario}")
+    scenario = SCENARIOS[args.scenario]
     size = scenario.default
     with tempfile.TemporaryDirectory(prefix="rdpb-profile-") as tmp:
         work = Path(tmp)
@@ -57,8 +52,6 @@ def main() -> int:
                                rdpb_log_level=args.log_level)
         target = Rdpbalancer("rdpb1", workers=1, relay=None if args.relay == "auto" else args.relay)
         extra = {"users": size.users} if size.users else None
-        if scenario.kind == "session":
-            return profile_sessions(scenario, args, binaries, target, options, work)
         with cprogs.TestServer(binaries.server, [1], BACKENDS, work / "server.log") as server, \
                 target.running(work, server.ports, options) as proxy:
             assert proxy.pid is not None
@@ -75,36 +68,6 @@ def main() -> int:
             spy.wait(timeout=args.seconds + 30)
         print(f"{args.scenario}: {result['ops_per_s']:,.0f} operations/s while profiled")
         report(raw)
-    return 0
-
-
-def profile_sessions(scenario: Scenario, args: argparse.Namespace, binaries: cprogs.Binaries, target: Rdpbalancer,
-                     options: ProxyOptions, work: Path) -> int:
-    """The session model: py-spy over --seconds of the measured window (after 2 s of traffic)."""
-    spec = scenario.session
-    assert spec is not None
-    load_options = {"sessions": scenario.default.conns, "duration": f"{args.seconds + 1:g}", "warmup": "2",
-                    "mix": ",".join(f"{m:g}" for m in spec.mix), "pinned-video": spec.pinned_video,
-                    "burst": 64, "seed": 26, "cookie-prefix": "p", "timeout": f"{args.seconds + 150:g}"}
-    with cprogs.TestServer(binaries.server, [1], BACKENDS, work / "server.log") as server, \
-            target.running(work, server.ports, options) as proxy, \
-            cprogs.SessionLoad(cprogs.sessions_argv(binaries, [1], proxy.port, load_options),
-                               args.seconds + 150) as load:
-        assert proxy.pid is not None
-        raw = args.out or work / "samples.txt"
-        if not load.wait_event("window_start"):
-            raise SystemExit(f"the sessions never started: {load.finish().get('first_error')}")
-        cpu_before = procs.cpu_s(proxy.pid)
-        spy = subprocess.Popen(["py-spy", "record", "--gil", "--format", "raw", "--rate", "200",
-                                "--duration", str(int(args.seconds)), "--pid", str(proxy.pid), "-o", str(raw)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        spy.wait(timeout=args.seconds + 30)
-        cpu_s = procs.cpu_s(proxy.pid) - cpu_before
-        result = load.finish()
-    lat = result["lat"]["input"]
-    print(f"{scenario.name}: input p50 {lat['p50_us'] / 1000:.3f} ms, p99 {lat['p99_us'] / 1000:.3f} ms; "
-          f"balancer CPU {100 * cpu_s / args.seconds:.0f}% of a core while profiled (py-spy's own cost included)")
-    report(raw)
     return 0
 
 
