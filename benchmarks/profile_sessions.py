@@ -102,7 +102,7 @@ def start_tool(tool: str, pids: list[int], raw: Path, seconds: float) -> subproc
     if tool == "strace":
         argv = ["strace", "-c", "-f", "-o", str(raw), *[a for p in pids for a in ("-p", str(p))]]
     elif tool == "perf":
-        argv = ["perf", "record", "-F", "499", "-g", "-p", pid_list, "-o", str(raw)]
+        argv = ["perf", "record", "-F", "1999", "-g", "-p", pid_list, "-o", str(raw)]
     else:
         argv = ["py-spy", "record", "--format", "raw", "--rate", "200", "--duration", str(int(seconds)),
                 "--subprocesses", "--pid", str(pids[0]), "-o", str(raw)]
@@ -132,10 +132,12 @@ def strace_report(raw: Path, inputs: int) -> None:
 
 
 def perf_report(raw: Path) -> None:
-    done = subprocess.run(["perf", "report", "-i", str(raw), "--stdio", "--no-children", "--sort", "dso,sym",
-                           "--percent-limit", "1", "-g", "none"], capture_output=True, text=True, check=False,
-                          timeout=120)
-    print("\n".join(line for line in done.stdout.splitlines() if line.strip() and not line.startswith("#")))
+    for sort, limit in (("dso", "0.5"), ("dso,sym", "1")):
+        done = subprocess.run(["perf", "report", "-i", str(raw), "--stdio", "--no-children", "--sort", sort,
+                               "--percent-limit", limit, "-g", "none"], capture_output=True, text=True, check=False,
+                              timeout=120)
+        print(f"\nby {sort}:")
+        print("\n".join(line for line in done.stdout.splitlines() if line.strip() and not line.startswith("#")))
 
 
 if __name__ == "__main__":
