@@ -9,7 +9,8 @@ trace too: an invariant that cannot fail is a defect.
 
 The invariants (the issue's numbering):
   1. a user who has a session (connected or disconnected) or a pending logon on a host is sent
-     to that host, unless it is down past `failover_after` or in maintenance;
+     to that host, unless it is down past `failover_after` or in maintenance (and is not turned
+     away without an answer while that host answers and the node's processes run);
   2. no routing decision gives a user a second session while she has one (a logon started on a
      host while she has a session or a pending logon on another, with no such excuse);
   3. no sticky entry of a user who reached a host is lost (checked while she has no connection
@@ -84,6 +85,8 @@ class Checker:
     connecting: dict[str, str] = field(default_factory=dict)
     reached: dict[str, set[str]] = field(default_factory=dict)
     excuses: Counter[str] = field(default_factory=Counter)
+    node_events: list[float] = field(default_factory=list)  # a node process killed, replaced, moved
+    node_busy_since: float | None = None
 
     # -- the trace ------------------------------------------------------------------------------
 
@@ -175,6 +178,51 @@ class Checker:
 
     def _on_connect_end(self, t: float, cid: int, **_: Any) -> None:
         self.connects.pop(cid, None)
+
+    def _on_chaos(self, t: float, what: str, **_: Any) -> None:
+        self.node_events.append(t)
+        if what in ("node-kill", "clock-step-restart", "handoff", "vip-move"):
+            self.node_busy_since = t
+
+    def _on_node_done(self, t: float) -> None:
+        self.node_events.append(t)
+        self.node_busy_since = None
+
+    def _on_node_restarted(self, t: float, **_: Any) -> None:
+        self._on_node_done(t)
+
+    def _on_handoff_done(self, t: float, **_: Any) -> None:
+        self._on_node_done(t)
+
+    def _on_vip_moved(self, t: float, **_: Any) -> None:
+        self._on_node_done(t)
+
+    def _on_worker_killed(self, t: float, **_: Any) -> None:
+        self.node_events.append(t)
+
+    def _on_connect_fail(self, t: float, user: str, cid: int, why: str, **_: Any) -> None:
+        """Closed before any answer while she has a session or a pending logon on a host that
+        answers, is not in maintenance, and no process of the node was killed or replaced
+        meanwhile: she was sent nowhere (invariant 1)."""
+        started, before = self.connects.get(cid, (t, {}))
+        if why != "refused":
+            return
+        self.checks["inv1-refusals"] += 1
+        now = self.truth.get(user, {})
+        had = {h: s for h, s in before.items() if h in now}
+        if not had or self.node_busy_since is not None or any(started - 2.0 <= e <= t + 0.5 for e in self.node_events):
+            return
+        if self.redis_out and self._redis_out_during(started, t):
+            return
+        answering = [h for h in had if self._answering(h, started, t) and not self._in_maint(h, started, t)]
+        if answering:
+            self.violate("1-refused-with-a-session", t, user,
+                         f"closed without an answer while she has {self._fmt(had)} ({', '.join(answering)} answers)")
+
+    def _answering(self, host: str, start: float, end: float) -> bool:
+        """The host's port open all through [start - recover_s, end]."""
+        return not any(o.start <= end and (o.end is None or o.end + self.recover_s >= start)
+                       for o in self.outages.get(host, []))
 
     def _on_sticky(self, t: float, user: str, server: str | None, **_: Any) -> None:
         """The balancer's entry for `user`, read while she had no connection in flight."""

@@ -120,3 +120,19 @@ def test_an_entry_corrected_to_the_host_of_her_session_is_not_lost() -> None:
     assert c.violations == [] and c.excuses["3-entry-names-her-session"] == 1
     c.feed(21.0, "sticky", user="fay", server="TS03")  # neither where she was nor where her session is
     assert [v.invariant for v in c.violations] == ["3-sticky-lost"]
+
+
+def test_the_checker_catches_a_refusal_while_her_host_answers() -> None:
+    c = checker()
+    logged_on(c, "gus", "TS01")
+    c.feed(20.0, "connect", user="gus", cid=2)
+    c.feed(20.01, "connect_fail", user="gus", cid=2, why="refused")
+    assert [v.invariant for v in c.violations] == ["1-refused-with-a-session"]
+    c.feed(30.0, "port_closed", host="TS01")  # her host down: a refusal is what she gets
+    c.feed(31.0, "connect", user="gus", cid=3)
+    c.feed(31.01, "connect_fail", user="gus", cid=3, why="refused")
+    c.feed(40.0, "port_open", host="TS01")
+    c.feed(50.0, "chaos", what="worker-kill")  # a worker killed under her connect
+    c.feed(50.0, "connect", user="gus", cid=4)
+    c.feed(50.01, "connect_fail", user="gus", cid=4, why="refused")
+    assert len(c.violations) == 1
