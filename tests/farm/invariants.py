@@ -76,7 +76,10 @@ class Checker:
     outages: dict[str, list[Outage]] = field(default_factory=dict)
     maint: dict[str, list[Outage]] = field(default_factory=dict)  # admin state maint (or a drain) from..to
     last_host: dict[str, str] = field(default_factory=dict)  # the host each user last reached
-    moves: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, user, from, to
+    moves: list[tuple[float, str, str, str, str | None]] = field(default_factory=list)  # t, user, from, to, client
+    denied: list[tuple[float, str, str, str | None]] = field(default_factory=list)  # t, user, host, client
+    deny_on: dict[str, float] = field(default_factory=dict)  # host -> deny_new since
+    deny_since: dict[tuple[str, float], float] = field(default_factory=dict)  # (host, landing t) -> since
     connects: dict[int, tuple[float, dict[str, str]]] = field(default_factory=dict)  # cid -> start, truth
     # two nodes sharing a Redis table: Redis's outages, and each user's node and time of her last
     # landing and of her connect under way, and every host she reached
@@ -158,7 +161,14 @@ class Checker:
         if node is not None:
             self.connecting[user] = node
 
-    def _on_landed(self, t: float, user: str, cid: int, host: str, node: str | None = None, **_: Any) -> None:
+    def _on_deny_new(self, t: float, host: str, on: bool, **_: Any) -> None:
+        if on:
+            self.deny_on[host] = t
+        else:
+            self.deny_on.pop(host, None)
+
+    def _on_landed(self, t: float, user: str, cid: int, host: str, node: str | None = None,
+                   client: str | None = None, denied: bool = False, **_: Any) -> None:
         """She reached `host`: judged against her sessions when the connect started that still
         exist now (a reboot meanwhile takes hers away; a logon this very connect started on
         `host` is not one she had)."""
@@ -170,7 +180,11 @@ class Checker:
             self.violate("1-misrouted", t, user, f"sent to {host} while she has {self._fmt(had)}")
         previous = self.last_host.get(user)
         if previous is not None and previous != host:
-            self.moves.append((t, user, previous, host))
+            self.moves.append((t, user, previous, host, client))
+        if denied:
+            self.denied.append((t, user, host, client))
+            if host in self.deny_on:
+                self.deny_since[(host, t)] = self.deny_on[host]
         self.last_host[user] = host
         self.reached.setdefault(user, set()).add(host)
         if node is not None:
@@ -286,22 +300,36 @@ class Checker:
     # -- after the run ------------------------------------------------------------------------------
 
     def check_moves_logged(self, routed: list[dict[str, str]], t: float) -> None:
-        """Invariant 5, moves: per user and target host, as many `routed` lines giving a move reason
-        as moves the simulator saw (a move with reason sticky-hit or new names no reason: her entry
-        pointed elsewhere than where she was, or was gone)."""
-        named: Counter[tuple[str, str]] = Counter()
-        for line in routed:
-            if line.get("reason") in MOVE_REASONS:
-                named[(line.get("user", ""), line.get("server", ""))] += 1
-        seen: Counter[tuple[str, str]] = Counter((u, to) for _t, u, _f, to in self.moves)
-        for (user, to), count in sorted(seen.items()):
-            self.checks["inv5-moves"] += count
-            if named[(user, to)] < count:
-                reasons = sorted({f"{r.get('reason')}" for r in routed if r.get("user") == user
-                                  and r.get("server") == to})
-                self.violate("5-move-unnamed", t, user,
-                             f"{count} move(s) to {to} seen, {named[(user, to)]} logged with a move reason "
-                             f"(her routed lines to {to} say: {', '.join(reasons) or 'nothing'})")
+        """Invariant 5, moves: the `routed` line of the very connection (matched by its client
+        address and port) that took her to another host than last time gives a move reason
+        (session, no-session, failover): sticky-hit or new would mean her entry pointed elsewhere
+        than where she was, or was gone; no line at all, that the move is not in the log."""
+        by_client = {line.get("client", ""): line for line in routed}
+        for at, user, frm, to, client in self.moves:
+            self.checks["inv5-moves"] += 1
+            line = by_client.get(client or "")
+            if line is None:
+                self.violate("5-move-unnamed", t, user, f"her move {frm} -> {to} at {at:.3f} (client {client}) "
+                             "has no routed line in the log")
+            elif line.get("reason") not in MOVE_REASONS or line.get("server") != to:
+                self.violate("5-move-unnamed", t, user, f"her move {frm} -> {to} at {at:.3f} is logged as "
+                             f"reason={line.get('reason')} server={line.get('server')}")
+
+    def check_drain(self, routed: list[dict[str, str]], lag_s: float, t: float) -> None:
+        """A host that has reported deny_new for `lag_s` (a push) takes no new user: no connection
+        refused by it was placed there as new, no-session or failover."""
+        by_client = {line.get("client", ""): line for line in routed}
+        for at, user, host, client in self.denied:
+            since = self.deny_since.get((host, at))
+            line = by_client.get(client or "")
+            if since is None or at - since < lag_s or line is None:
+                continue
+            if any(at - lag_s - 1.0 <= e <= at for e in self.node_events):
+                continue  # a node restarted since: its first push may not have come yet
+            self.checks["drain"] += 1
+            if line.get("reason") in ("new", "no-session", "failover"):
+                self.violate("drain-ignored", t, user, f"placed on {host} as {line.get('reason')} at {at:.3f}, "
+                             f"{at - since:.1f}s after it reported deny_new")
 
     def check_refusals_logged(self, refused_seen: int, refused_logged: int, t: float) -> None:
         """Invariant 5, refusals: every connection the balancer closed before routing it (outside a

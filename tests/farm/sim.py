@@ -217,13 +217,15 @@ class Farm:
             self.record("connect_end", cid=cid)
             return None
         host = line.split()[0]
+        local = writer.get_extra_info("sockname")
+        client = f"{local[0]}:{local[1]}" if local else None
         if line.endswith(" denied"):
             writer.transport.abort()
             self.outcomes["logon-denied"] += 1
-            self.record("landed", user=user, cid=cid, host=host, denied=True, node=node.name)
+            self.record("landed", user=user, cid=cid, host=host, denied=True, node=node.name, client=client)
             return None
         self.outcomes["landed"] += 1
-        self.record("landed", user=user, cid=cid, host=host, node=node.name)
+        self.record("landed", user=user, cid=cid, host=host, node=node.name, client=client)
         conn = Conn(reader, writer, host, node)
         self.open.add(conn)
         return conn
@@ -612,6 +614,7 @@ async def run(p: Params) -> dict[str, Any]:
             routed += node_routed
             refused_logged += node_refused
         checker.check_moves_logged(routed, t)
+        checker.check_drain(routed, timings.push_interval_s * 1.3 + 1.0, t)
         seen = [r for r in farm.refused_at if not any(a - 1 <= r <= b for a, b in farm.kill_windows)]
         checker.check_refusals_logged(len(seen), refused_logged, t)
         for node in nodes:

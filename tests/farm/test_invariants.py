@@ -59,7 +59,7 @@ def test_the_checker_excuses_a_host_down_past_failover_after_only() -> None:
     c.feed(10.02, "landed", user="carol", cid=2, host="TS02")
     c.feed(11.0, "admin_state", host="TS03", state="maint")
     assert c.violations == []
-    assert c.moves == [(10.02, "carol", "TS01", "TS02")]
+    assert c.moves == [(10.02, "carol", "TS01", "TS02", None)]
 
 
 def test_the_checker_catches_a_lost_entry_unnamed_moves_refusals_and_counts() -> None:
@@ -69,16 +69,19 @@ def test_the_checker_catches_a_lost_entry_unnamed_moves_refusals_and_counts() ->
     c.feed(3.5, "logoff", user="dave", host="TS01")
     c.feed(4.0, "connect", user="dave", cid=2)
     c.feed(4.01, "logon_start", user="dave", host="TS02")  # no session any more: a move is fine
-    c.feed(4.02, "landed", user="dave", cid=2, host="TS02")
+    c.feed(4.02, "landed", user="dave", cid=2, host="TS02", client="127.0.0.9:4242")
     assert [v.invariant for v in c.violations] == ["3-sticky-lost"]
-    c.check_moves_logged([{"user": "dave", "server": "TS02", "reason": "sticky-hit"}], 5.0)
-    c.check_moves_logged([{"user": "dave", "server": "TS02", "reason": "no-session"}], 5.0)
+    c.check_moves_logged([{"user": "dave", "server": "TS02", "reason": "sticky-hit", "client": "127.0.0.9:4242"}], 5.0)
+    c.check_moves_logged([{"user": "dave", "server": "TS02", "reason": "no-session", "client": "127.0.0.9:4242"}], 5.0)
     c.check_refusals_logged(3, 2, 5.0)
     c.check_refusals_logged(2, 2, 5.0)
     c.check_idle("connections", 1, 0, 5.0)
     c.check_idle("connections", 0, 0, 5.0)
     assert [v.invariant for v in c.violations] == ["3-sticky-lost", "5-move-unnamed", "5-refusal-unnamed",
                                                    "4-not-idle"]
+    c.check_moves_logged([], 6.0)  # no line at all for her move
+    assert [v.invariant for v in c.violations][-1] == "5-move-unnamed"
+    assert "no routed line" in c.violations[-1].what
 
 
 def test_the_checker_excuses_a_second_node_only_while_redis_was_away() -> None:
@@ -136,3 +139,15 @@ def test_the_checker_catches_a_refusal_while_her_host_answers() -> None:
     c.feed(50.0, "connect", user="gus", cid=4)
     c.feed(50.01, "connect_fail", user="gus", cid=4, why="refused")
     assert len(c.violations) == 1
+
+
+def test_the_checker_catches_a_new_user_placed_on_a_host_that_refuses_new_logons() -> None:
+    c = checker()
+    c.feed(1.0, "deny_new", host="TS02", on=True)
+    c.feed(5.0, "connect", user="hal", cid=1)
+    c.feed(5.01, "logon_refused", user="hal", host="TS02")
+    c.feed(5.02, "landed", user="hal", cid=1, host="TS02", denied=True, client="127.0.0.5:5555")
+    c.check_drain([{"client": "127.0.0.5:5555", "reason": "sticky-hit", "server": "TS02"}], 2.0, 6.0)
+    assert c.violations == []  # her entry (a drain lets sticky users in)
+    c.check_drain([{"client": "127.0.0.5:5555", "reason": "new", "server": "TS02"}], 2.0, 6.0)
+    assert [v.invariant for v in c.violations] == ["drain-ignored"]
