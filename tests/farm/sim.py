@@ -688,6 +688,7 @@ def describe(report: dict[str, Any]) -> str:
              f"  wall {report.get('wall_s')} s; events by kind: {report.get('events')}",
              f"  chaos: {report.get('chaos')}", f"  client outcomes: {report.get('outcomes')}",
              f"  invariant checks: {report.get('checks')}; moves seen: {report.get('moves')}",
+             f"  excused (down past failover_after, maintenance, Redis away): {report.get('excused')}",
              f"  explain before a reconnect: {report.get('explain_before_reconnect')}",
              f"  idle: {report.get('idle')}",
              f"  violations: {dict(report.get('violations') or {}) or 'none'}"]
