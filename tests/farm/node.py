@@ -300,6 +300,18 @@ class Node:
                 out[pid] = len(os.listdir(f"/proc/{pid}/fd"))
         return out
 
+    def file_fds(self, pid: int | None = None) -> int:
+        """Open fds of the primary (or `pid`) that are not sockets (files, pipes, /dev/null, event
+        and io_uring inodes): they do not follow the traffic, so they stay flat across a day,
+        however many handoffs."""
+        pid = pid or self.primary
+        count = 0
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    count += not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        return count
+
     def rss_kb(self) -> dict[int, int]:
         out = {}
         for pid in self.known_pids:

@@ -393,7 +393,7 @@ class Farm:
                     start = self.now()
                     ok = await node.handoff()
                     self.kill_windows.append((start, self.now() + 1))
-                    self.record("handoff_done", ok=ok, primary=node.primary)
+                    self.record("handoff_done", ok=ok, primary=node.primary, file_fds=node.file_fds())
                     if not ok:
                         self.chaos["handoff-failed"] += 1
                 elif kind == "worker-kill":
@@ -591,6 +591,7 @@ async def run(p: Params) -> dict[str, Any]:
         farm.record("start", seed=p.seed, users=p.users, hosts=p.hosts, minutes=p.minutes, scale=p.scale,
                     nodes=p.nodes)
         fds_start = {node.name: (node.fds(), node.primary) for node in nodes}
+        files_start = {node.name: node.file_fds() for node in nodes}
         loop = asyncio.get_running_loop()
         for h in hosts.values():
             tasks.append(loop.create_task(farm.pusher(h, timings.push_interval_s)))
@@ -636,11 +637,16 @@ async def run(p: Params) -> dict[str, Any]:
             after_probe = await farm.quiet_fds(node)
             checker.check_idle(f"node {node.name}: fds of its processes after 60 more connections, above "
                                "before them (+3)", after_probe, before_probe + 3, farm.now())
+            files_end = node.file_fds()
+            checker.check_idle(f"node {node.name}: fds of its primary that are not sockets, above its first "
+                               f"process's at start ({files_start[node.name]}, +2)", files_end,
+                               files_start[node.name] + 2, farm.now())
             first, first_primary = fds_start[node.name]
             idle[node.name].update(fds_before_probe=before_probe, fds_after_probe=after_probe,
                                    probes_landed=probed, first_primary_fds_at_start=first.get(first_primary or -1),
                                    primary_fds_at_end=fds_end[node.name].get(node.primary or -1),
-                                   rss_kb_end=node.rss_kb())
+                                   rss_kb_end=node.rss_kb(), file_fds_start=files_start[node.name],
+                                   file_fds_end=files_end)
         report = {
             "command": f"python3 -m tests.farm.sim --minutes {p.minutes:g} --seed {p.seed} --users {p.users} "
                        f"--hosts {p.hosts} --scale {p.scale:g} --nodes {p.nodes}"
