@@ -76,7 +76,9 @@ class Checker:
     outages: dict[str, list[Outage]] = field(default_factory=dict)
     maint: dict[str, list[Outage]] = field(default_factory=dict)  # admin state maint (or a drain) from..to
     last_host: dict[str, str] = field(default_factory=dict)  # the host each user last reached
-    moves: list[tuple[float, str, str, str, str | None]] = field(default_factory=list)  # t, user, from, to, client
+    # t, user, from, to, the client addresses of her connects since her last landing (this one last)
+    moves: list[tuple[float, str, str, str, tuple[str | None, ...]]] = field(default_factory=list)
+    attempts: dict[str, list[str]] = field(default_factory=dict)  # user -> client addresses since she landed
     denied: list[tuple[float, str, str, str | None]] = field(default_factory=list)  # t, user, host, client
     deny_on: dict[str, float] = field(default_factory=dict)  # host -> deny_new since
     deny_since: dict[tuple[str, float], float] = field(default_factory=dict)  # (host, landing t) -> since
@@ -179,8 +181,9 @@ class Checker:
         if had and host not in had and not self.excused(had, started, t) and not self.split(user, node, t):
             self.violate("1-misrouted", t, user, f"sent to {host} while she has {self._fmt(had)}")
         previous = self.last_host.get(user)
+        tried = (*self.attempts.pop(user, []), client)
         if previous is not None and previous != host:
-            self.moves.append((t, user, previous, host, client))
+            self.moves.append((t, user, previous, host, tried))
         if denied:
             self.denied.append((t, user, host, client))
             if host in self.deny_on:
@@ -214,11 +217,14 @@ class Checker:
     def _on_worker_killed(self, t: float, **_: Any) -> None:
         self.node_events.append(t)
 
-    def _on_connect_fail(self, t: float, user: str, cid: int, why: str, **_: Any) -> None:
+    def _on_connect_fail(self, t: float, user: str, cid: int, why: str, client: str | None = None,
+                         **_: Any) -> None:
         """Closed before any answer while she has a session or a pending logon on a host that
         answers, is not in maintenance, and no process of the node was killed or replaced
         meanwhile: she was sent nowhere (invariant 1)."""
         started, before = self.connects.get(cid, (t, {}))
+        if client is not None:
+            self.attempts.setdefault(user, []).append(client)
         if why != "refused":
             return
         self.checks["inv1-refusals"] += 1
@@ -305,13 +311,18 @@ class Checker:
         (session, no-session, failover): sticky-hit or new would mean her entry pointed elsewhere
         than where she was, or was gone; no line at all, that the move is not in the log."""
         by_client = {line.get("client", ""): line for line in routed}
-        for at, user, frm, to, client in self.moves:
+        for at, user, frm, to, tried in self.moves:
             self.checks["inv5-moves"] += 1
+            client = tried[-1]
             line = by_client.get(client or "")
             if line is None:
                 self.violate("5-move-unnamed", t, user, f"her move {frm} -> {to} at {at:.3f} (client {client}) "
                              "has no routed line in the log")
-            elif line.get("reason") not in MOVE_REASONS or line.get("server") != to:
+                continue
+            # her connects since she last landed (two clients at once: the one that decided may not
+            # be the one that stayed); one of them routed her there with the move's reason
+            named = [by_client.get(c or "") for c in tried]
+            if not any(n is not None and n.get("reason") in MOVE_REASONS and n.get("server") == to for n in named):
                 self.violate("5-move-unnamed", t, user, f"her move {frm} -> {to} at {at:.3f} is logged as "
                              f"reason={line.get('reason')} server={line.get('server')}")
 

@@ -199,6 +199,7 @@ class Farm:
                 writer.write(WHO)
                 line = (await reader.readline()).decode().strip()
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            sockname = writer.get_extra_info("sockname") if writer is not None else None
             if writer is not None:
                 writer.transport.abort()
             kind = {"connect": "unreachable", "answer": "refused", "who": "cut-after-answer"}[stage]
@@ -207,13 +208,16 @@ class Farm:
             if kind == "refused":
                 self.refused_at.append(self.now())
             self.outcomes[kind] += 1
-            self.record("connect_fail", user=user, cid=cid, why=kind, error=type(exc).__name__)
+            self.record("connect_fail", user=user, cid=cid, why=kind, error=type(exc).__name__,
+                        client=f"{sockname[0]}:{sockname[1]}" if sockname else None)
             self.record("connect_end", cid=cid)
             return None
         if not line:
+            local = writer.get_extra_info("sockname")
             writer.transport.abort()
             self.outcomes["cut-after-answer"] += 1
-            self.record("connect_fail", user=user, cid=cid, why="cut-after-answer", error="empty")
+            self.record("connect_fail", user=user, cid=cid, why="cut-after-answer", error="empty",
+                        client=f"{local[0]}:{local[1]}" if local else None)
             self.record("connect_end", cid=cid)
             return None
         host = line.split()[0]
@@ -631,8 +635,12 @@ async def run(p: Params) -> dict[str, Any]:
         checker.check_refusals_logged(len(seen), refused_logged, t)
         for node in nodes:
             # fds flat: idle, then 60 more connections (no cookie: no session on the hosts), idle again
-            before_probe = await farm.quiet_fds(node)
+            # (two rounds: the first may open what a process keeps, a Redis connection pool say)
+            first_round = await farm.quiet_fds(node)
             probed = await farm.probe_connections(node, 60)
+            await farm.wait_idle(node, 20)
+            before_probe = await farm.quiet_fds(node)
+            probed += await farm.probe_connections(node, 60)
             await farm.wait_idle(node, 20)
             after_probe = await farm.quiet_fds(node)
             checker.check_idle(f"node {node.name}: fds of its processes after 60 more connections, above "
@@ -642,7 +650,7 @@ async def run(p: Params) -> dict[str, Any]:
                                f"process's at start ({files_start[node.name]}, +2)", files_end,
                                files_start[node.name] + 2, farm.now())
             first, first_primary = fds_start[node.name]
-            idle[node.name].update(fds_before_probe=before_probe, fds_after_probe=after_probe,
+            idle[node.name].update(fds_idle_at_end=first_round, fds_before_probe=before_probe, fds_after_probe=after_probe,
                                    probes_landed=probed, first_primary_fds_at_start=first.get(first_primary or -1),
                                    primary_fds_at_end=fds_end[node.name].get(node.primary or -1),
                                    rss_kb_end=node.rss_kb(), file_fds_start=files_start[node.name],

@@ -59,7 +59,7 @@ def test_the_checker_excuses_a_host_down_past_failover_after_only() -> None:
     c.feed(10.02, "landed", user="carol", cid=2, host="TS02")
     c.feed(11.0, "admin_state", host="TS03", state="maint")
     assert c.violations == []
-    assert c.moves == [(10.02, "carol", "TS01", "TS02", None)]
+    assert c.moves == [(10.02, "carol", "TS01", "TS02", (None,))]
 
 
 def test_the_checker_catches_a_lost_entry_unnamed_moves_refusals_and_counts() -> None:
@@ -151,3 +151,20 @@ def test_the_checker_catches_a_new_user_placed_on_a_host_that_refuses_new_logons
     assert c.violations == []  # her entry (a drain lets sticky users in)
     c.check_drain([{"client": "127.0.0.5:5555", "reason": "new", "server": "TS02"}], 2.0, 6.0)
     assert [v.invariant for v in c.violations] == ["drain-ignored"]
+
+
+def test_a_move_decided_by_the_other_of_two_clients_at_once_is_named() -> None:
+    c = checker()
+    logged_on(c, "ida", "TS01")
+    c.feed(2.0, "logoff", user="ida", host="TS01")
+    c.feed(5.0, "connect", user="ida", cid=2)
+    c.feed(5.0, "connect", user="ida", cid=3)
+    c.feed(5.01, "logon_start", user="ida", host="TS02")
+    c.feed(5.02, "connect_fail", user="ida", cid=2, why="cut-after-answer", client="127.0.0.2:1000")
+    c.feed(5.02, "landed", user="ida", cid=3, host="TS02", client="127.0.1.2:2000")
+    routed = [{"client": "127.0.0.2:1000", "server": "TS02", "reason": "no-session"},
+              {"client": "127.0.1.2:2000", "server": "TS02", "reason": "sticky-hit"}]
+    c.check_moves_logged(routed, 6.0)
+    assert c.violations == []
+    c.check_moves_logged(routed[1:], 6.0)
+    assert [v.invariant for v in c.violations] == ["5-move-unnamed"]
