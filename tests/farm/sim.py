@@ -650,7 +650,8 @@ async def run(p: Params) -> dict[str, Any]:
                                f"process's at start ({files_start[node.name]}, +2)", files_end,
                                files_start[node.name] + 2, farm.now())
             first, first_primary = fds_start[node.name]
-            idle[node.name].update(fds_idle_at_end=first_round, fds_before_probe=before_probe, fds_after_probe=after_probe,
+            idle[node.name].update(fds_idle_at_end=first_round, fds_before_probe=before_probe,
+                                   fds_after_probe=after_probe,
                                    probes_landed=probed, first_primary_fds_at_start=first.get(first_primary or -1),
                                    primary_fds_at_end=fds_end[node.name].get(node.primary or -1),
                                    rss_kb_end=node.rss_kb(), file_fds_start=files_start[node.name],
