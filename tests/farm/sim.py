@@ -346,15 +346,17 @@ class Farm:
                     self.record("sabotage", user=user, what=f"entry deleted through the API ({status})")
                 await self.check_sticky(user)
 
-    async def check_sticky(self, user: str) -> None:
+    async def check_sticky(self, user: str, node: Node | None = None) -> None:
+        """Her entry as `node` (the one the clients reach) has it, if she has no connect in flight."""
+        node = node or self.node
         if self.in_flight.get(user) or self.node_busy.locked():
             return
         gen = self.generation[user]
-        doc = await self.node.get(f"/api/v1/sticky/{user}")
+        doc = await node.get(f"/api/v1/sticky/{user}")
         if doc is None or self.in_flight.get(user) or self.generation[user] != gen or self.node_busy.locked():
             return
         server = None if doc.get("status") == 404 else doc.get("server")
-        self.record("sticky", user=user, server=server)
+        self.record("sticky", user=user, server=server, node=node.name)
 
     # -- chaos ---------------------------------------------------------------------------------------
 
@@ -614,7 +616,8 @@ async def run(p: Params) -> dict[str, Any]:
             await asyncio.wait_for(task, 30)
         await asyncio.sleep(2.0)  # (two nodes: the last changes reach the other through Redis)
         for user in list(farm.checker.last_host):
-            await farm.check_sticky(user)  # every user's entry, at the end
+            for node in nodes:  # every user's entry, at the end, on each node (one table in Redis)
+                await farm.check_sticky(user, node)
         idle: dict[str, Any] = {}
         for node in nodes:
             idle[node.name] = await farm.idle_checks(node)
