@@ -94,7 +94,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
 
 F_DURATION_S = 8.0  # the measured window of a session scenario
 F_QUICK_DURATION_S = 0.5
-OFFICE_SIZES = (500, 1000, 2000, 4000)  # calibrated to this 2-core box: see benchmarks/README.md
+OFFICE_SIZES = (500, 1000, 1500, 2000, 4000)  # calibrated to this 2-core box: see benchmarks/README.md
 STORM_SESSIONS = 2000
 VIDEO_SESSIONS = 500
 F_LAT = (Metric("added_p50_ms", "added p50 ms", False, 3), Metric("added_p99_ms", "added p99 ms", False, 3),
