@@ -172,14 +172,15 @@ def render_session_tables(scenarios: list[Scenario], targets: list[str], results
     parts = []
     office = sorted((n, s) for s in scenarios if (n := _office_sessions(s)) is not None)
     if office:
-        rows = [("N", "target", "added p50", "added p99", "added p99.9", "abs p99", "proxy CPU/1000", "RSS MB",
-                 "proxy core", "load core", "others", "status")]
+        rows = [("N", "target", "added p50", "added p99", "[min .. max]", "added p99.9", "abs p99", "proxy CPU/1000",
+                 "RSS MB", "proxy core", "load core", "others", "status")]
         for n, scenario in office:
             for target in targets:
                 cell = results[scenario.name][target]
                 if "summary" not in cell:
                     continue
-                rows.append((str(n), target, *(_num(_median(cell, k), 3) for _, k in ADDED),
+                p50, p99, p999 = (_num(_median(cell, k), 3) for _, k in ADDED)
+                rows.append((str(n), target, p50, p99, _range(cell, "added_p99_ms", 3), p999,
                              _num(_median(cell, "in_p99_ms"), 3), _pct(_median(cell, "proxy_cpu_per_1k_pct")),
                              _num(_median(cell, "rss_mb"), 0), _pct(_median(cell, "proxy_core_busy_pct")),
                              _pct(_median(cell, "load_core_busy_pct")), _pct(_median(cell, "others_cpu_pct")),
@@ -222,6 +223,11 @@ def render_session_tables(scenarios: list[Scenario], targets: list[str], results
         parts.append("F-video: input round trips (ms) of the sessions not in video while 20 % stream video\n"
                      + _grid(rows))
     return "\n\n".join(parts)
+
+
+def _range(cell: Record, key: str, digits: int) -> str:
+    found = cell.get("summary", {}).get(key)
+    return "" if found is None else f"[{_num(found['min'], digits)} .. {_num(found['max'], digits)}]"
 
 
 def _grid(rows: list[tuple[str, ...]]) -> str:
