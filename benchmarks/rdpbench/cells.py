@@ -254,12 +254,14 @@ def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
             return _session_record(load.finish(), None, None, env, proxy, size.conns)
         ours = {os.getpid(), load.pid, *procs.tree(server.pid), *(procs.tree(proxy.pid) if proxy.pid else [])}
         others_before = procs.others_cpu(ours)
+        steal_before = procs.steal_ticks()
         before = Usage.now(proxy, server)
         loadgen_before = procs.cpu_s(load.pid)
         load.wait_event("window_end")
         used = Usage.now(proxy, server).minus(before)
         loadgen_s = procs.cpu_s(load.pid) - loadgen_before
         others_s = procs.others_cpu_delta(others_before, procs.others_cpu(ours))
+        steal_after = procs.steal_ticks()
         rss = procs.rss_kb(proxy.pid) if proxy.pid is not None else None
         if spec.kill_proxy and load.wait_event("drop"):
             with _killed_and_restarted(target, proxy, env) as restart_s:
@@ -269,7 +271,11 @@ def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
             result = load.finish()
     record = _session_record(result, used, loadgen_s, env, proxy, size.conns, rss)
     # other people's processes during the window, in % of one core (of all CPUs, not just ours)
-    record["others_cpu_pct"] = 100 * others_s / (result.get("window_s") or 1e-9)
+    window_s = result.get("window_s") or 1e-9
+    record["others_cpu_pct"] = 100 * others_s / window_s
+    # the hypervisor's steal on the proxy's CPUs during the window, % of one core
+    record["proxy_steal_pct"] = 100 * sum(steal_after.get(c, 0) - steal_before.get(c, 0)
+                                          for c in env.proxy.cpus) / procs.CLOCK_TICKS / window_s
     if spec.kill_proxy:
         record["restart_s"] = restart_s
     return record

@@ -164,6 +164,16 @@ def cpu_times() -> dict[int, tuple[int, int]]:
     return times
 
 
+def steal_ticks() -> dict[int, int]:
+    """Per CPU jiffies stolen by the hypervisor so far (/proc/stat): a vCPU that was not running."""
+    steal: dict[int, int] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu" and len(values) > 7:
+            steal[int(name[3:])] = int(values[7])
+    return steal
+
+
 def busy_pct(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpus: list[int]) -> float | None:
     """How busy `cpus` were between two cpu_times() readings, in % of one CPU (averaged)."""
     busy = sum(after[c][0] - before[c][0] for c in cpus)
