@@ -76,9 +76,10 @@ class Checker:
     outages: dict[str, list[Outage]] = field(default_factory=dict)
     maint: dict[str, list[Outage]] = field(default_factory=dict)  # admin state maint (or a drain) from..to
     last_host: dict[str, str] = field(default_factory=dict)  # the host each user last reached
-    # t, user, from, to, the client addresses of her connects since her last landing (this one last)
-    moves: list[tuple[float, str, str, str, tuple[str | None, ...]]] = field(default_factory=list)
-    attempts: dict[str, list[str]] = field(default_factory=dict)  # user -> client addresses since she landed
+    # t, user, from, to, its client address, when she landed before
+    moves: list[tuple[float, str, str, str, str | None, float]] = field(default_factory=list)
+    clients: dict[str, list[tuple[float, str]]] = field(default_factory=dict)  # user -> (t, client address)
+    landed_at: dict[str, float] = field(default_factory=dict)
     denied: list[tuple[float, str, str, str | None]] = field(default_factory=list)  # t, user, host, client
     deny_on: dict[str, float] = field(default_factory=dict)  # host -> deny_new since
     deny_since: dict[tuple[str, float], float] = field(default_factory=dict)  # (host, landing t) -> since
@@ -181,9 +182,11 @@ class Checker:
         if had and host not in had and not self.excused(had, started, t) and not self.split(user, node, t):
             self.violate("1-misrouted", t, user, f"sent to {host} while she has {self._fmt(had)}")
         previous = self.last_host.get(user)
-        tried = (*self.attempts.pop(user, []), client)
+        if client is not None:
+            self.clients.setdefault(user, []).append((t, client))
         if previous is not None and previous != host:
-            self.moves.append((t, user, previous, host, tried))
+            self.moves.append((t, user, previous, host, client, self.landed_at.get(user, 0.0)))
+        self.landed_at[user] = t
         if denied:
             self.denied.append((t, user, host, client))
             if host in self.deny_on:
@@ -224,7 +227,7 @@ class Checker:
         meanwhile: she was sent nowhere (invariant 1)."""
         started, before = self.connects.get(cid, (t, {}))
         if client is not None:
-            self.attempts.setdefault(user, []).append(client)
+            self.clients.setdefault(user, []).append((t, client))
         if why != "refused":
             return
         self.checks["inv1-refusals"] += 1
@@ -311,17 +314,18 @@ class Checker:
         (session, no-session, failover): sticky-hit or new would mean her entry pointed elsewhere
         than where she was, or was gone; no line at all, that the move is not in the log."""
         by_client = {line.get("client", ""): line for line in routed}
-        for at, user, frm, to, tried in self.moves:
+        for at, user, frm, to, client, since in self.moves:
             self.checks["inv5-moves"] += 1
-            client = tried[-1]
             line = by_client.get(client or "")
             if line is None:
                 self.violate("5-move-unnamed", t, user, f"her move {frm} -> {to} at {at:.3f} (client {client}) "
                              "has no routed line in the log")
                 continue
-            # her connects since she last landed (two clients at once: the one that decided may not
-            # be the one that stayed); one of them routed her there with the move's reason
-            named = [by_client.get(c or "") for c in tried]
+            # her connects since she last landed, and any in flight with this one (two clients at
+            # once: the one that decided may not be the one that stayed or landed first); one of
+            # them routed her there with the move's reason
+            tried = [c for tc, c in self.clients.get(user, []) if since <= tc <= at + 2.0]
+            named = [by_client.get(c) for c in tried]
             if not any(n is not None and n.get("reason") in MOVE_REASONS and n.get("server") == to for n in named):
                 self.violate("5-move-unnamed", t, user, f"her move {frm} -> {to} at {at:.3f} is logged as "
                              f"reason={line.get('reason')} server={line.get('server')}")

@@ -59,7 +59,7 @@ def test_the_checker_excuses_a_host_down_past_failover_after_only() -> None:
     c.feed(10.02, "landed", user="carol", cid=2, host="TS02")
     c.feed(11.0, "admin_state", host="TS03", state="maint")
     assert c.violations == []
-    assert c.moves == [(10.02, "carol", "TS01", "TS02", (None,))]
+    assert c.moves == [(10.02, "carol", "TS01", "TS02", None, 1.02)]
 
 
 def test_the_checker_catches_a_lost_entry_unnamed_moves_refusals_and_counts() -> None:
@@ -168,3 +168,14 @@ def test_a_move_decided_by_the_other_of_two_clients_at_once_is_named() -> None:
     assert c.violations == []
     c.check_moves_logged(routed[1:], 6.0)
     assert [v.invariant for v in c.violations] == ["5-move-unnamed"]
+    # both land, the sticky-hit one first: its sibling (landing just after) named the move
+    c = checker()
+    logged_on(c, "ida", "TS01")
+    c.feed(2.0, "logoff", user="ida", host="TS01")
+    c.feed(5.0, "connect", user="ida", cid=2)
+    c.feed(5.0, "connect", user="ida", cid=3)
+    c.feed(5.01, "logon_start", user="ida", host="TS02")
+    c.feed(5.02, "landed", user="ida", cid=3, host="TS02", client="127.0.1.2:2000")
+    c.feed(5.03, "landed", user="ida", cid=2, host="TS02", client="127.0.0.2:1000")
+    c.check_moves_logged(routed, 6.0)
+    assert c.violations == [] and len(c.moves) == 1
