@@ -700,11 +700,39 @@ async def run(p: Params) -> dict[str, Any]:
         for h in hosts.values():
             await h.stop_all()
         checker.dump(str(p.out / "trace.jsonl"))
+    lines = balancer_lines([node.log for node in nodes])
     report["violation_details"] = [
         {"invariant": v.invariant, "t": round(v.t, 3), "user": v.user, "what": v.what,
-         "trace": checker.trace_of(v.user)} for v in checker.violations[:20]]
+         "balancer": balancer_line(checker, v, lines), "trace": checker.trace_of(v.user)}
+        for v in checker.violations[:20]]
     (p.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return report
+
+
+CLIENT = re.compile(r" (?:routed|rejected) client=(\S+) ")
+
+
+def balancer_lines(logs: list[Path]) -> dict[str, str]:
+    """client address:port -> the balancer's routed or rejected line for that connection."""
+    out = {}
+    for path in logs:
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines():
+                m = CLIENT.search(line)
+                if m is not None:
+                    out[m.group(1)] = line
+    return out
+
+
+def balancer_line(checker: Checker, v: Any, lines: dict[str, str]) -> str | None:
+    """The balancer's own line for the connection a violation is about (the last one of her
+    connections with a client address, at or before it)."""
+    if v.user is None:
+        return None
+    for e in reversed(checker.events):
+        if e.t <= v.t and e.fields.get("user") == v.user and e.fields.get("client") and e.kind != "connect":
+            return lines.get(str(e.fields["client"]))
+    return None
 
 
 def read_log(path: Path) -> tuple[list[dict[str, str]], int]:
@@ -734,6 +762,8 @@ def describe(report: dict[str, Any]) -> str:
              f"  violations: {dict(report.get('violations') or {}) or 'none'}"]
     for v in report.get("violation_details", []):
         lines.append(f"  VIOLATION {v['invariant']} at {v['t']} user {v['user']}: {v['what']}")
+        if v.get("balancer"):
+            lines.append(f"    the balancer: {v['balancer']}")
         lines += ["      " + row for row in v["trace"][-25:]]
     return "\n".join(lines)
 
