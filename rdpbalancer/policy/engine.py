@@ -306,7 +306,8 @@ class Router:
         """The directory's decision where its evidence is enough (trust = "route"), else None."""
         if self.policy.session_rules[pool.name].trust is not Trust.ROUTE:
             return None
-        found, why = choose(evidence, sticky.server if sticky is not None else None)
+        down = frozenset(f.server for f in evidence.found if not self._serves(f.server))
+        found, why = choose(evidence, sticky.server if sticky is not None else None, down)
         if found is not None:
             member = pool.member(found.server)
             assert member is not None  # evidence covers this pool's servers only
@@ -315,7 +316,11 @@ class Router:
                 return None  # a session on a host gone for good proves nothing: her entry, placed since, decides
             if gone is not None:
                 return self._moved(pool, key, found.server, f"{why}, but {gone}", now)
-            return Decision(Reason.SESSION, key, pool.name, (member.server,), why + note)
+            # her other sessions on serving hosts: where a failed connect falls through to
+            others = tuple(m.server for f in evidence.found
+                           if f.user == found.user and f.server != found.server and f.server not in down
+                           and (m := pool.member(f.server)) is not None)
+            return Decision(Reason.SESSION, key, pool.name, (member.server, *others), why + note)
         if sticky is None:
             return None
         held = self.entry_stands(pool, sticky, evidence, now)
@@ -342,6 +347,10 @@ class Router:
         if self.policy.shared_table:  # an open connection through another node shows as a recent last_used
             grace = max(grace, OPEN_ELSEWHERE_S)
         return grace
+
+    def _serves(self, server: str) -> bool:
+        cond = self.condition(server)
+        return cond.up and cond.admin is not AdminState.MAINT
 
     def _gone(self, server: str, now: float) -> tuple[str | None, str]:
         """The failover rule, written once: why the users whose session is on `server` must leave

@@ -15,9 +15,11 @@ The rules, each with a reason and its evidence (`explain` shows them):
   and the user is balanced as new. Anything short of that keeps the entry: a logon takes seconds
   to show in a host's list, and a missing session on weak evidence must never send a user away
   from the one she is logging on to.
-- **duplicates**: a user with sessions on several hosts goes to the one the table names if it
-  is among them, else to a disconnected session (it waits for this user), else to the newest
-  logon. The duplicates are listed for the admins (API, dashboard, metric).
+- **duplicates**: a user with sessions on several hosts goes to one on a host that serves (up,
+  not in maintenance) if there is one: the one the table names if it is among them, else a
+  disconnected session (it waits for this user), else the newest logon. A session on a host that
+  is down is no reason to refuse her or to hold her while another of her sessions is reachable.
+  The duplicates are listed for the admins (API, dashboard, metric).
 - **truncated names**: a cut cookie stands for the users whose name starts with it; if exactly
   one of them has a session in the pool, that one it is.
 - **host drain**: a host that refuses new logons (where its source can tell) takes no new users.
@@ -152,9 +154,11 @@ def history(evidence: Evidence, placed_at: float, open_connections: int, grace_s
     return None
 
 
-def choose(evidence: Evidence, sticky_server: str | None) -> tuple[Found | None, str]:
+def choose(evidence: Evidence, sticky_server: str | None,
+           down: frozenset[str] = frozenset()) -> tuple[Found | None, str]:
     """Where a user with sessions goes, and why; None when the evidence names no one host (no
-    session, or a truncated cookie shared by several users with sessions)."""
+    session, or a truncated cookie shared by several users with sessions). `down`: the servers
+    that do not serve now (down or in maintenance); with duplicates, the others go first."""
     found = evidence.found
     if not found:
         return None, ""
@@ -164,10 +168,14 @@ def choose(evidence: Evidence, sticky_server: str | None) -> tuple[Found | None,
     if len(found) == 1:
         return found[0], f"session {found[0].session.id or '?'} ({found[0].session.state}) on {found[0].server}"
     servers = ", ".join(f.server for f in found)
-    for f in found:
+    serving = [f for f in found if f.server not in down]
+    if serving and len(serving) < len(found):
+        servers += f" ({', '.join(f.server for f in found if f.server in down)} not serving)"
+    among = serving or list(found)
+    for f in among:
         if f.server == sticky_server:
             return f, f"duplicate sessions on {servers}; the sticky entry's {f.server}"
-    disconnected = [f for f in found if f.session.state is SessionState.DISCONNECTED]
-    pick = max(disconnected or found, key=lambda f: f.session.logon or 0.0)
+    disconnected = [f for f in among if f.session.state is SessionState.DISCONNECTED]
+    pick = max(disconnected or among, key=lambda f: f.session.logon or 0.0)
     why = "the disconnected one" if disconnected else "the newest logon"
     return pick, f"duplicate sessions on {servers}; {why}, on {pick.server}"

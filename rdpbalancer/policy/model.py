@@ -119,7 +119,8 @@ class Decision:
     sticky_key: str | None = None  # the key the assignment is remembered under (None: not remembered)
     pool: str | None = None
     # Servers to try, best first. One element for a sticky hit (the session lives there);
-    # several for a new user, so a failed connect can fall through to the next best.
+    # several for a new user, so a failed connect can fall through to the next best, and for a
+    # user with sessions on several hosts (each of them).
     candidates: tuple[Server, ...] = field(default=())
     detail: str = ""  # a short human explanation, for logs and `explain`
     moved_from: str | None = None  # FAILOVER: the server the user's entry pointed at

@@ -120,6 +120,31 @@ def test_duplicates_prefer_the_sticky_entry_then_the_disconnected_session_then_t
     assert ask(both_active, "bob").server == S3  # type: ignore[attr-defined]
 
 
+def test_duplicates_go_to_a_serving_host_before_the_sticky_entry_s_down_one() -> None:
+    """Farm simulator, seed 2612: her entry's host was down (held until failover_after) while
+    another host held a disconnected session of hers; she was refused, then balanced as new.
+    A reachable session of hers goes first, and every one of them is a fallback candidate."""
+    r = farm(failover_after=60.0)
+    all_answered(r, TS01=(HostSession("alice", state=DISC, id="1", logon=NOW - 50),),
+                 TS02=(HostSession("alice", state=DISC, id="2", logon=NOW - 900),))
+    r.table.assign("alice", "farm", "TS01", NOW - 10)
+    both_up = r.decide(RouteRequest("10.0.0.1", "alice"), NOW)
+    assert both_up.candidates == (S1, S2)  # a refused connect to TS01 falls through to her other session
+    r.set_health("TS01", up=False, now=NOW - 5)  # down, within failover_after
+    d = r.decide(RouteRequest("10.0.0.1", "alice"), NOW)
+    assert d.reason is Reason.SESSION and d.candidates == (S2,), d.detail
+    assert "TS01 not serving" in d.detail
+    r.set_health("TS02", up=False, now=NOW - 5)  # both down: her entry's is held as before
+    held = r.decide(RouteRequest("10.0.0.1", "alice"), NOW)
+    assert held.server == S1 and "held until failover_after" in held.detail
+    maint = farm(failover_after=60.0)
+    all_answered(maint, TS01=(HostSession("alice", state=DISC, id="1", logon=NOW - 50),),
+                 TS02=(HostSession("alice", state=DISC, id="2", logon=NOW - 900),))
+    maint.table.assign("alice", "farm", "TS01", NOW - 10)
+    maint.set_admin_state("TS01", AdminState.MAINT, NOW)  # maintenance: left at once, for her other session
+    assert maint.decide(RouteRequest("10.0.0.1", "alice"), NOW).candidates == (S2,)
+
+
 def test_a_truncated_cookie_resolves_to_the_one_user_with_a_session() -> None:
     r = farm(truncated=9)
     all_answered(r, TS03=(HostSession("alexandra.smith", id="4"),))
