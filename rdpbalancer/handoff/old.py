@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import subprocess
 import time
 from typing import Protocol
 
@@ -27,7 +26,7 @@ from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.facts import Fact, Finished, Relaying
 from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.relay.sockets import steer_group_to_first
-from rdpbalancer.runtime import own_command
+from rdpbalancer.runtime import Child, own_command
 from rdpbalancer.store.port import StickyStorePort
 from rdpbalancer.workers.primary import WorkerPool
 
@@ -81,7 +80,7 @@ class Handover:
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: Child | None = None
         self.channel: Channel | None = None
         self._loaded = asyncio.Event()
         self._serving = asyncio.Event()
@@ -110,10 +109,8 @@ class Handover:
         host.store.watch(self._changed)
         await host.store.barrier()
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                *own_command("run", "-c", host.config_path, "--takeover-fd", str(theirs.fileno())),
-                pass_fds=[theirs.fileno(), *fds], stdin=subprocess.DEVNULL,
-            )
+            self.process = Child(own_command("run", "-c", host.config_path, "--takeover-fd", str(theirs.fileno())),
+                                 pass_fds=[theirs.fileno(), *fds])
         except OSError as exc:
             self.channel.close()
             raise HandoffError(f"cannot start the new process: {exc}") from exc

@@ -19,12 +19,10 @@ primary dies, its workers see their channel close and exit: systemd restarts the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -49,7 +47,7 @@ from rdpbalancer.relay.facts import (
     SessionInfo,
 )
 from rdpbalancer.relay.vocabulary import State
-from rdpbalancer.runtime import own_command
+from rdpbalancer.runtime import Child, own_command
 from rdpbalancer.tasks import TaskSet
 from rdpbalancer.workers.messages import (
     Abort,
@@ -93,7 +91,7 @@ class WorkerLink:
 
     index: int
     pool: WorkerPool
-    process: asyncio.subprocess.Process | None = None
+    process: Child | None = None
     channel: Channel | None = None
     started_at: float = 0.0
     restarts: int = 0
@@ -182,10 +180,8 @@ class WorkerPool:
     async def _spawn(self, link: WorkerLink) -> None:
         ours, theirs = socket.socketpair()
         try:
-            link.process = await asyncio.create_subprocess_exec(
-                *own_command("worker", "--fd", str(theirs.fileno()), "--index", str(link.index)),
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-            )
+            link.process = Child(own_command("worker", "--fd", str(theirs.fileno()), "--index", str(link.index)),
+                                 pass_fds=[theirs.fileno()])
         finally:
             theirs.close()
         link.ready = asyncio.Event()
@@ -269,17 +265,19 @@ class WorkerPool:
         link.stats = Stats()
         if self.stopping or self.draining:
             return  # (draining: a replacement would listen again after a handoff)
-        code = link.process.returncode if link.process is not None else None
+        self._restart_tasks.spawn(self._restart(link, lost), name=f"restart-worker-{link.index}")
+
+    async def _restart(self, link: WorkerLink, lost: int) -> None:
+        code: int | str = "unknown"
+        if link.process is not None:
+            try:  # its channel closed: it has exited or is about to
+                code = await asyncio.wait_for(link.process.wait(), RESTART_DELAY_S)
+            except TimeoutError:
+                code = "none: alive but deaf, killed"  # it cannot be trusted
+                link.process.send_signal(signal.SIGKILL)
+                await link.process.wait()
         log.error("worker %d (pid %s) is gone (exit status %s); its %d session(s) ended; restarting it",
                   link.index, link.pid, code, lost)
-        self._restart_tasks.spawn(self._restart(link), name=f"restart-worker-{link.index}")
-
-    async def _restart(self, link: WorkerLink) -> None:
-        if link.process is not None:
-            if link.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    link.process.send_signal(signal.SIGKILL)  # alive but deaf: it cannot be trusted
-            await link.process.wait()
         await asyncio.sleep(RESTART_DELAY_S)
         if self.stopping:
             return

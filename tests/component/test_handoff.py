@@ -321,6 +321,10 @@ async def test_a_handoff_with_workers_keeps_every_session_and_refuses_no_connect
             new_pids.extend(w["pid"] for w in workers)
             h.new_pid = new_pids[0]  # the new primary; its worker exits with it
             assert len(workers) == 2 and all(w["alive"] for w in workers) and not set(new_pids) & old_workers, workers
+            # farm simulator: uvloop's spawn left copies of stdin/out/err in each child, so the
+            # descriptors grew by three with every handoff (and the worker took them along)
+            for pid in [old_pid, *old_workers, *new_pids]:
+                assert _stdio_copies(pid, log) == [], (pid, _stdio_copies(pid, log))
             at_takeover = [s.checked for s in streams]
             taken_over = len(outcomes)
             await wait_until(lambda: len(outcomes) > taken_over + 30, WAIT_S)
@@ -487,6 +491,17 @@ def _has_open(pid: int, path: Path) -> bool:
 
 
 SLICE_S = 0.003  # how long a stepped process runs between two looks at it
+
+
+def _stdio_copies(pid: int, log: Path) -> list[str]:
+    """The descriptors of `pid` beyond 0, 1 and 2 that point at its stdout (the log) or /dev/null."""
+    copies = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if int(fd) > 2 and target in (str(log), os.devnull) and os.lstat(f"/proc/{pid}/fd/{fd}").st_mode & 0o200:
+                copies.append(f"{fd} -> {target}")
+    return copies
 
 
 def _state(pid: int) -> str | None:
