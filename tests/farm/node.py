@@ -304,13 +304,19 @@ class Node:
         """Open fds of the primary (or `pid`) that are not sockets (files, pipes, /dev/null, event
         and io_uring inodes): they do not follow the traffic, so they stay flat across a day,
         however many handoffs."""
+        return len(self.file_fd_targets(pid))
+
+    def file_fd_targets(self, pid: int | None = None) -> list[str]:
+        """What those fds point at (a pipe or an inode kind without its number), for a report."""
         pid = pid or self.primary
-        count = 0
+        targets = []
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
-                    count += not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        return count
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if not target.startswith("socket:"):
+                        targets.append(target.split(":[")[0])
+        return sorted(targets)
 
     def rss_kb(self) -> dict[int, int]:
         out = {}

@@ -609,6 +609,7 @@ async def run(p: Params) -> dict[str, Any]:
                     nodes=p.nodes)
         fds_start = {node.name: (node.fds(), node.primary) for node in nodes}
         files_start = {node.name: node.file_fds() for node in nodes}
+        file_targets_start = {node.name: Counter(node.file_fd_targets()) for node in nodes}
         loop = asyncio.get_running_loop()
         for h in hosts.values():
             tasks.append(loop.create_task(farm.pusher(h, timings.push_interval_s)))
@@ -660,9 +661,10 @@ async def run(p: Params) -> dict[str, Any]:
             checker.check_idle(f"node {node.name}: fds of its processes after 60 more connections, above "
                                "before them (+3)", after_probe, before_probe + 3, farm.now())
             files_end = await farm.quiet_file_fds(node)
+            grown = Counter(node.file_fd_targets()) - file_targets_start[node.name]
             checker.check_idle(f"node {node.name}: fds of its primary that are not sockets, above its first "
-                               f"process's at start ({files_start[node.name]}, +2)", files_end,
-                               files_start[node.name] + 2, farm.now())
+                               f"process's at start ({files_start[node.name]}, +2; more now: {dict(grown)})",
+                               files_end, files_start[node.name] + 2, farm.now())
             first, first_primary = fds_start[node.name]
             idle[node.name].update(fds_idle_at_end=first_round, fds_before_probe=before_probe,
                                    fds_after_probe=after_probe,
