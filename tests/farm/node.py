@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,20 +304,30 @@ class Node:
     def file_fds(self, pid: int | None = None) -> int:
         """Open fds of the primary (or `pid`) that are not sockets (files, pipes, /dev/null, event
         and io_uring inodes): they do not follow the traffic, so they stay flat across a day,
-        however many handoffs."""
+        however many handoffs. Left out: pipes whose both ends the process holds (the splice
+        relay's pool of idle pipes, bounded by PIPE_POOL_MAX, and the loop's own wake-up pipes;
+        counted by `pipe_pairs`) and the sticky table's SQLite files (opened at the first write)."""
         return len(self.file_fd_targets(pid))
 
-    def file_fd_targets(self, pid: int | None = None) -> list[str]:
-        """What those fds point at (a pipe or an inode kind without its number), for a report."""
+    def _targets(self, pid: int | None) -> list[str]:
         pid = pid or self.primary
         targets = []
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if not target.startswith("socket:"):
-                        targets.append(target.split(":[")[0])
-        return sorted(targets)
+                    targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        return targets
+
+    def file_fd_targets(self, pid: int | None = None) -> list[str]:
+        """What those fds point at (a pipe or an inode kind without its number), for a report."""
+        targets = [t for t in self._targets(pid) if not t.startswith("socket:")]
+        pipes = Counter(t for t in targets if t.startswith("pipe:"))
+        store = str(self.workdir / "sticky.db")
+        return sorted(t.split(":[")[0] for t in targets if pipes.get(t, 0) < 2 and not t.startswith(store))
+
+    def pipe_pairs(self, pid: int | None = None) -> int:
+        """Pipes whose both ends the primary holds (the splice pool's idle pipes, the loop's own)."""
+        return sum(1 for n in Counter(t for t in self._targets(pid) if t.startswith("pipe:")).values() if n >= 2)
 
     def rss_kb(self) -> dict[int, int]:
         out = {}

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from rdpbalancer.proto import build_connection_request
+from rdpbalancer.relay.splice import PIPE_POOL_MAX
 from tests.farm.hosts import SimHost
 from tests.farm.invariants import Checker
 from tests.farm.node import Node, Timings
@@ -661,17 +662,23 @@ async def run(p: Params) -> dict[str, Any]:
             checker.check_idle(f"node {node.name}: fds of its processes after 60 more connections, above "
                                "before them (+3)", after_probe, before_probe + 3, farm.now())
             files_end = await farm.quiet_file_fds(node)
-            grown = Counter(node.file_fd_targets()) - file_targets_start[node.name]
+            now_targets = Counter(node.file_fd_targets())
+            grown = now_targets - file_targets_start[node.name]
+            gone = file_targets_start[node.name] - now_targets
             checker.check_idle(f"node {node.name}: fds of its primary that are not sockets, above its first "
-                               f"process's at start ({files_start[node.name]}, +2; more now: {dict(grown)})",
+                               f"process's at start ({files_start[node.name]}, +2; more now: {dict(grown)}, "
+                               f"fewer: {dict(gone)})",
                                files_end, files_start[node.name] + 2, farm.now())
+            checker.check_idle(f"node {node.name}: pipes whose both ends its primary holds (the splice pool, "
+                               f"at most {PIPE_POOL_MAX}, and the loop's own)", node.pipe_pairs(),
+                               PIPE_POOL_MAX + 4, farm.now())
             first, first_primary = fds_start[node.name]
             idle[node.name].update(fds_idle_at_end=first_round, fds_before_probe=before_probe,
                                    fds_after_probe=after_probe,
                                    probes_landed=probed, first_primary_fds_at_start=first.get(first_primary or -1),
                                    primary_fds_at_end=fds_end[node.name].get(node.primary or -1),
                                    rss_kb_end=node.rss_kb(), file_fds_start=files_start[node.name],
-                                   file_fds_end=files_end)
+                                   file_fds_end=files_end, pipe_pairs_end=node.pipe_pairs())
         report = {
             "command": f"python3 -m tests.farm.sim --minutes {p.minutes:g} --seed {p.seed} --users {p.users} "
                        f"--hosts {p.hosts} --scale {p.scale:g} --nodes {p.nodes}"
