@@ -166,8 +166,6 @@ def _release_held_ports() -> None:
         _HELD.pop().close()
 
 
-free_port = held_port  # its former name
-
 
 def can_bind(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -100,7 +100,7 @@ def _is_our_worker(pid: int) -> bool:
 def _start(workdir: Path, servers: Sequence[harness.XrdpServer]) -> tuple[harness.BalancerProcess, int]:
     """The harness's balancer configuration plus ``workers = 2`` and an admin port we know."""
     balancer = harness.make_balancer(workdir, servers, start=False)
-    admin_port = harness.free_port()
+    admin_port = harness.held_port()
     text = balancer.config_path.read_text()
     text = _replace_once(text, "[balancer]\n", "[balancer]\nworkers = 2\n")
     text = _replace_once(text, 'listen = "127.0.0.1:0"', f'listen = "{harness.LOCALHOST}:{admin_port}"')
