@@ -19,6 +19,8 @@
 #   curl            contrib/xrdp-sessions.sh pushes a host's sessions with it
 #   util-linux      unshare/nsenter: each xrdp host of that test in its own namespaces
 #   faketime        libfaketime: the clock-step tests step the balancer's wall clock (tests/component)
+#   keepalived      the HA pair's VRRP daemon (tests/ha/test_keepalived_pair.py, in network namespaces;
+#                   no system keepalived is started: Debian's unit needs /etc/keepalived/keepalived.conf)
 #
 # Idempotent: when every package is installed already, it only says so (pass --force to run
 # apt-get anyway).  Runs as root, or through sudo when that exists.
@@ -28,10 +30,10 @@ PACKAGES=(
     xrdp freerdp2-x11 xvfb coreutils openssl
     samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
     redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2 systemd
-    docker.io debootstrap python3-venv tigervnc-standalone-server curl util-linux faketime
+    docker.io debootstrap python3-venv tigervnc-standalone-server curl util-linux faketime keepalived
 )
 BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc
-          systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter faketime)
+          systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter faketime keepalived)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
