@@ -1,0 +1,657 @@
+"""The HA pair as shipped: contrib/keepalived on two nodes, each with a real `rdpbalancer run`,
+one table in Redis, in network namespaces this test makes (and always deletes).
+
+    hub ns:    bridge br0 10.0.0.1 (the fake RDP hosts, redis-server)
+    client ns: eth0 10.0.0.2 (every probe and session, through the virtual IP 10.0.0.100)
+    node a/b:  eth0 10.0.0.11 / 10.0.0.12, keepalived (contrib/keepalived/keepalived-a|b.conf) and
+               a balancer listening on 0.0.0.0:3389, its admin API on 127.0.0.1:9000 (the default,
+               which the shipped track script asks)
+
+For each fault on the node holding the address, then for its return (the failback): the time to
+the first successful connection through the virtual IP, what the established sessions saw, the
+VIP holders sampled until settled, and every user's reconnect against her previous host. The
+bounds are generous; the measured figures are printed as a table (`pytest -s`).
+
+Nothing here touches a real network: the addresses exist only inside these namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from rdpbalancer.proto import build_connection_request
+from tests.support.balancer import LOAD_TEST_LIMITS
+from tests.support.fakes import WHO, FakeRdpServer, read_tpkt
+
+pytestmark = [pytest.mark.processes, pytest.mark.real_services, pytest.mark.timeout(420)]
+
+REPO = Path(__file__).resolve().parents[2]
+CONTRIB = REPO / "contrib" / "keepalived"
+HUB, CLIENT, VIP = "10.0.0.1", "10.0.0.2", "10.0.0.100"
+NODE_ADDRESS = {"a": "10.0.0.11", "b": "10.0.0.12"}
+RDP_PORT, ADMIN_PORT, REDIS_PORT = 3389, 9000, 6379
+USERS = [f"user{i:02d}" for i in range(16)]
+PROBE_EVERY_S = 0.1  # a new connection through the VIP this often, each on its own
+PROBE_TIMEOUT_S = 1.0  # a probe that has no answer from its host within this failed
+SESSION_PING_S = 0.2  # established sessions send a few bytes this often (a real RDP client does)
+SESSION_HUNG_S = 1.0  # no echo for this long: the session is hanging
+SETTLED_S = 3.0  # one VIP holder and every probe answered for this long: settled
+SETTLE_LIMIT_S = 30.0  # generous: the measured failovers take 1-5 s
+RESTART_SEC_S = 2.0  # the drop-in's RestartSec: how long "systemd" waits to restart keepalived
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def run(*argv: str) -> str:
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=20)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ns_socket(ns: str) -> socket.socket:
+    """A TCP socket in network namespace `ns`: made by a short-lived thread that entered it (a
+    network namespace is per thread); the socket stays in `ns` whichever thread uses it."""
+    made: list[socket.socket | BaseException] = []
+
+    def make() -> None:
+        try:
+            with open(f"/run/netns/{ns}") as handle:
+                if _libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns {ns}")
+            made.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the caller's thread
+            made.append(exc)
+
+    thread = threading.Thread(target=make)
+    thread.start()
+    thread.join()
+    if isinstance(made[0], BaseException):
+        raise made[0]
+    return made[0]
+
+
+async def ns_connect(ns: str, host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = ns_socket(ns)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return await asyncio.open_connection(sock=sock)
+
+
+@dataclass
+class Session:
+    """A client's connection through the VIP: `server` is the host that answered."""
+
+    user: str
+    server: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+async def rdp_session(user: str, timeout_s: float = PROBE_TIMEOUT_S) -> Session:
+    """Connect from the client namespace through the VIP as `user`, up to the host's answer."""
+    async with asyncio.timeout(timeout_s):
+        reader, writer = await ns_connect(CLIENT_NS.name, VIP, RDP_PORT)
+        try:
+            writer.write(build_connection_request(cookie=user.encode()))
+            await read_tpkt(reader)
+            writer.write(WHO)
+            server = (await reader.readline()).decode().strip()
+            if not server:
+                raise ConnectionError("closed before the host answered")
+        except BaseException:
+            writer.transport.abort()
+            raise
+    return Session(user, server, reader, writer)
+
+
+@dataclass
+class Namespaces:
+    """The namespace names (a random suffix: several runs may share the machine). `name` of
+    CLIENT_NS is set once they exist."""
+
+    suffix: str = field(default_factory=lambda: secrets.token_hex(3))
+
+    def ns(self, role: str) -> str:
+        return f"rdpbka{self.suffix}{role}"
+
+    def veth(self, role: str) -> str:  # interface names are at most 15 characters
+        return f"rk{self.suffix}{role}"
+
+
+@dataclass
+class _ClientNs:
+    name: str = ""
+
+
+CLIENT_NS = _ClientNs()
+
+
+def make_network(names: Namespaces) -> None:
+    hub = names.ns("h")
+    run("ip", "netns", "add", hub)
+    run("ip", "-n", hub, "link", "set", "lo", "up")
+    run("ip", "-n", hub, "link", "add", "br0", "type", "bridge")
+    run("ip", "-n", hub, "addr", "add", f"{HUB}/24", "dev", "br0")
+    run("ip", "-n", hub, "link", "set", "br0", "up")
+    for role, address in (("c", CLIENT), ("a", NODE_ADDRESS["a"]), ("b", NODE_ADDRESS["b"])):
+        ns, inner, outer = names.ns(role), names.veth(role), names.veth(role) + "p"
+        run("ip", "netns", "add", ns)
+        # made in the hub's namespace: nothing is ever created in the machine's own
+        run("ip", "-n", hub, "link", "add", inner, "type", "veth", "peer", "name", outer)
+        run("ip", "-n", hub, "link", "set", inner, "netns", ns)
+        run("ip", "-n", hub, "link", "set", outer, "master", "br0", "up")
+        run("ip", "-n", ns, "link", "set", inner, "name", "eth0")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+
+
+def delete_network(names: Namespaces) -> None:
+    for role in ("a", "b", "c", "h"):  # deleting a namespace deletes its interfaces (and the veth peers)
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            run("ip", "netns", "delete", names.ns(role))
+
+
+def shipped_keepalived_conf(node: str, workdir: Path) -> str:
+    """contrib/keepalived/keepalived-NODE.conf as shipped, but for the paths of this run and
+    `script_user root` (the shipped `rdpbalancer` user does not exist on a test machine)."""
+    text = (CONTRIB / f"keepalived-{node}.conf").read_text()
+    for shipped, here in (("/usr/local/lib/rdpbalancer/keepalived-notify.sh", str(CONTRIB / "keepalived-notify.sh")),
+                          ("/var/lib/rdpbalancer/ha-state", str(workdir / "ha-state")),
+                          ("script_user rdpbalancer", "script_user root")):
+        assert shipped in text, f"contrib/keepalived/keepalived-{node}.conf no longer has {shipped!r}"
+        text = text.replace(shipped, here)
+    return text
+
+
+def node_config(workdir: Path, hosts: list[FakeRdpServer]) -> str:
+    rows = ",\n".join(f'  {{ name = "{h.name}", address = "{h.address}" }}' for h in hosts)
+    return f"""
+[balancer]
+listen = ["0.0.0.0:{RDP_PORT}"]
+handshake_timeout = "2s"
+connect_timeout = "2s"
+[sticky]
+store = "redis"
+path = "{workdir / 'sticky.db'}"
+ttl = "8h"
+[sticky.redis]
+url = "redis://{HUB}:{REDIS_PORT}/0"
+timeout = "1s"
+[health]
+check = "none"
+[limits]
+{LOAD_TEST_LIMITS}
+[log]
+level = "warning"
+[[pool]]
+name = "default"
+balance = "leastconn"
+servers = [
+{rows}
+]
+"""
+
+
+class Node:
+    """One node's balancer and keepalived, each `ip netns exec`-ed into the node's namespace
+    (exec: the PID we hold is the program's own) and stopped by that PID."""
+
+    def __init__(self, name: str, ns: str, workdir: Path) -> None:
+        self.name, self.ns, self.workdir = name, ns, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(workdir, 0o755)  # enable_script_security: no directory above a script writable by others
+        self.balancer: subprocess.Popen[bytes] | None = None
+        self.keepalived: subprocess.Popen[bytes] | None = None
+
+    def write_configs(self, hosts: list[FakeRdpServer]) -> None:
+        (self.workdir / "rdpbalancer.toml").write_text(node_config(self.workdir, hosts))
+        (self.workdir / "keepalived.conf").write_text(shipped_keepalived_conf(self.name, self.workdir))
+
+    def start_balancer(self) -> None:
+        with (self.workdir / "rdpbalancer.log").open("ab") as log:
+            self.balancer = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, sys.executable, "-m", "rdpbalancer", "run",
+                 "-c", str(self.workdir / "rdpbalancer.toml")],
+                cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def start_keepalived(self) -> None:
+        w = self.workdir
+        with (w / "keepalived.log").open("ab") as log:
+            self.keepalived = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, "keepalived", "--dont-fork", "--log-console", "--log-detail",
+                 "--vrrp", "-f", str(w / "keepalived.conf"), "-p", str(w / "keepalived.pid"),
+                 "-r", str(w / "vrrp.pid"), "-c", str(w / "checkers.pid")],
+                stdout=log, stderr=subprocess.STDOUT)
+
+    def vrrp_pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((self.workdir / "vrrp.pid").read_text())
+        return None
+
+    def kill_keepalived(self) -> None:
+        """A crash: SIGKILL to the parent and its VRRP child at once (nothing runs a shutdown)."""
+        assert self.keepalived is not None
+        child = self.vrrp_pid()
+        self.keepalived.send_signal(signal.SIGKILL)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        self.keepalived.wait(10)
+        self.keepalived = None
+
+    def kill_balancer(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        assert self.balancer is not None
+        self.balancer.send_signal(sig)
+        if sig == signal.SIGKILL:
+            self.balancer.wait(10)
+            self.balancer = None
+
+    def holds_vip(self) -> bool:
+        return f" {VIP}/" in run("ip", "-n", self.ns, "-4", "-o", "addr", "show", "dev", "eth0")
+
+    def ha_state(self) -> str:
+        with contextlib.suppress(OSError):
+            return (self.workdir / "ha-state").read_text().strip()
+        return "-"
+
+    async def healthy(self) -> bool:
+        """The balancer's own /healthz answers 200 (asked as the track script does)."""
+        try:
+            async with asyncio.timeout(2):
+                reader, writer = await ns_connect(self.ns, "127.0.0.1", ADMIN_PORT)
+                try:
+                    writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    status = await reader.readline()
+                finally:
+                    writer.transport.abort()
+            return b" 200 " in status
+        except (OSError, TimeoutError):
+            return False
+
+    def stop(self) -> None:
+        for proc in (self.keepalived, self.balancer):
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+        child = self.vrrp_pid()  # a VRRP child whose parent we killed (should have followed it)
+        if child is not None and Path(f"/proc/{child}").exists():
+            with contextlib.suppress(ProcessLookupError):
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"keepalived" in cmdline and str(self.workdir).encode() in cmdline:
+                    os.kill(child, signal.SIGKILL)
+
+
+class NsFakeServer(FakeRdpServer):
+    """A fake RDP host listening in the hub's namespace."""
+
+    async def start(self) -> NsFakeServer:
+        sock = ns_socket(HUB_NS.name)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, 0))
+        sock.listen(256)
+        sock.setblocking(False)
+        self._server = await asyncio.start_server(self._handle, sock=sock)
+        self.port = sock.getsockname()[1]
+        return self
+
+    async def _echo(self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # uvloop: write_eof after a client's reset (every probe ends so) finds the transport closed
+        with contextlib.suppress(RuntimeError):
+            await super()._echo(first, reader, writer)
+
+
+HUB_NS = _ClientNs()
+
+
+@dataclass
+class Watched:
+    """An established session during a fault: what it saw, and when (from the fault)."""
+
+    session: Session
+    outcome: str = "alive"  # "EOF", "reset", or "alive" at the end of the watch
+    at_s: float | None = None
+    hung_from_s: float | None = None
+
+
+async def watch(item: Watched, t0: float, stop: asyncio.Event) -> None:
+    """Send a few bytes every SESSION_PING_S whatever comes back (as a real client does: a
+    session that only waited for its echo would never meet the peer's reset) and read the echo."""
+    reader, writer = item.session.reader, item.session.writer
+    last_echo = time.monotonic()
+    try:
+        while not stop.is_set():
+            writer.write(b"ping")
+            tick_end = time.monotonic() + SESSION_PING_S
+            while (left := tick_end - time.monotonic()) > 0:
+                try:
+                    data = await asyncio.wait_for(reader.read(4096), left)
+                except TimeoutError:
+                    break
+                if not data:
+                    item.outcome, item.at_s = "EOF", time.monotonic() - t0
+                    return
+                last_echo = time.monotonic()
+            if time.monotonic() - last_echo > SESSION_HUNG_S and item.hung_from_s is None:
+                item.hung_from_s = max(0.0, last_echo - t0)
+    except OSError as exc:
+        item.outcome = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__
+        item.at_s = time.monotonic() - t0
+
+
+@dataclass
+class Measure:
+    """Probes and VIP holders from `t0` on, until the pair has settled."""
+
+    nodes: list[Node]
+    t0: float = field(default_factory=time.monotonic)
+    probes: list[tuple[float, float, bool]] = field(default_factory=list)  # (started, ended, ok) from t0
+    holders: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+
+    async def probe(self, user: str) -> None:
+        started = time.monotonic() - self.t0
+        ok = False
+        try:
+            session = await rdp_session(user)
+            session.abort()
+            ok = True
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        self.probes.append((started, time.monotonic() - self.t0, ok))
+
+    def sample_holders(self) -> tuple[str, ...]:
+        held = tuple(n.name for n in self.nodes if n.holds_vip())
+        self.holders.append((time.monotonic() - self.t0, held))
+        return held
+
+    def settled(self) -> bool:
+        now = time.monotonic() - self.t0
+        recent = [h for t, h in self.holders if t >= now - SETTLED_S]
+        if now < SETTLED_S or not recent or any(len(h) != 1 for h in recent) or len(set(recent)) != 1:
+            return False
+        probes = [ok for start, _end, ok in self.probes if start >= now - SETTLED_S - PROBE_TIMEOUT_S
+                  and _end <= now]
+        return bool(probes) and all(probes)
+
+    async def until_settled(self, limit_s: float = SETTLE_LIMIT_S) -> None:
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while not self.settled():
+                if time.monotonic() - self.t0 > limit_s:
+                    raise TimeoutError(f"not settled after {limit_s:g} s: holders {self.holders[-5:]}, "
+                                       f"probes {self.probes[-5:]}")
+                task = asyncio.create_task(self.probe("prober"))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                await asyncio.to_thread(self.sample_holders)
+                await asyncio.sleep(PROBE_EVERY_S)
+        finally:
+            await asyncio.gather(*tasks)
+
+    def first_success_s(self) -> float | None:
+        return min((end for _s, end, ok in self.probes if ok), default=None)
+
+    def failed_probes(self) -> int:
+        return sum(1 for *_x, ok in self.probes if not ok)
+
+    def held_by_s(self, count: int) -> float:
+        """How long the address was on `count` nodes (from the samples)."""
+        total, last = 0.0, None
+        for t, held in self.holders:
+            if last is not None and len(last[1]) == count:
+                total += t - last[0]
+            last = (t, held)
+        return total
+
+    def holders_text(self) -> str:
+        final = self.holders[-1][1] if self.holders else ()
+        text = f"{len(final)} ({'/'.join(final) or '-'})"
+        for count in (2, 0):
+            if any(len(h) == count for _t, h in self.holders):
+                text += f", {count} for {self.held_by_s(count):.1f} s"
+        return text
+
+
+def seen_text(watched: list[Watched]) -> str:
+    by: dict[str, list[Watched]] = {}
+    for w in watched:
+        by.setdefault(w.outcome, []).append(w)
+    parts = []
+    for outcome, items in sorted(by.items()):
+        times = [w.at_s for w in items if w.at_s is not None]
+        hung = [w.hung_from_s for w in items if w.hung_from_s is not None]
+        text = f"{len(items)} {outcome}"
+        if times:
+            text += f" at {min(times):.1f}-{max(times):.1f} s"
+        if hung:
+            text += f" (hung from {min(hung):.1f} s)"
+        parts.append(text)
+    return ", ".join(parts) or "none held"
+
+
+@dataclass
+class Row:
+    fault: str
+    first_ok_s: float | None
+    failed_probes: int
+    sessions: str
+    mismatches: int
+    holders: str
+    states: str
+
+
+class Lab:
+    def __init__(self, tmp_path: Path, names: Namespaces) -> None:
+        self.tmp, self.names = tmp_path, names
+        self.nodes = [Node(n, names.ns(n), tmp_path / f"node-{n}") for n in ("a", "b")]
+        self.hosts: list[FakeRdpServer] = []
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.homes: dict[str, str] = {}
+        self.rows: list[Row] = []
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def holder(self) -> Node:
+        held = [n for n in self.nodes if n.holds_vip()]
+        assert len(held) == 1, f"VIP holders: {[n.name for n in held]}"
+        return held[0]
+
+    def other(self, node: Node) -> Node:
+        return next(n for n in self.nodes if n is not node)
+
+    async def start(self) -> None:
+        HUB_NS.name, CLIENT_NS.name = self.names.ns("h"), self.names.ns("c")
+        self.hosts = [await NsFakeServer(f"TS0{i}", host=HUB).start() for i in range(1, 5)]
+        redis_dir = self.tmp / "redis"
+        redis_dir.mkdir()
+        with (redis_dir / "redis.log").open("ab") as log:
+            self.redis = subprocess.Popen(
+                ["ip", "netns", "exec", HUB_NS.name, "redis-server", "--bind", HUB, "--port", str(REDIS_PORT),
+                 "--save", "", "--appendonly", "no", "--dir", str(redis_dir), "--protected-mode", "no"],
+                stdout=log, stderr=subprocess.STDOUT)
+        await self.until(lambda: self.answers(HUB_NS.name, HUB, REDIS_PORT), 10, "redis-server")
+        for node in self.nodes:
+            node.write_configs(self.hosts)
+            node.start_balancer()
+        for node in self.nodes:
+            await self.until(node.healthy, 30, f"node {node.name}'s /healthz")
+        self.nodes[0].start_keepalived()  # a first, so that the run starts the same way each time
+        await self.until(lambda: self.sync(self.nodes[0].holds_vip), 15, "node a to take the VIP")
+        self.nodes[1].start_keepalived()
+        await self.until(lambda: self.sync(lambda: self.nodes[1].ha_state() == "backup"), 15, "node b BACKUP")
+        for user in USERS:
+            self.homes[user] = (await self.connect(user)).server
+
+    async def connect(self, user: str) -> Session:
+        session = await rdp_session(user, timeout_s=5)
+        session.abort()
+        return session
+
+    @staticmethod
+    async def answers(ns: str, host: str, port: int) -> bool:
+        try:
+            _reader, writer = await asyncio.wait_for(ns_connect(ns, host, port), 1)
+        except (OSError, TimeoutError):
+            return False
+        writer.transport.abort()
+        return True
+
+    @staticmethod
+    async def sync(predicate: Callable[[], bool]) -> bool:
+        return await asyncio.to_thread(predicate)
+
+    @staticmethod
+    async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not await check():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what}: not within {timeout_s:g} s")
+            await asyncio.sleep(0.1)
+
+    async def hold_sessions(self) -> list[Watched]:
+        sessions = await asyncio.gather(*(rdp_session(u, timeout_s=5) for u in USERS))
+        return [Watched(s) for s in sessions]
+
+    async def fault(self, name: str, inject: Callable[[], Awaitable[None] | None]) -> Measure:
+        """Hold every user's session, inject, measure until settled, then reconnect every user."""
+        watched = await self.hold_sessions()
+        measure = Measure(self.nodes)
+        stop = asyncio.Event()
+        watchers = [asyncio.create_task(watch(w, measure.t0, stop)) for w in watched]
+        try:
+            result = inject()
+            if result is not None:
+                await result
+            await measure.until_settled()
+            if name.startswith("return"):  # the returned node is the standby again before the next fault
+                await self.until(lambda: self.sync(lambda: sorted(n.ha_state() for n in self.nodes)
+                                                   == ["backup", "master"]), SETTLE_LIMIT_S, f"{name}: standby")
+            await asyncio.sleep(SESSION_HUNG_S)  # a session hung at the end is seen as such
+        finally:
+            stop.set()
+            await asyncio.gather(*watchers)
+            for w in watched:
+                w.session.abort()
+        mismatches = 0
+        for user, home in self.homes.items():
+            mismatches += (await self.connect(user)).server != home
+        states = " ".join(f"{n.name}:{n.ha_state()}" for n in self.nodes)
+        self.rows.append(Row(name, measure.first_success_s(), measure.failed_probes(), seen_text(watched),
+                             mismatches, measure.holders_text(), states))
+        return measure
+
+    def table(self) -> str:
+        head = ("fault", "first ok (s)", "failed probes", "established sessions saw", "sticky mismatches",
+                "VIP holders (end)", "ha-state")
+        rows = [head] + [(r.fault, "-" if r.first_ok_s is None else f"{r.first_ok_s:.2f}", str(r.failed_probes),
+                          r.sessions, f"{r.mismatches}/{len(USERS)}", r.holders, r.states) for r in self.rows]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+        lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+        lines.insert(1, "-+-".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        if self.redis is not None and self.redis.poll() is None:
+            self.redis.terminate()
+            self.redis.wait(10)
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Namespaces]:
+    for tool in ("ip", "keepalived", "redis-server", "curl"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            pytest.fail(f"{tool} is not installed (scripts/install-test-deps.sh installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    names = Namespaces()
+    try:
+        make_network(names)
+        yield names
+    finally:
+        delete_network(names)
+
+
+async def test_the_shipped_pair_fails_over_and_back_keeping_every_user_on_her_host(
+        tmp_path: Path, namespaces: Namespaces) -> None:
+    lab = Lab(tmp_path, namespaces)
+    try:
+        await lab.start()
+        # 1. the active node's balancer is killed; brought back (nopreempt: the address stays)
+        down = lab.holder()
+        await lab.fault(f"balancer kill -9 ({down.name})", down.kill_balancer)
+        await lab.fault(f"return of {down.name} (balancer restarted)", down.start_balancer)
+        # 2. the active node's balancer hangs (SIGSTOP): /healthz answers nothing within curl's limit
+        down = lab.holder()
+        await lab.fault(f"balancer hung, SIGSTOP ({down.name})", lambda: down.kill_balancer(signal.SIGSTOP))
+        await lab.fault(f"return of {down.name} (SIGCONT)", lambda: down.kill_balancer(signal.SIGCONT))
+        # 3. keepalived crashes on the active node; "systemd" restarts it after RestartSec
+        down = lab.holder()
+
+        restarts: set[asyncio.Task[None]] = set()
+
+        async def restart_keepalived_later() -> None:
+            await asyncio.sleep(RESTART_SEC_S)
+            down.start_keepalived()
+
+        def crash() -> None:
+            down.kill_keepalived()
+            restarts.add(asyncio.create_task(restart_keepalived_later()))
+
+        await lab.fault(f"keepalived kill -9 ({down.name}), restarted after {RESTART_SEC_S:g} s", crash)
+        await asyncio.gather(*restarts)
+        # 4. the active node's link goes down (its switch port); then back up: the failback
+        down = lab.holder()
+        port = namespaces.veth(down.name) + "p"
+
+        def link(state: str) -> None:
+            run("ip", "-n", namespaces.ns("h"), "link", "set", port, state)
+
+        await lab.fault(f"link down ({down.name})", lambda: link("down"))
+        await lab.fault(f"return of {down.name} (link up)", lambda: link("up"))
+        print(f"\nkeepalived pair (contrib/keepalived), {len(USERS)} users, probes every {PROBE_EVERY_S:g} s:\n"
+              + lab.table())
+        for row in lab.rows:
+            assert row.mismatches == 0, f"{row.fault}: {row.mismatches} users reconnected to another host"
+            assert row.holders.startswith("1 "), f"{row.fault}: VIP holders at the end {row.holders}"
+            assert row.first_ok_s is not None and row.first_ok_s < 15, \
+                f"{row.fault}: first connection through the VIP after {row.first_ok_s} s"
+            if row.fault.startswith("return"):
+                assert row.failed_probes == 0, f"{row.fault}: {row.failed_probes} probes failed on failback"
+                assert row.sessions == f"{len(USERS)} alive", f"{row.fault}: sessions saw {row.sessions}"
+    finally:
+        lab.stop()
+        for host in lab.hosts:
+            await host.stop()
