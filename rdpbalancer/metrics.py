@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from rdpbalancer import __version__
 from rdpbalancer.health.probes import ProbeResult
 from rdpbalancer.policy.limits import Refusal
-from rdpbalancer.ports import ReadModel
+from rdpbalancer.ports import HA_ROLES, ReadModel
 
 P = "rdpbalancer_"
 # latency buckets in seconds: a LAN connect is ~0.2 ms, a slow WAN client's CR can take seconds
@@ -102,6 +102,7 @@ class _StateCollector(Collector):
         yield from self._sticky()
         yield from self._directory_and_config()
         yield from self._host_sessions()
+        yield from self._ha()
 
     def _build(self) -> Iterator[Metric]:
         info = _gauge("build_info", "rdpbalancer version", ["version"])
@@ -258,6 +259,16 @@ class _StateCollector(Collector):
         yield from (sessions, up, age, failures)
         yield GaugeMetricFamily(P + "duplicate_sessions", "Users with sessions on more than one host",
                                 value=len(directory.duplicates))
+
+    def _ha(self) -> Iterator[Metric]:
+        ha = self.bal.ha_state()
+        if ha is None:  # no [admin] ha_state_file: not part of a keepalived pair
+            return
+        state = _gauge("ha_state", "1 for this node's VRRP state as keepalived's notify hook last wrote it "
+                       "(master: holds the virtual IP); all 0 while unknown", ["state"])
+        for name in HA_ROLES:
+            state.add_metric([name], 1 if ha.state == name else 0)
+        yield state
 
 
 def _tasks_alive() -> int:

@@ -29,6 +29,23 @@ Address = tuple[str, int]
 
 # -- what readers get: values as of the call, never the live components ------------------------------
 
+# keepalived's VRRP states, as its notify hook writes them, and what the dashboard calls them
+HA_ROLES = {"master": "active", "backup": "standby", "fault": "fault", "stop": "stopped"}
+
+
+@dataclass(frozen=True, slots=True)
+class HaState:
+    """This node's VRRP state as keepalived's notify hook last wrote it ([admin] ha_state_file)."""
+
+    state: str | None  # a key of HA_ROLES; None: not written yet, unreadable or not a state
+    since: float | None  # when the hook wrote it (the file's mtime)
+    error: str | None = None  # why the state is None
+
+    @property
+    def role(self) -> str:
+        return HA_ROLES.get(self.state or "", "unknown")
+
+
 @dataclass(frozen=True, slots=True)
 class CheckState:
     """One server's health checks (its tracker and its check's kind)."""
@@ -140,6 +157,10 @@ class ReadModel(Protocol):
     def sticky_counts(self) -> StickyCounts: ...
 
     def store_health(self) -> StoreHealth: ...
+
+    def ha_state(self) -> HaState | None:
+        """The node's VRRP state; None without [admin] ha_state_file."""
+        ...
 
     def health_events(self) -> list[Transition]:
         """The servers' latest health state changes, oldest first."""

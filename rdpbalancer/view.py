@@ -7,6 +7,7 @@ import copy
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from rdpbalancer import clock
@@ -21,7 +22,9 @@ from rdpbalancer.policy.model import AdminState, RouteRequest
 from rdpbalancer.policy.rules import Trace
 from rdpbalancer.policy.sticky import StickyEntry
 from rdpbalancer.ports import (
+    HA_ROLES,
     CheckState,
+    HaState,
     HostSessions,
     HostState,
     Preview,
@@ -34,6 +37,8 @@ from rdpbalancer.ports import (
 from rdpbalancer.relay.context import RelayContext, SessionView, Stats
 from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.workers.primary import WorkerPool
+
+HA_STATE_MAX_BYTES = 64  # the hook writes one word and a newline: a longer file is not its
 
 
 class View:
@@ -84,6 +89,10 @@ class View:
         store = self.ops.store
         return StoreHealth(store.shared, store.available, store.unsaved, store.commits, store.failures,
                            store.conflicts, store.last_error)
+
+    def ha_state(self) -> HaState | None:
+        path = self.snapshot.config.admin.ha_state_file
+        return read_ha_state(path) if path is not None else None
 
     def health_events(self) -> list[Transition]:
         return list(self.monitor.history)
@@ -140,3 +149,18 @@ class View:
     def tracked_sources(self) -> int:
         budget = self.ops.router.new_users
         return self.ctx.admission.sources() + (budget.sources() if budget is not None else 0)
+
+
+def read_ha_state(path: Path) -> HaState:
+    """The word keepalived's notify hook wrote (renamed into place: never half-written)."""
+    try:
+        with path.open("rb") as handle:
+            data, since = handle.read(HA_STATE_MAX_BYTES + 1), os.fstat(handle.fileno()).st_mtime
+    except FileNotFoundError:
+        return HaState(None, None, f"{path} not written yet (keepalived's notify hook writes it)")
+    except OSError as exc:
+        return HaState(None, None, f"cannot read {path}: {exc.strerror or exc}")
+    word = data.decode("ascii", "replace").strip().lower()
+    if word not in HA_ROLES:
+        return HaState(None, since, f"{path} holds {word[:HA_STATE_MAX_BYTES]!r}, not a VRRP state")
+    return HaState(word, since)

@@ -146,7 +146,16 @@ def config_status(view: ReadModel) -> dict[str, Any]:
     return {"file": st.path, "loaded_at": st.loaded_at, "last_reload_at": st.last_reload_at,
             "last_reload_error": st.last_reload_error, "reloads_ok": st.reloads_ok,
             "reloads_failed": st.reloads_failed,
-            "listen": [f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in view.addresses]}
+            "listen": [f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in view.addresses],
+            "ha": ha_state(view)}
+
+
+def ha_state(view: ReadModel) -> dict[str, Any] | None:
+    """The node's place in a keepalived pair (None: no [admin] ha_state_file)."""
+    ha = view.ha_state()
+    if ha is None:
+        return None
+    return {"state": ha.state, "role": ha.role, "since": ha.since, "error": ha.error}
 
 
 def transition(t: Transition) -> dict[str, Any]:

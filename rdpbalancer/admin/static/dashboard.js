@@ -161,6 +161,17 @@
     const error = $('#config-error');
     error.hidden = !cfg.last_reload_error;
     setText(error, cfg.last_reload_error ? `last reload failed: ${cfg.last_reload_error}` : '');
+    renderHa(cfg.ha);
+  }
+
+  /** The node's role in a keepalived pair: active (holds the virtual IP), standby, fault. */
+  function renderHa(ha) {
+    const badge = $('#ha-state');
+    badge.hidden = !ha;
+    if (!ha) return;
+    setText(badge, ha.role);
+    badge.dataset.role = ha.role;
+    badge.title = ha.error || `keepalived: ${ha.state} since ${stamp(ha.since)}`;
   }
 
   function setLive(state, text) {
