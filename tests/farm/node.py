@@ -75,6 +75,7 @@ class Node:
     workers: int = 2
     faketime: bool = True
     redis_url: str | None = None  # the table in Redis (a second node shares it), with a SQLite copy
+    sentinels: tuple[str, ...] = ()  # instead of redis_url: the master as Sentinel names it
     name: str = "A"
     admin_token: str = "farm-sim-admin-token-0123456789"
     proc: BalancerProcess | None = None
@@ -116,10 +117,12 @@ class Node:
         text = text.replace('handshake_timeout = "1s"', 'handshake_timeout = "5s"')
         text = text.replace('[admin]\nlisten = "127.0.0.1:0"',
                             f'[admin]\nlisten = "127.0.0.1:{self.admin_port}"\ntoken_file = "{admin}"')
-        if self.redis_url is not None:
+        if self.redis_url is not None or self.sentinels:
+            where = (f'sentinels = [{", ".join(repr(a) for a in self.sentinels)}]\nservice_name = "rdpb"'
+                     if self.sentinels else f'url = "{self.redis_url}"')
             text = text.replace("[sticky]\n", '[sticky]\nstore = "redis"\n', 1)
-            text += (f'\n[sticky.redis]\nurl = "{self.redis_url}"\nkey_prefix = "farm{os.getpid()}:"\n'
-                     'timeout = "1s"\n')
+            text += f'\n[sticky.redis]\n{where}\nkey_prefix = "farm{os.getpid()}:"\ntimeout = "1s"\n'
+
         return text + (f'[sessions]\nsource = "push"\npush_tokens = "{tokens}"\n'
                        f'stale_after = "{t.stale_after_s}s"\nlogon_grace = "{t.logon_grace_s}s"\n')
 

@@ -26,7 +26,8 @@ The model (tests/farm/hosts.py for the hosts):
   longer than failover_after (sessions kept), a host rebooted (sessions gone), a host silent
   past stale_after or not, a host refusing new logons (deny_new), a host set to maint or drain
   through the admin API; with two nodes, the address moved to the other node and Redis
-  stopped answering (SIGSTOP) for 2-8 s. `--weights kind=w,...` changes the mix.
+  stopped answering (SIGSTOP) for 2-8 s; with `--sentinel` too, the master killed (-9) and the
+  replica promoted by Sentinel (tests/farm/redis_ha.py). `--weights kind=w,...` changes the mix.
 - **Checks**: as the trace comes (tests/farm/invariants.py), each user's entry read while she
   has no connection in flight (12 users every 2 s, all at the end), and at the end of the day:
   the counts at zero (servers, sessions, workers, explain's open connections of each user, old
@@ -60,6 +61,7 @@ from rdpbalancer.relay.splice import PIPE_POOL_MAX
 from tests.farm.hosts import SimHost
 from tests.farm.invariants import Checker
 from tests.farm.node import Node, Timings
+from tests.farm.redis_ha import SentinelRedis
 from tests.support.fakes import WHO, read_tpkt
 from tests.support.redis_server import RedisServer
 
@@ -70,8 +72,9 @@ REJECTED = re.compile(r" session=\S+ rejected client=\S+ user=\S* reason=")
 CONNECT_TIMEOUT_S = 10.0
 CHAOS_WEIGHTS = {"reload": 2, "reload-change": 1, "handoff": 2, "worker-kill": 2, "node-kill": 1, "clock-step": 2,
                  "clock-step-restart": 1, "flap-short": 2, "flap-long": 2, "reboot": 1, "silent": 2,
-                 "deny-new": 2, "maint": 1, "drain": 1, "vip-move": 2, "redis-outage": 2}
-HA_CHAOS = frozenset({"vip-move", "redis-outage"})  # with two nodes only
+                 "deny-new": 2, "maint": 1, "drain": 1, "vip-move": 2, "redis-outage": 2,
+                 "sentinel-failover": 2}
+HA_CHAOS = frozenset({"vip-move", "redis-outage", "sentinel-failover"})  # with two nodes only
 NODE_CHAOS = frozenset({"reload", "reload-change", "handoff", "worker-kill", "node-kill", "clock-step",
                         "clock-step-restart", *HA_CHAOS})
 MAX_ATTEMPTS = 25  # one connect of a user: bounded
@@ -90,6 +93,7 @@ class Params:
     weights: dict[str, float] = field(default_factory=dict)  # over CHAOS_WEIGHTS
     double_click: float = 0.05  # a new connect made by two clients at once
     nodes: int = 1  # 2: two nodes sharing their table in a redis-server, the clients on one at a time
+    sentinel: bool = False  # two nodes: Redis as a master, a replica and three sentinels
     # the checker's own test: this share of reconnects goes straight to a random host (past the
     # balancer), and as often an idle user's entry is deleted through the API: violations must show
     sabotage: float = 0.0
@@ -116,6 +120,7 @@ class Farm:
     nodes: list[Node]
     hosts: dict[str, SimHost]
     redis: RedisServer | None = None
+    sentinel: SentinelRedis | None = None
     vip: int = 0  # the node the clients reach (keepalived's virtual IP)
     t0: float = field(default_factory=time.monotonic)
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -361,8 +366,15 @@ class Farm:
 
     # -- chaos ---------------------------------------------------------------------------------------
 
+    def outage_target(self) -> RedisServer | None:
+        """The redis-server to stop: the one, or the master Sentinel names."""
+        server = self.sentinel.outage_target() if self.sentinel is not None else self.redis
+        return server if server is not None and server.proc is not None else None
+
     async def chaos_loop(self) -> None:
         kinds = {**CHAOS_WEIGHTS, **self.p.weights}
+        if self.sentinel is None:
+            kinds.pop("sentinel-failover")
         names, weights = list(kinds), list(kinds.values())
         await asyncio.sleep(0.08 * self.p.day_s)  # the storm first
         while not self.stopping and self.now() < 0.85 * self.p.day_s:
@@ -373,7 +385,9 @@ class Farm:
     async def one_chaos(self, kind: str) -> None:
         rng, fo = self.rng, self.node.timings.failover_after_s
         node = rng.choice(self.nodes)
-        if kind in HA_CHAOS and self.redis is None:
+        if kind in HA_CHAOS and self.redis is None and self.sentinel is None:
+            return
+        if kind == "sentinel-failover" and self.sentinel is None:
             return
         if kind in NODE_CHAOS:
             if self.node_busy.locked():
@@ -386,14 +400,23 @@ class Farm:
                     self.record("reload_changed", node=node.name, changed=node.changed)
                 elif kind == "vip-move":
                     self.move_vip()
-                elif kind == "redis-outage" and self.redis is not None and self.redis.proc is not None:
+                elif kind == "redis-outage" and (server := self.outage_target()) is not None:
                     self.record("redis_down")
-                    self.redis.proc.send_signal(signal.SIGSTOP)  # no answer (its data kept)
-                    try:
+                    assert server.proc is not None
+                    server.proc.send_signal(signal.SIGSTOP)  # no answer (its data kept)
+                    try:  # (with Sentinel, an outage past 1 s is a failover too)
                         await asyncio.sleep(rng.uniform(2.0, 8.0))
                     finally:
-                        self.redis.proc.send_signal(signal.SIGCONT)
+                        server.proc.send_signal(signal.SIGCONT)
                     self.record("redis_up")
+                elif kind == "sentinel-failover" and self.sentinel is not None:
+                    if await self.sentinel.replica_known(10.0):
+                        self.record("redis_down")
+                        old, new, took = await self.sentinel.kill_master()
+                        self.record("sentinel_failover", old=old, new=new, took=round(took, 2))
+                        self.record("redis_up")
+                    else:
+                        self.chaos["sentinel-no-replica"] += 1
                 if kind == "reload":
                     node.reload()
                 elif kind == "handoff":
@@ -592,17 +615,21 @@ async def run(p: Params) -> dict[str, Any]:
         hosts[name] = await SimHost(name, record=record, rng=random.Random(rng.random()),
                                     logon_s=(2 * s, 30 * s)).start()
     tokens = {n: f"{n.lower()}-farm-push-token-{p.seed}" for n in names}
-    redis = RedisServer(p.out / "redis") if p.nodes > 1 else None
+    sentinel = SentinelRedis(p.out / "redis") if p.nodes > 1 and p.sentinel else None
+    redis = RedisServer(p.out / "redis") if p.nodes > 1 and sentinel is None else None
     nodes = [Node(p.out / f"node{chr(65 + i)}", [(n, h.address) for n, h in hosts.items()], tokens, timings,
-                  workers=p.workers, faketime=p.faketime, redis_url=redis.url if redis else None, name=chr(65 + i))
+                  workers=p.workers, faketime=p.faketime, redis_url=redis.url if redis else None,
+                  sentinels=sentinel.addresses if sentinel else (), name=chr(65 + i))
              for i in range(p.nodes)]
-    farm = Farm(p, rng, checker, nodes, hosts, redis=redis)
+    farm = Farm(p, rng, checker, nodes, hosts, redis=redis, sentinel=sentinel)
     tasks: list[asyncio.Task[None]] = []
     started = time.time()
     report: dict[str, Any] = {}
     try:
         if redis is not None:
             redis.start()
+        if sentinel is not None:
+            sentinel.start()
         for node in nodes:
             await node.start()
         farm.t0 = time.monotonic()
@@ -683,6 +710,7 @@ async def run(p: Params) -> dict[str, Any]:
             "command": f"python3 -m tests.farm.sim --minutes {p.minutes:g} --seed {p.seed} --users {p.users} "
                        f"--hosts {p.hosts} --scale {p.scale:g} --nodes {p.nodes}"
                        + (f" --weights {','.join(f'{k}={v:g}' for k, v in p.weights.items())}" if p.weights else "")
+                       + (" --sentinel" if p.sentinel else "")
                        + (f" --sabotage {p.sabotage:g}" if p.sabotage else ""),
             "seed": p.seed, "wall_s": round(time.time() - started, 1), "day_s": p.day_s, "scale": p.scale,
             **checker.summary(), "chaos": dict(sorted(farm.chaos.items())),
@@ -706,6 +734,8 @@ async def run(p: Params) -> dict[str, Any]:
             if redis.proc is not None:
                 redis.proc.send_signal(signal.SIGCONT)
             redis.close()
+        if sentinel is not None:
+            sentinel.close()
         for h in hosts.values():
             await h.stop_all()
         checker.dump(str(p.out / "trace.jsonl"))
@@ -786,6 +816,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=0.1)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--nodes", type=int, default=1, choices=[1, 2], help="2: two nodes sharing a Redis table")
+    ap.add_argument("--sentinel", action="store_true",
+                    help="with --nodes 2: Redis as a master, a replica and three sentinels; the chaos kills the master")
     ap.add_argument("--no-faketime", action="store_true")
     ap.add_argument("--chaos-every", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=None)
@@ -804,7 +836,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"farm simulator: seed {seed}, {a.minutes:g} min, out {out}", flush=True)
     p = Params(seed=seed, minutes=a.minutes, users=a.users, hosts=a.hosts, scale=a.scale, workers=a.workers,
                faketime=not a.no_faketime, chaos_every_s=a.chaos_every, weights=weights, nodes=a.nodes,
-               sabotage=a.sabotage, out=out)
+               sentinel=a.sentinel, sabotage=a.sabotage, out=out)
+    if p.sentinel and p.nodes < 2:
+        ap.error("--sentinel needs --nodes 2")
     report = asyncio.run(run(p))
     print(describe(report), flush=True)
     return 1 if report.get("violations") else 0

@@ -2,9 +2,11 @@
 checked (tests/farm/sim.py). The invariant checker itself is fed crafted violating traces,
 so that an invariant that cannot fail would show (test_invariants.py).
 
-CI: one run with a fixed seed and one with a random seed (printed: replay it with
-`python3 -m tests.farm.sim --minutes 2.5 --seed N --users 40 --hosts 5`). Each takes about
-its `minutes` plus half a minute. FARM_SIM_MINUTES changes the length.
+CI: one node with a fixed seed, and two nodes sharing their table through Redis with Sentinel
+(the master killed now and then) with a random seed (printed: replay it with the command the
+report shows, `python3 -m tests.farm.sim --minutes 2.5 --seed N --users 40 --hosts 5 --nodes 2
+--sentinel`). Each takes about its `minutes` plus half a minute. FARM_SIM_MINUTES changes the
+length.
 """
 
 from __future__ import annotations
@@ -25,12 +27,15 @@ MINUTES = float(os.environ.get("FARM_SIM_MINUTES", "2.5"))
 
 
 @pytest.mark.timeout(int(MINUTES * 60) + 300)
-@pytest.mark.parametrize("which", ["fixed", "random"])
+@pytest.mark.parametrize("which", ["fixed", "random-pair"])
 def test_a_day_of_the_farm_keeps_every_invariant(tmp_path: Path, which: str) -> None:
-    seed = FIXED_SEED if which == "fixed" else random.SystemRandom().randrange(1 << 31)
+    fixed = which == "fixed"
+    seed = FIXED_SEED if fixed else random.SystemRandom().randrange(1 << 31)
+    pair = "" if fixed else " --nodes 2 --sentinel"
     print(f"farm simulator seed {seed} (replay: python3 -m tests.farm.sim --minutes {MINUTES:g} "
-          f"--seed {seed} --users 40 --hosts 5)")
-    report = asyncio.run(run(Params(seed=seed, minutes=MINUTES, users=40, hosts=5, out=tmp_path / "farm")))
+          f"--seed {seed} --users 40 --hosts 5{pair})")
+    report = asyncio.run(run(Params(seed=seed, minutes=MINUTES, users=40, hosts=5, nodes=1 if fixed else 2,
+                                    sentinel=not fixed, out=tmp_path / "farm")))
     text = describe(report)
     print(text)
     assert not report.get("violations"), f"{text}\nwhole trace: {tmp_path / 'farm' / 'trace.jsonl'}"

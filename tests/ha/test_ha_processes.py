@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,9 @@ from rdpbalancer.app import Balancer
 from rdpbalancer.cluster import HEARTBEAT_EXPIRE_S, HEARTBEAT_S
 from rdpbalancer.config import parse_config
 from tests.ha.test_redis_store import node_config, port
-from tests.support.balancer import BalancerProcess, hold_port, wait_for_listener, wait_until
+from tests.support.balancer import BalancerProcess, wait_until
 from tests.support.fakes import rdp_connect, start_farm, where
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, Sentinel
 
 log = logging.getLogger(__name__)
 SLACK_S = 3.0  # a loaded 2-core machine: processes and the event loop run late by this much
@@ -91,34 +90,6 @@ async def test_kill_9_of_a_node_the_other_serves_everyone_and_its_sessions_leave
         await two.stop()
         for s in farm:
             await s.stop()
-
-
-class Sentinel:
-    """A real `redis-server --sentinel` watching `master` on loopback (stopped by PID)."""
-
-    def __init__(self, workdir: Path, master: RedisServer) -> None:
-        # chosen before it starts (with port 0 it would listen on no TCP port): held until stop()
-        self.held = hold_port()
-        self.workdir, self.port = workdir, int(self.held.getsockname()[1])
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "sentinel.conf").write_text(
-            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {workdir}\n"
-            f"sentinel monitor rdpb 127.0.0.1 {master.port} 1\n"
-            "sentinel down-after-milliseconds rdpb 1000\nsentinel failover-timeout rdpb 10000\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = (self.workdir / "sentinel.log").open("ab")
-        self.proc = subprocess.Popen(["redis-server", str(self.workdir / "sentinel.conf"), "--sentinel"],
-                                     stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        wait_for_listener(self.proc, ("127.0.0.1", self.port), self.workdir / "sentinel.log", 10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.held.close()
 
 
 async def test_sentinel_failover_the_node_follows_the_new_master_and_loses_nothing(tmp_path: Path) -> None:

@@ -50,3 +50,37 @@ class RedisServer:
         if self.held is not None:
             self.held.close()
             self.held = None
+
+
+class Sentinel:
+    """A real `redis-server --sentinel` watching `master` as service `name` on loopback (stopped
+    by PID). `quorum`: how many sentinels must agree that the master is down."""
+
+    def __init__(self, workdir: Path, master: RedisServer, *, name: str = "rdpb", quorum: int = 1,
+                 down_after_ms: int = 1000) -> None:
+        # chosen before it starts (with port 0 it would listen on no TCP port): held until stop()
+        self.held = hold_port()
+        self.workdir, self.port = workdir, int(self.held.getsockname()[1])
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "sentinel.conf").write_text(
+            f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {workdir}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master.port} {quorum}\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\nsentinel failover-timeout {name} 10000\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        out = (self.workdir / "sentinel.log").open("ab")
+        self.proc = subprocess.Popen(["redis-server", str(self.workdir / "sentinel.conf"), "--sentinel"],
+                                     stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        wait_for_listener(self.proc, ("127.0.0.1", self.port), self.workdir / "sentinel.log", 10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.held.close()
