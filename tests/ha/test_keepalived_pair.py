@@ -1,11 +1,13 @@
 """The HA pair as shipped: contrib/keepalived on two nodes, each with a real `rdpbalancer run`,
 one table in Redis, in network namespaces this test makes (and always deletes).
 
-    hub ns:    bridge br0 10.0.0.1 (the fake RDP hosts, redis-server)
+    hub ns:    bridge br0 10.0.0.1 (the fake RDP hosts; the third Redis Sentinel, the README's
+               "third small machine")
     client ns: eth0 10.0.0.2 (every probe and session, through the virtual IP 10.0.0.100)
-    node a/b:  eth0 10.0.0.11 / 10.0.0.12, keepalived (contrib/keepalived/keepalived-a|b.conf) and
-               a balancer listening on 0.0.0.0:3389, its admin API on 127.0.0.1:9000 (the default,
-               which the shipped track script asks)
+    node a/b:  eth0 10.0.0.11 / 10.0.0.12, keepalived (contrib/keepalived/keepalived-a|b.conf), a
+               balancer listening on 0.0.0.0:3389 with its admin API on 127.0.0.1:9000 (the default,
+               which the shipped track script asks), a redis-server (the master on b, its replica
+               on a) and a Sentinel: the link-down fault takes the Redis master with the node
 
 For each fault on the node holding the address, then for its return (the failback): the time to
 the first successful connection through the virtual IP, what the established sessions saw, the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -45,7 +48,9 @@ REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib" / "keepalived"
 HUB, CLIENT, VIP = "10.0.0.1", "10.0.0.2", "10.0.0.100"
 NODE_ADDRESS = {"a": "10.0.0.11", "b": "10.0.0.12"}
-RDP_PORT, ADMIN_PORT, REDIS_PORT = 3389, 9000, 6379
+RDP_PORT, ADMIN_PORT, REDIS_PORT, SENTINEL_PORT = 3389, 9000, 6379, 26379
+REDIS_MASTER_FIRST = "b"  # the node the Redis master starts on (its replica: the other node)
+SENTINEL_DOWN_AFTER_MS = 1000  # Sentinel's down-after-milliseconds: the master is down after 1 s unanswered
 USERS = [f"user{i:02d}" for i in range(16)]
 PROBE_EVERY_S = 0.1  # a new connection through the VIP this often, each on its own
 PROBE_TIMEOUT_S = 1.0  # a probe that has no answer from its host within this failed
@@ -200,12 +205,14 @@ store = "redis"
 path = "{workdir / 'sticky.db'}"
 ttl = "8h"
 [sticky.redis]
-url = "redis://{HUB}:{REDIS_PORT}/0"
-timeout = "1s"
+sentinels = [{", ".join(f'"{a}:{SENTINEL_PORT}"' for a in (*NODE_ADDRESS.values(), HUB))}]
+service_name = "rdpb"
 [health]
 check = "none"
 [limits]
 {LOAD_TEST_LIMITS}
+[admin]
+ha_state_file = "{workdir / 'ha-state'}"
 [log]
 level = "warning"
 [[pool]]
@@ -278,6 +285,21 @@ class Node:
         with contextlib.suppress(OSError):
             return (self.workdir / "ha-state").read_text().strip()
         return "-"
+
+    async def role(self) -> str:
+        """The node's own view of its place in the pair: /api/v1/config's "ha" (from the state
+        file keepalived's notify hook writes); "-" when the balancer does not answer."""
+        try:
+            async with asyncio.timeout(1):
+                reader, writer = await ns_connect(self.ns, "127.0.0.1", ADMIN_PORT)
+                try:
+                    writer.write(b"GET /api/v1/config HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    body = (await reader.read()).partition(b"\r\n\r\n")[2]
+                finally:
+                    writer.transport.abort()
+            return str(json.loads(body)["ha"]["role"])
+        except (OSError, TimeoutError, ValueError, KeyError, TypeError):
+            return "-"
 
     async def healthy(self) -> bool:
         """The balancer's own /healthz answers 200 (asked as the track script does)."""
@@ -467,7 +489,74 @@ class Row:
     sessions: str
     mismatches: int
     holders: str
-    states: str
+    roles: str
+    redis: str
+
+
+class RedisPair:
+    """A redis-server on each node (the master on REDIS_MASTER_FIRST, a replica on the other) and
+    three Sentinels (one per node and one on the hub), quorum 2: Sentinel can fail over while
+    either node is away. Asked with redis-cli from the hub's namespace (in a thread: the test's
+    event loop runs the fake hosts)."""
+
+    def __init__(self, workdir: Path, names: Namespaces) -> None:
+        self.workdir, self.names = workdir, names
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, ns: str, name: str, argv: list[str]) -> None:
+        directory = self.workdir / name
+        directory.mkdir(parents=True)
+        with (directory / "log").open("ab") as log:
+            self.procs.append(subprocess.Popen(["ip", "netns", "exec", ns, *argv], cwd=directory,
+                                               stdout=log, stderr=subprocess.STDOUT))
+
+    def start(self) -> None:
+        master = NODE_ADDRESS[REDIS_MASTER_FIRST]
+        for node, address in NODE_ADDRESS.items():
+            replica = [] if node == REDIS_MASTER_FIRST else ["--replicaof", master, str(REDIS_PORT)]
+            self._spawn(self.names.ns(node), f"redis-{node}",
+                        ["redis-server", "--bind", address, "--port", str(REDIS_PORT), "--save", "",
+                         "--appendonly", "no", "--protected-mode", "no", *replica])
+        for role, address in (("a", NODE_ADDRESS["a"]), ("b", NODE_ADDRESS["b"]), ("h", HUB)):
+            conf = self.workdir / f"sentinel-{role}.conf"  # Sentinel rewrites its file: one each
+            conf.write_text(f"port {SENTINEL_PORT}\nbind {address}\nprotected-mode no\n"
+                            f"sentinel monitor rdpb {master} {REDIS_PORT} 2\n"
+                            f"sentinel down-after-milliseconds rdpb {SENTINEL_DOWN_AFTER_MS}\n"
+                            "sentinel failover-timeout rdpb 10000\n")
+            self._spawn(self.names.ns(role), f"sentinel-{role}", ["redis-server", str(conf), "--sentinel"])
+
+    def cli(self, host: str, port: int, *commands: str) -> list[str]:
+        done = subprocess.run(["ip", "netns", "exec", self.names.ns("h"), "redis-cli", "--raw", "-h", host,
+                               "-p", str(port)], input="\n".join(commands) + "\n", capture_output=True,
+                              text=True, timeout=10, check=False)
+        return done.stdout.splitlines()
+
+    def master(self) -> str:
+        """The node holding the Redis master, as the hub's Sentinel says ("?" before it knows)."""
+        answer = self.cli(HUB, SENTINEL_PORT, "SENTINEL get-master-addr-by-name rdpb")
+        by_address = {a: n for n, a in NODE_ADDRESS.items()}
+        return by_address.get(answer[0], "?") if answer else "?"
+
+    def ready(self) -> bool:
+        """Every Sentinel knows the other two and the replica (else no failover could happen)."""
+        for address in (*NODE_ADDRESS.values(), HUB):
+            lines = self.cli(address, SENTINEL_PORT, "SENTINEL master rdpb")
+            fields = dict(zip(lines[::2], lines[1::2], strict=False))
+            if fields.get("num-other-sentinels") != "2" or fields.get("num-slaves") != "1":
+                return False
+        return True
+
+    def servers(self, users: list[str]) -> dict[str, str]:
+        """Each user's server in the master's table."""
+        address = NODE_ADDRESS.get(self.master(), HUB)
+        answer = self.cli(address, REDIS_PORT, *(f"HGET rdpb:u:{u} server" for u in users))
+        return dict(zip(users, answer, strict=False))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
 
 
 class Lab:
@@ -475,32 +564,20 @@ class Lab:
         self.tmp, self.names = tmp_path, names
         self.nodes = [Node(n, names.ns(n), tmp_path / f"node-{n}") for n in ("a", "b")]
         self.hosts: list[FakeRdpServer] = []
-        self.redis: subprocess.Popen[bytes] | None = None
+        self.redis = RedisPair(tmp_path / "redis", names)
         self.homes: dict[str, str] = {}
         self.rows: list[Row] = []
-
-    def node(self, name: str) -> Node:
-        return next(n for n in self.nodes if n.name == name)
 
     def holder(self) -> Node:
         held = [n for n in self.nodes if n.holds_vip()]
         assert len(held) == 1, f"VIP holders: {[n.name for n in held]}"
         return held[0]
 
-    def other(self, node: Node) -> Node:
-        return next(n for n in self.nodes if n is not node)
-
     async def start(self) -> None:
         HUB_NS.name, CLIENT_NS.name = self.names.ns("h"), self.names.ns("c")
         self.hosts = [await NsFakeServer(f"TS0{i}", host=HUB).start() for i in range(1, 5)]
-        redis_dir = self.tmp / "redis"
-        redis_dir.mkdir()
-        with (redis_dir / "redis.log").open("ab") as log:
-            self.redis = subprocess.Popen(
-                ["ip", "netns", "exec", HUB_NS.name, "redis-server", "--bind", HUB, "--port", str(REDIS_PORT),
-                 "--save", "", "--appendonly", "no", "--dir", str(redis_dir), "--protected-mode", "no"],
-                stdout=log, stderr=subprocess.STDOUT)
-        await self.until(lambda: self.answers(HUB_NS.name, HUB, REDIS_PORT), 10, "redis-server")
+        self.redis.start()
+        await self.until(lambda: self.sync(self.redis.ready), 40, "Sentinels: each other and the replica")
         for node in self.nodes:
             node.write_configs(self.hosts)
             node.start_balancer()
@@ -519,15 +596,6 @@ class Lab:
         return session
 
     @staticmethod
-    async def answers(ns: str, host: str, port: int) -> bool:
-        try:
-            _reader, writer = await asyncio.wait_for(ns_connect(ns, host, port), 1)
-        except (OSError, TimeoutError):
-            return False
-        writer.transport.abort()
-        return True
-
-    @staticmethod
     async def sync(predicate: Callable[[], bool]) -> bool:
         return await asyncio.to_thread(predicate)
 
@@ -543,12 +611,26 @@ class Lab:
         sessions = await asyncio.gather(*(rdp_session(u, timeout_s=5) for u in USERS))
         return [Watched(s) for s in sessions]
 
+    async def watch_redis(self, t0: float, stop: asyncio.Event) -> str:
+        """Where the Redis master is at the end, and when it moved (from the fault)."""
+        first = await asyncio.to_thread(self.redis.master)
+        moved = ""
+        while not stop.is_set():
+            now = await asyncio.to_thread(self.redis.master)
+            if now != first and not moved and now != "?":
+                moved = f"{first} -> {now} after {time.monotonic() - t0:.1f} s"
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+        return moved or first
+
     async def fault(self, name: str, inject: Callable[[], Awaitable[None] | None]) -> Measure:
-        """Hold every user's session, inject, measure until settled, then reconnect every user."""
+        """Hold every user's session, inject, measure until settled, place two newcomers, then
+        reconnect every user (the newcomers of earlier rows too)."""
         watched = await self.hold_sessions()
         measure = Measure(self.nodes)
         stop = asyncio.Event()
         watchers = [asyncio.create_task(watch(w, measure.t0, stop)) for w in watched]
+        redis = asyncio.create_task(self.watch_redis(measure.t0, stop))
         try:
             result = inject()
             if result is not None:
@@ -563,19 +645,22 @@ class Lab:
             await asyncio.gather(*watchers)
             for w in watched:
                 w.session.abort()
+        for i in range(2):
+            newcomer = f"new{len(self.rows)}{i}"
+            self.homes[newcomer] = (await self.connect(newcomer)).server
         mismatches = 0
         for user, home in self.homes.items():
             mismatches += (await self.connect(user)).server != home
-        states = " ".join(f"{n.name}:{n.ha_state()}" for n in self.nodes)
+        roles = " ".join([f"{n.name}:{await n.role()}" for n in self.nodes])
         self.rows.append(Row(name, measure.first_success_s(), measure.failed_probes(), seen_text(watched),
-                             mismatches, measure.holders_text(), states))
+                             mismatches, measure.holders_text(), roles, await redis))
         return measure
 
     def table(self) -> str:
         head = ("fault", "first ok (s)", "failed probes", "established sessions saw", "sticky mismatches",
-                "VIP holders (end)", "ha-state")
+                "VIP holders (end)", "nodes say", "Redis master")
         rows = [head] + [(r.fault, "-" if r.first_ok_s is None else f"{r.first_ok_s:.2f}", str(r.failed_probes),
-                          r.sessions, f"{r.mismatches}/{len(USERS)}", r.holders, r.states) for r in self.rows]
+                          r.sessions, str(r.mismatches), r.holders, r.roles, r.redis) for r in self.rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
         lines.insert(1, "-+-".join("-" * w for w in widths))
@@ -584,14 +669,12 @@ class Lab:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-        if self.redis is not None and self.redis.poll() is None:
-            self.redis.terminate()
-            self.redis.wait(10)
+        self.redis.stop()
 
 
 @pytest.fixture
 def namespaces() -> Iterator[Namespaces]:
-    for tool in ("ip", "keepalived", "redis-server", "curl"):
+    for tool in ("ip", "keepalived", "redis-server", "redis-cli", "curl"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             pytest.fail(f"{tool} is not installed (scripts/install-test-deps.sh installs it)")
     if os.geteuid() != 0:
@@ -634,18 +717,27 @@ async def test_the_shipped_pair_fails_over_and_back_keeping_every_user_on_her_ho
         await asyncio.gather(*restarts)
         # 4. the active node's link goes down (its switch port); then back up: the failback
         down = lab.holder()
+        assert (down.name, await asyncio.to_thread(lab.redis.master)) == ("b", "b"), "the sequence changed: " \
+            "the link-down fault must take the VIP holder and the Redis master together"
         port = namespaces.veth(down.name) + "p"
 
         def link(state: str) -> None:
             run("ip", "-n", namespaces.ns("h"), "link", "set", port, state)
 
-        await lab.fault(f"link down ({down.name})", lambda: link("down"))
+        await lab.fault(f"link down ({down.name}, with the Redis master)", lambda: link("down"))
         await lab.fault(f"return of {down.name} (link up)", lambda: link("up"))
-        print(f"\nkeepalived pair (contrib/keepalived), {len(USERS)} users, probes every {PROBE_EVERY_S:g} s:\n"
-              + lab.table())
+        stored = await asyncio.to_thread(lab.redis.servers, list(lab.homes))
+        lost = {u: (home, stored.get(u)) for u, home in lab.homes.items() if stored.get(u) != home}
+        print(f"\nkeepalived pair (contrib/keepalived), {len(USERS)} users with sessions, 2 newcomers a row, "
+              f"probes every {PROBE_EVERY_S:g} s; sticky mismatches of {len(lab.homes)} users at the end:\n"
+              + lab.table() + f"\nthe Redis master's table at the end: {len(lab.homes) - len(lost)} of "
+              f"{len(lab.homes)} users on the host they last reached")
+        assert not lost, f"users whose server the Redis master lost or changed (reached, stored): {lost}"
         for row in lab.rows:
             assert row.mismatches == 0, f"{row.fault}: {row.mismatches} users reconnected to another host"
             assert row.holders.startswith("1 "), f"{row.fault}: VIP holders at the end {row.holders}"
+            holder = row.holders.split("(")[1][0]
+            assert f"{holder}:active" in row.roles, f"{row.fault}: holder {holder}, the nodes say {row.roles}"
             assert row.first_ok_s is not None and row.first_ok_s < 15, \
                 f"{row.fault}: first connection through the VIP after {row.first_ok_s} s"
             if row.fault.startswith("return"):
