@@ -7,11 +7,15 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rdpbalancer import __version__
 from rdpbalancer.ctl import add_ctl_parser, run_ctl
 from rdpbalancer.demo import add_demo_parser, run_demo
 from rdpbalancer.runtime import loop_factory
+
+if TYPE_CHECKING:
+    from rdpbalancer.config.schema import Config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
 
     setup_logging(config.log.level, config.log.format)
     raise_fd_limit(config.limits.max_connections)
+    _say_if_loopback_only(config)
 
     async def serve() -> None:
         takeover = Takeover(args.takeover_fd) if args.takeover_fd is not None else None
@@ -129,6 +134,16 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _say_if_loopback_only(config: Config) -> None:
+    import logging
+
+    from rdpbalancer.config.reach import loopback_only_notice
+
+    notice = loopback_only_notice(config)
+    if notice is not None:
+        logging.getLogger("rdpbalancer").info(notice)
 
 
 def _worker(args: argparse.Namespace) -> int:
