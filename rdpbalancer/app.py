@@ -197,7 +197,11 @@ class Balancer:
         try:
             await self._stopped.wait()
         finally:
-            notify("STOPPING=1")
+            # after a handoff the new process is the service's main process (MAINPID=): the old one,
+            # leaving once its last session ends, must not tell systemd the service is stopping
+            handover = self.handoff.handover
+            if handover is None or not handover.done:
+                notify("STOPPING=1")
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.stop()
