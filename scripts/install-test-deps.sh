@@ -21,6 +21,10 @@
 #   faketime        libfaketime: the clock-step tests step the balancer's wall clock (tests/component)
 #   keepalived      the HA pair's VRRP daemon (tests/ha/test_keepalived_pair.py, in network namespaces;
 #                   no system keepalived is started: Debian's unit needs /etc/keepalived/keepalived.conf)
+#   debhelper       dpkg-buildpackage and dh: scripts/build-deb.sh builds the Debian package
+#   lintian         checks the package (tests/install/test_deb.py)
+#   systemd-container  systemd-nspawn: that test boots a debootstrapped Debian 12 with systemd as PID 1
+#                   in its own network namespace and installs the package in it
 #
 # Idempotent: when every package is installed already, it only says so (pass --force to run
 # apt-get anyway).  Runs as root, or through sudo when that exists.
@@ -31,9 +35,11 @@ PACKAGES=(
     samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
     redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2 systemd
     docker.io debootstrap python3-venv tigervnc-standalone-server curl util-linux faketime keepalived
+    debhelper lintian systemd-container
 )
 BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc
-          systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter faketime keepalived)
+          systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter faketime keepalived
+          dpkg-buildpackage dh lintian systemd-nspawn)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
