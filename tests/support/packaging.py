@@ -158,3 +158,26 @@ def docker_client() -> str:
         if candidate and Path(candidate).exists():
             return candidate
     raise RuntimeError("docker is not installed (scripts/install-test-deps.sh installs docker.io)")
+
+
+# What a booted Debian 12 needs to run the package under systemd (tests/install/test_deb.py): systemd
+# as PID 1, dbus for systemctl, procps (/bin/kill of the unit's ExecReload, pgrep), and the package's
+# dependencies, installed beforehand because the container has no network (`apt install ./the.deb`
+# then needs nothing from a mirror).
+SYSTEMD_INCLUDE = "systemd,systemd-sysv,dbus,procps,python3.11,adduser"
+
+
+def debian_base_tar(cache: Path, include: str) -> Path:
+    """A debootstrapped Debian 12 (minbase plus `include`) as a tar in `cache`, made once and
+    kept for later runs, as `DockerEngine.import_debian_base` keeps the image's base."""
+    tar = cache / f"bookworm-minbase-{include.replace(',', '-')}.tar"
+    if not tar.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        rootfs = cache / f"rootfs-{os.getpid()}.tmp"
+        shutil.rmtree(rootfs, ignore_errors=True)
+        run(["debootstrap", "--variant=minbase", f"--include={include}", "bookworm", str(rootfs), apt_mirror()],
+            DEBOOTSTRAP_TIMEOUT_S)
+        run(["tar", "-C", str(rootfs), "-cf", f"{tar}.part", "."], 300)
+        os.replace(f"{tar}.part", tar)
+        shutil.rmtree(rootfs, ignore_errors=True)
+    return tar
