@@ -454,10 +454,18 @@ class Measure:
             await asyncio.gather(*tasks)
 
     def first_success_s(self) -> float | None:
-        return min((end for _s, end, ok in self.probes if ok), default=None)
+        """When the first probe that started after the last failed one succeeded: the time to the
+        first connection through the VIP once the fault has cost what it costs."""
+        after = max((start for start, _end, ok in self.probes if not ok), default=-1.0)
+        return min((end for start, end, ok in self.probes if ok and start > after), default=None)
 
     def failed_probes(self) -> int:
         return sum(1 for *_x, ok in self.probes if not ok)
+
+    def failed_text(self) -> str:
+        """How many probes failed, started over how long (a probe started each PROBE_EVERY_S)."""
+        starts = [start for start, _end, ok in self.probes if not ok]
+        return f"{len(starts)} from {min(starts):.1f} to {max(starts):.1f} s" if starts else "0"
 
     def held_by_s(self, count: int) -> float:
         """How long the address was on `count` nodes (from the samples)."""
@@ -500,6 +508,7 @@ class Row:
     fault: str
     first_ok_s: float | None
     failed_probes: int
+    failed: str
     sessions: str
     mismatched: list[str]  # users whose reconnect reached another host than before
     holders: str
@@ -690,7 +699,8 @@ class Lab:
         await asyncio.sleep(FEED_PULL_S)
         mismatched = [user for user, home in self.homes.items() if (await self.connect(user)).server != home]
         roles = " ".join([f"{n.name}:{await n.role()}" for n in self.nodes])
-        self.rows.append(Row(name, measure.first_success_s(), measure.failed_probes(), seen_text(watched),
+        self.rows.append(Row(name, measure.first_success_s(), measure.failed_probes(), measure.failed_text(),
+                             seen_text(watched),
                              mismatched, measure.holders_text(), roles,
                              await redis + (f", replica synced at {replica_back_s:.1f} s"
                                             if replica_back_s is not None and replica_back_s > SETTLED_S + 1 else ""),
@@ -698,9 +708,9 @@ class Lab:
         return measure
 
     def table(self) -> str:
-        head = ("fault", "first ok (s)", "failed probes", "established sessions saw", "sticky mismatches",
+        head = ("fault", "first ok (s)", "probes failed (started at)", "established sessions saw", "sticky mismatches",
                 "VIP holders (end)", "client ARP", "nodes say", "Redis master")
-        rows = [head] + [(r.fault, "-" if r.first_ok_s is None else f"{r.first_ok_s:.2f}", str(r.failed_probes),
+        rows = [head] + [(r.fault, "-" if r.first_ok_s is None else f"{r.first_ok_s:.2f}", r.failed,
                           r.sessions, str(len(r.mismatched)), r.holders, r.arp, r.roles, r.redis) for r in self.rows]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
