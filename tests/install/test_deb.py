@@ -242,7 +242,7 @@ def test_install_route_reload_upgrade_with_a_live_session_stop_remove_purge(
                                     capture_output=True, text=True, timeout=300, check=False)
         agent = Agent(container.pid1)
         try:
-            install_starts_the_loopback_only_config(container, first, steps)
+            install_starts_the_loopback_only_config(container, agent, first, steps)
             route_and_reload(container, agent, steps)
             upgrade_keeps_the_session(container, agent, second, steps)
             a_failed_handoff_leaves_the_old_version_serving(container, agent, second, steps)
@@ -254,7 +254,7 @@ def test_install_route_reload_upgrade_with_a_live_session_stop_remove_purge(
     assert linted.returncode == 0, linted.stdout
 
 
-def install_starts_the_loopback_only_config(box: Container, deb: Path, steps: Steps) -> None:
+def install_starts_the_loopback_only_config(box: Container, agent: Agent, deb: Path, steps: Steps) -> None:
     out = box.sh(*APT, "install", f"/root/{deb.name}", timeout_s=APT_TIMEOUT_S).stdout
     assert "Setting up rdpbalancer" in out, out
     assert box.systemctl("is-active", "rdpbalancer.service").stdout.strip() == "active"
@@ -268,6 +268,9 @@ def install_starts_the_loopback_only_config(box: Container, deb: Path, steps: St
     journal = box.journal()
     notice = next(line for line in journal.splitlines() if "only loopback" in line)
     print(notice)
+    with pytest.raises(RuntimeError, match="IncompleteReadError"):  # closed without a Connection Confirm
+        agent.ask("where", user="alice", port=LISTEN_PORT)
+    assert "reason=no-server" in box.journal()  # the placeholder takes nobody
     security = box.sh("systemd-analyze", "security", "--no-pager", "rdpbalancer.service").stdout
     score = re.search(r"Overall exposure level for rdpbalancer.service: (\S+) (\S+)", security)
     assert score is not None, security
