@@ -1,6 +1,7 @@
 """The README's first command on this machine's Debian Python (PEP 668 "externally managed"):
-scripts/install.sh makes a venv, installs the checkout into it, and the installed command starts
-the example configuration without a warning."""
+scripts/install.sh makes a venv, installs the checkout into it, the installed command runs the demo
+(simulated hosts and users on loopback, SQLite state) and starts the example configuration (moved
+to loopback) without a warning."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.support.packaging import ROOT, project_version, run
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # pip may download every dependency
 
 DEBIAN_PYTHON = "/usr/bin/python3"  # Debian 12's own interpreter, which refuses `pip install` outside a venv
-README_FIRST_COMMAND = "bash scripts/install.sh && rdpbalancer run -c config.example.toml"
+README_FIRST_COMMAND = "bash scripts/install.sh && rdpbalancer demo"
 
 
 def test_readme_opens_with_the_command_tested_here() -> None:
@@ -60,4 +61,9 @@ def test_install_script_then_the_example_starts_quietly(tmp_path: Path) -> None:
     text = log.read_text()
     assert " WARNING " not in text and " ERROR " not in text, text
     assert "max_connections = " in text  # derived from the open-file limit, said at info level
+
+    # the README's first command runs the demo: here for a few seconds, on ports of its choosing
+    demo = run([str(rdpbalancer), "demo", "--duration", "4", "--port", "0", "--admin-port", "0"], 120, cwd=tmp_path)
+    assert re.search(r"(?m)^  balancer: 127\.0\.0\.1:\d+$", demo.stdout), demo.stdout
+    assert "stopping the demo" in demo.stdout + demo.stderr and "Traceback" not in demo.stdout + demo.stderr
     shutil.rmtree(prefix)
