@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -59,7 +60,9 @@ SESSION_HUNG_S = 1.0  # no echo for this long: the session is hanging
 SETTLED_S = 3.0  # one VIP holder and every probe answered for this long: settled
 FEED_PULL_S = 2.0  # the nodes' change feed: pulled every second, with a second's slack
 SETTLE_LIMIT_S = 30.0  # generous: the measured failovers take 1-5 s
-RESTART_SEC_S = 2.0  # the drop-in's RestartSec: how long "systemd" waits to restart keepalived
+DROP_IN = CONTRIB / "keepalived.service.d" / "rdpbalancer.conf"
+# the drop-in's RestartSec: how long "systemd" waits to restart a crashed keepalived here
+RESTART_SEC_S = float(re.search(r"^RestartSec=(\d+)s$", DROP_IN.read_text(), re.M).group(1))  # type: ignore[union-attr]
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
