@@ -24,12 +24,28 @@ The invariants (the issue's numbering):
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 PENDING, ACTIVE, DISCONNECTED = "pending", "active", "disconnected"
 MOVE_REASONS = frozenset({"session", "no-session", "failover"})
+
+
+def _names_the_move(line: dict[str, str], host: str) -> bool:
+    """A routed line that took her to `host` with a move's reason, or a rejected one whose reason
+    names her session there."""
+    if line.get("reason") == "rejected":
+        return _names_a_session(line, host)
+    return line.get("reason") in MOVE_REASONS and line.get("server") == host
+
+
+def _names_a_session(line: dict[str, str], host: str) -> bool:
+    """A refused connection's reason that names her session on `host` (the session rule decided,
+    and corrected her entry, before every connect failed): "... (session 16 (disconnected) on TS04"."""
+    return bool(re.search(rf"session \S+ \(\w+\) on {re.escape(host)}\b|duplicate sessions on .*\b{re.escape(host)}\b",
+                          line.get("detail", "")))
 
 
 @dataclass
@@ -66,6 +82,7 @@ class Checker:
 
     failover_after_s: float
     recover_s: float = 3.0
+    stale_after_s: float = 6.0  # a host's list older than this is no evidence (the balancer's setting)
     detect_slack_s: float = 0.5
     events: list[Event] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
@@ -75,6 +92,7 @@ class Checker:
     truth: dict[str, dict[str, str]] = field(default_factory=dict)
     outages: dict[str, list[Outage]] = field(default_factory=dict)
     maint: dict[str, list[Outage]] = field(default_factory=dict)  # admin state maint (or a drain) from..to
+    silent: dict[str, list[Outage]] = field(default_factory=dict)  # a host that stopped pushing its list
     last_host: dict[str, str] = field(default_factory=dict)  # the host each user last reached
     # t, user, from, to, its client address, when she landed before
     moves: list[tuple[float, str, str, str, str | None, float]] = field(default_factory=list)
@@ -89,6 +107,7 @@ class Checker:
     redis_out: list[Outage] = field(default_factory=list)
     last_landing: dict[str, tuple[str, float]] = field(default_factory=dict)
     connecting: dict[str, str] = field(default_factory=dict)
+    connect_user: dict[int, str] = field(default_factory=dict)  # cid -> user, while the connect is in flight
     reached: dict[str, set[str]] = field(default_factory=dict)
     excuses: Counter[str] = field(default_factory=Counter)
     node_events: list[float] = field(default_factory=list)  # a node process killed, replaced, moved
@@ -112,7 +131,10 @@ class Checker:
     def _on_logon_start(self, t: float, user: str, host: str, **_: Any) -> None:
         self.checks["inv2"] += 1
         others = {h: s for h, s in self.truth.get(user, {}).items() if h != host}
-        if others and not self.excused(others, t, t) and not self.split(user, self.connecting.get(user), t):
+        # judged over the connect that brought her, from its start: the balancer decided then (a
+        # host in maintenance when she was routed and ready again when her logon began is excused)
+        started = min((at for cid, (at, _) in self.connects.items() if self.connect_user.get(cid) == user), default=t)
+        if others and not self.excused(others, started, t) and not self.split(user, self.connecting.get(user), t):
             self.violate("2-second-session", t, user,
                          f"a logon started on {host} while she has {self._fmt(others)}")
         self.truth.setdefault(user, {})[host] = PENDING
@@ -161,6 +183,7 @@ class Checker:
 
     def _on_connect(self, t: float, user: str, cid: int, node: str | None = None, **_: Any) -> None:
         self.connects[cid] = (t, dict(self.truth.get(user, {})))
+        self.connect_user[cid] = user
         if node is not None:
             self.connecting[user] = node
 
@@ -177,6 +200,7 @@ class Checker:
         `host` is not one she had)."""
         self.checks["inv1"] += 1
         started, before = self.connects.pop(cid, (t, {}))
+        self.connect_user.pop(cid, None)
         now = self.truth.get(user, {})
         had = {h: s for h, s in before.items() if h in now}
         if had and host not in had and not self.excused(had, started, t) and not self.split(user, node, t):
@@ -198,6 +222,7 @@ class Checker:
 
     def _on_connect_end(self, t: float, cid: int, **_: Any) -> None:
         self.connects.pop(cid, None)
+        self.connect_user.pop(cid, None)
 
     def _on_chaos(self, t: float, what: str, **_: Any) -> None:
         self.node_events.append(t)
@@ -238,9 +263,28 @@ class Checker:
         if self.redis_out and self._redis_out_during(started, t):
             return
         answering = [h for h in had if self._answering(h, started, t) and not self._in_maint(h, started, t)]
+        known = [h for h in answering if not self._list_stale(h, started, t)]
+        if answering and not known:
+            # her session there is on a host whose list is older than stale_after: no evidence for
+            # the balancer, which holds her for her entry's host (README: stale data is no evidence)
+            self.excuses["1-refusal-session-only-on-a-silent-host"] += 1
+            return
         if answering:
             self.violate("1-refused-with-a-session", t, user,
                          f"closed without an answer while she has {self._fmt(had)} ({', '.join(answering)} answers)")
+
+    def _on_silent(self, t: float, host: str, **_: Any) -> None:
+        self.silent.setdefault(host, []).append(Outage(t))
+
+    def _on_speaks(self, t: float, host: str, **_: Any) -> None:
+        for o in self.silent.get(host, []):
+            if o.end is None:
+                o.end = t
+
+    def _list_stale(self, host: str, start: float, end: float) -> bool:
+        """The host had stopped pushing long enough for its list to be no evidence during [start, end]."""
+        return any(o.start + self.stale_after_s - self.detect_slack_s <= end and (o.end is None or o.end >= start)
+                   for o in self.silent.get(host, []))
 
     def _answering(self, host: str, start: float, end: float) -> bool:
         """The host's port open all through [start - recover_s, end]."""
@@ -326,7 +370,7 @@ class Checker:
             # them routed her there with the move's reason
             tried = [c for tc, c in self.clients.get(user, []) if since <= tc <= at + 2.0]
             named = [by_client.get(c) for c in tried]
-            if not any(n is not None and n.get("reason") in MOVE_REASONS and n.get("server") == to for n in named):
+            if not any(n is not None and _names_the_move(n, to) for n in named):
                 self.violate("5-move-unnamed", t, user, f"her move {frm} -> {to} at {at:.3f} is logged as "
                              f"reason={line.get('reason')} server={line.get('server')}")
 

@@ -68,7 +68,7 @@ from tests.support.redis_server import RedisServer
 ROUTED = re.compile(r" session=\S+ routed (.*)$")
 FIELD = re.compile(r'(\w+)=("[^"]*"|\S+)')
 MORE = re.compile(r"\((\d+) more refused for this reason")
-REJECTED = re.compile(r" session=\S+ rejected client=\S+ user=\S* reason=")
+REJECTED = re.compile(r" session=\S+ rejected client=(\S+) user=\S* reason=(.*)$")
 CONNECT_TIMEOUT_S = 10.0
 CHAOS_WEIGHTS = {"reload": 2, "reload-change": 1, "handoff": 2, "worker-kill": 2, "node-kill": 1, "clock-step": 2,
                  "clock-step-restart": 1, "flap-short": 2, "flap-long": 2, "reboot": 1, "silent": 2,
@@ -601,7 +601,7 @@ async def run(p: Params) -> dict[str, Any]:
     rng = random.Random(p.seed)
     s = p.scale
     timings = Timings(push_interval_s=15 * s, stale_after_s=60 * s, logon_grace_s=120 * s, failover_after_s=60 * s)
-    checker = Checker(failover_after_s=timings.failover_after_s,
+    checker = Checker(failover_after_s=timings.failover_after_s, stale_after_s=timings.stale_after_s,
                       recover_s=timings.rise * timings.health_interval_s * 1.3 + timings.health_timeout_s + 1.0)
     names = [f"TS{i + 1:02d}" for i in range(p.hosts)]
     hosts: dict[str, SimHost] = {}
@@ -719,7 +719,7 @@ async def run(p: Params) -> dict[str, Any]:
             "pushes": {h.name: h.pushes for h in hosts.values()},
             "push_failures": {h.name: h.push_failures for h in hosts.values()},
             "refused_seen_outside_kills": len(seen), "refused_logged": refused_logged,
-            "routed_lines": len(routed),
+            "routed_lines": sum(1 for r in routed if r.get("reason") != "rejected"),
         }
     finally:
         farm.stopping = True
@@ -775,15 +775,18 @@ def balancer_line(checker: Checker, v: Any, lines: dict[str, str]) -> str | None
 
 
 def read_log(path: Path) -> tuple[list[dict[str, str]], int]:
-    """The `routed` lines (fields) and the number of refusals the log names with a reason
-    (rejected lines, refused lines and the refusals they say were left out)."""
+    """The `routed` lines (fields) and the `rejected` ones (reason "rejected", the text as
+    "detail"), and the number of refusals the log names with a reason (rejected lines, refused
+    lines and the refusals they say were left out)."""
     routed, refused = [], 0
     for line in path.read_text(errors="replace").splitlines():
         m = ROUTED.search(line)
         if m is not None:
             routed.append({k: v.strip('"') for k, v in FIELD.findall(m.group(1))})
-        elif REJECTED.search(line):
+        elif (rejected := REJECTED.search(line)) is not None:
             refused += 1
+            # a refused connection decided too: a session rule may have corrected her entry
+            routed.append({"client": rejected.group(1), "reason": "rejected", "detail": rejected.group(2)})
         elif " refused client=" in line and " reason=" in line:
             more = MORE.search(line)
             refused += 1 + (int(more.group(1)) if more else 0)

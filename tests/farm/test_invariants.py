@@ -179,3 +179,57 @@ def test_a_move_decided_by_the_other_of_two_clients_at_once_is_named() -> None:
     c.feed(5.03, "landed", user="ida", cid=2, host="TS02", client="127.0.0.2:1000")
     c.check_moves_logged(routed, 6.0)
     assert c.violations == [] and len(c.moves) == 1
+
+
+def test_a_move_decided_while_her_host_was_in_maintenance_is_excused_when_her_logon_starts_later() -> None:
+    """60-minute run, seed 26: routed away from TS01 in maintenance; TS01 back to ready before
+    her logon began on the other host (the connect took 3 s): judged from the connect's start."""
+    c = checker()
+    logged_on(c, "jo", "TS01")
+    c.feed(3.0, "admin_state", host="TS01", state="maint")
+    c.feed(4.0, "connect", user="jo", cid=2)
+    c.feed(5.0, "admin_state", host="TS01", state="ready")
+    c.feed(7.0, "logon_start", user="jo", host="TS02")
+    c.feed(7.01, "landed", user="jo", cid=2, host="TS02")
+    assert c.violations == [] and c.excuses["1/2-maintenance"] == 2
+    c.feed(20.0, "connect", user="jo", cid=3)  # TS01 ready all through: a second session is one
+    c.feed(20.01, "logon_start", user="jo", host="TS03")
+    assert [v.invariant for v in c.violations] == ["2-second-session"]
+
+
+def test_a_refusal_is_excused_when_her_only_answering_host_has_gone_silent() -> None:
+    """60-minute run, seed 26: her entry's host down (held), her other session on a host whose
+    list was older than stale_after: the balancer could not know it."""
+    c = checker()
+    logged_on(c, "kim", "TS01")
+    c.feed(2.0, "logon_done", user="kim", host="TS02", state="disconnected")  # a duplicate, as after a failover
+    c.feed(3.0, "silent", host="TS02")
+    c.feed(10.0, "port_closed", host="TS01")
+    c.feed(10.5, "connect", user="kim", cid=9)
+    c.feed(10.51, "connect_fail", user="kim", cid=9, why="refused")
+    assert c.violations == [] and c.excuses["1-refusal-session-only-on-a-silent-host"] == 1
+    c.feed(11.0, "speaks", host="TS02")
+    c.feed(11.5, "connect", user="kim", cid=10)  # TS02 pushes again (fresh within a push): not excused
+    c.feed(11.51, "connect_fail", user="kim", cid=10, why="refused")
+    assert [v.invariant for v in c.violations] == ["1-refused-with-a-session"]
+
+
+def test_a_move_named_by_a_refused_connect_of_hers_is_named() -> None:
+    """60-minute run, seed 26: the session rule corrected her entry to TS04 in a connect that was
+    then refused (TS04 down, held); her next connect was a sticky hit there."""
+    c = checker()
+    logged_on(c, "lu", "TS08")
+    c.feed(2.0, "logon_done", user="lu", host="TS04", state="disconnected")  # a duplicate, as after a failover
+    c.feed(4.9, "chaos", what="worker-kill")  # (the refusal itself is not what this test judges)
+    c.feed(5.0, "connect", user="lu", cid=2)
+    c.feed(5.01, "connect_fail", user="lu", cid=2, why="refused", client="127.0.0.15:1000")
+    c.feed(6.0, "connect", user="lu", cid=3)
+    c.feed(6.02, "landed", user="lu", cid=3, host="TS04", client="127.0.0.15:2000")
+    sticky = {"client": "127.0.0.15:2000", "server": "TS04", "reason": "sticky-hit"}
+    rejected = {"client": "127.0.0.15:1000", "reason": "rejected",
+                "detail": "connect-failed: TS04 unreachable (session 16 (disconnected) on TS04 (down for 1s))"}
+    c.check_moves_logged([sticky, rejected], 7.0)
+    assert c.violations == []
+    c.check_moves_logged([sticky, {**rejected, "detail": "connect-failed: TS08 unreachable (session 3 "
+                                   "(active) on TS08)"}], 7.0)
+    assert [v.invariant for v in c.violations] == ["5-move-unnamed"]
