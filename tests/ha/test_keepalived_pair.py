@@ -732,7 +732,7 @@ def namespaces() -> Iterator[Namespaces]:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             pytest.fail(f"{tool} is not installed (scripts/install-test-deps.sh installs it)")
     if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
+        pytest.fail("network namespaces need root: run the suite as root (scripts/test.sh does)")
     names = Namespaces()
     try:
         make_network(names)
