@@ -467,13 +467,17 @@ class RedisCluster:
             return None
         p = self.store.settings.key_prefix
         try:
+            # the feed's stamps are Redis's clock: trimmed by it, not by this node's (a node whose
+            # wall clock runs a day ahead would otherwise empty the feed for every node)
+            seconds, micros = await self.store._client.time()
+            redis_ms = seconds * 1000 + micros // 1000
             async with self.store._client.pipeline(transaction=True) as pipe:
                 pipe.delete(f"{p}load:{node}")
                 if counts:
                     pipe.hset(f"{p}load:{node}", mapping=counts)
                 pipe.pexpire(f"{p}load:{node}", int(expire_s * 1000))
                 # feed stamps older than the ttl name entries that have expired everywhere
-                pipe.zremrangebyscore(self.store._feed, "-inf", (time.time() - self.store.ttl_s - FEED_SLACK_S) * 1000)
+                pipe.zremrangebyscore(self.store._feed, "-inf", redis_ms - (self.store.ttl_s + FEED_SLACK_S) * 1000)
                 await pipe.execute()
             others: dict[str, int] = {}
             async for key in self.store._client.scan_iter(match=f"{p}load:*", count=1000):

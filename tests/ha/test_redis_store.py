@@ -186,3 +186,30 @@ async def test_each_node_follows_the_cluster_table_and_weights(tmp_path: Path, r
     finally:
         for s in farm:
             await s.stop()
+
+
+async def test_a_node_whose_wall_clock_runs_a_day_ahead_trims_no_change_from_the_shared_feed(
+        tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The change feed's stamps are Redis's clock; the heartbeat trims stamps older than the ttl
+    (+ slack) by that clock too. It trimmed by the node's own wall clock: one node a day ahead
+    emptied the feed, and every other node missed the changes in it."""
+    from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore  # noqa: PLC0415
+    from rdpbalancer.store.sqlite import SqliteStickyStore  # noqa: PLC0415
+
+    prefix = f"clock{time.monotonic_ns()}:"
+    store = RedisStickyStore(RedisSettings(url=redis_server.url, key_prefix=prefix), ttl_s=3600,
+                             local=SqliteStickyStore(tmp_path / "local.db"))
+    store.start(asyncio.get_running_loop())
+    client = redis.Redis(port=redis_server.port)
+    try:
+        seconds, micros = client.time()
+        client.zadd(f"{prefix}changes", {"alice": seconds * 1000 + micros // 1000})
+        monkeypatch.setattr(time, "time", lambda: seconds + 86400.0 * 2)  # the node's clock: 2 days ahead
+        assert await RedisCluster(store).exchange("a", {"TS01": 1}, 3.0) is not None
+        assert client.zscore(f"{prefix}changes", "alice") is not None
+        client.zadd(f"{prefix}changes", {"bob": (seconds - 3600 - 7200) * 1000})  # older than ttl + slack
+        await RedisCluster(store).exchange("a", {"TS01": 1}, 3.0)
+        assert client.zscore(f"{prefix}changes", "bob") is None and client.zscore(f"{prefix}changes", "alice")
+    finally:
+        client.close()
+        await store.close()
