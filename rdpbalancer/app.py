@@ -38,7 +38,7 @@ from rdpbalancer.relay.context import RelayContext, SessionView
 from rdpbalancer.relay.control import LocalControl
 from rdpbalancer.relay.listener import Address, ListenerSet
 from rdpbalancer.relay.sockets import unsteer_group
-from rdpbalancer.reloader import Reloader, configure
+from rdpbalancer.reloader import Reloader, check_transparent, configure
 from rdpbalancer.runtime import tune_gc
 from rdpbalancer.sticky_store import build_store
 from rdpbalancer.systemd import notify
@@ -112,6 +112,7 @@ class Balancer:
         """Load the table, listen, serve. With `takeover`: a handoff's new process (see
         `rdpbalancer.handoff`): the listeners are the old process's, accepted from once it let go."""
         loop = asyncio.get_running_loop()
+        await check_transparent(self.snapshot.relay.transparent)  # no capability: nothing starts
         if takeover is not None:
             await takeover.connect()
         entries = await asyncio.to_thread(self.store.load)

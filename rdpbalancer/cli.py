@@ -74,7 +74,24 @@ def _check(args: argparse.Namespace) -> int:
     snapshot = compile_config(config)
     pools = ", ".join(f"{p.name} ({len(p.members)} servers)" for p in snapshot.policy.pools)
     print(f"{args.config}: OK; pools: {pools}")
-    return 0
+    return _check_transparent(snapshot.relay.transparent)
+
+
+def _check_transparent(servers: frozenset[str]) -> int:
+    """Transparent mode: what this machine lacks of it (the capability, as this command runs;
+    the routing). 1 when something is missing: the file is valid, the machine is not ready."""
+    if not servers:
+        return 0
+    from rdpbalancer import transparent
+
+    print(f"transparent mode for {', '.join(sorted(servers))}:")
+    problems = [p for p in (transparent.capability_problem(),) if p is not None] + transparent.routing_findings()
+    for problem in problems:
+        print(f"  missing: {problem}")
+    if not problems:
+        print("  this process may open sockets from clients' addresses, and the routing that delivers the "
+              "replies is in place (the hosts' route back to clients through this machine is not checkable here)")
+    return 1 if problems else 0
 
 
 def raise_fd_limit(max_connections: int | None) -> None:
@@ -115,6 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     from rdpbalancer.logs import setup_logging
     from rdpbalancer.relay.listener import ListenError
     from rdpbalancer.store import StoreError
+    from rdpbalancer.transparent import TransparentError
     from rdpbalancer.workers.primary import WorkerError
 
     setup_logging(config.log.level, config.log.format)
@@ -128,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve())
-    except (ListenError, StoreError, DirectoryError, AdminError, WorkerError, HandoffError) as exc:
+    except (ListenError, StoreError, DirectoryError, AdminError, WorkerError, HandoffError, TransparentError) as exc:
         print(f"rdpbalancer: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -131,6 +131,11 @@ class _StateCollector(Collector):
         for server, n in sorted(stats.connect_failures.items()):
             failures.add_metric([server], n)
         yield failures
+        sources = _counter("backend_connections", "Connections opened to servers, by the address the server saw: "
+                           "the client's (transparent mode) or the balancer's own", ["seen"])
+        for seen, n in sorted(({"client": 0, "balancer": 0} | dict(stats.backend_sources)).items()):
+            sources.add_metric([seen], n)
+        yield sources
         live = [s for s in self.bal.sessions.values() if s.relaying]
         up = stats.bytes_up + sum(s.bytes_up for s in live)
         down = stats.bytes_down + sum(s.bytes_down for s in live)

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from rdpbalancer import transparent
 from rdpbalancer.admin.errors import AdminError
 from rdpbalancer.config import ConfigError, load_config
 from rdpbalancer.config.compile import Snapshot, compile_config
@@ -26,10 +27,12 @@ from rdpbalancer.parts import Parts
 from rdpbalancer.relay.listener import ListenError
 from rdpbalancer.relay.splice import PipePool
 from rdpbalancer.systemd import monotonic_usec, notify
+from rdpbalancer.transparent import TransparentError
 
 log = logging.getLogger("rdpbalancer")
 
-REFUSED = (ConfigError, ListenError, ReloadError, DirectoryError, AdminError)  # the old configuration stays
+# the old configuration stays
+REFUSED = (ConfigError, ListenError, ReloadError, DirectoryError, AdminError, TransparentError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,8 @@ class Reloader:
     async def _prepare(self, config: Config, snapshot: Snapshot) -> Prepared:
         """Everything that can fail, before anything changes (raises one of REFUSED)."""
         parts = self.parts
+        if snapshot.relay.transparent - parts.snapshot.relay.transparent:  # switched on: may refuse
+            await check_transparent(snapshot.relay.transparent)
         directory = parts.groups.rebuilt(parts.snapshot.config, config)
         if config.admin.enabled:
             parts.admin.reload_auth(config.admin)  # before anything changes: may refuse
@@ -104,6 +109,16 @@ class Reloader:
         log.error("reload refused, the running configuration stays in force:\n%s", error)
         notify("READY=1")
         return error
+
+
+async def check_transparent(servers: frozenset[str]) -> None:
+    """Transparent servers need the capability (raises TransparentError) and routing, which is
+    the admin's: what can be seen missing of it is logged, once per start or reload."""
+    if not servers:
+        return
+    transparent.require(servers)
+    for finding in await asyncio.to_thread(transparent.routing_findings):
+        log.warning("transparent mode: %s", finding)
 
 
 def configure(parts: Parts, snapshot: Snapshot) -> None:

@@ -19,3 +19,4 @@ class RelaySettings:
     proxy_listeners: frozenset[str] = frozenset()  # listener names whose clients send a PROXY header first
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     processes: int = 1  # the primary and its workers: they share the service user's pipe budget
+    transparent: frozenset[str] = frozenset()  # servers connected to from the client's address

@@ -76,10 +76,24 @@ def compile_config(config: Config) -> Snapshot:
         proxy_listeners=frozenset(format_addr(a.host, a.port) for a in b.listen if a.proxy_protocol),
         trusted_proxies=b.trusted_proxies,
         processes=workers,
+        transparent=transparent_servers(config),
     )
     listen = tuple((a.host, a.port) for a in b.listen)
     return Snapshot(config, policy, relay, listen, _check_specs(config, servers), _admin_states(config), workers,
                     sessions)
+
+
+def transparent_servers(config: Config) -> frozenset[str]:
+    """The servers connected to from the client's address: a server's own `transparent` (where it
+    is listed with one), else the first pool's that lists it, as for slow start and health checks."""
+    own: dict[str, bool] = {}
+    pooled: dict[str, bool] = {}
+    for pool in config.pools:
+        for sc in pool.servers:
+            if sc.transparent is not None:
+                own.setdefault(sc.name, sc.transparent)
+            pooled.setdefault(sc.name, pool.transparent)
+    return frozenset(name for name, on in (pooled | own).items() if on)
 
 
 def slowstart_windows(config: Config) -> dict[str, float]:

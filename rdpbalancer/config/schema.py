@@ -210,6 +210,8 @@ class ServerConfig(ConfigModel):
     state: Literal["ready", "drain", "maint"] = "ready"
     check: CheckKind | None = None  # overrides the pool's and [health]'s check for this server
     sessions: ServerSessionsOverride = ServerSessionsOverride()  # overrides the pool's and [sessions]' source
+    # connect to this server from the client's address (rdpbalancer/transparent.py); overrides the pool's
+    transparent: StrictBool | None = None
 
 
 class PoolConfig(ConfigModel):
@@ -221,6 +223,9 @@ class PoolConfig(ConfigModel):
     slowstart: DurationOrOff | None = None  # overrides [balancer] slowstart for this pool's servers
     health: HealthOverride = HealthOverride()
     sessions: SessionsOverride = SessionsOverride()
+    # the servers see the client's address, not the balancer's (needs CAP_NET_ADMIN and the
+    # routing of README "Transparent mode"); health checks keep the balancer's own address
+    transparent: StrictBool = False
 
     @field_validator("servers")
     @classmethod

@@ -73,6 +73,8 @@ class Stats:
     bytes_up: int = 0  # client -> server, finished sessions
     bytes_down: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # by limit (policy.limits.Refusal), before any byte
+    # connects to servers by the address the server saw: "client" (transparent mode), "balancer"
+    backend_sources: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from rdpbalancer.relay.deadlines import Deadline, Deadlines
 from rdpbalancer.relay.machine import SessionMachine, refusal_detail
 from rdpbalancer.relay.sockets import connect_raw, peer_host, reset
 from rdpbalancer.relay.splice import SplicePump
+from rdpbalancer.transparent import source_for
 
 log = logging.getLogger("rdpbalancer.session")
 
@@ -139,6 +140,8 @@ class Session:
         self._source: str | None = None  # set once admitted (policy.limits): released at the end
         self._handshaking = False
         self._connecting: asyncio.Future[Any] | None = None  # the connect under way (CancelConnect stops it)
+        self._transparent: str | None = None  # transparent mode: the client address the connect comes from
+        self.host_saw: tuple[str, int] | None = None  # the address the server saw (set when connected)
         self._sending: asyncio.Task[None] | None = None  # a splice relay's first bytes, still going out
         self._cut = False  # aborted for an illegal event (_handle)
 
@@ -396,7 +399,8 @@ class Session:
         connected socket in a transport."""
         self._backend_sock = None
         started = time.monotonic()
-        connecting = connect_raw(asyncio.get_running_loop(), server.host, server.port, budget_s)
+        self._transparent = self.machine.addr[0] if server.name in self.ctx.settings.transparent else None
+        connecting = connect_raw(asyncio.get_running_loop(), server.host, server.port, budget_s, self._transparent)
         if self.ctx.splice is None:
             connecting = tasks.start(self._wrap(connecting))
         self._connecting = connecting
@@ -423,17 +427,45 @@ class Session:
             return "client left during connect"
         exc = connecting.exception()
         if isinstance(exc, TimeoutError):
+            if self._transparent is not None:  # the SYN left; the SYN-ACK to the client's address did not come
+                return (f"connect timeout after {budget_s:.2f}s in transparent mode: the server's replies to "
+                        f"{self._transparent} most likely do not route back through this balancer (README, "
+                        "Transparent mode: the hosts' route to clients, the ip rule and the nftables mark)")
             return f"connect timeout after {budget_s:.2f}s"
         if isinstance(exc, OSError):
             return describe_os_error(exc)
         if exc is not None:
             raise exc
+        sock = connecting.result()
         if self.ctx.splice is not None:
-            self._backend_sock = connecting.result()
+            self._backend_sock = sock
         self.ctx.observe_connect(time.monotonic() - started)
+        self._saw(sock)
         if self.backend.closed:
             return "closed by server during connect"
         return None
+
+    def _saw(self, sock: socket.socket) -> None:
+        """Note the address the server saw (the log line, the metric): the client's in
+        transparent mode, else the balancer's own. Asked of the kernel only when it is shown."""
+        transparent = self._transparent
+        if transparent is None and not log.isEnabledFor(logging.INFO):
+            self.ctx.stats.backend_sources["balancer"] += 1
+            return
+        try:
+            name = sock.getsockname()
+            self.host_saw = (str(name[0]), int(name[1]))
+        except OSError:  # reset already: the relay finds out
+            self.host_saw = None
+        seen = "balancer"
+        if transparent is not None and self.host_saw is not None:
+            if self.host_saw[0] == source_for(transparent, sock.family):
+                seen = "client"
+            else:
+                log.info("session=%s transparent: client %s and server %s are not of one IP version, the "
+                         "server sees the balancer's address", self.id, transparent, self.machine.server and
+                         self.machine.server.address)
+        self.ctx.stats.backend_sources[seen] += 1
 
     def _drop_backend(self) -> None:
         if self.backend.transport is not None:
@@ -526,14 +558,17 @@ class Session:
             moved = f" moved_from={decision.moved_from}" if decision.moved_from else ""
             note = f' note="{decision.note}"' if decision.note else ""  # a backup or slow start decided
             route = _route_text(decision.route)
+            host_saw = format_addr(*self.host_saw) if self.host_saw is not None else None
+            saw = f" host_saw={host_saw}" if host_saw is not None else ""
             logs.line(log, logging.INFO,
                       f"session={self.id} routed client={client} listener={self.listener} "
                       f"user={self.machine.user_text()} pool={decision.pool} server={server.name} "
-                      f"addr={server.address} reason={decision.reason} route={route}{moved}{note}",
+                      f"addr={server.address} reason={decision.reason} route={route}{moved}{note}"
+                      f"{saw}",
                       {"event": "routed", "session": self.id, "client": client, "listener": self.listener,
                        "user": self.user, "pool": decision.pool, "server": server.name, "address": server.address,
                        "reason": str(decision.reason), "route": decision.route, "moved_from": decision.moved_from,
-                       "note": decision.note or None})
+                       "note": decision.note or None, "host_saw": host_saw})
 
     # -- teardown -----------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import socket
 import struct
 
 from rdpbalancer import tasks
+from rdpbalancer.transparent import bind_transparent, source_for
 
 # Keepalive: notice a peer that vanished (laptop lid closed, NAT state dropped) within about
 # KEEPIDLE + KEEPCNT * KEEPINTVL = 2 minutes, instead of the kernel default of over 2 hours,
@@ -41,7 +42,7 @@ _families: dict[str, int] = {}  # host literal -> address family, parsed once pe
 
 
 def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int,
-                timeout_s: float) -> asyncio.Future[socket.socket]:
+                timeout_s: float, client: str | None = None) -> asyncio.Future[socket.socket]:
     """A connected non-blocking socket with no transport (for the splice relay), as a future:
     no task and no timeout context per connection. It fails with OSError (the connect's errno)
     or TimeoutError after `timeout_s`; cancelling it stops the connect. In every outcome but
@@ -49,20 +50,29 @@ def connect_raw(loop: asyncio.AbstractEventLoop, host: str, port: int,
 
     A non-blocking connect to an address literal, then a wait for the socket to be writable:
     uvloop's sock_connect hands every connect to its resolver threads first, even for an IP
-    literal (a thread hop per connection on the connection-setup path)."""
+    literal (a thread hop per connection on the connection-setup path).
+
+    `client`: transparent mode, the connection comes from this address (rdpbalancer/transparent.py)
+    when its family is the server's; else from the balancer's own."""
     family = _families.get(host)
     if family is None:
         try:
             family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
         except ValueError:  # a host name: resolved each time, off the loop (the resolver's threads)
-            return tasks.start(_connect_name(loop, host, port, timeout_s))
+            return tasks.start(_connect_name(loop, host, port, timeout_s, client))
         _families[host] = family
     future: asyncio.Future[socket.socket] = loop.create_future()
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
         tune_socket(sock)
+        if client is not None and (source := source_for(client, family)) is not None:
+            bind_transparent(sock, source)
         err = sock.connect_ex((host, port))
+    except OSError as exc:  # the transparent bind: EPERM (no capability), EADDRINUSE
+        sock.close()
+        future.set_exception(exc)
+        return future
     except BaseException:
         sock.close()
         raise
@@ -115,13 +125,14 @@ class _Connecting:
             self.sock.close()
 
 
-async def _connect_name(loop: asyncio.AbstractEventLoop, host: str, port: int, timeout_s: float) -> socket.socket:
+async def _connect_name(loop: asyncio.AbstractEventLoop, host: str, port: int, timeout_s: float,
+                        client: str | None) -> socket.socket:
     async with asyncio.timeout(timeout_s):
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, _, _, _, sockaddr = infos[0]
         address = str(sockaddr[0])
         _families[address] = family
-        return await connect_raw(loop, address, int(sockaddr[1]), timeout_s)
+        return await connect_raw(loop, address, int(sockaddr[1]), timeout_s, client)
 
 
 _LINGER_RESET = struct.pack("ii", 1, 0)

@@ -306,7 +306,7 @@ class WorkerPool:
 
     def merged_stats(self, local: Stats) -> Stats:
         total = Stats(Counter(local.connections), Counter(local.malformed), Counter(local.connect_failures),
-                      local.bytes_up, local.bytes_down, Counter(local.refused))
+                      local.bytes_up, local.bytes_down, Counter(local.refused), Counter(local.backend_sources))
         self._merge(total, self.retired)
         for w in self.links:
             self._merge(total, w.stats)
@@ -321,6 +321,7 @@ class WorkerPool:
         into.malformed.update(stats.malformed)
         into.connect_failures.update(stats.connect_failures)
         into.refused.update(stats.refused)
+        into.backend_sources.update(stats.backend_sources)
 
     # -- what the workers' messages do (WorkerLink.on_message dispatches) ----------------------------
 

@@ -210,7 +210,7 @@ class Worker:
             return
         live = {sid: (s.bytes_up, s.bytes_down) for sid, s in ctx.sessions.items() if s.relaying}
         stats = Stats(ctx.stats.connections, ctx.stats.malformed, ctx.stats.connect_failures,
-                      ctx.stats.bytes_up, ctx.stats.bytes_down, ctx.stats.refused)
+                      ctx.stats.bytes_up, ctx.stats.bytes_down, ctx.stats.refused, ctx.stats.backend_sources)
         decisions = list(ctx.decisions)
         ctx.decisions.clear()
         self.channel.send(Report(stats, live, len(ctx.sessions) - len(live), decisions))
