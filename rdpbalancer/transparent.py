@@ -142,8 +142,9 @@ def _nft_findings(mark: int) -> list[str]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [f"cannot read the nftables ruleset ({exc}): check that replies for transparent sockets are marked"]
     if done.returncode != 0:
-        return [f"cannot read the nftables ruleset ({done.stderr.strip() or done.returncode}; run check-config as "
-                f"root to check it): replies for transparent sockets must be marked {fix}"]
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[0]
+        return [f"cannot read the nftables ruleset ({why}; run check-config as root to check it): replies for "
+                f"transparent sockets must be marked {fix}"]
     if '"socket"' not in done.stdout:
         return [f"no nftables rule matches transparent sockets (`socket transparent 1`), so the servers' replies "
                 f"are not delivered to the balancer {fix}"]

@@ -23,6 +23,9 @@
 #                   no system keepalived is started: Debian's unit needs /etc/keepalived/keepalived.conf)
 #   debhelper       dpkg-buildpackage and dh: scripts/build-deb.sh builds the Debian package
 #   lintian         checks the package (tests/install/test_deb.py)
+#   nftables        transparent mode's routing (contrib/transparent/rdpbalancer-transparent marks the
+#                   replies for transparent sockets; tests/component/test_transparent.py runs it in
+#                   network namespaces)
 #   systemd-container  systemd-nspawn: that test boots a debootstrapped Debian 12 with systemd as PID 1
 #                   in its own network namespace and installs the package in it
 #
@@ -35,11 +38,11 @@ PACKAGES=(
     samba samba-ad-dc samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind krb5-user ldb-tools ldap-utils
     redis-server haproxy chromium chromium-driver gcc make libc6-dev procps iproute2 systemd
     docker.io debootstrap python3-venv tigervnc-standalone-server curl util-linux faketime keepalived
-    debhelper lintian systemd-container
+    debhelper lintian systemd-container nftables
 )
 BINARIES=(xrdp xrdp-sesman xfreerdp Xvfb stdbuf openssl samba samba-tool ldapsearch redis-server haproxy chromium gcc
           systemd-analyze dockerd debootstrap Xvnc curl unshare nsenter faketime keepalived
-          dpkg-buildpackage dh lintian systemd-nspawn)
+          dpkg-buildpackage dh lintian systemd-nspawn nft setpriv)
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
