@@ -15,6 +15,13 @@
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 ARG WHEELS=
+# the capabilities the interpreter gets (file capabilities: the process runs as a non-root user).
+# Transparent mode (README "Transparent mode") also needs cap_net_admin:
+#   docker build --build-arg CAPS=cap_net_bind_service,cap_net_admin ...
+#   docker run --cap-add NET_ADMIN --network=host ...
+# an image built so runs only with --cap-add NET_ADMIN (the kernel refuses to start a program
+# whose file capabilities the container may not have).
+ARG CAPS=cap_net_bind_service
 
 COPY . /src
 # One layer: the package in a virtual environment (Debian's own python3 refuses system-wide pip
@@ -36,7 +43,7 @@ RUN set -e; \
     install -D -m 0644 /src/config.example.toml /etc/rdpbalancer/config.toml; \
     rm -rf /src; \
     ln -s /opt/rdpbalancer/bin/rdpbalancer /usr/local/bin/rdpbalancer; \
-    setcap cap_net_bind_service=+ep "$(readlink -f /opt/rdpbalancer/bin/python3)"
+    setcap "${CAPS}=+ep" "$(readlink -f /opt/rdpbalancer/bin/python3)"
 
 # the example's state path is /var/lib/rdpbalancer/sticky.db: keep it on a volume
 VOLUME ["/var/lib/rdpbalancer"]

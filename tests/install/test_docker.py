@@ -176,3 +176,59 @@ async def test_container_routes_serves_the_dashboard_stops_cleanly_and_keeps_the
         engine.docker("volume", "rm", "-f", volume, check=False)
         for server in farm:
             await server.stop()
+
+
+@pytest.fixture(scope="module")
+def transparent_image(engine: DockerEngine, image: str, wheelhouse: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same Dockerfile built for transparent mode (README "Docker"): CAPS adds cap_net_admin."""
+    base = engine.import_debian_base("rdpbalancer-test-base:bookworm", BASE_CACHE)
+    context = tmp_path_factory.mktemp("docker-context-transparent")
+    shutil.copy2(ROOT / "config.example.toml", context)
+    shutil.copytree(wheelhouse, context / "wheels")
+    tag = "rdpbalancer-test:transparent"
+    engine.docker("build", "-f", str(ROOT / "Dockerfile"), "--build-arg", f"BASE={base}", "--build-arg",
+                  "WHEELS=wheels", "--build-arg", "CAPS=cap_net_bind_service,cap_net_admin", "-t", tag,
+                  str(context), timeout_s=900)
+    return tag
+
+
+async def test_transparent_mode_needs_the_capability_and_gets_it_as_documented(
+        engine: DockerEngine, image: str, transparent_image: str, tmp_path: Path,
+        fixed_port: Callable[[], int]) -> None:
+    farm = await start_farm("TS01")
+    port, admin_port = fixed_port(), fixed_port()
+    config = container_config(tmp_path, port, admin_port, [(s.name, s.address) for s in farm])
+    config.write_text(config.read_text().replace('name = "default"', 'name = "default"\ntransparent = true'))
+    volume = f"rdpb-test-state-{uuid.uuid4().hex[:8]}"
+    plain = Container(engine, image, config, volume)  # the default image: no cap_net_admin to give
+    granted = Container(engine, transparent_image, config, volume)
+    try:
+        # the default image, even with --cap-add: its process has no CAP_NET_ADMIN, and says so at start
+        plain.id = engine.docker("run", "-d", "--network=host", "--cap-add", "NET_ADMIN",
+                                 "-v", f"{volume}:/var/lib/rdpbalancer",
+                                 "-v", f"{config}:/etc/rdpbalancer/config.toml:ro", image).stdout.strip()
+        exit_code = engine.docker("wait", plain.id, timeout_s=60).stdout.strip()
+        assert exit_code == "1", plain.logs()[-3000:]
+        assert "transparent = true (servers TS01)" in plain.logs() and "CAP_NET_ADMIN" in plain.logs()
+
+        # the transparent image without --cap-add: the kernel refuses to start it (documented)
+        refused = engine.docker("run", "--rm", "--network=host", transparent_image, "--version", check=False)
+        assert refused.returncode != 0
+
+        # built with CAPS and run with --cap-add NET_ADMIN: it starts, and connects from the client's address
+        granted.id = engine.docker("run", "-d", "--network=host", "--cap-add", "NET_ADMIN",
+                                   "-v", f"{volume}:/var/lib/rdpbalancer",
+                                   "-v", f"{config}:/etc/rdpbalancer/config.toml:ro",
+                                   transparent_image).stdout.strip()
+        await wait_for_http(f"http://127.0.0.1:{admin_port}/healthz", granted)
+        assert await where(port, "alice", local_host="127.0.0.3") == "TS01"
+        routed = [line for line in granted.logs().splitlines() if " routed " in line]
+        assert "host_saw=127.0.0.3:" in routed[-1], routed
+        print(routed[-1])
+    finally:
+        for container in (plain, granted):
+            await asyncio.to_thread(container.remove)
+        engine.docker("volume", "rm", "-f", volume, check=False)
+        for server in farm:
+            await server.stop()
