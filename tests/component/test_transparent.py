@@ -58,10 +58,11 @@ def host(net: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     proc.stdout.close()
 
 
-def config(net: Farm, tmp: Path, *, transparent: bool = True, connect_timeout: str = "2s") -> str:
+def config(net: Farm, tmp: Path, *, transparent: bool = True, connect_timeout: str = "2s", workers: int = 1) -> str:
     flag = "true" if transparent else "false"
     return f"""
 [balancer]
+workers = {workers}
 listen = ["{net.balancer_v4}:3389", "[{net.balancer_v6}]:3389",
           {{ address = "{net.balancer_v4}:3390", proxy_protocol = true }}]
 trusted_proxies = ["{net.v4(1, 0)}/24"]
@@ -199,6 +200,45 @@ def test_hosts_see_each_client_address_ipv4_ipv6_and_behind_a_proxy(net: Farm, h
     while not all(any(p.startswith(a) for p in host.read_text().split()) for a in own):
         assert time.monotonic() < deadline, f"no health check from {own}: {host.read_text()[-1000:]}"
         time.sleep(0.1)
+
+
+def test_workers_and_a_handoff_keep_the_mode(net: Farm, host: Path, balancers: list[Running], tmp_path: Path) -> None:
+    """Two worker processes relay (each opens its own transparent sockets); after a handoff the
+    new process does, while the old one keeps relaying the session it had."""
+    b = start(balancers, net, tmp_path, config(net, tmp_path, workers=2)).serving()
+    b.wait_for(r"1 worker processes started")  # and the primary: two processes relay
+    done = client(net, net.balancer_v4, "user", "--count", "24")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {host_of(line) for line in done.stdout.split()} == {net.client_v4}
+    # the kernel spreads the 24 connections over the processes (a session id starts with its pid)
+    relayed_by = set(re.findall(r"session=(\w{6})\w+ routed", b.text()))
+    assert len(relayed_by) >= 2, relayed_by
+    held = net.popen(net.client, [sys.executable, "-m", "tests.support.netns_peer", "client", net.balancer_v4,
+                                  "3389", "ivan", "--hold", "4"],
+                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert held.stdout is not None
+        assert host_of(held.stdout.readline().decode().strip()) == net.client_v4
+        mark = len(b.text())
+        b.proc.send_signal(signal.SIGUSR2)
+        new_pid = int(b.wait_for(r"handoff: pid (\d+) accepts new connections now", after=mark).group(1))
+        assert new_pid != b.proc.pid
+        assert host_of(saw(net, net.balancer_v4, "judy", "--source", net.client_v4_second)) == net.client_v4_second
+        judy = b.wait_for(rf"session=(\w{{6}})\w+ routed .*user=.judy. .*host_saw={re.escape(net.client_v4_second)}",
+                          after=mark)
+        assert int(judy.group(1), 16) != b.proc.pid  # relayed by the new process (or its workers)
+        out, err = held.communicate(timeout=15)
+        assert out.decode().split() == ["alive"], err.decode()[-2000:]
+    finally:
+        stop_process(held)
+        for stream in (held.stdout, held.stderr):
+            if stream is not None:
+                stream.close()
+    b.wait_for(r"handoff: the last session ended here; exiting", timeout_s=20)
+    os.kill(new_pid, signal.SIGTERM)  # the successor, started by the balancer this test started
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{new_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def test_a_reload_switches_the_mode_for_new_connections_only(net: Farm, host: Path, balancers: list[Running],

@@ -68,9 +68,14 @@ async def serve(port: int, log: Path) -> None:
         await server.serve_forever()
 
 
-async def client(host: str, port: int, user: str, source: str | None, hold_s: float, proxy: str | None) -> int:
+async def client(host: str, port: int, user: str, source: str | None, hold_s: float, proxy: str | None,
+                 count: int = 1) -> int:
     if proxy is not None:
         return await proxied(host, port, user, proxy)
+    for n in range(count - 1):  # the users USER1.. first, one after another
+        other = await rdp_connect(port, f"{user}{n + 1}", host=host, local_host=source)
+        print(other.server, flush=True)
+        await other.close()
     connected = await rdp_connect(port, user, host=host, local_host=source)
     print(connected.server, flush=True)
     if hold_s > 0:
@@ -107,12 +112,13 @@ def main(argv: list[str]) -> int:
     c.add_argument("user")
     c.add_argument("--source")
     c.add_argument("--hold", type=float, default=0.0)
+    c.add_argument("--count", type=int, default=1, help="connect COUNT times (users USER1.., then USER)")
     c.add_argument("--proxy", help="send a PROXY v1 header naming this IPv4 address as the client")
     args = parser.parse_args(argv)
     if args.role == "server":
         asyncio.run(serve(args.port, args.log))
         return 0
-    return asyncio.run(client(args.host, args.port, args.user, args.source, args.hold, args.proxy))
+    return asyncio.run(client(args.host, args.port, args.user, args.source, args.hold, args.proxy, args.count))
 
 
 if __name__ == "__main__":
