@@ -58,7 +58,8 @@ def host(net: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     proc.stdout.close()
 
 
-def config(net: Farm, tmp: Path, *, transparent: bool = True, connect_timeout: str = "2s", workers: int = 1) -> str:
+def config(net: Farm, tmp: Path, *, transparent: bool = True, connect_timeout: str = "2s", workers: int = 1,
+           attempts: int = 1, check: str = "rdp", extra_four: str = "") -> str:
     flag = "true" if transparent else "false"
     return f"""
 [balancer]
@@ -68,12 +69,12 @@ listen = ["{net.balancer_v4}:3389", "[{net.balancer_v6}]:3389",
 trusted_proxies = ["{net.v4(1, 0)}/24"]
 handshake_timeout = "2s"
 connect_timeout = "{connect_timeout}"
-max_connect_attempts = 1
+max_connect_attempts = {attempts}
 [sticky]
 path = "{tmp / 'sticky.db'}"
 sync = "normal"
 [health]
-check = "rdp"
+check = "{check}"
 interval = "1s"
 failover_after = "never"
 [admin]
@@ -81,7 +82,7 @@ listen = "{ADMIN}"
 [[pool]]
 name = "four"
 transparent = {flag}
-servers = [{{ name = "H4", address = "{net.host_v4}:{HOST_PORT}" }}]
+servers = [{extra_four}{{ name = "H4", address = "{net.host_v4}:{HOST_PORT}" }}]
 [[pool]]
 name = "six"
 transparent = {flag}
@@ -284,6 +285,18 @@ def test_without_the_capability_start_fails_and_a_reload_is_refused(net: Farm, h
     refused = b.wait_for(r"reload refused, the running configuration stays in force:\n(.*)", after=mark)
     assert "CAP_NET_ADMIN" in refused.group(1)
     assert host_of(saw(net, net.balancer_v4, "gina")) == net.balancer_host_side_v4  # still serving, as before
+
+
+def test_a_host_that_refuses_fails_over_as_usual(net: Farm, host: Path, balancers: list[Running],
+                                                 tmp_path: Path) -> None:
+    """A refusal is the host's: the next server is tried, from the client's address too."""
+    dead = f'{{ name = "H4dead", address = "{net.host_v4}:{HOST_PORT + 10}" }}, '
+    b = start(balancers, net, tmp_path, config(net, tmp_path, attempts=2, check="none", extra_four=dead)).serving()
+    done = client(net, net.balancer_v4, "user", "--count", "6")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {host_of(line) for line in done.stdout.split()} == {net.client_v4}  # every user reached H4
+    failed = b.wait_for(r"connect to H4dead \(\S+\) failed: (.*)")
+    assert "refused" in failed.group(1) and "transparent" not in failed.group(1)  # not the return route
 
 
 def test_a_missing_return_route_is_named(net: Farm, host: Path, balancers: list[Running], tmp_path: Path) -> None:
