@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--quick] [--reps N] [--scenarios T1,T8,L100,L1000,C32,C32r,M10k,S1M]
     python benchmarks/run.py --scenarios F --targets direct,haproxy,rdpb1   # the RDP session model (issue 26)
+    python benchmarks/run.py --netns --scenarios C32,L1000 --targets direct,haproxy,rdpb1,rdpb1t  # transparent mode
                              [--targets direct,haproxy,haproxy-splice,rdpb1,rdpb2] [--out FILE]
 
 Builds the C load generator and test server, then for each repetition runs every scenario
@@ -14,6 +15,7 @@ summary as JSON. Exit status 1 if any cell failed or saw errors. See benchmarks/
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -29,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the rdpbench package beside this file
 
-from rdpbench import stickydb
+from rdpbench import netns, stickydb
 from rdpbench.cells import BACKENDS, CellEnv, run_cell, sessions_that_fit
 from rdpbench.cprogs import Binaries, build
 from rdpbench.procs import BenchError, background_busy_pct, raise_nofile_limit
@@ -65,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="before each cell, wait up to this long for other processes to leave the CPUs "
                              f"(below {NOISY_BACKGROUND_PCT:g}%% busy); default 10, 0 with --quick")
     parser.add_argument("--workdir", help="keep configs, logs and binaries here (default: a temp dir, removed)")
+    parser.add_argument("--netns", nargs="?", const="lo", choices=netns.LAYOUTS,
+                        help="run everything in fresh network namespaces with transparent mode's routing "
+                             "(contrib/transparent/rdpbalancer-transparent up), deleted afterwards; root only; "
+                             "needed by the rdpb1t target. lo (the default): one namespace, all on its loopback; "
+                             "veth: load generator, proxies and test server in three namespaces, routed through "
+                             "the proxies' one")
+    parser.add_argument("--in-netns", metavar="NAME", help=argparse.SUPPRESS)  # set by --netns for the inner run
     args = parser.parse_args(argv)
     args.scenario_map = _pick_scenarios(args.scenarios)
     args.scenario_list = list(args.scenario_map)
@@ -216,6 +225,9 @@ def metadata(args: argparse.Namespace, opts: ProxyOptions, load_cpus: list[int])
         "quick": args.quick, "reps": args.reps, "quiet_wait_s": args.quiet_wait,
         "proxy_cpus": opts.cpus, "load_cpus": load_cpus, "shared_cpus": bool(set(opts.cpus) & set(load_cpus)),
         "open_files_hard_limit": opts.fd_limit, "rdpbalancer_sticky_sync": opts.sync,
+        "netns": args.in_netns,  # --netns: the namespace (with transparent mode's routing) the run was in
+        "netns_layout": args.netns if args.in_netns else None,  # lo or veth
+        "net": dataclasses.asdict(opts.net),
         "m10k_sessions": sessions_that_fit(SCENARIOS["M10k"].size(args.quick).conns, opts.fd_limit),
         "targets": {t: ALL_TARGETS[t].description for t in args.target_list},
         "scenarios": {s: args.scenario_map[s].title for s in args.scenario_list},
@@ -237,11 +249,29 @@ def background_note(results: dict[str, dict[str, Any]]) -> str:
     return note
 
 
+def transparent_note(results: dict[str, dict[str, Any]], in_netns: str | None) -> str | None:
+    """rdpb1t: the connections to servers that came from the client's address, as the balancer counted them."""
+    seen = [(s, t, r) for s, row in results.items() for t, cell in row.items() for r in cell.get("runs", [])
+            if "backend_seen_client" in r]
+    if not seen:
+        return None
+    client = sum(r["backend_seen_client"] for _, _, r in seen)
+    balancer = sum(r["backend_seen_balancer"] for _, _, r in seen)
+    where = f"network namespace {in_netns}" if in_netns else "this machine's own network namespace"
+    return (f"transparent mode ({', '.join(sorted({t for _, t, _ in seen}))}, {where}): {client:,} connections to "
+            f"servers came from the client's address, {balancer:,} from the balancer's "
+            "(rdpbalancer_backend_connections_total{seen}, over all its cells)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw)
+    if args.netns and not args.in_netns:  # this process sets the namespace up, runs itself in it, removes it
+        return netns.run_inside(args.netns, raw, progress)
     fd_limit = raise_nofile_limit()
     proxy_cpus, load_cpus = pin_cpus(cpu_list(args.proxy_cpus), cpu_list(args.load_cpus), args.shared_cpus)
-    opts = ProxyOptions(cpus=proxy_cpus, sync=args.sync, fd_limit=fd_limit)
+    net = netns.veth_net(args.in_netns) if args.netns == "veth" and args.in_netns else netns.Net()
+    opts = ProxyOptions(cpus=proxy_cpus, sync=args.sync, fd_limit=fd_limit, net=net)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rdpbench-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -268,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         print(session_tables)
     print(f"JSON: {Path(args.out).resolve()}")
     print(background_note(results))
+    note = transparent_note(results, args.in_netns)
+    if note:
+        print(note)
     bad = [f"{s}/{t}" for s, row in results.items() for t, c in row.items() if c["status"] in ("failed", "errors")]
     if bad:
         print(f"cells with failures or errors: {', '.join(bad)}", file=sys.stderr)

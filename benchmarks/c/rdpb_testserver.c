@@ -10,8 +10,8 @@
  *       (scroll, video frames). Every answer names the backend (listening port) reached.
  * A client that closes right after the Confirm (connection-setup benchmark) is simply closed.
  *
- * Usage: rdpb_testserver [--listeners N] [--lifetime SECONDS]
- * Listens on N ports of 127.0.0.1 chosen by the kernel and prints one JSON line
+ * Usage: rdpb_testserver [--listeners N] [--lifetime SECONDS] [--host ADDRESS]
+ * Listens on N ports of 127.0.0.1 (or --host, an IPv4 address) chosen by the kernel and prints one JSON line
  * {"pid": ..., "ports": [...]} before serving. Exits on SIGTERM/SIGINT or after --lifetime.
  */
 #include "common.h"
@@ -80,11 +80,13 @@ static void close_conn(int fd) {
     close(fd); /* also removes it from the epoll set */
 }
 
+static struct in_addr listen_addr = {.s_addr = 0}; /* --host; 127.0.0.1 unless given */
+
 static int open_listener(int index) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     if (fd < 0) die("socket");
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_addr = listen_addr;
     if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("bind");
     if (listen(fd, 4096) != 0) die("listen"); /* the kernel caps it at somaxconn */
     conns[fd].phase = P_LISTEN;
@@ -344,13 +346,19 @@ static void print_ports(const int *fds, int count) {
 }
 
 static void parse_args(int argc, char **argv, int *listeners, double *lifetime_s) {
+    listen_addr.s_addr = htonl(INADDR_LOOPBACK);
     for (int i = 1; i < argc; i++) {
         if (i + 1 < argc && strcmp(argv[i], "--listeners") == 0) {
             *listeners = atoi(argv[++i]);
         } else if (i + 1 < argc && strcmp(argv[i], "--lifetime") == 0) {
             *lifetime_s = parse_double(argv[++i], "--lifetime");
+        } else if (i + 1 < argc && strcmp(argv[i], "--host") == 0) {
+            if (inet_pton(AF_INET, argv[++i], &listen_addr) != 1) {
+                fprintf(stderr, "--host must be an IPv4 address\n");
+                exit(2);
+            }
         } else {
-            fprintf(stderr, "usage: %s [--listeners N] [--lifetime SECONDS]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--listeners N] [--lifetime SECONDS] [--host 127.0.0.1]\n", argv[0]);
             exit(2);
         }
     }

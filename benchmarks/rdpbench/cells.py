@@ -59,7 +59,18 @@ def run_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
 
 
 def _server(env: CellEnv) -> TestServer:
-    return TestServer(env.binaries.server, env.load_cpus, BACKENDS, env.cell_dir / "testserver.log")
+    net = env.proxy.net
+    return TestServer(env.binaries.server, env.load_cpus, BACKENDS, env.cell_dir / "testserver.log",
+                      net=None if net.server_ns is None else net)
+
+
+def _where(env: CellEnv, proxy: Running) -> dict[str, Any]:
+    """The load generators' target address and namespace: only given when not all on loopback
+    (--netns veth), so the default command lines stay as they were."""
+    net = env.proxy.net
+    if net.client_ns is None and proxy.host == "127.0.0.1":
+        return {}
+    return {"host": proxy.host, "net": net}
 
 
 # --- throughput, ping-pong, connection setup ------------------------------------------------------
@@ -71,13 +82,14 @@ def load_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
         extra = {"users": size.users} if size.users else None
         if size.users:  # warm-up: every user connects once, so the timed window sees returning users only
             warm = run_loadgen(loadgen_argv(env.binaries, env.load_cpus, proxy.port, scenario.mode, size.conns,
-                                            WARMUP_MAX_S, env.cookie_prefix, {**(extra or {}), "max-ops": size.users}),
+                                            WARMUP_MAX_S, env.cookie_prefix, {**(extra or {}), "max-ops": size.users},
+                                            **_where(env, proxy)),
                                WARMUP_MAX_S)
             if warm["errors"] or warm["ops"] != size.users:
                 raise BenchError(f"{scenario.name} warm-up: {warm['ops']} of {size.users} users connected "
                                  f"({warm['first_error'] or 'no error'})")
         argv = loadgen_argv(env.binaries, env.load_cpus, proxy.port, scenario.mode, size.conns, size.duration_s,
-                            env.cookie_prefix, extra)
+                            env.cookie_prefix, extra, **_where(env, proxy))
         before = Usage.now(proxy, server)
         result = run_loadgen(argv, size.duration_s)
         used = Usage.now(proxy, server).minus(before)
@@ -91,6 +103,7 @@ def load_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
         "window_s": result["window_s"],
         **used.percentages(result, env, has_proxy=proxy.proc is not None),
         **_errors(result, expected=size.conns if scenario.mode != "setup" else None),
+        **proxy.notes,  # what the target checked after the load (rdpb1t: the address the servers saw)
     }
 
 
@@ -151,10 +164,10 @@ def memory_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
     with _server(env) as server, target.running(env.cell_dir, server.ports, env.proxy) as proxy:
         assert proxy.pid is not None
         idle_sockets = procs.open_sockets(proxy.pid)
-        warm = run_loadgen(_idle_argv(env, proxy.port, warmup, "w", hold_s=0), 60)
+        warm = run_loadgen(_idle_argv(env, proxy, warmup, "w", hold_s=0), 60)
         _settle(proxy.pid, lambda n: n <= idle_sockets + PROBE_SOCKETS, "warm-up sessions to close")
         rss_before = procs.rss_kb(proxy.pid)
-        with HeldLoad(_idle_argv(env, proxy.port, sessions, "m", HOLD_MAX_S), HOLD_MAX_S) as held:
+        with HeldLoad(_idle_argv(env, proxy, sessions, "m", HOLD_MAX_S), HOLD_MAX_S) as held:
             ready = held.wait_ready()
             _settle(proxy.pid, lambda n: n >= 2 * ready["established"], "sessions to open")
             rss_after = procs.rss_kb(proxy.pid)
@@ -170,9 +183,9 @@ def memory_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
     }
 
 
-def _idle_argv(env: CellEnv, port: int, sessions: int, tag: str, hold_s: float) -> list[str]:
-    return loadgen_argv(env.binaries, env.load_cpus, port, "idle", sessions, hold_s, env.cookie_prefix + tag,
-                        {"timeout": hold_s + 120, "burst": 256})
+def _idle_argv(env: CellEnv, proxy: Running, sessions: int, tag: str, hold_s: float) -> list[str]:
+    return loadgen_argv(env.binaries, env.load_cpus, proxy.port, "idle", sessions, hold_s, env.cookie_prefix + tag,
+                        {"timeout": hold_s + 120, "burst": 256}, **_where(env, proxy))
 
 
 def _merge_errors(warm: Record, held: Record) -> Record:
@@ -249,7 +262,8 @@ def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
         options["storm"] = f"{storm_s:g}"
     timeout_s = float(options["timeout"])
     with _server(env) as server, target.running(env.cell_dir, server.ports, env.proxy) as proxy, \
-            SessionLoad(sessions_argv(env.binaries, env.load_cpus, proxy.port, options), timeout_s) as load:
+            SessionLoad(sessions_argv(env.binaries, env.load_cpus, proxy.port, options, **_where(env, proxy)),
+                        timeout_s) as load:
         if not load.wait_event("window_start"):
             return _session_record(load.finish(), None, None, env, proxy, size.conns)
         ours = {os.getpid(), load.pid, *procs.tree(server.pid), *(procs.tree(proxy.pid) if proxy.pid else [])}
@@ -269,7 +283,7 @@ def session_cell(scenario: Scenario, target: Target, env: CellEnv) -> Record:
         else:
             restart_s = None
             result = load.finish()
-    record = _session_record(result, used, loadgen_s, env, proxy, size.conns, rss)
+    record = {**_session_record(result, used, loadgen_s, env, proxy, size.conns, rss), **proxy.notes}
     # other people's processes during the window, in % of one core (of all CPUs, not just ours)
     window_s = result.get("window_s") or 1e-9
     record["others_cpu_pct"] = 100 * others_s / window_s
@@ -296,7 +310,7 @@ def _killed_and_restarted(target: Target, proxy: Running, env: CellEnv) -> Itera
         again = subprocess.Popen(procs.pinned(env.proxy.cpus, target.argv(config_path)), stdout=out,
                                  stderr=subprocess.STDOUT, env=child_env())
     try:
-        procs.wait_accepting(proxy.port, again, RESTART_TIMEOUT_S, proxy.log)
+        procs.wait_accepting(proxy.port, again, RESTART_TIMEOUT_S, proxy.log, host=proxy.host)
         yield time.monotonic() - started
     finally:
         procs.stop(again)

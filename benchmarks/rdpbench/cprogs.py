@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rdpbench.netns import Net
 from rdpbench.procs import BenchError, cpu_s, log_tail, pinned, stop
 
 C_DIR = Path(__file__).resolve().parents[1] / "c"
@@ -42,10 +43,13 @@ def build(out_dir: Path) -> Binaries:
 
 
 class TestServer:
-    """The C test server on `listeners` kernel-chosen ports of 127.0.0.1 (a context manager)."""
+    """The C test server on `listeners` kernel-chosen ports of 127.0.0.1 (a context manager);
+    with `net` (--netns veth), on its address in its own namespace."""
 
-    def __init__(self, binary: Path, cpus: list[int], listeners: int, log: Path) -> None:
-        self.argv = pinned(cpus, [str(binary), "--listeners", str(listeners)])
+    def __init__(self, binary: Path, cpus: list[int], listeners: int, log: Path, net: Net | None = None) -> None:
+        where = [] if net is None else ["--host", net.server_host]
+        argv = pinned(cpus, [str(binary), "--listeners", str(listeners), *where])
+        self.argv = argv if net is None else net.server(argv)
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.ports: list[int] = []
@@ -90,12 +94,14 @@ def _read_line(proc: subprocess.Popen[bytes], timeout_s: float) -> str:
 
 
 def loadgen_argv(binaries: Binaries, cpus: list[int], port: int, mode: str, conns: int, duration_s: float,
-                 cookie_prefix: str, extra: dict[str, Any] | None = None) -> list[str]:
+                 cookie_prefix: str, extra: dict[str, Any] | None = None, *, host: str | None = None,
+                 net: Net | None = None) -> list[str]:
+    """`host`: where to connect (default 127.0.0.1); `net`: run in the client's namespace (--netns veth)."""
     args = [str(binaries.loadgen), "--port", str(port), "--mode", mode, "--conns", str(conns),
             "--duration", f"{duration_s:g}", "--cookie-prefix", cookie_prefix]
-    for key, value in (extra or {}).items():
+    for key, value in (({"host": host} if host else {}) | (extra or {})).items():
         args += [f"--{key}", str(value)]
-    return pinned(cpus, args)
+    return pinned(cpus, args) if net is None else net.client(pinned(cpus, args))
 
 
 def run_loadgen(argv: list[str], timeout_s: float) -> dict[str, Any]:
@@ -152,11 +158,12 @@ class HeldLoad:
             stop(self.proc, grace_s=5.0)
 
 
-def sessions_argv(binaries: Binaries, cpus: list[int], port: int, options: dict[str, Any]) -> list[str]:
+def sessions_argv(binaries: Binaries, cpus: list[int], port: int, options: dict[str, Any], *,
+                  host: str | None = None, net: Net | None = None) -> list[str]:
     args = [str(binaries.sessions), "--port", str(port)]
-    for key, value in options.items():
+    for key, value in (({"host": host} if host else {}) | options).items():
         args += [f"--{key}", str(value)]
-    return pinned(cpus, args)
+    return pinned(cpus, args) if net is None else net.client(pinned(cpus, args))
 
 
 class SessionLoad:

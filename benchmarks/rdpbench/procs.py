@@ -47,14 +47,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_accepting(port: int, proc: subprocess.Popen[bytes], timeout_s: float, log: Path | None = None) -> float:
-    """Seconds until 127.0.0.1:port accepts a connection; fails if `proc` exits first."""
+def wait_accepting(port: int, proc: subprocess.Popen[bytes], timeout_s: float, log: Path | None = None,
+                   host: str = "127.0.0.1") -> float:
+    """Seconds until host:port accepts a connection; fails if `proc` exits first."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if proc.poll() is not None:
             raise BenchError(f"process {proc.args} exited with {proc.returncode}{log_tail(log)}")
         with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.connect(("127.0.0.1", port))
+            sock.connect((host, port))
             return time.monotonic() - start
         time.sleep(PORT_POLL_S)
     raise BenchError(f"nothing accepted on port {port} within {timeout_s:.0f}s{log_tail(log)}")

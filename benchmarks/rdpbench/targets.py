@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from rdpbench.netns import TRANSPARENT_SCRIPT, Net
 from rdpbench.procs import BenchError, free_port, pinned, stop, wait_accepting
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +46,7 @@ defaults
     timeout server 1h
 {extra_defaults}
 frontend rdp
-    bind 127.0.0.1:{port}
+    bind {listen}:{port}
     tcp-request inspect-delay 2s
     tcp-request content accept if RDP_COOKIE
     default_backend farm
@@ -57,7 +60,7 @@ backend farm
 
 RDPB_TEMPLATE = """\
 [balancer]
-listen = ["127.0.0.1:{port}"]
+listen = ["{listen}:{port}"]
 {balancer_extra}
 [admin]
 listen = "127.0.0.1:{admin_port}"
@@ -99,6 +102,7 @@ class ProxyOptions:
     sync: str  # rdpbalancer [sticky] sync
     fd_limit: int
     rdpb_log_level: str = RDPB_LOG_LEVEL
+    net: Net = field(default_factory=Net)  # where proxies listen and the test server is (--netns veth: not on loopback)
 
 
 @dataclass
@@ -109,6 +113,9 @@ class Running:
     proc: subprocess.Popen[bytes] | None  # None for the direct target: there is no proxy
     log: Path | None
     start_s: float
+    # filled in by the target when the cell's load is over, before the proxy stops; added to the record
+    notes: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # where it listens (the test server's address for direct)
 
     @property
     def pid(self) -> int | None:
@@ -146,8 +153,8 @@ class Target:
             proc = subprocess.Popen(pinned(opts.cpus, self.argv(config_path)), stdout=out, stderr=subprocess.STDOUT,
                                     env=child_env())
         try:
-            start_s = wait_accepting(port, proc, START_TIMEOUT_S, log)
-            yield Running(port=port, proc=proc, log=log, start_s=start_s)
+            start_s = wait_accepting(port, proc, START_TIMEOUT_S, log, host=opts.net.listen_host)
+            yield Running(port=port, proc=proc, log=log, start_s=start_s, host=opts.net.listen_host)
         finally:
             stop(proc)
 
@@ -165,7 +172,7 @@ class Direct(Target):
     @contextmanager
     def running(self, cell_dir: Path, backends: list[int], opts: ProxyOptions,
                 db: Path | None = None) -> Iterator[Running]:
-        yield Running(port=backends[0], proc=None, log=None, start_s=0.0)
+        yield Running(port=backends[0], proc=None, log=None, start_s=0.0, host=opts.net.server_host)
 
 
 class HAProxy(Target):
@@ -189,11 +196,12 @@ class HAProxy(Target):
         return None
 
     def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
-        servers = "\n".join(f"    server {name} 127.0.0.1:{p}"
+        servers = "\n".join(f"    server {name} {opts.net.server_host}:{p}"
                             for name, p in zip(server_names(len(backends)), backends, strict=True))
         pipes = HAPROXY_MAXPIPES if self.splice else 0
         return HAPROXY_TEMPLATE.format(
-            maxconn=(opts.fd_limit - FD_RESERVE - 2 * pipes) // 2, port=port, servers=servers,
+            maxconn=(opts.fd_limit - FD_RESERVE - 2 * pipes) // 2, listen=opts.net.listen_host, port=port,
+            servers=servers,
             extra_global=f"    maxpipes {pipes}\n" if self.splice else "",
             extra_defaults="    option splice-auto\n" if self.splice else "",
         )
@@ -230,12 +238,13 @@ class Rdpbalancer(Target):
         return " ".join((done.stderr or done.stdout).split())
 
     def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
-        servers = ",\n".join(f'  {{ name = "{name}", address = "127.0.0.1:{p}", weight = 1 }}'
+        servers = ",\n".join(f'  {{ name = "{name}", address = "{opts.net.server_host}:{p}", weight = 1 }}'
                              for name, p in zip(server_names(len(backends)), backends, strict=True))
         extra = [f"workers = {self.workers}"] if self.workers > 1 else []
         extra += [f'relay = "{self.relay}"'] if self.relay else []
         return RDPB_TEMPLATE.format(
-            port=port, admin_port=free_port(), db=db, max_entries=STICKY_MAX_ENTRIES, sync=opts.sync,
+            listen=opts.net.listen_host, port=port, admin_port=free_port(), db=db, max_entries=STICKY_MAX_ENTRIES,
+            sync=opts.sync,
             log_level=self.log_level or opts.rdpb_log_level, pool=POOL_NAME, servers=servers,
             balancer_extra="\n".join(extra),
             sticky_extra=f'commit_window = "{self.commit_window}"' if self.commit_window else "",
@@ -243,6 +252,59 @@ class Rdpbalancer(Target):
 
     def argv(self, config_path: Path) -> list[str]:
         return [sys.executable, "-m", "rdpbalancer", "run", "-c", str(config_path)]
+
+
+class RdpbalancerTransparent(Rdpbalancer):
+    """rdpb1 with `transparent = true` on its pool: every connection to a server is opened from
+    the client's address (IP_TRANSPARENT, IP_BIND_ADDRESS_NO_PORT, bind; a getsockname once
+    connected). Needs CAP_NET_ADMIN and the routing of contrib/transparent/rdpbalancer-transparent
+    (`run.py --netns` sets both up in a namespace of its own); without them it is "unsupported".
+    After each cell the balancer's /metrics must say that every connection to a server came from
+    the client's address (rdpbalancer_backend_connections_total{seen="client"}), else the cell
+    fails: a row that silently measured the ordinary path would be worse than none."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, workers=1)
+        self.description = "rdpbalancer from this checkout, 1 worker, transparent = true on the pool"
+        self._admin_port = 0
+
+    def check(self, workdir: Path) -> str | None:
+        """The shipped script's `status` (the routing), then check-config (the capability, the routing)."""
+        if shutil.which("nft") is None:
+            return "nftables is not installed (apt-get install nftables): the routing transparent mode needs"
+        done = subprocess.run([str(TRANSPARENT_SCRIPT), "status"], capture_output=True, text=True, check=False,
+                              timeout=30)
+        if done.returncode != 0:
+            missing = "; ".join(line for line in done.stdout.splitlines() if "MISSING" in line)
+            return (f"the routing transparent mode needs is not set up here ({missing or done.stderr.strip()}): "
+                    "run with --netns, or contrib/transparent/rdpbalancer-transparent up")
+        return super().check(workdir)
+
+    def config(self, port: int, backends: list[int], opts: ProxyOptions, db: Path) -> str:
+        text = super().config(port, backends, opts, db)
+        self._admin_port = int(text.split('[admin]\nlisten = "127.0.0.1:', 1)[1].split('"', 1)[0])
+        pool = f'[[pool]]\nname = "{POOL_NAME}"\n'
+        assert pool in text
+        return text.replace(pool, pool + "transparent = true\n", 1)
+
+    @contextmanager
+    def running(self, cell_dir: Path, backends: list[int], opts: ProxyOptions,
+                db: Path | None = None) -> Iterator[Running]:
+        with super().running(cell_dir, backends, opts, db) as run:
+            yield run
+            seen = self.backend_sources()
+            run.notes.update({"backend_seen_client": seen.get("client", 0),
+                              "backend_seen_balancer": seen.get("balancer", 0)})
+            if seen.get("balancer", 0) or not seen.get("client", 0):
+                raise BenchError(f"{self.name}: the transparent path did not run for every connection to a server "
+                                 f"(rdpbalancer_backend_connections_total: {seen})")
+
+    def backend_sources(self) -> dict[str, int]:
+        """rdpbalancer_backend_connections_total by `seen`, from the admin API's /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self._admin_port}/metrics", timeout=10) as response:
+            body = response.read().decode()
+        return {m.group(1): int(float(m.group(2))) for m in re.finditer(
+            r'^rdpbalancer_backend_connections_total\{seen="([a-z]+)"\} (\S+)$', body, re.MULTILINE)}
 
 
 class RdpbalancerDirectory(Rdpbalancer):
@@ -312,6 +374,7 @@ ALL_TARGETS: dict[str, Target] = {
         Rdpbalancer("rdpb1-log", workers=1, log_level="info"),
         Rdpbalancer("rdpb1-cw0", workers=1, commit_window="0ms"),  # group commit without a window
         Rdpbalancer("rdpb1-copy", workers=1, relay="copy"),  # opt-in: the asyncio Protocol relay
+        RdpbalancerTransparent("rdpb1t"),  # opt-in: transparent = true (needs --netns, or the routing and root)
         RdpbalancerDirectory("rdpb1-50", directory=False),  # opt-in: 50 hosts, the baseline of rdpb1-dir
         RdpbalancerDirectory("rdpb1-dir", directory=True),  # opt-in: the session directory's cost per connection
     )
