@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import os
 import resource
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from rdpbalancer.config.routing import RouteConfig
-from rdpbalancer.config.schema import Config
+from rdpbalancer.config.schema import Config, PoolConfig, ServerConfig
 from rdpbalancer.config.sessions import WINDOWS_SMB_PORT, merge
 from rdpbalancer.health.state import CheckSpec
 from rdpbalancer.hosts.spec import HostSource, SessionsPlan, credentials_from_env, read_credentials, read_push_tokens
@@ -83,32 +85,37 @@ def compile_config(config: Config) -> Snapshot:
                     sessions)
 
 
+T = TypeVar("T")
+
+
 def transparent_servers(config: Config) -> frozenset[str]:
-    """The servers connected to from the client's address: a server's own `transparent` (where it
-    is listed with one), else the first pool's that lists it, as for slow start and health checks."""
-    own: dict[str, bool] = {}
-    pooled: dict[str, bool] = {}
-    for pool in config.pools:
-        for sc in pool.servers:
-            if sc.transparent is not None:
-                own.setdefault(sc.name, sc.transparent)
-            pooled.setdefault(sc.name, pool.transparent)
-    return frozenset(name for name, on in (pooled | own).items() if on)
+    """The servers connected to from the client's address (rdpbalancer/transparent.py)."""
+    mode = per_server(config, lambda sc: sc.transparent, lambda pool: pool.transparent)
+    return frozenset(name for name, on in mode.items() if on)
 
 
 def slowstart_windows(config: Config) -> dict[str, float]:
-    """Each server's slow-start window: its own (set where it is listed), else the first pool's
-    that lists it, else [balancer]'s. A ramp is the host's, as its health is, so one window per
-    server. Servers without a ramp are left out."""
-    own: dict[str, float] = {}
-    pooled: dict[str, float] = {}
+    """Each server's slow-start window, else [balancer]'s. A ramp is the host's, as its health
+    is, so one window per server. Servers without a ramp are left out."""
+    default = config.balancer.slowstart
+    windows = per_server(config, lambda sc: sc.slowstart,
+                         lambda pool: pool.slowstart if pool.slowstart is not None else default)
+    return {name: w for name, w in windows.items() if w > 0}
+
+
+def per_server(config: Config, own: Callable[[ServerConfig], T | None],
+                  pooled: Callable[[PoolConfig], T]) -> dict[str, T]:
+    """A per-server setting: the server's own (the first place it is listed with one), else the
+    first pool's that lists it (a server may be in several pools; it is one host)."""
+    owns: dict[str, T] = {}
+    pools: dict[str, T] = {}
     for pool in config.pools:
         for sc in pool.servers:
-            if sc.slowstart is not None:
-                own.setdefault(sc.name, sc.slowstart)
-            pooled.setdefault(sc.name, pool.slowstart if pool.slowstart is not None else config.balancer.slowstart)
-    windows = {name: own.get(name, window) for name, window in pooled.items()}
-    return {name: w for name, w in windows.items() if w > 0}
+            value = own(sc)
+            if value is not None:
+                owns.setdefault(sc.name, value)
+            pools.setdefault(sc.name, pooled(pool))
+    return pools | owns
 
 
 def sessions_plan(config: Config, servers: dict[str, Server]) -> SessionsPlan:

@@ -7,6 +7,7 @@ Root only (namespaces, IP_TRANSPARENT): not root fails, it does not skip."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -164,6 +165,25 @@ def saw(net: Farm, host: str, user: str, *extra: str) -> str:
     return done.stdout.splitlines()[0]
 
 
+@contextlib.contextmanager
+def held_session(net: Farm, user: str, hold_s: float) -> Iterator[str]:
+    """A session kept open `hold_s` seconds: yields the address its host saw; on leaving, checks
+    that it still relayed at the end (what happened meanwhile did not cut it)."""
+    held = net.popen(net.client, [sys.executable, "-m", "tests.support.netns_peer", "client", net.balancer_v4,
+                                  "3389", user, "--hold", str(hold_s)],
+                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert held.stdout is not None
+        yield held.stdout.readline().decode().strip()
+        out, err = held.communicate(timeout=hold_s + 15)
+        assert out.decode().split() == ["alive"], err.decode()[-2000:]
+    finally:
+        stop_process(held)
+        for stream in (held.stdout, held.stderr):
+            if stream is not None:
+                stream.close()
+
+
 def host_of(seen: str) -> str:
     return seen.rsplit(":", 1)[0].strip("[]")
 
@@ -214,12 +234,8 @@ def test_workers_and_a_handoff_keep_the_mode(net: Farm, host: Path, balancers: l
     # the kernel spreads the 24 connections over the processes (a session id starts with its pid)
     relayed_by = set(re.findall(r"session=(\w{6})\w+ routed", b.text()))
     assert len(relayed_by) >= 2, relayed_by
-    held = net.popen(net.client, [sys.executable, "-m", "tests.support.netns_peer", "client", net.balancer_v4,
-                                  "3389", "ivan", "--hold", "4"],
-                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert held.stdout is not None
-        assert host_of(held.stdout.readline().decode().strip()) == net.client_v4
+    with held_session(net, "ivan", 4) as ivan_saw:
+        assert host_of(ivan_saw) == net.client_v4
         mark = len(b.text())
         b.proc.send_signal(signal.SIGUSR2)
         new_pid = int(b.wait_for(r"handoff: pid (\d+) accepts new connections now", after=mark).group(1))
@@ -228,13 +244,6 @@ def test_workers_and_a_handoff_keep_the_mode(net: Farm, host: Path, balancers: l
         judy = b.wait_for(rf"session=(\w{{6}})\w+ routed .*user=.judy. .*host_saw={re.escape(net.client_v4_second)}",
                           after=mark)
         assert int(judy.group(1), 16) != b.proc.pid  # relayed by the new process (or its workers)
-        out, err = held.communicate(timeout=15)
-        assert out.decode().split() == ["alive"], err.decode()[-2000:]
-    finally:
-        stop_process(held)
-        for stream in (held.stdout, held.stderr):
-            if stream is not None:
-                stream.close()
     b.wait_for(r"handoff: the last session ended here; exiting", timeout_s=20)
     os.kill(new_pid, signal.SIGTERM)  # the successor, started by the balancer this test started
     deadline = time.monotonic() + 15
@@ -246,24 +255,14 @@ def test_a_reload_switches_the_mode_for_new_connections_only(net: Farm, host: Pa
                                                              tmp_path: Path) -> None:
     b = start(balancers, net, tmp_path, config(net, tmp_path, transparent=False)).serving()
     assert host_of(saw(net, net.balancer_v4, "erin")) == net.balancer_host_side_v4
-    held = net.popen(net.client, [sys.executable, "-m", "tests.support.netns_peer", "client", net.balancer_v4,
-                                  "3389", "frank", "--hold", "3"],
-                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        assert held.stdout is not None
-        assert host_of(held.stdout.readline().decode().strip()) == net.balancer_host_side_v4
+    with held_session(net, "frank", 3) as frank_saw:
+        assert host_of(frank_saw) == net.balancer_host_side_v4
         b.conf.write_text(config(net, tmp_path, transparent=True))
         mark = len(b.text())
         b.proc.send_signal(signal.SIGHUP)
         b.wait_for(r"configuration reloaded", after=mark)
         assert host_of(saw(net, net.balancer_v4, "erin")) == net.client_v4
-        out, err = held.communicate(timeout=15)
-        assert out.decode().split() == ["alive"], err.decode()[-2000:]  # the session from before goes on
-    finally:
-        stop_process(held)
-        for stream in (held.stdout, held.stderr):
-            if stream is not None:
-                stream.close()
+    # the session from before went on, from the balancer's address
     assert b.metric("rdpbalancer_backend_connections_total", 'seen="client"') == 1
     assert b.metric("rdpbalancer_backend_connections_total", 'seen="balancer"') == 2
 
