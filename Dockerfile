@@ -15,19 +15,10 @@
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 ARG WHEELS=
-# the capabilities the interpreter gets (file capabilities: the process runs as a non-root user).
-# Transparent mode (README "Transparent mode") also needs cap_net_admin:
-#   docker build --build-arg CAPS=cap_net_bind_service,cap_net_admin ...
-#   docker run --cap-add NET_ADMIN --network=host ...
-# an image built so runs only with --cap-add NET_ADMIN (the kernel refuses to start a program
-# whose file capabilities the container may not have).
-ARG CAPS=cap_net_bind_service
 
 COPY . /src
 # One layer: the package in a virtual environment (Debian's own python3 refuses system-wide pip
-# installs, PEP 668), the service user, and setcap so the non-root process may bind ports below
-# 1024 (Docker lowers ip_unprivileged_port_start in its own network namespaces, not with
-# --network=host).
+# installs, PEP 668) and the service user.
 RUN set -e; \
     if ! command -v setcap >/dev/null; then \
       apt-get update && apt-get install -y --no-install-recommends libcap2-bin && rm -rf /var/lib/apt/lists/*; \
@@ -42,8 +33,18 @@ RUN set -e; \
     fi; \
     install -D -m 0644 /src/config.example.toml /etc/rdpbalancer/config.toml; \
     rm -rf /src; \
-    ln -s /opt/rdpbalancer/bin/rdpbalancer /usr/local/bin/rdpbalancer; \
-    setcap "${CAPS}=+ep" "$(readlink -f /opt/rdpbalancer/bin/python3)"
+    ln -s /opt/rdpbalancer/bin/rdpbalancer /usr/local/bin/rdpbalancer
+
+# Then the capabilities the interpreter gets (file capabilities: the process runs as a non-root
+# user): cap_net_bind_service so it may bind ports below 1024 (Docker lowers
+# ip_unprivileged_port_start in its own network namespaces, not with --network=host). Transparent mode (README "Transparent mode") also needs cap_net_admin:
+#   docker build --build-arg CAPS=cap_net_bind_service,cap_net_admin ...
+#   docker run --cap-add NET_ADMIN --network=host ...
+# an image built so runs only with --cap-add NET_ADMIN (the kernel refuses to start a program
+# whose file capabilities the container may not have).
+ARG CAPS=cap_net_bind_service
+# (its own step after the install: a build that changes CAPS reuses the install's layer)
+RUN setcap "${CAPS}=+ep" "$(readlink -f /opt/rdpbalancer/bin/python3)"
 
 # the example's state path is /var/lib/rdpbalancer/sticky.db: keep it on a volume
 VOLUME ["/var/lib/rdpbalancer"]
