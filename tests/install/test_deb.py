@@ -265,6 +265,10 @@ def install_starts_the_loopback_only_config(box: Container, agent: Agent, deb: P
     assert token.st_mode & 0o777 == 0o600 and token.st_uid == int(user[2])
     conffiles = (box.tree / "var" / "lib" / "dpkg" / "info" / "rdpbalancer.conffiles").read_text()
     assert conffiles.split() == ["/etc/rdpbalancer/config.toml"]
+    # transparent mode's routing script where README "Transparent mode" says, not compressed: `sh` runs it
+    routing = box.sh("sh", "/usr/share/doc/rdpbalancer/contrib/transparent/rdpbalancer-transparent", "status",
+                     check=False)
+    assert routing.returncode == 2 and "ip is not installed (iproute2)" in routing.stderr, routing  # none in the box
     journal = box.journal()
     notice = next(line for line in journal.splitlines() if "only loopback" in line)
     print(notice)
