@@ -33,8 +33,9 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 DEFAULT_MARK = 0x1
 DEFAULT_TABLE = 100
 SCRIPT = "contrib/transparent/rdpbalancer-transparent"
-HOW_TO_GRANT = ("grant it: systemd AmbientCapabilities=CAP_NET_ADMIN (README, Transparent mode), "
-                "docker run --cap-add NET_ADMIN")
+HOW_TO_GRANT = ("grant it (README, Transparent mode): systemd AmbientCapabilities= and CapabilityBoundingSet= "
+                "with CAP_NET_ADMIN; Docker: an image built with --build-arg "
+                "CAPS=cap_net_bind_service,cap_net_admin, run with --cap-add NET_ADMIN")
 
 
 class TransparentError(Exception):
