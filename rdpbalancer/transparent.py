@@ -18,7 +18,6 @@ capability (`require`) and what `check-config` can see of the routing (`routing_
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import shutil
 import socket
@@ -46,16 +45,29 @@ def source_for(client_host: str, family: int) -> str | None:
     """The address a connection to a server of `family` is opened from, for a client at
     `client_host`; None when it cannot be the client's (an IPv6 client and an IPv4 server, or
     the reverse: the server then sees the balancer's own address, and the log says so). An
-    IPv4 client on a dual-stack listener (::ffff:a.b.c.d) is its IPv4 address."""
+    IPv4 client on a dual-stack listener (::ffff:a.b.c.d) is its IPv4 address.
+
+    Per connection, twice: `inet_pton` checks the literal (the kernel's peer name, or a PROXY
+    header's address, validated when parsed) in well under a microsecond; `ipaddress` took 4."""
+    host = client_host
+    if ":" in host:
+        if host[:7].lower() == "::ffff:" and "." in host:
+            host = host[7:]  # an IPv4 client on a dual-stack listener
+        else:
+            if family != socket.AF_INET6:
+                return None
+            try:
+                socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+            except OSError:
+                return None
+            return host
+    if family != socket.AF_INET:
+        return None
     try:
-        address = ipaddress.ip_address(client_host.split("%", 1)[0])
-    except ValueError:
+        socket.inet_pton(socket.AF_INET, host)
+    except OSError:
         return None  # "unknown": no peer address (a PROXY LOCAL header names none)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.version == 4:
-        return str(address) if family == socket.AF_INET else None
-    return client_host if family == socket.AF_INET6 else None
+    return host
 
 
 def bind_transparent(sock: socket.socket, address: str) -> None:

@@ -27,6 +27,11 @@ V4, V6 = socket.AF_INET, socket.AF_INET6
     ("2001:db8::5", V4, None),  # no IPv4 address to come from: the balancer's own
     ("10.1.0.5", V6, None),
     ("unknown", V4, None),  # no peer address (a PROXY LOCAL header)
+    ("unknown", V6, None),
+    ("::FFFF:10.1.0.5", V4, "10.1.0.5"),
+    ("::ffff:10.1.0.5", V6, None),  # an IPv4 client cannot be the source towards an IPv6 server
+    ("10.1.0", V4, None),  # not an address
+    ("2001:db8::zz", V6, None),
 ])
 def test_the_source_is_the_client_address_of_the_server_family(client: str, family: int, source: str | None) -> None:
     assert source_for(client, family) == source
