@@ -74,6 +74,7 @@ def servers(view: ReadModel) -> list[dict[str, Any]]:
             if name in policy.slowstart else None,
             "admin_state": str(cond.admin),
             "admin_state_config": str(view.snapshot.admin_states.get(name, "ready")),
+            "transparent": name in view.snapshot.relay.transparent,  # it sees clients' addresses
             "admin_state_override": str(overrides[name]) if name in overrides else None,
             "health": str(check.state) if check else "unknown",
             "health_since": check.since if check and check.since else None,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rdpbalancer import transparent
+from rdpbalancer.admin.views import servers as server_rows
 from rdpbalancer.config import ConfigError, parse_config
 from rdpbalancer.config.compile import compile_config
 from rdpbalancer.transparent import TransparentError, source_for
@@ -107,5 +108,7 @@ async def test_a_transparent_server_sees_the_client_address_on_loopback(tmp_path
         client = await rdp_connect(balancer.addresses[0][1], "alice", local_host="127.0.0.3")
         await client.close()
         stats = balancer.view.stats()
+        servers = server_rows(balancer.view)
     assert seen == ["127.0.0.3"]
+    assert [(s["name"], s["transparent"]) for s in servers] == [("H1", True)]  # the API says so
     assert stats.backend_sources["client"] == 1
