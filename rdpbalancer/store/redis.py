@@ -16,6 +16,15 @@ meanwhile stays); every conflict is logged with both sides. Entries this node's 
 by itself (`Change.dropped`: expired, evicted) are never deleted from Redis, online or on replay:
 Redis expires them on its own, `ttl` after the last use any node wrote.
 
+Another master (a Sentinel failover, a split brain healed, a Redis restarted empty) may lack
+what this node wrote to the one before: a master that lost its replica and was demoted later
+drops every write it acknowledged meanwhile, and its successor never saw them. So the node
+keeps the changes it wrote in the last JOURNAL_S seconds, and the heartbeat notes the master's
+identity (run_id and replication id). When it changes, the journal is written again with the
+outage's conflict rule (the later assignment wins), and the change feed is then read again from
+its start: while this node read the old master, its cursor moved past the stamps the other
+nodes wrote to the new one.
+
 Refreshes of last_used (`refresh_later`) are coalesced as in the local copy: one write per user
 at most every LAZY_FLUSH_S, dropped when an assignment of the same user is written first (it
 carries a newer last_used). Redis expires entries `ttl` after last_used, so the delay only
@@ -28,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -47,6 +57,8 @@ log = logging.getLogger("rdpbalancer.store")
 T = TypeVar("T")
 RETRY_S = 1.0  # while Redis is away, try again this often
 REPLAY_ATTEMPTS = 5  # a user another node keeps changing while this one replays: Redis's entry stays
+JOURNAL_S = 300.0  # changes this node wrote are rewritten to a new master when written this recently
+JOURNAL_MAX = 100_000  # and at most this many of them (the latest)
 
 # Every write and delete also stamps the user in the change feed KEYS[2] (a sorted set scored by
 # Redis's clock in ms), which the other nodes pull every second.
@@ -128,6 +140,10 @@ class RedisStickyStore:
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._sentinels: list[aioredis.Redis] = []  # the Sentinel connections, closed with the store
         self._cursor: float | None = None  # Redis ms: change-feed entries from here on are not pulled yet
+        # (time, user, entry or None for a deletion, prior) of each change written lately: see the docstring
+        self._journal: deque[tuple[float, str, StickyEntry | None, str]] = deque(maxlen=JOURNAL_MAX)
+        self._master: str | None = None  # the master's "run_id/replid" as last seen
+        self._repull = False  # another master: the feed is read again from its start once the journal is written
 
     # -- the port ----------------------------------------------------------------------------
 
@@ -149,6 +165,8 @@ class RedisStickyStore:
             client = self._sync_client()
             seconds, micros = cast("tuple[int, int]", client.time())
             self._cursor = seconds * 1000 + micros // 1000  # what changes during the scan is pulled later
+            self._master = _identity(cast("dict[str, Any]", client.info("server")),
+                                     cast("dict[str, Any]", client.info("replication")))
             entries = []
             for key in client.scan_iter(match=f"{self.settings.key_prefix}u:*", count=1000):
                 fields = cast("dict[bytes, bytes]", client.hgetall(key))
@@ -213,7 +231,7 @@ class RedisStickyStore:
     def _flush_lazy(self) -> None:
         self._lazy_timer = None
         if self._lazy:
-            self._tasks.spawn(self._shared(self._lazy_change()), name="redis-refresh")
+            self._tasks.spawn(self._shared(self._lazy_change(), journal=False), name="redis-refresh")
 
     async def barrier(self) -> None:
         await self.local.barrier()
@@ -235,7 +253,7 @@ class RedisStickyStore:
 
     async def close(self) -> None:
         if self._lazy:
-            await self._shared(self._lazy_change())
+            await self._shared(self._lazy_change(), journal=False)
         if self._retry is not None:
             self._retry.cancel()
         if self._client is not None:
@@ -247,7 +265,8 @@ class RedisStickyStore:
 
     # -- writing ------------------------------------------------------------------------------------
 
-    async def _shared(self, change: Change) -> list[StickyEntry]:
+    async def _shared(self, change: Change, *, journal: bool = True) -> list[StickyEntry]:
+        """Write `change` (a refresh of last_used: `journal` False, nothing to rewrite if lost)."""
         if not change.put and not change.delete:
             return []
         prior = dict(change.prior)
@@ -268,6 +287,8 @@ class RedisStickyStore:
             self._keep(change, prior)
             return []
         self._up()
+        if journal:
+            self._note(change, prior, results)
         winners = []
         for entry, result in zip(change.put, results, strict=False):
             if result:
@@ -277,6 +298,38 @@ class RedisStickyStore:
                     self.conflicts += 1
                     winners.append(winner)
         return winners
+
+    def _note(self, change: Change, prior: dict[str, str], results: Sequence[object]) -> None:
+        """Journal what Redis took: puts it wrote (no winner returned), deletions it made."""
+        now, journal = time.time(), self._journal
+        for entry, result in zip(change.put, results, strict=False):
+            if not result:
+                journal.append((now, entry.key, entry, "*" if change.force else prior.get(entry.key, "")))
+        for key, result in zip(change.delete, results[len(change.put):], strict=False):
+            if result:
+                journal.append((now, key, None, "*" if change.force or key not in prior else prior[key]))
+        while journal and journal[0][0] < now - JOURNAL_S:
+            journal.popleft()
+
+    def _another_master(self, identity: str) -> None:
+        """The heartbeat saw another master than before (RedisCluster.exchange): rewrite the
+        journal to it, then read its change feed from the start (see the module's docstring)."""
+        old, self._master = self._master, identity
+        if old is None or old == identity:
+            return
+        now = time.time()
+        recent = [item for item in self._journal if item[0] >= now - JOURNAL_S]
+        log.warning("sticky store: Redis %s is another master now (%s, was %s); it may lack what this node wrote "
+                    "to the one before: rewriting this node's %d change(s) of the last %.0f s, then reading the "
+                    "whole change feed again", self._where(), identity, old, len(recent), JOURNAL_S)
+        kept = set(self._outbox)  # changes of the outage are newer than the journal's: they stay
+        for at, key, entry, prior in recent:
+            if key not in kept:
+                self._queue(key, entry, prior, at)
+        self._journal.clear()
+        self._repull = True
+        if self._retry is None or self._retry.done():  # an outage's retry replays the outbox itself
+            self._tasks.spawn(self._replay("rewritten to the new master"), name="redis-rewrite")
 
     def _keep(self, change: Change, prior: dict[str, str]) -> None:
         """Redis is away: remember the latest change per user, replayed when it is back.
@@ -300,8 +353,9 @@ class RedisStickyStore:
             priors = kept.priors if prior in kept.priors else (*kept.priors, prior)
         self._outbox[key] = _Queued(entry, priors, now)
 
-    async def _replay(self) -> None:
-        """Redis is back: write what changed meanwhile; the later assignment wins a conflict."""
+    async def _replay(self, done: str = "made meanwhile replayed") -> None:
+        """Redis is back (or another master): write what changed meanwhile; the later assignment
+        wins a conflict. Each write is journaled again: this master may be replaced in turn."""
         assert self._client is not None
         pending = dict(self._outbox)  # each leaves the outbox once written (unsaved counts the rest)
         replayed = conflicts = 0
@@ -312,11 +366,12 @@ class RedisStickyStore:
                 self._down(exc)
                 return
             replayed += 1
+            self._journal.append((time.time(), key, queued.entry, queued.priors[0]))
             if self._outbox.get(key) is queued:
                 del self._outbox[key]  # not changed again meanwhile
         self.conflicts += conflicts
-        log.warning("sticky store: Redis %s is back; %d change(s) made meanwhile replayed, %d conflict(s)",
-                    self._where(), replayed, conflicts)
+        log.warning("sticky store: Redis %s is back; %d change(s) %s, %d conflict(s)",
+                    self._where(), replayed, done, conflicts)
 
     async def _replay_one(self, key: str, queued: _Queued) -> int:
         """Write one user kept during the outage; 1 if another node had placed them elsewhere.
@@ -443,6 +498,13 @@ async def _hgetall(client: aioredis.Redis, key: str) -> dict[bytes, bytes]:
     return cast("dict[bytes, bytes]", await _awaited(client.hgetall(key)))
 
 
+def _identity(server: dict[str, Any], replication: dict[str, Any]) -> str | None:
+    """A master's identity: its process (run_id) and its history (the replication id, new on a
+    promotion and taken from the new master by a demoted one). None when INFO does not say."""
+    run_id, replid = server.get("run_id"), replication.get("master_replid")
+    return f"{run_id}/{replid}" if run_id and replid else None
+
+
 def _entry(key: str, fields: dict[bytes, bytes]) -> StickyEntry | None:
     try:
         return StickyEntry(key, fields[b"pool"].decode(), fields[b"server"].decode(),
@@ -469,8 +531,15 @@ class RedisCluster:
         try:
             # the feed's stamps are Redis's clock: trimmed by it, not by this node's (a node whose
             # wall clock runs a day ahead would otherwise empty the feed for every node)
-            seconds, micros = await self.store._client.time()
+            async with self.store._client.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.info("server")
+                pipe.info("replication")
+                (seconds, micros), server, replication = await pipe.execute()
             redis_ms = seconds * 1000 + micros // 1000
+            identity = _identity(server, replication)
+            if identity is not None:
+                self.store._another_master(identity)
             async with self.store._client.pipeline(transaction=True) as pipe:
                 pipe.delete(f"{p}load:{node}")
                 if counts:
@@ -501,6 +570,10 @@ class RedisCluster:
         table, and its homed-user counts, follow the cluster's. None while Redis is away."""
         if self.store._client is None or self.store.available is False:
             return None
+        if self.store._repull:  # another master: its feed from the start, once the journal is written to it
+            if self.store._outbox:
+                return []  # its entries would undo this node's changes not written back yet
+            self.store._repull, self.store._cursor = False, 0.0
         try:
             if self.store._cursor is None:
                 seconds, micros = await self.store._client.time()

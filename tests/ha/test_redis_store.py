@@ -213,3 +213,133 @@ async def test_a_node_whose_wall_clock_runs_a_day_ahead_trims_no_change_from_the
     finally:
         client.close()
         await store.close()
+
+
+async def beat(cluster: object, timeout_s: float = 5.0) -> None:
+    """Heartbeats until one reaches Redis (after a cut connection the store retries every second)."""
+    deadline = time.monotonic() + timeout_s
+    while await cluster.exchange("n", {}, 3.0) is None:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "Redis did not answer the heartbeat"
+        await asyncio.sleep(0.1)
+
+
+class MovableAddress:
+    """A TCP address in front of one Redis, moved to another as a virtual IP moves: the
+    connections through it are cut, and new ones reach the new target."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.server: asyncio.Server | None = None
+        self.pipes: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self.pipes |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.pipes -= {writer, up_writer}
+
+    def move(self, target: int) -> None:
+        self.target = target
+        for w in list(self.pipes):
+            w.transport.abort()
+
+    async def close(self) -> None:
+        self.move(0)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_a_node_that_wrote_to_a_master_later_demoted_writes_again_and_reads_the_whole_feed(
+        tmp_path: Path) -> None:
+    """A split brain: Redis B (A's replica) is promoted while node X still reaches A. Y writes
+    a user to B, X writes one to A, which acknowledges it; then A is demoted (its data replaced
+    by B's) and X's address moves to B. X must notice the other master (run_id and replication
+    id), write its recent changes again, and read B's change feed from its start: its cursor
+    had moved past Y's stamp while it read A's feed. Before this, X's user was lost and X never
+    learned Y's."""
+    from rdpbalancer.policy.sticky import Change, StickyEntry  # noqa: PLC0415
+    from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore  # noqa: PLC0415
+    from rdpbalancer.store.sqlite import SqliteStickyStore  # noqa: PLC0415
+
+    a, b = RedisServer(tmp_path / "a"), RedisServer(tmp_path / "b")
+    a.start()
+    b.start()
+    ca, cb = redis.Redis(port=a.port), redis.Redis(port=b.port)
+    vx, vy = MovableAddress(a.port), MovableAddress(a.port)
+    stores: list[RedisStickyStore] = []
+    try:
+        cb.replicaof("127.0.0.1", a.port)
+        await wait_until(lambda: cb.info("replication").get("master_link_status") == "up", timeout_s=10)
+        x_port, y_port = await vx.start(), await vy.start()
+        for name, port_ in (("x", x_port), ("y", y_port)):
+            store = RedisStickyStore(RedisSettings(url=f"redis://127.0.0.1:{port_}/0", key_prefix="split:"),
+                                     ttl_s=3600, local=SqliteStickyStore(tmp_path / f"{name}.db"))
+            await asyncio.to_thread(store.load)
+            store.start(asyncio.get_running_loop())
+            stores.append(store)
+        x, y = stores
+        cx, cy = RedisCluster(x), RedisCluster(y)
+        for cluster in (cx, cy):
+            assert await cluster.exchange("n", {}, 3.0) is not None
+            assert await cluster.pull() == []  # the cursor starts now
+        now = time.time()
+        await x.apply(Change(put=(StickyEntry("early", "p", "TS01", now, now),)))
+        await wait_until(lambda: cb.hget("split:u:early", "server") == b"TS01", timeout_s=5)  # replicated
+
+        # the split: B promoted, Y follows it; X still writes to A
+        cb.replicaof("NO", "ONE")
+        vy.move(b.port)
+        await wait_until(lambda: cb.info("replication")["role"] == "master", timeout_s=5)
+        await beat(cy)  # the cut connection: Y finds Redis again within a retry, now B
+        await y.apply(Change(put=(StickyEntry("yuser", "p", "TS02", now + 1, now + 1),)))
+        await asyncio.sleep(0.01)  # X's stamp comes after Y's, by the machines' one clock
+        assert await x.apply(Change(put=(StickyEntry("xuser", "p", "TS03", now + 2, now + 2),))) == []
+        assert ca.hget("split:u:xuser", "server") == b"TS03"  # acknowledged by A
+        pulled = await cx.pull()
+        assert pulled is not None and "xuser" in dict(pulled) and "yuser" not in dict(pulled)  # A's feed lacks Y's
+
+        # the heal: A demoted (its data replaced by B's), X's address moves to B
+        ca.replicaof("127.0.0.1", b.port)
+        await wait_until(lambda: ca.info("replication").get("master_link_status") == "up", timeout_s=10)
+        assert ca.hget("split:u:xuser", "server") is None  # what A acknowledged during the split is gone
+        vx.move(b.port)
+
+        learned: dict[str, StickyEntry | None] = {}
+        for _ in range(50):  # X's heartbeats, as ClusterSync runs them (bounded: 5 s)
+            if await cx.exchange("n", {}, 3.0) is not None:
+                learned.update(await cx.pull() or ())
+                if cb.hget("split:u:xuser", "server") == b"TS03" and "yuser" in learned:
+                    break
+            await asyncio.sleep(0.1)
+        assert cb.hget("split:u:xuser", "server") == b"TS03", "X's change was not written to the new master"
+        assert learned.get("yuser") is not None and learned["yuser"].server == "TS02", learned
+        assert cb.hget("split:u:early", "server") == b"TS01"
+    finally:
+        for store in stores:
+            await store.close()
+        await vx.close()
+        await vy.close()
+        ca.close()
+        cb.close()
+        a.close()
+        b.close()
