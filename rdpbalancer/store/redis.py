@@ -140,7 +140,7 @@ class RedisStickyStore:
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._sentinels: list[aioredis.Redis] = []  # the Sentinel connections, closed with the store
         self._cursor: float | None = None  # Redis ms: change-feed entries from here on are not pulled yet
-        # (time, user, entry or None for a deletion, prior) of each change written lately: see the docstring
+        # (monotonic time, user, entry or None for a deletion, prior) of each change written lately
         self._journal: deque[tuple[float, str, StickyEntry | None, str]] = deque(maxlen=JOURNAL_MAX)
         self._master: str | None = None  # the master's "run_id/replid" as last seen
         self._repull = False  # another master: the feed is read again from its start once the journal is written
@@ -300,8 +300,9 @@ class RedisStickyStore:
         return winners
 
     def _note(self, change: Change, prior: dict[str, str], results: Sequence[object]) -> None:
-        """Journal what Redis took: puts it wrote (no winner returned), deletions it made."""
-        now, journal = time.time(), self._journal
+        """Journal what Redis took: puts it wrote (no winner returned), deletions it made. Aged
+        by the monotonic clock: a step of the wall clock neither empties nor keeps it."""
+        now, journal = time.monotonic(), self._journal
         for entry, result in zip(change.put, results, strict=False):
             if not result:
                 journal.append((now, entry.key, entry, "*" if change.force else prior.get(entry.key, "")))
@@ -317,15 +318,16 @@ class RedisStickyStore:
         old, self._master = self._master, identity
         if old is None or old == identity:
             return
-        now = time.time()
+        now = time.monotonic()
         recent = [item for item in self._journal if item[0] >= now - JOURNAL_S]
         log.warning("sticky store: Redis %s is another master now (%s, was %s); it may lack what this node wrote "
                     "to the one before: rewriting this node's %d change(s) of the last %.0f s, then reading the "
                     "whole change feed again", self._where(), identity, old, len(recent), JOURNAL_S)
         kept = set(self._outbox)  # changes of the outage are newer than the journal's: they stay
-        for at, key, entry, prior in recent:
+        wall = time.time()
+        for _at, key, entry, prior in recent:
             if key not in kept:
-                self._queue(key, entry, prior, at)
+                self._queue(key, entry, prior, wall)
         self._journal.clear()
         self._repull = True
         if self._retry is None or self._retry.done():  # an outage's retry replays the outbox itself
@@ -366,7 +368,7 @@ class RedisStickyStore:
                 self._down(exc)
                 return
             replayed += 1
-            self._journal.append((time.time(), key, queued.entry, queued.priors[0]))
+            self._journal.append((time.monotonic(), key, queued.entry, queued.priors[0]))
             if self._outbox.get(key) is queued:
                 del self._outbox[key]  # not changed again meanwhile
         self.conflicts += conflicts
