@@ -343,3 +343,40 @@ async def test_a_node_that_wrote_to_a_master_later_demoted_writes_again_and_read
         cb.close()
         a.close()
         b.close()
+
+
+async def test_a_redis_restarted_empty_gets_the_recent_changes_again(tmp_path: Path) -> None:
+    """Redis restarted without persistence: another run_id, an empty table. The node's recent
+    changes are written again at its next heartbeat; another node's are its own to rewrite."""
+    from rdpbalancer.policy.sticky import Change, StickyEntry  # noqa: PLC0415
+    from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore  # noqa: PLC0415
+    from rdpbalancer.store.sqlite import SqliteStickyStore  # noqa: PLC0415
+
+    server = RedisServer(tmp_path / "r")
+    server.start()
+    store = RedisStickyStore(RedisSettings(url=server.url, key_prefix="restart:"), ttl_s=3600,
+                             local=SqliteStickyStore(tmp_path / "x.db"))
+    client = redis.Redis(port=server.port)
+    try:
+        await asyncio.to_thread(store.load)
+        store.start(asyncio.get_running_loop())
+        cluster = RedisCluster(store)
+        await beat(cluster)
+        now = time.time()
+        await store.apply(Change(put=(StickyEntry("alice", "p", "TS01", now, now),
+                                      StickyEntry("bob", "p", "TS02", now, now))))
+        await store.apply(Change(delete=("bob",), prior=(("bob", "TS02"),)))
+        assert client.hget("restart:u:alice", "server") == b"TS01"
+        server.stop()
+        server.start()
+        assert client.exists("restart:u:alice") == 0
+        deadline = time.monotonic() + 5
+        while client.hget("restart:u:alice", "server") != b"TS01":
+            assert time.monotonic() < deadline, "the recent change was not written again"
+            await cluster.exchange("n", {}, 3.0)
+            await asyncio.sleep(0.1)
+        assert client.exists("restart:u:bob") == 0  # the deletion stays one
+    finally:
+        client.close()
+        await store.close()
+        server.close()
