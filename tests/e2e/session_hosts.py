@@ -191,10 +191,15 @@ class SessionHost:
     def end_session(self, session_id: str) -> None:
         """Log the session off: its desktop (the window manager, startwm.sh's `sleep`) ends, and
         sesman ends the session with it, as when a user logs off. By PID, inside the namespace."""
-        children = self.run_inside("ps", "-o", "pid=,args=", "--ppid", session_id).stdout.splitlines()
-        desktops = [line.split()[0] for line in children if "sleep 86400" in line]
-        if not desktops:
-            raise harness.HarnessError(f"{self.name}: session {session_id} has no desktop process: {children}")
+        deadline = time.monotonic() + 10.0  # sesman starts the desktop after Xvnc: a session just
+        while True:                          # listed as active may not have it yet
+            children = self.run_inside("ps", "-o", "pid=,args=", "--ppid", session_id).stdout.splitlines()
+            desktops = [line.split()[0] for line in children if "sleep 86400" in line]
+            if desktops:
+                break
+            if time.monotonic() > deadline:
+                raise harness.HarnessError(f"{self.name}: session {session_id} has no desktop process: {children}")
+            time.sleep(0.1)
         self.run_inside("kill", "-TERM", *desktops)
 
     def stop(self) -> None:
