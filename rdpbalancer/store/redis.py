@@ -331,7 +331,8 @@ class RedisStickyStore:
         self._journal.clear()
         self._repull = True
         if self._retry is None or self._retry.done():  # an outage's retry replays the outbox itself
-            self._tasks.spawn(self._replay("rewritten to the new master"), name="redis-rewrite")
+            rewrite = self._replay("is another master, this node's recent changes rewritten")
+            self._tasks.spawn(rewrite, name="redis-rewrite")
 
     def _keep(self, change: Change, prior: dict[str, str]) -> None:
         """Redis is away: remember the latest change per user, replayed when it is back.
@@ -355,7 +356,7 @@ class RedisStickyStore:
             priors = kept.priors if prior in kept.priors else (*kept.priors, prior)
         self._outbox[key] = _Queued(entry, priors, now)
 
-    async def _replay(self, done: str = "made meanwhile replayed") -> None:
+    async def _replay(self, done: str = "is back, the changes made meanwhile replayed") -> None:
         """Redis is back (or another master): write what changed meanwhile; the later assignment
         wins a conflict. Each write is journaled again: this master may be replaced in turn."""
         assert self._client is not None
@@ -372,8 +373,8 @@ class RedisStickyStore:
             if self._outbox.get(key) is queued:
                 del self._outbox[key]  # not changed again meanwhile
         self.conflicts += conflicts
-        log.warning("sticky store: Redis %s is back; %d change(s) %s, %d conflict(s)",
-                    self._where(), replayed, done, conflicts)
+        log.warning("sticky store: Redis %s %s: %d change(s) written, %d conflict(s)",
+                    self._where(), done, replayed, conflicts)
 
     async def _replay_one(self, key: str, queued: _Queued) -> int:
         """Write one user kept during the outage; 1 if another node had placed them elsewhere.
