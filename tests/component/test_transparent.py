@@ -166,21 +166,21 @@ def saw(net: Farm, host: str, user: str, *extra: str) -> str:
 
 
 @contextlib.contextmanager
-def held_session(net: Farm, user: str, hold_s: float) -> Iterator[str]:
-    """A session kept open `hold_s` seconds: yields the address its host saw; on leaving, checks
-    that it still relayed at the end (what happened meanwhile did not cut it)."""
+def held_session(net: Farm, user: str) -> Iterator[str]:
+    """A session kept open while the block runs: yields the address its host saw; on leaving,
+    checks that it still relays (what happened meanwhile did not cut it)."""
     held = net.popen(net.client, [sys.executable, "-m", "tests.support.netns_peer", "client", net.balancer_v4,
-                                  "3389", user, "--hold", str(hold_s)],
-                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                  "3389", user, "--hold"],
+                     cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert held.stdout is not None
         yield held.stdout.readline().decode().strip()
-        out, err = held.communicate(timeout=hold_s + 15)
+        out, err = held.communicate(b"go on\n", timeout=15)
         assert out.decode().split() == ["alive"], err.decode()[-2000:]
     finally:
         stop_process(held)
-        for stream in (held.stdout, held.stderr):
-            if stream is not None:
+        for stream in (held.stdin, held.stdout, held.stderr):
+            if stream is not None and not stream.closed:
                 stream.close()
 
 
@@ -234,7 +234,7 @@ def test_workers_and_a_handoff_keep_the_mode(net: Farm, host: Path, balancers: l
     # the kernel spreads the 24 connections over the processes (a session id starts with its pid)
     relayed_by = set(re.findall(r"session=(\w{6})\w+ routed", b.text()))
     assert len(relayed_by) >= 2, relayed_by
-    with held_session(net, "ivan", 4) as ivan_saw:
+    with held_session(net, "ivan") as ivan_saw:
         assert host_of(ivan_saw) == net.client_v4
         mark = len(b.text())
         b.proc.send_signal(signal.SIGUSR2)
@@ -255,7 +255,7 @@ def test_a_reload_switches_the_mode_for_new_connections_only(net: Farm, host: Pa
                                                              tmp_path: Path) -> None:
     b = start(balancers, net, tmp_path, config(net, tmp_path, transparent=False)).serving()
     assert host_of(saw(net, net.balancer_v4, "erin")) == net.balancer_host_side_v4
-    with held_session(net, "frank", 3) as frank_saw:
+    with held_session(net, "frank") as frank_saw:
         assert host_of(frank_saw) == net.balancer_host_side_v4
         b.conf.write_text(config(net, tmp_path, transparent=True))
         mark = len(b.text())

@@ -4,9 +4,10 @@
         an RDP host on every address of its namespace (IPv4 and IPv6): answers a Connection
         Request with a Confirm, then answers WHO? with the address it saw ("10.1.1.2:40000")
         and echoes the rest; every connection's peer is appended to LOG, health checks too.
-    python3 -m tests.support.netns_peer client HOST PORT USER [--source ADDR] [--hold SECONDS]
+    python3 -m tests.support.netns_peer client HOST PORT USER [--source ADDR] [--hold]
         connects through the balancer as USER and prints the address the host saw; --hold
-        keeps the session open that long, then checks it still echoes (prints "alive");
+        keeps the session open until a line comes on stdin, then checks it still echoes
+        (prints "alive");
         --proxy ADDR sends a PROXY v1 header naming ADDR first, as a proxy in front would."""
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ async def serve(port: int, log: Path) -> None:
         await server.serve_forever()
 
 
-async def client(host: str, port: int, user: str, source: str | None, hold_s: float, proxy: str | None,
+async def client(host: str, port: int, user: str, source: str | None, hold: bool, proxy: str | None,
                  count: int = 1) -> int:
     if proxy is not None:
         return await proxied(host, port, user, proxy)
@@ -78,8 +79,8 @@ async def client(host: str, port: int, user: str, source: str | None, hold_s: fl
         await other.close()
     connected = await rdp_connect(port, user, host=host, local_host=source)
     print(connected.server, flush=True)
-    if hold_s > 0:
-        await asyncio.sleep(hold_s)
+    if hold:  # until the test has done what the session must outlive
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         connected.writer.write(b"still there?")
         echoed = await asyncio.wait_for(connected.reader.readexactly(12), 5)
         print("alive" if echoed == b"still there?" else f"echo {echoed!r}", flush=True)
@@ -111,7 +112,7 @@ def main(argv: list[str]) -> int:
     c.add_argument("port", type=int)
     c.add_argument("user")
     c.add_argument("--source")
-    c.add_argument("--hold", type=float, default=0.0)
+    c.add_argument("--hold", action="store_true")
     c.add_argument("--count", type=int, default=1, help="connect COUNT times (users USER1.., then USER)")
     c.add_argument("--proxy", help="send a PROXY v1 header naming this IPv4 address as the client")
     args = parser.parse_args(argv)
