@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 log = logging.getLogger("rdpbalancer")
 
 T = TypeVar("T")
+CANCEL_ROUNDS = 10  # cancel_all: a task that lost its cancellation gets another, this many times at most
+CANCEL_WAIT_S = 1.0  # and this long apart
 
 
 def start(coro: Coroutine[Any, Any, T], name: str | None = None) -> asyncio.Task[T]:
@@ -45,7 +47,17 @@ class TaskSet:
             task.cancel()
 
     async def cancel_all(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Cancel every task and wait until they end. A task still running a second after its
+        cancellation is cancelled again: a cancellation can be lost where a library turns it into
+        an error the task handles (an asyncio.timeout expiring in the same loop iteration gives a
+        TimeoutError instead, which redis-py raises as its own and the cluster heartbeat catches),
+        and one wait would then last for ever while that loop runs on."""
+        pending = set(self._tasks)
+        for _ in range(CANCEL_ROUNDS):
+            if not pending:
+                return
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=CANCEL_WAIT_S)
+        for task in pending:
+            log.error("task %s did not end after %d cancellations; left running", task.get_name(), CANCEL_ROUNDS)
