@@ -27,6 +27,7 @@ from tests.support.fakes import start_farm
 from tests.support.redis_server import RedisServer
 
 _prefixes = itertools.count()
+STOP_BOUND_S = 30.0  # a node stops in well under a second; pytest-timeout cannot interrupt an idle uvloop
 
 
 class Link:
@@ -97,7 +98,8 @@ async def linked_nodes(tmp_path: Path, redis_server: RedisServer) -> AsyncIterat
         yield one, two, link
     finally:
         for node in started:
-            await node.stop()
+            async with asyncio.timeout(STOP_BOUND_S):  # a hung stop fails here, with where it waited
+                await node.stop()
         await link.cut()
         for s in farm:
             await s.stop()
