@@ -43,7 +43,8 @@ RUN set -e; \
 # an image built so runs only with --cap-add NET_ADMIN (the kernel refuses to start a program
 # whose file capabilities the container may not have).
 ARG CAPS=cap_net_bind_service
-# (its own step after the install: a build that changes CAPS reuses the install's layer)
+# (its own step after the install, so that a build with another CAPS can take the install's
+# layer from the build cache)
 RUN setcap "${CAPS}=+ep" "$(readlink -f /opt/rdpbalancer/bin/python3)"
 
 # the example's state path is /var/lib/rdpbalancer/sticky.db: keep it on a volume

@@ -182,7 +182,7 @@ async def test_container_routes_serves_the_dashboard_stops_cleanly_and_keeps_the
 def transparent_image(engine: DockerEngine, image: str, wheelhouse: Path,
                       tmp_path_factory: pytest.TempPathFactory) -> str:
     """The same Dockerfile built for transparent mode (README "Docker"): CAPS adds cap_net_admin.
-    Only the setcap step runs again (the install's layer comes from the cache)."""
+    Its setcap step comes after the install, so the install's layer can come from the cache."""
     base = engine.import_debian_base("rdpbalancer-test-base:bookworm", BASE_CACHE)
     context = tmp_path_factory.mktemp("docker-context-transparent")
     shutil.copy2(ROOT / "config.example.toml", context)
