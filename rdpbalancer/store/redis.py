@@ -144,6 +144,7 @@ class RedisStickyStore:
         self._journal: deque[tuple[float, str, StickyEntry | None, str]] = deque(maxlen=JOURNAL_MAX)
         self._master: str | None = None  # the master's "run_id/replid" as last seen
         self._repull = False  # another master: the feed is read again from its start once the journal is written
+        self._identifies = True  # False: INFO is not allowed to this node's Redis user (ACL)
 
     # -- the port ----------------------------------------------------------------------------
 
@@ -165,8 +166,11 @@ class RedisStickyStore:
             client = self._sync_client()
             seconds, micros = cast("tuple[int, int]", client.time())
             self._cursor = seconds * 1000 + micros // 1000  # what changes during the scan is pulled later
-            self._master = _identity(cast("dict[str, Any]", client.info("server")),
-                                     cast("dict[str, Any]", client.info("replication")))
+            try:
+                self._master = _identity(cast("dict[str, Any]", client.info("server")),
+                                         cast("dict[str, Any]", client.info("replication")))
+            except redis.ResponseError as exc:  # an ACL without INFO (@dangerous): no identity, not down
+                self._no_identity(exc)
             entries = []
             for key in client.scan_iter(match=f"{self.settings.key_prefix}u:*", count=1000):
                 fields = cast("dict[bytes, bytes]", client.hgetall(key))
@@ -311,6 +315,15 @@ class RedisStickyStore:
                 journal.append((now, key, None, "*" if change.force or key not in prior else prior[key]))
         while journal and journal[0][0] < now - JOURNAL_S:
             journal.popleft()
+
+    def _no_identity(self, exc: BaseException) -> None:
+        """Redis refuses INFO (an ACL without @dangerous): routing goes on, but another master
+        is not noticed; said once."""
+        if self._identifies:
+            self._identifies = False
+            log.warning("sticky store: Redis %s refuses INFO (%s): a change of master is not noticed, so changes "
+                        "written to a master that is later demoted are not written again (allow +info to this "
+                        "user)", self._where(), exc)
 
     def _another_master(self, identity: str) -> None:
         """The heartbeat saw another master than before (RedisCluster.exchange): rewrite the
@@ -536,12 +549,17 @@ class RedisCluster:
             # wall clock runs a day ahead would otherwise empty the feed for every node)
             async with self.store._client.pipeline(transaction=False) as pipe:
                 pipe.time()
-                pipe.info("server")
-                pipe.info("replication")
-                (seconds, micros), server, replication = await pipe.execute()
+                if self.store._identifies:
+                    pipe.info("server")
+                    pipe.info("replication")
+                now, *info = await pipe.execute(raise_on_error=False)
+            if isinstance(now, Exception):
+                raise now  # TIME refused: as before, Redis is away for this node
+            seconds, micros = now
             redis_ms = seconds * 1000 + micros // 1000
-            identity = _identity(server, replication)
-            if identity is not None:
+            if any(isinstance(r, redis.ResponseError) for r in info):  # an ACL without INFO
+                self.store._no_identity(next(r for r in info if isinstance(r, redis.ResponseError)))
+            elif info and (identity := _identity(info[0], info[1])) is not None:
                 self.store._another_master(identity)
             async with self.store._client.pipeline(transaction=True) as pipe:
                 pipe.delete(f"{p}load:{node}")

@@ -380,3 +380,36 @@ async def test_a_redis_restarted_empty_gets_the_recent_changes_again(tmp_path: P
         client.close()
         await store.close()
         server.close()
+
+
+async def test_a_redis_user_without_info_still_serves_and_says_what_it_cannot_notice(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A least-privilege ACL user (+@all -@dangerous) may not run INFO: the node loads, writes
+    and beats as before, and says once that a change of master goes unnoticed."""
+    from rdpbalancer.policy.sticky import Change, StickyEntry  # noqa: PLC0415
+    from rdpbalancer.store.redis import RedisCluster, RedisSettings, RedisStickyStore  # noqa: PLC0415
+    from rdpbalancer.store.sqlite import SqliteStickyStore  # noqa: PLC0415
+
+    server = RedisServer(tmp_path / "r")
+    server.start()
+    admin = redis.Redis(port=server.port)
+    admin.execute_command("ACL", "SETUSER", "rdpb", "on", ">rdpb-test-pw", "~*", "+@all", "-@dangerous")
+    store = RedisStickyStore(RedisSettings(url=f"redis://rdpb:rdpb-test-pw@127.0.0.1:{server.port}/0",
+                                           key_prefix="acl:"), ttl_s=3600, local=SqliteStickyStore(tmp_path / "x.db"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="rdpbalancer.store"):
+            await asyncio.to_thread(store.load)
+            assert store.available is True
+            store.start(asyncio.get_running_loop())
+            cluster = RedisCluster(store)
+            for _ in range(2):
+                assert await cluster.exchange("n", {}, 3.0) is not None
+            now = time.time()
+            await store.apply(Change(put=(StickyEntry("alice", "p", "TS01", now, now),)))
+            assert admin.hget("acl:u:alice", "server") == b"TS01" and store.available is True
+        said = [r.getMessage() for r in caplog.records if "refuses INFO" in r.getMessage()]
+        assert len(said) == 1, said
+    finally:
+        admin.close()
+        await store.close()
+        server.close()
